@@ -126,7 +126,7 @@ def test_timestamps() -> None:
     stamp = dt.datetime(2024, 5, 1, 12, 30, 15, 250000, tzinfo=UTC)
     convert = model._Parser(wire=True).timestamp
     assert convert(stamp.timestamp()) == (stamp, [])
-    assert convert(int(stamp.timestamp()) ) == (stamp.replace(microsecond=0), [])
+    assert convert(int(stamp.timestamp())) == (stamp.replace(microsecond=0), [])
     assert convert("2024-05-01T12:30:15.25Z") == (stamp, [])
     assert convert(dt.datetime(2024, 5, 1, 12, 30, 15, 250000)) == (stamp, [])  # naive is UTC
     assert convert(True)[1] == ["Member must be of type timestamp"]
@@ -382,3 +382,36 @@ def test_check_response_flags_problems() -> None:
     assert "UnindexedFaces[0].Reasons[2]: 'TOO_UGLY'" in joined
     assert "FaceModelVersion: expected string" in joined
     assert check_response("DescribeCollection", {"FaceCount": True}) != []  # bool is not an integer
+
+
+# ------------------------------------------------------------------ the model as a whole
+
+
+def test_every_model_pattern_compiles() -> None:
+    service = model.SERVICE_MODEL
+    patterns = {
+        shape.metadata["pattern"]
+        for shape in (service.shape_for(name) for name in service.shape_names)
+        if "pattern" in shape.metadata
+    }
+    assert patterns
+    assert [p for p in patterns if model._compiled(p) is None] == []
+
+
+def test_patterns_follow_java_semantics() -> None:
+    # Java's \d and \S are ASCII-only; Python's are Unicode unless told otherwise.
+    assert model._compiled(r"\d+").fullmatch("١٢٣") is None  # type: ignore[union-attr]
+    assert model._compiled(r"\S*").fullmatch("a\u00a0b") is not None  # type: ignore[union-attr]
+    # \p{..} is translated, outside and inside character classes.
+    assert model._compiled(r"\p{Lu}+").fullmatch("ÄB") is not None  # type: ignore[union-attr]
+    assert model._compiled(r"\p{Lu}+").fullmatch("äb") is None  # type: ignore[union-attr]
+    assert model._compiled(r"[\p{N}x]+").fullmatch("x٣") is not None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("wire", [True, False])
+def test_every_operation_accepts_or_rejects_empty_params(wire: bool) -> None:
+    for operation in sorted(model.operation_names()):
+        try:
+            assert parse_request(operation, {}, wire=wire) == {}
+        except errors.ValidationException as exc:
+            assert "Member must not be null" in exc.message

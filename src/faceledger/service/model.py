@@ -79,7 +79,8 @@ def shape_of(operation: str) -> tuple[Shape | None, Shape | None]:
 # The model's patterns are Java regexes. Python's ``re`` lacks ``\p{..}`` (used by
 # the tag key/value patterns); those are translated to explicit code point ranges
 # built from ``unicodedata``. A pattern that still does not compile is skipped
-# (logged once) rather than failing every request that uses it.
+# (logged once) rather than failing every request that uses it. Patterns are
+# compiled with re.ASCII because Java's \d, \w, \s are ASCII-only by default.
 
 _PROP = re.compile(r"\\([pP])\{(?:Is)?([A-Z][a-z]?)\}")
 
@@ -148,11 +149,11 @@ def _translate(pattern: str) -> str:
 @functools.cache
 def _compiled(pattern: str) -> re.Pattern[str] | None:
     try:
-        return re.compile(pattern)
+        return re.compile(pattern, re.ASCII)
     except re.error:
         pass
     try:
-        return re.compile(_translate(pattern))
+        return re.compile(_translate(pattern), re.ASCII)
     except (re.error, ValueError) as exc:
         log.warning("skipping model pattern %r: Python's re cannot compile it (%s)", pattern, exc)
         return None
@@ -202,9 +203,9 @@ class _Parser:
         if kind == "structure":
             return self.structure(shape, value, path)  # type: ignore[arg-type]
         if kind == "list":
-            return self.list(shape, value, path)  # type: ignore[arg-type]
+            return self.sequence(shape, value, path)  # type: ignore[arg-type]
         if kind == "map":
-            return self.map(shape, value, path)  # type: ignore[arg-type]
+            return self.mapping(shape, value, path)  # type: ignore[arg-type]
         converted, problems = self.scalar(shape, value, path)
         for problem in problems:
             self.fail(value, path, problem)
@@ -229,7 +230,7 @@ class _Parser:
                 self.fail(None, _join(path, _camel(name)), "Member must not be null")
         return result
 
-    def list(self, shape: ListShape, value: Any, path: str) -> Any:
+    def sequence(self, shape: ListShape, value: Any, path: str) -> Any:
         if not isinstance(value, (list, tuple)):
             self.fail(value, path, "Member must be of type list")
             return value
@@ -244,7 +245,7 @@ class _Parser:
             items.append(self.value(shape.member, item, item_path))
         return items
 
-    def map(self, shape: MapShape, value: Any, path: str) -> Any:
+    def mapping(self, shape: MapShape, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
             self.fail(value, path, "Member must be of type map")
             return value
