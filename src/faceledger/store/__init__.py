@@ -1,0 +1,132 @@
+"""Persistence of collections, faces, users and tags, behind one small interface.
+
+The service layer talks to a :class:`FaceStore`; each backend lives in its own
+module (``faceledger.store.sqlite`` is the embedded default). A store knows
+nothing about images, models or AWS: it keeps records and embeddings, and finds
+the nearest embeddings of a collection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Generic, Iterable, Protocol, Sequence, TypeVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CollectionRecord:
+    collection_id: str
+    arn: str
+    face_model_version: str
+    created_at: datetime
+    face_count: int = 0
+    user_count: int = 0
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    face_id: str
+    collection_id: str
+    image_id: str
+    external_image_id: str | None
+    bounding_box: tuple[float, float, float, float]  # Width, Height, Left, Top as ratios of the image
+    confidence: float
+    face_model_version: str
+    created_at: datetime
+    user_id: str | None = None
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    collection_id: str
+    user_id: str
+    created_at: datetime
+    face_count: int = 0
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One search hit: a stored face and its distance to the query."""
+
+    face: FaceRecord
+    distance: float
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing; ``cursor`` (opaque to callers) fetches the next, None at the end."""
+
+    items: list[T]
+    cursor: str | None
+
+
+class FaceStore(Protocol):
+    """What the service needs from a persistence backend.
+
+    Writes that belong together (a face batch from one image, a collection and
+    its tags) are atomic; a returned write is durable.
+    """
+
+    # collections
+    def create_collection(
+        self, collection: CollectionRecord, tags: dict[str, str]
+    ) -> bool: ...  # False when it exists
+    def get_collection(self, collection_id: str) -> CollectionRecord | None: ...
+    def collection_by_arn(self, arn: str) -> CollectionRecord | None: ...
+    def list_collections(self, after: str | None, limit: int) -> Page[CollectionRecord]: ...
+    def delete_collection(self, collection_id: str) -> bool: ...
+
+    # faces
+    def add_faces(self, faces: Sequence[FaceRecord]) -> None: ...
+    def get_faces(
+        self, collection_id: str, face_ids: Iterable[str], *, with_embeddings: bool = False
+    ) -> dict[str, FaceRecord]: ...
+    def list_faces(
+        self,
+        collection_id: str,
+        *,
+        after: str | None,
+        limit: int,
+        face_ids: Sequence[str] | None = None,
+        user_id: str | None = None,
+    ) -> Page[FaceRecord]: ...
+    def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> list[str]: ...
+    def nearest(
+        self,
+        collection_id: str,
+        vector: np.ndarray,
+        *,
+        limit: int,
+        max_distance: float,
+        exclude_face_ids: Iterable[str] = (),
+    ) -> list[Neighbour]: ...
+
+    # users
+    def create_user(self, user: UserRecord) -> bool: ...  # False when it exists
+    def get_user(self, collection_id: str, user_id: str) -> UserRecord | None: ...
+    def list_users(self, collection_id: str, after: str | None, limit: int) -> Page[UserRecord]: ...
+    def delete_user(self, collection_id: str, user_id: str) -> bool: ...
+    def set_face_user(self, collection_id: str, face_ids: Sequence[str], user_id: str | None) -> None: ...
+
+    # tags
+    def get_tags(self, collection_id: str) -> dict[str, str]: ...
+    def put_tags(self, collection_id: str, tags: dict[str, str]) -> None: ...
+    def remove_tags(self, collection_id: str, keys: Sequence[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+__all__ = [
+    "CollectionRecord",
+    "FaceRecord",
+    "UserRecord",
+    "Neighbour",
+    "Page",
+    "FaceStore",
+]

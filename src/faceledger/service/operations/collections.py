@@ -1,0 +1,61 @@
+"""CreateCollection, DescribeCollection, ListCollections, DeleteCollection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...store import CollectionRecord
+from .. import tokens
+from ..dispatch import Invocation, operation
+from ..errors import ResourceAlreadyExistsException, ResourceNotFoundException
+from ._common import require_collection
+
+DEFAULT_LIST_SIZE = 1000
+
+
+@operation("CreateCollection")
+def create_collection(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    cid = req["CollectionId"]
+    record = CollectionRecord(
+        collection_id=cid,
+        arn=inv.config.collection_arn(cid),
+        face_model_version=inv.service.model_version,
+        created_at=inv.now(),
+    )
+    if not inv.store.create_collection(record, req.get("Tags", {})):
+        raise ResourceAlreadyExistsException(f"The collection id: {cid} already exists")
+    return {"StatusCode": 200, "CollectionArn": record.arn, "FaceModelVersion": record.face_model_version}
+
+
+@operation("DescribeCollection")
+def describe_collection(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    c = require_collection(inv, req["CollectionId"])
+    return {
+        "FaceCount": c.face_count,
+        "FaceModelVersion": c.face_model_version,
+        "CollectionARN": c.arn,
+        "CreationTimestamp": c.created_at,
+        "UserCount": c.user_count,
+    }
+
+
+@operation("ListCollections")
+def list_collections(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    after = tokens.decode("ListCollections", None, req.get("NextToken"))
+    page = inv.store.list_collections(after, req.get("MaxResults", DEFAULT_LIST_SIZE))
+    out: dict[str, Any] = {
+        "CollectionIds": [c.collection_id for c in page.items],
+        "FaceModelVersions": [c.face_model_version for c in page.items],
+    }
+    token = tokens.encode("ListCollections", None, page.cursor)
+    if token:
+        out["NextToken"] = token
+    return out
+
+
+@operation("DeleteCollection")
+def delete_collection(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    cid = req["CollectionId"]
+    if not inv.store.delete_collection(cid):
+        raise ResourceNotFoundException(f"The collection id: {cid} does not exist")
+    return {"StatusCode": 200}

@@ -1,0 +1,114 @@
+"""SearchFaces, SearchFacesByImage, CompareFaces: Similarity comes from the calibrated scale."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...vision import FaceAnalysis
+from .. import shapes
+from ..dispatch import Invocation, operation
+from ..errors import InvalidParameterException
+from ..images import InputImage, load_image
+from ..quality import failing_reasons
+from ._common import require_collection
+from .faces import check_model_version
+
+DEFAULT_THRESHOLD = 80.0
+DEFAULT_MAX_FACES = 80
+COMPARE_MAX_TARGET_FACES = 100
+
+
+def largest_face(inv: Invocation, image: InputImage, quality_filter: str, member: str = "image") -> FaceAnalysis:
+    """The largest face of an image, embedded; InvalidParameterException when there is none fit to search."""
+    faces = inv.engine.analyze(image.image.pixels, embed=True, max_faces=1)
+    if not faces:
+        raise InvalidParameterException(f"There are no faces in the {member}. Should be at least 1.")
+    reasons = failing_reasons(faces[0], quality_filter)
+    if reasons:
+        raise InvalidParameterException(
+            f"The largest face in the {member} does not pass QualityFilter {quality_filter}: {', '.join(reasons)}"
+        )
+    return faces[0]
+
+
+def face_matches(inv: Invocation, collection_id: str, vector: np.ndarray, req: dict[str, Any], exclude=()) -> list:
+    threshold = float(req.get("FaceMatchThreshold", DEFAULT_THRESHOLD))
+    hits = inv.store.nearest(
+        collection_id,
+        vector,
+        limit=req.get("MaxFaces", DEFAULT_MAX_FACES),
+        max_distance=inv.scale.max_distance(threshold),
+        exclude_face_ids=exclude,
+    )
+    matches = []
+    for hit in hits:
+        similarity = float(inv.scale.similarity(hit.distance))
+        if similarity >= threshold:
+            matches.append({"Similarity": similarity, "Face": shapes.stored_face(hit.face)})
+    return matches
+
+
+@operation("SearchFacesByImage")
+def search_faces_by_image(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    collection = require_collection(inv, req["CollectionId"])
+    check_model_version(inv, collection.face_model_version)
+    image = load_image(req["Image"], inv.config)
+    face = largest_face(inv, image, req.get("QualityFilter", "NONE"))
+    return {
+        "SearchedFaceBoundingBox": shapes.bounding_box(shapes.box_ratios(face, image.width, image.height)),
+        "SearchedFaceConfidence": float(face.detection.confidence),
+        "FaceMatches": face_matches(inv, collection.collection_id, face.embedding, req),
+        "FaceModelVersion": collection.face_model_version,
+    }
+
+
+@operation("SearchFaces")
+def search_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    collection = require_collection(inv, req["CollectionId"])
+    face_id = req["FaceId"]
+    found = inv.store.get_faces(collection.collection_id, [face_id], with_embeddings=True)
+    if face_id not in found:
+        raise InvalidParameterException(f"Face {face_id} is not in collection {collection.collection_id}")
+    check_model_version(inv, collection.face_model_version)
+    return {
+        "SearchedFaceId": face_id,
+        "FaceMatches": face_matches(
+            inv, collection.collection_id, found[face_id].embedding, req, exclude=(face_id,)
+        ),
+        "FaceModelVersion": collection.face_model_version,
+    }
+
+
+@operation("CompareFaces")
+def compare_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    quality_filter = req.get("QualityFilter", "NONE")
+    threshold = float(req.get("SimilarityThreshold", DEFAULT_THRESHOLD))
+    source = load_image(req["SourceImage"], inv.config, "SourceImage")
+    target = load_image(req["TargetImage"], inv.config, "TargetImage")
+    src = largest_face(inv, source, quality_filter, "source image")
+    targets = [
+        f
+        for f in inv.engine.analyze(target.image.pixels, embed=True, max_faces=COMPARE_MAX_TARGET_FACES)
+        if not failing_reasons(f, quality_filter)
+    ]
+    matches, unmatched = [], []
+    if targets:
+        distances = inv.engine.distance(src.embedding, np.stack([f.embedding for f in targets]))
+        similarities = np.atleast_1d(inv.scale.similarity(np.asarray(distances).reshape(-1)))
+        for face, similarity in zip(targets, similarities):
+            detail = shapes.compared_face(face, target.width, target.height)
+            if similarity >= threshold:
+                matches.append({"Similarity": float(similarity), "Face": detail})
+            else:
+                unmatched.append(detail)
+    matches.sort(key=lambda m: -m["Similarity"])
+    return {
+        "SourceImageFace": {
+            "BoundingBox": shapes.bounding_box(shapes.box_ratios(src, source.width, source.height)),
+            "Confidence": float(src.detection.confidence),
+        },
+        "FaceMatches": matches,
+        "UnmatchedFaces": unmatched,
+    }

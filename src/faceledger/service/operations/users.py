@@ -1,0 +1,225 @@
+"""CreateUser, DeleteUser, ListUsers, AssociateFaces, DisassociateFaces, SearchUsers, SearchUsersByImage.
+
+How a user's faces are aggregated: a user's Similarity to a query face is the
+highest Similarity of any of the user's faces to it (nearest face); searching by
+UserId takes the highest over every pair of the two users' faces. A user is
+returned when that Similarity reaches UserMatchThreshold.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+
+from ...store import UserRecord
+from .. import shapes, tokens
+from ..dispatch import Invocation, operation
+from ..errors import (
+    ConflictException,
+    InvalidParameterException,
+    ResourceNotFoundException,
+    ServiceQuotaExceededException,
+)
+from ..images import load_image
+from ._common import require_collection
+from .faces import check_model_version
+from .search import largest_face
+
+MAX_FACES_PER_USER = 100
+DEFAULT_ASSOCIATE_THRESHOLD = 75.0
+DEFAULT_SEARCH_THRESHOLD = 80.0
+DEFAULT_MAX_USERS = 10
+DEFAULT_LIST_SIZE = 500
+
+
+def user_status(user: UserRecord) -> str:
+    """ACTIVE once a user has faces; CREATED before (Rekognition's states, without the transient ones)."""
+    return "ACTIVE" if user.face_count > 0 else "CREATED"
+
+
+def require_user(inv: Invocation, collection_id: str, user_id: str) -> UserRecord:
+    user = inv.store.get_user(collection_id, user_id)
+    if user is None:
+        raise ResourceNotFoundException(f"User {user_id} does not exist in collection {collection_id}")
+    return user
+
+
+@operation("CreateUser")
+def create_user(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    cid = require_collection(inv, req["CollectionId"]).collection_id
+    if not inv.store.create_user(UserRecord(cid, req["UserId"], inv.now())):
+        raise ConflictException(f"User {req['UserId']} already exists in collection {cid}")
+    return {}
+
+
+@operation("DeleteUser")
+def delete_user(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    cid = require_collection(inv, req["CollectionId"]).collection_id
+    if not inv.store.delete_user(cid, req["UserId"]):
+        raise ResourceNotFoundException(f"User {req['UserId']} does not exist in collection {cid}")
+    return {}
+
+
+@operation("ListUsers")
+def list_users(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    cid = require_collection(inv, req["CollectionId"]).collection_id
+    after = tokens.decode("ListUsers", cid, req.get("NextToken"))
+    page = inv.store.list_users(cid, after, req.get("MaxResults", DEFAULT_LIST_SIZE))
+    out: dict[str, Any] = {"Users": [{"UserId": u.user_id, "UserStatus": user_status(u)} for u in page.items]}
+    token = tokens.encode("ListUsers", cid, page.cursor)
+    if token:
+        out["NextToken"] = token
+    return out
+
+
+@operation("AssociateFaces")
+def associate_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    cid = require_collection(inv, req["CollectionId"]).collection_id
+    user_id = req["UserId"]
+    require_user(inv, cid, user_id)
+    threshold = float(req.get("UserMatchThreshold", DEFAULT_ASSOCIATE_THRESHOLD))
+    requested = list(dict.fromkeys(req["FaceIds"]))
+    faces = inv.store.get_faces(cid, requested, with_embeddings=True)
+    existing = inv.store.list_faces(cid, after=None, limit=MAX_FACES_PER_USER + 1, user_id=user_id).items
+    existing_vectors = None
+    if existing:
+        stored = inv.store.get_faces(cid, [f.face_id for f in existing], with_embeddings=True)
+        existing_vectors = np.stack([f.embedding for f in stored.values()])
+
+    associated, unsuccessful = [], []
+    for face_id in requested:
+        face = faces.get(face_id)
+        if face is None:
+            unsuccessful.append({"FaceId": face_id, "Reasons": ["FACE_NOT_FOUND"]})
+            continue
+        if face.user_id == user_id:
+            associated.append(face_id)
+            continue
+        if face.user_id is not None:
+            unsuccessful.append(
+                {"FaceId": face_id, "UserId": face.user_id, "Reasons": ["ASSOCIATED_TO_A_DIFFERENT_USER"]}
+            )
+            continue
+        if existing_vectors is not None:
+            check_model_version(inv, face.face_model_version)
+            distance = float(np.min(inv.engine.distance(face.embedding, existing_vectors)))
+            similarity = float(inv.scale.similarity(distance))
+            if similarity < threshold:
+                unsuccessful.append(
+                    {
+                        "FaceId": face_id,
+                        "UserId": user_id,
+                        "Confidence": similarity,
+                        "Reasons": ["LOW_MATCH_CONFIDENCE"],
+                    }
+                )
+                continue
+        associated.append(face_id)
+
+    new = [f for f in associated if faces[f].user_id != user_id]
+    if len(existing) + len(new) > MAX_FACES_PER_USER:
+        raise ServiceQuotaExceededException(
+            f"User {user_id} would have {len(existing) + len(new)} faces; the limit is {MAX_FACES_PER_USER}"
+        )
+    inv.store.set_face_user(cid, new, user_id)
+    return {
+        "AssociatedFaces": [{"FaceId": f} for f in associated],
+        "UnsuccessfulFaceAssociations": unsuccessful,
+        "UserStatus": user_status(require_user(inv, cid, user_id)),
+    }
+
+
+@operation("DisassociateFaces")
+def disassociate_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    cid = require_collection(inv, req["CollectionId"]).collection_id
+    user_id = req["UserId"]
+    require_user(inv, cid, user_id)
+    requested = list(dict.fromkeys(req["FaceIds"]))
+    faces = inv.store.get_faces(cid, requested)
+    done, unsuccessful = [], []
+    for face_id in requested:
+        face = faces.get(face_id)
+        if face is None:
+            unsuccessful.append({"FaceId": face_id, "Reasons": ["FACE_NOT_FOUND"]})
+        elif face.user_id != user_id:
+            entry: dict[str, Any] = {"FaceId": face_id, "Reasons": ["ASSOCIATED_TO_A_DIFFERENT_USER"]}
+            if face.user_id is not None:
+                entry["UserId"] = face.user_id
+            unsuccessful.append(entry)
+        else:
+            done.append(face_id)
+    inv.store.set_face_user(cid, done, None)
+    return {
+        "DisassociatedFaces": [{"FaceId": f} for f in done],
+        "UnsuccessfulFaceDisassociations": unsuccessful,
+        "UserStatus": user_status(require_user(inv, cid, user_id)),
+    }
+
+
+def user_matches(
+    inv: Invocation, cid: str, vectors: Iterable[np.ndarray], req: dict[str, Any], exclude_user: str | None = None
+) -> list[dict[str, Any]]:
+    """Users ranked by their nearest face to any of ``vectors`` (see the module's docstring)."""
+    threshold = float(req.get("UserMatchThreshold", DEFAULT_SEARCH_THRESHOLD))
+    max_distance = inv.scale.max_distance(threshold)
+    face_count = inv.store.get_collection(cid).face_count
+    best: dict[str, float] = {}
+    for vector in vectors:
+        for hit in inv.store.nearest(cid, vector, limit=face_count, max_distance=max_distance):
+            uid = hit.face.user_id
+            if uid is None or uid == exclude_user:
+                continue
+            best[uid] = min(best.get(uid, np.inf), hit.distance)
+    ranked = sorted(best.items(), key=lambda item: (item[1], item[0]))[: req.get("MaxUsers", DEFAULT_MAX_USERS)]
+    matches = []
+    for uid, distance in ranked:
+        similarity = float(inv.scale.similarity(distance))
+        if similarity >= threshold:
+            matches.append({"Similarity": similarity, "User": {"UserId": uid, "UserStatus": "ACTIVE"}})
+    return matches
+
+
+@operation("SearchUsers")
+def search_users(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    collection = require_collection(inv, req["CollectionId"])
+    cid = collection.collection_id
+    if ("UserId" in req) == ("FaceId" in req):
+        raise InvalidParameterException("SearchUsers needs exactly one of UserId or FaceId")
+    check_model_version(inv, collection.face_model_version)
+    out: dict[str, Any] = {"FaceModelVersion": collection.face_model_version}
+    if "FaceId" in req:
+        face_id = req["FaceId"]
+        found = inv.store.get_faces(cid, [face_id], with_embeddings=True)
+        if face_id not in found:
+            raise InvalidParameterException(f"Face {face_id} is not in collection {cid}")
+        out["UserMatches"] = user_matches(inv, cid, [found[face_id].embedding], req, found[face_id].user_id)
+        out["SearchedFace"] = {"FaceId": face_id}
+    else:
+        user_id = req["UserId"]
+        require_user(inv, cid, user_id)
+        own = inv.store.list_faces(cid, after=None, limit=MAX_FACES_PER_USER, user_id=user_id).items
+        if not own:
+            raise InvalidParameterException(f"User {user_id} has no faces to search with")
+        stored = inv.store.get_faces(cid, [f.face_id for f in own], with_embeddings=True)
+        out["UserMatches"] = user_matches(inv, cid, [f.embedding for f in stored.values()], req, user_id)
+        out["SearchedUser"] = {"UserId": user_id}
+    return out
+
+
+@operation("SearchUsersByImage")
+def search_users_by_image(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    collection = require_collection(inv, req["CollectionId"])
+    check_model_version(inv, collection.face_model_version)
+    image = load_image(req["Image"], inv.config)
+    face = largest_face(inv, image, req.get("QualityFilter", "NONE"))
+    others = inv.engine.analyze(image.image.pixels, embed=False)[1:]
+    return {
+        "UserMatches": user_matches(inv, collection.collection_id, [face.embedding], req),
+        "FaceModelVersion": collection.face_model_version,
+        "SearchedFace": {"FaceDetail": shapes.face_detail(face, image.width, image.height)},
+        "UnsearchedFaces": [
+            {"FaceDetails": shapes.face_detail(f, image.width, image.height), "Reasons": ["FACE_NOT_LARGEST"]}
+            for f in others
+        ],
+    }

@@ -1,0 +1,471 @@
+"""The embedded store: one SQLite database in WAL mode, the source of truth.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction committed with
+``synchronous=FULL``, so an acknowledged write survives the process being
+killed. Each thread gets its own connection; WAL lets readers run beside one
+writer, and ``busy_timeout`` makes concurrent writers (other threads, or a CLI
+process on the same data folder) wait their turn instead of failing.
+
+Search is exact: a collection's embeddings are held in memory as one float32
+matrix, reloaded when the collection's ``generation`` counter (bumped in the
+same transaction as every change to its faces) moves.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from . import CollectionRecord, FaceRecord, Neighbour, Page, UserRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS collections (
+    collection_id TEXT PRIMARY KEY,
+    arn TEXT NOT NULL UNIQUE,
+    face_model_version TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS faces (
+    face_id TEXT PRIMARY KEY,
+    collection_id TEXT NOT NULL REFERENCES collections(collection_id) ON DELETE CASCADE,
+    image_id TEXT NOT NULL,
+    external_image_id TEXT,
+    box_width REAL NOT NULL,
+    box_height REAL NOT NULL,
+    box_left REAL NOT NULL,
+    box_top REAL NOT NULL,
+    confidence REAL NOT NULL,
+    face_model_version TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    user_id TEXT,
+    embedding BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS faces_by_collection ON faces(collection_id, face_id);
+CREATE INDEX IF NOT EXISTS faces_by_user ON faces(collection_id, user_id);
+CREATE INDEX IF NOT EXISTS faces_by_external_id ON faces(external_image_id);
+CREATE TABLE IF NOT EXISTS users (
+    collection_id TEXT NOT NULL REFERENCES collections(collection_id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (collection_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS tags (
+    collection_id TEXT NOT NULL REFERENCES collections(collection_id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (collection_id, key)
+);
+"""
+
+_FACE_COLUMNS = (
+    "face_id, collection_id, image_id, external_image_id, box_width, box_height, box_left, box_top, "
+    "confidence, face_model_version, created_at, user_id"
+)
+
+
+def _ts(value: float) -> datetime:
+    return datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+def _face(row: sqlite3.Row, embedding: bytes | None = None) -> FaceRecord:
+    return FaceRecord(
+        face_id=row["face_id"],
+        collection_id=row["collection_id"],
+        image_id=row["image_id"],
+        external_image_id=row["external_image_id"],
+        bounding_box=(row["box_width"], row["box_height"], row["box_left"], row["box_top"]),
+        confidence=row["confidence"],
+        face_model_version=row["face_model_version"],
+        created_at=_ts(row["created_at"]),
+        user_id=row["user_id"],
+        embedding=None if embedding is None else np.frombuffer(embedding, dtype=np.float32),
+    )
+
+
+class _Matrix:
+    """A collection's embeddings as one matrix, valid for one generation."""
+
+    __slots__ = ("generation", "face_ids", "vectors")
+
+    def __init__(self, generation: int, face_ids: list[str], vectors: np.ndarray) -> None:
+        self.generation = generation
+        self.face_ids = face_ids
+        self.vectors = vectors
+
+
+class SQLiteStore:
+    """:class:`faceledger.store.FaceStore` on one SQLite file."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 30_000) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._matrices: dict[str, _Matrix] = {}
+        self._matrices_lock = threading.Lock()
+        self._conn().executescript(SCHEMA)
+
+    # -- connections and transactions -------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot across several SELECTs."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:  # closed from another thread already
+                    pass
+            self._connections.clear()
+        self._local = threading.local()
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection, collection_id: str) -> None:
+        db.execute(
+            "UPDATE collections SET generation = generation + 1 WHERE collection_id = ?", (collection_id,)
+        )
+
+    # -- collections -------------------------------------------------------------------
+
+    def _collection(self, db: sqlite3.Connection, row: sqlite3.Row | None) -> CollectionRecord | None:
+        if row is None:
+            return None
+        cid = row["collection_id"]
+        faces = db.execute("SELECT COUNT(*) FROM faces WHERE collection_id = ?", (cid,)).fetchone()[0]
+        users = db.execute("SELECT COUNT(*) FROM users WHERE collection_id = ?", (cid,)).fetchone()[0]
+        return CollectionRecord(
+            collection_id=cid,
+            arn=row["arn"],
+            face_model_version=row["face_model_version"],
+            created_at=_ts(row["created_at"]),
+            face_count=faces,
+            user_count=users,
+        )
+
+    def create_collection(self, collection: CollectionRecord, tags: dict[str, str]) -> bool:
+        with self._write() as db:
+            exists = db.execute(
+                "SELECT 1 FROM collections WHERE collection_id = ?", (collection.collection_id,)
+            ).fetchone()
+            if exists:
+                return False
+            db.execute(
+                "INSERT INTO collections (collection_id, arn, face_model_version, created_at) VALUES (?, ?, ?, ?)",
+                (
+                    collection.collection_id,
+                    collection.arn,
+                    collection.face_model_version,
+                    collection.created_at.timestamp(),
+                ),
+            )
+            db.executemany(
+                "INSERT INTO tags (collection_id, key, value) VALUES (?, ?, ?)",
+                [(collection.collection_id, k, v) for k, v in tags.items()],
+            )
+        return True
+
+    def get_collection(self, collection_id: str) -> CollectionRecord | None:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM collections WHERE collection_id = ?", (collection_id,)).fetchone()
+            return self._collection(db, row)
+
+    def collection_by_arn(self, arn: str) -> CollectionRecord | None:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM collections WHERE arn = ?", (arn,)).fetchone()
+            return self._collection(db, row)
+
+    def list_collections(self, after: str | None, limit: int) -> Page[CollectionRecord]:
+        """Collections in creation order; the cursor is the last rowid (ids can be too long for a token)."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT rowid, * FROM collections WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (int(after or 0), limit + 1),
+            ).fetchall()
+            items = [c for c in (self._collection(db, r) for r in rows[:limit]) if c is not None]
+        more = len(rows) > limit and limit > 0
+        return Page(items, str(rows[limit - 1]["rowid"]) if more else None)
+
+    def delete_collection(self, collection_id: str) -> bool:
+        with self._write() as db:
+            deleted = db.execute("DELETE FROM collections WHERE collection_id = ?", (collection_id,)).rowcount
+        with self._matrices_lock:
+            self._matrices.pop(collection_id, None)
+        return deleted > 0
+
+    # -- faces -------------------------------------------------------------------------
+
+    def add_faces(self, faces: Sequence[FaceRecord]) -> None:
+        if not faces:
+            return
+        rows = []
+        for f in faces:
+            if f.embedding is None:
+                raise ValueError(f"face {f.face_id} has no embedding")
+            w, h, left, top = f.bounding_box
+            rows.append(
+                (
+                    f.face_id,
+                    f.collection_id,
+                    f.image_id,
+                    f.external_image_id,
+                    w,
+                    h,
+                    left,
+                    top,
+                    f.confidence,
+                    f.face_model_version,
+                    f.created_at.timestamp(),
+                    f.user_id,
+                    np.ascontiguousarray(f.embedding, dtype=np.float32).tobytes(),
+                )
+            )
+        with self._write() as db:
+            db.executemany(
+                f"INSERT INTO faces ({_FACE_COLUMNS}, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+            )
+            for cid in {f.collection_id for f in faces}:
+                self._bump(db, cid)
+
+    def get_faces(
+        self, collection_id: str, face_ids: Iterable[str], *, with_embeddings: bool = False
+    ) -> dict[str, FaceRecord]:
+        ids = list(dict.fromkeys(face_ids))
+        out: dict[str, FaceRecord] = {}
+        cols = _FACE_COLUMNS + (", embedding" if with_embeddings else "")
+        conn = self._conn()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(
+                f"SELECT {cols} FROM faces WHERE collection_id = ? AND face_id IN ({marks})",
+                (collection_id, *chunk),
+            ):
+                out[row["face_id"]] = _face(row, row["embedding"] if with_embeddings else None)
+        return out
+
+    def list_faces(
+        self,
+        collection_id: str,
+        *,
+        after: str | None,
+        limit: int,
+        face_ids: Sequence[str] | None = None,
+        user_id: str | None = None,
+    ) -> list[FaceRecord]:
+        sql = f"SELECT {_FACE_COLUMNS} FROM faces WHERE collection_id = ? AND face_id > ?"
+        args: list[object] = [collection_id, after or ""]
+        if face_ids is not None:
+            sql += f" AND face_id IN ({','.join('?' * len(face_ids))})"
+            args.extend(face_ids)
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            args.append(user_id)
+        sql += " ORDER BY face_id LIMIT ?"
+        args.append(limit + 1)
+        rows = self._conn().execute(sql, args).fetchall()
+        more = len(rows) > limit and limit > 0
+        return Page([_face(r) for r in rows[:limit]], rows[limit - 1]["face_id"] if more else None)
+
+    def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> list[str]:
+        ids = list(dict.fromkeys(face_ids))
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        with self._write() as db:
+            found = [
+                r[0]
+                for r in db.execute(
+                    f"SELECT face_id FROM faces WHERE collection_id = ? AND face_id IN ({marks})",
+                    (collection_id, *ids),
+                )
+            ]
+            if found:
+                db.execute(
+                    f"DELETE FROM faces WHERE collection_id = ? AND face_id IN ({','.join('?' * len(found))})",
+                    (collection_id, *found),
+                )
+                self._bump(db, collection_id)
+        return found
+
+    def _matrix(self, collection_id: str) -> _Matrix:
+        conn = self._conn()
+        row = conn.execute(
+            "SELECT generation FROM collections WHERE collection_id = ?", (collection_id,)
+        ).fetchone()
+        generation = -1 if row is None else row[0]
+        with self._matrices_lock:
+            cached = self._matrices.get(collection_id)
+        if cached is not None and cached.generation == generation:
+            return cached
+        with self._read() as db:
+            row = db.execute(
+                "SELECT generation FROM collections WHERE collection_id = ?", (collection_id,)
+            ).fetchone()
+            generation = -1 if row is None else row[0]
+            rows = db.execute(
+                "SELECT face_id, embedding FROM faces WHERE collection_id = ? ORDER BY face_id", (collection_id,)
+            ).fetchall()
+        face_ids = [r[0] for r in rows]
+        if rows:
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+        else:
+            vectors = np.zeros((0, 0), dtype=np.float32)
+        matrix = _Matrix(generation, face_ids, vectors)
+        with self._matrices_lock:
+            self._matrices[collection_id] = matrix
+        return matrix
+
+    def nearest(
+        self,
+        collection_id: str,
+        vector: np.ndarray,
+        *,
+        limit: int,
+        max_distance: float,
+        exclude_face_ids: Iterable[str] = (),
+    ) -> list[Neighbour]:
+        matrix = self._matrix(collection_id)
+        if not matrix.face_ids or limit <= 0:
+            return []
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if query.shape[0] != matrix.vectors.shape[1]:
+            raise ValueError(
+                f"query has {query.shape[0]} dimensions, collection {collection_id} has {matrix.vectors.shape[1]}"
+            )
+        distances = np.sqrt(np.maximum(((matrix.vectors - query) ** 2).sum(axis=1), 0.0))
+        excluded = set(exclude_face_ids)
+        candidates = np.flatnonzero(distances <= max_distance)
+        if excluded:
+            candidates = np.array([i for i in candidates if matrix.face_ids[i] not in excluded], dtype=np.int64)
+        if candidates.size == 0:
+            return []
+        order = candidates[np.argsort(distances[candidates], kind="stable")][: limit + len(excluded)]
+        records = self.get_faces(collection_id, [matrix.face_ids[i] for i in order])
+        hits = [
+            Neighbour(records[matrix.face_ids[i]], float(distances[i]))
+            for i in order
+            if matrix.face_ids[i] in records  # deleted since the matrix was read
+        ]
+        return hits[:limit]
+
+    # -- users -------------------------------------------------------------------------
+
+    def create_user(self, user: UserRecord) -> bool:
+        with self._write() as db:
+            exists = db.execute(
+                "SELECT 1 FROM users WHERE collection_id = ? AND user_id = ?", (user.collection_id, user.user_id)
+            ).fetchone()
+            if exists:
+                return False
+            db.execute(
+                "INSERT INTO users (collection_id, user_id, created_at) VALUES (?, ?, ?)",
+                (user.collection_id, user.user_id, user.created_at.timestamp()),
+            )
+        return True
+
+    def _user(self, db: sqlite3.Connection, row: sqlite3.Row) -> UserRecord:
+        count = db.execute(
+            "SELECT COUNT(*) FROM faces WHERE collection_id = ? AND user_id = ?",
+            (row["collection_id"], row["user_id"]),
+        ).fetchone()[0]
+        return UserRecord(row["collection_id"], row["user_id"], _ts(row["created_at"]), count)
+
+    def get_user(self, collection_id: str, user_id: str) -> UserRecord | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT * FROM users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)
+            ).fetchone()
+            return None if row is None else self._user(db, row)
+
+    def list_users(self, collection_id: str, after: str | None, limit: int) -> Page[UserRecord]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM users WHERE collection_id = ? AND user_id > ? ORDER BY user_id LIMIT ?",
+                (collection_id, after or "", limit + 1),
+            ).fetchall()
+            items = [self._user(db, r) for r in rows[:limit]]
+        more = len(rows) > limit and limit > 0
+        return Page(items, rows[limit - 1]["user_id"] if more else None)
+
+    def delete_user(self, collection_id: str, user_id: str) -> bool:
+        with self._write() as db:
+            db.execute(
+                "UPDATE faces SET user_id = NULL WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)
+            )
+            deleted = db.execute(
+                "DELETE FROM users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)
+            ).rowcount
+        return deleted > 0
+
+    def set_face_user(self, collection_id: str, face_ids: Sequence[str], user_id: str | None) -> None:
+        if not face_ids:
+            return
+        with self._write() as db:
+            db.executemany(
+                "UPDATE faces SET user_id = ? WHERE collection_id = ? AND face_id = ?",
+                [(user_id, collection_id, fid) for fid in face_ids],
+            )
+
+    # -- tags --------------------------------------------------------------------------
+
+    def get_tags(self, collection_id: str) -> dict[str, str]:
+        rows = self._conn().execute(
+            "SELECT key, value FROM tags WHERE collection_id = ? ORDER BY key", (collection_id,)
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def put_tags(self, collection_id: str, tags: dict[str, str]) -> None:
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO tags (collection_id, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (collection_id, key) DO UPDATE SET value = excluded.value",
+                [(collection_id, k, v) for k, v in tags.items()],
+            )
+
+    def remove_tags(self, collection_id: str, keys: Sequence[str]) -> None:
+        with self._write() as db:
+            db.executemany(
+                "DELETE FROM tags WHERE collection_id = ? AND key = ?", [(collection_id, k) for k in keys]
+            )
