@@ -1,0 +1,121 @@
+"""Shared fixtures: real data, a live faceledger server on a loopback port, boto3 against it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import boto3
+import httpx
+import pytest
+from botocore.config import Config
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FACELEDGER_TEST_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test when that folder is not here."""
+    path = DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"test data {path} is missing (real face images live in ../shared/data; see its README)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A `faceledger serve` subprocess on a free loopback port."""
+
+    def __init__(self, data_dir: Path, buckets_dir: Path, extra: list[str] | None = None) -> None:
+        self.data_dir, self.buckets_dir = data_dir, buckets_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir.parent / f"server-{self.port}.log"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        buckets_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "faceledger", "serve", "--port", str(self.port),
+               "--data", str(data_dir), "--buckets", str(buckets_dir), "--log-level", "warning", *(extra or [])]
+        self._log_file = open(self.log, "wb")
+        self.process = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not start: {self.log.read_text()}")
+
+    def client(self, **config: object):
+        return boto3.client(
+            "rekognition",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            config=Config(retries={"max_attempts": 1}, read_timeout=300, **config),
+        )
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+        self._log_file.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log_file.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("server")
+    srv = Server(root / "data", root / "buckets")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def rekognition(server: Server):
+    """boto3's Rekognition client against the live server."""
+    return server.client()
+
+
+@pytest.fixture
+def collection_id(rekognition) -> Iterator[str]:
+    """A fresh collection on the live server, deleted afterwards."""
+    cid = f"test-{uuid.uuid4().hex[:12]}"
+    rekognition.create_collection(CollectionId=cid)
+    yield cid
+    try:
+        rekognition.delete_collection(CollectionId=cid)
+    except rekognition.exceptions.ResourceNotFoundException:
+        pass
+
+
+@pytest.fixture(scope="session")
+def lfw() -> Path:
+    return shared_data("lfw_dev")
+
+
+def image_bytes(path: Path) -> bytes:
+    return Path(path).read_bytes()
