@@ -8,10 +8,11 @@ Operations run in worker threads, so inference never blocks the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
-from typing import Any
+from typing import Any, AsyncIterator
 
 import anyio.to_thread
 from starlette.applications import Starlette
@@ -73,7 +74,15 @@ def _context(request: Request) -> RequestContext:
     )
 
 
-def create_app(service: Service) -> Starlette:
+def create_app(service: Service, *, preload_models: bool = True) -> Starlette:
+    """The ASGI app over ``service``; models load once, at start-up unless ``preload_models`` is off."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if preload_models:
+            await anyio.to_thread.run_sync(lambda: (service.engine, service.scale))
+        yield
+
     async def rekognition(request: Request) -> Response:
         context = _context(request)
         try:
@@ -100,6 +109,7 @@ def create_app(service: Service) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     return Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/", rekognition, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
