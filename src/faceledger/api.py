@@ -80,7 +80,7 @@ def create_app(service: Service, *, preload_models: bool = True) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if preload_models:
-            await anyio.to_thread.run_sync(lambda: (service.engine, service.scale))
+            await anyio.to_thread.run_sync(lambda: service.engine)
         yield
 
     async def rekognition(request: Request) -> Response:
