@@ -7,8 +7,9 @@ from typing import Any
 from ...store import CollectionRecord
 from .. import tokens
 from ..dispatch import Invocation, operation
-from ..errors import ResourceAlreadyExistsException, ResourceNotFoundException
+from ..errors import ResourceAlreadyExistsException, ResourceNotFoundException, ServiceQuotaExceededException
 from ._common import require_collection
+from .tags import MAX_TAGS
 
 DEFAULT_LIST_SIZE = 1000
 
@@ -16,13 +17,16 @@ DEFAULT_LIST_SIZE = 1000
 @operation("CreateCollection")
 def create_collection(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     cid = req["CollectionId"]
+    tags = req.get("Tags", {})
+    if len(tags) > MAX_TAGS:
+        raise ServiceQuotaExceededException(f"A resource can have at most {MAX_TAGS} tags; the request has {len(tags)}")
     record = CollectionRecord(
         collection_id=cid,
         arn=inv.config.collection_arn(cid),
         face_model_version=inv.service.model_version,
         created_at=inv.now(),
     )
-    if not inv.store.create_collection(record, req.get("Tags", {})):
+    if not inv.store.create_collection(record, tags):
         raise ResourceAlreadyExistsException(f"The collection id: {cid} already exists")
     return {"StatusCode": 200, "CollectionArn": record.arn, "FaceModelVersion": record.face_model_version}
 
