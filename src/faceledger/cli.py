@@ -2,19 +2,59 @@
 
 from __future__ import annotations
 
+import base64
+import functools
+import json
+import os
+import re
+import unicodedata
+from collections import Counter
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any, Callable
 
 import click
+from botocore.exceptions import BotoCoreError, ClientError
+from click.core import ParameterSource
 
 from . import __version__
 
 DEFAULT_PORT = 8373
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class MainGroup(click.Group):
+    """The top-level group: turns service and client errors into ``error: ...`` and an exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ClientError as exc:
+            code, message = _error_parts(exc)
+            click.echo(f"error: {code}: {message}", err=True)
+            ctx.exit(2)
+        except CliError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            ctx.exit(exc.code)
+        except BotoCoreError as exc:  # no connection to --endpoint, a request boto3 refuses to send, ...
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("FACELEDGER_DEBUG"):
+                raise
+            click.echo(f"error: {type(exc).__name__}: {exc} (FACELEDGER_DEBUG=1 shows the traceback)", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=MainGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="faceledger")
 def main() -> None:
-    """Self-hosted, Rekognition-compatible face recognition."""
+    """Self-hosted, Rekognition-compatible face recognition.
+
+    Every command but serve works on the local data folder (--data, in-process) or on a running
+    server (--endpoint URL), and prints tables, or the raw response with --json.
+    """
 
 
 def _is_loopback(host: str) -> bool:
@@ -57,3 +97,739 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
         f"--endpoint-url {url} --region us-east-1"
     )
     uvicorn.run(create_app(service), host=host, port=port, log_level=log_level)
+
+
+# --------------------------------------------------------------------------------------------------
+# Client commands: the same Rekognition operations over a local data folder or a running server.
+# --------------------------------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Errors that concern one image of an `index` run: reported and counted, the run goes on.
+PER_IMAGE_ERRORS = {
+    "InvalidImageFormatException",
+    "ImageTooLargeException",
+    "InvalidParameterException",
+    "InvalidS3ObjectException",
+}
+EXTERNAL_ID_MAX = 255
+_EXTERNAL_ID_BAD = re.compile(r"[^a-zA-Z0-9_.\-:]")
+
+
+class CliError(Exception):
+    """A failure to report as ``error: ...`` with an exit status (no traceback)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+class App:
+    """What every client command runs with: where the service is and how to print."""
+
+    def __init__(self, data_dir: Path, buckets_dir: Path | None, endpoint: str | None, region: str | None,
+                 as_json: bool) -> None:
+        self.data_dir, self.buckets_dir = data_dir, buckets_dir
+        self.endpoint, self.region, self.as_json = endpoint, region, as_json
+        self._client: Any = None
+        from rich.console import Console
+
+        self.out = Console(highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._endpoint_client() if self.endpoint else self._local_client()
+        return self._client
+
+    def _local_client(self) -> Any:
+        from .client import Client
+        from .service import RequestContext
+
+        return Client(self.data_dir, buckets_dir=self.buckets_dir, context=RequestContext(transport="cli"))
+
+    def _endpoint_client(self) -> Any:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise CliError("--endpoint needs boto3: pip install boto3") from None
+        session = boto3.Session()
+        region = self.region or session.region_name or "us-east-1"
+        kwargs: dict[str, Any] = {}
+        if session.get_credentials() is None:  # nothing configured: faceledger accepts any signed request
+            kwargs = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+        config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=10, read_timeout=600)
+        return session.client("rekognition", endpoint_url=self.endpoint, region_name=region, config=config,
+                              **kwargs)
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        response = getattr(self.client, method)(**params)
+        response.pop("ResponseMetadata", None)
+        return response
+
+    def pages(self, method: str, list_keys: tuple[str, ...], **params: Any) -> dict[str, Any]:
+        """Call a List operation until NextToken runs out; the pages' lists joined."""
+        merged: dict[str, Any] = {}
+        token = None
+        while True:
+            response = self.call(method, **params, **({"NextToken": token} if token else {}))
+            token = response.pop("NextToken", None)
+            for key, value in response.items():
+                if key in list_keys:
+                    merged.setdefault(key, []).extend(value)
+                else:
+                    merged[key] = value
+            if not token:
+                return merged
+
+    def print_json(self, data: Any) -> None:
+        click.echo(json.dumps(data, indent=2, default=_json_default, ensure_ascii=False))
+
+    def table(self, *columns: str, title: str | None = None) -> Any:
+        from rich import box
+        from rich.table import Table
+
+        table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False, show_edge=False)
+        for name in columns:
+            numeric = name in ("Similarity", "Confidence", "#", "Sharpness", "Brightness", "Roll", "Yaw", "Pitch")
+            if name in ("FaceId", "ImageId"):  # a UUID stays whole on one line
+                table.add_column(name, no_wrap=True, min_width=36)
+            else:
+                table.add_column(name, justify="right" if numeric else "left", overflow="fold")
+        return table
+
+    def close(self) -> None:
+        if self._client is not None and hasattr(self._client, "close"):
+            self._client.close()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def client_command(group: click.Group, name: str | None = None, **settings: Any) -> Callable:
+    """A subcommand of ``group`` taking the client options; the function gets an :class:`App` first."""
+
+    def decorate(fn: Callable) -> click.Command:
+        @functools.wraps(fn)
+        def run(data_dir: Path, buckets_dir: Path | None, endpoint: str | None, region: str | None,
+                as_json: bool, **kwargs: Any) -> None:
+            ctx = click.get_current_context()
+            if endpoint:
+                for param, flag in (("data_dir", "--data"), ("buckets_dir", "--buckets")):
+                    if ctx.get_parameter_source(param) is not ParameterSource.DEFAULT:
+                        raise click.UsageError(f"{flag} is for the local data folder; with --endpoint the "
+                                               "server uses its own")
+            app = App(data_dir, buckets_dir, endpoint, region, as_json)
+            try:
+                fn(app, **kwargs)
+            finally:
+                app.close()
+
+        own = list(getattr(run, "__click_params__", []))
+        run.__click_params__ = []  # type: ignore[attr-defined]
+        for option in reversed(_CLIENT_OPTIONS):
+            run = option(run)
+        run.__click_params__ += own  # type: ignore[attr-defined]  (the command's own options first in --help)
+        return group.command(name, **settings)(run)
+
+    return decorate
+
+
+_CLIENT_OPTIONS = [
+    click.option("--data", "data_dir", default="./data", show_default=True, type=click.Path(path_type=Path),
+                 help="Local data folder (used in-process, no server needed)."),
+    click.option("--buckets", "buckets_dir", default=None, type=click.Path(path_type=Path),
+                 help="Local folder whose subfolders serve as S3 buckets."),
+    click.option("--endpoint", metavar="URL", default=None,
+                 help="Act on a running server (e.g. http://127.0.0.1:8373) instead of the data folder."),
+    click.option("--region", default=None, help="Region for --endpoint (default: profile's, else us-east-1)."),
+    click.option("--json", "as_json", is_flag=True, help="Print the raw response as JSON."),
+]
+
+image_path = click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)
+
+
+def read_image(path: Path) -> dict[str, bytes]:
+    try:
+        return {"Bytes": path.read_bytes()}
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """The upright (EXIF-rotated) size of an image, from its header; None when unreadable."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            width, height = img.size
+            if img.getexif().get(0x0112) in (5, 6, 7, 8):
+                width, height = height, width
+            return width, height
+    except Exception:
+        return None
+
+
+def fmt_box(box: dict[str, float] | None, size: tuple[int, int] | None = None) -> str:
+    """A BoundingBox in pixels when the image's size is known, else in ratios."""
+    if not box:
+        return ""
+    if size:
+        w, h = size
+        return (f"x={round(box['Left'] * w)} y={round(box['Top'] * h)} "
+                f"{round(box['Width'] * w)}x{round(box['Height'] * h)}")
+    return f"left={box['Left']:.3f} top={box['Top']:.3f} w={box['Width']:.3f} h={box['Height']:.3f}"
+
+
+def fmt_pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _reasons(entry: dict[str, Any]) -> str:
+    return ", ".join(entry.get("Reasons", []))
+
+
+# ---- collections ----------------------------------------------------------------------------------
+
+
+@main.group()
+def collections() -> None:
+    """Create, list, describe and delete collections."""
+
+
+@client_command(collections, "create")
+@click.argument("collection_id")
+def collections_create(app: App, collection_id: str) -> None:
+    """Create the collection COLLECTION_ID."""
+    r = app.call("create_collection", CollectionId=collection_id)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"created collection {collection_id} ({r['CollectionArn']}, model {r['FaceModelVersion']})")
+
+
+@client_command(collections, "list")
+def collections_list(app: App) -> None:
+    """List all collections."""
+    r = app.pages("list_collections", ("CollectionIds", "FaceModelVersions"))
+    if app.as_json:
+        return app.print_json(r)
+    ids = r.get("CollectionIds", [])
+    if not ids:
+        app.out.print("no collections")
+        return
+    table = app.table("CollectionId", "FaceModelVersion")
+    for cid, version in zip(ids, r.get("FaceModelVersions", [""] * len(ids))):
+        table.add_row(cid, version)
+    app.out.print(table)
+
+
+@client_command(collections, "describe")
+@click.argument("collection_id")
+def collections_describe(app: App, collection_id: str) -> None:
+    """Show a collection's ARN, model, face and user counts."""
+    r = app.call("describe_collection", CollectionId=collection_id)
+    if app.as_json:
+        return app.print_json(r)
+    created = r.get("CreationTimestamp")
+    rows = [
+        ("CollectionId", collection_id),
+        ("CollectionARN", r.get("CollectionARN", "")),
+        ("FaceModelVersion", r.get("FaceModelVersion", "")),
+        ("FaceCount", str(r.get("FaceCount", ""))),
+        ("UserCount", str(r.get("UserCount", ""))),
+        ("CreationTimestamp", created.isoformat() if isinstance(created, datetime) else str(created or "")),
+    ]
+    for key, value in rows:
+        app.out.print(f"{key + ':':<19}{value}")
+
+
+@client_command(collections, "delete")
+@click.argument("collection_id")
+def collections_delete(app: App, collection_id: str) -> None:
+    """Delete a collection and every face in it."""
+    r = app.call("delete_collection", CollectionId=collection_id)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"deleted collection {collection_id}")
+
+
+# ---- index ----------------------------------------------------------------------------------------
+
+
+def external_image_id(relative: str) -> str:
+    """A relative path as an ExternalImageId (``[a-zA-Z0-9_.\\-:]+``, at most 255 characters).
+
+    Path separators become ``:``, whitespace ``_``, accented letters lose their accents and any
+    other character becomes ``_``; a longer id keeps its last 255 characters (the file's name).
+    """
+    text = relative.replace("\\", "/").replace("/", ":")
+    text = re.sub(r"\s", "_", text)
+    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    text = _EXTERNAL_ID_BAD.sub("_", text) or "_"
+    return text[-EXTERNAL_ID_MAX:]
+
+
+def image_files(paths: tuple[Path, ...]) -> list[tuple[Path, str]]:
+    """(file, relative name) for every image under ``paths``: folders recursively (JPEG and PNG by
+    extension, hidden files and folders skipped, sorted), files as given; each file once."""
+    found: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, relative: str) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.append((path, relative))
+
+    for root in paths:
+        if root.is_dir():
+            batch = []
+            for folder, dirs, files in os.walk(root):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                for name in files:
+                    if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES):
+                        path = Path(folder) / name
+                        batch.append((path.relative_to(root).as_posix(), path))
+            for relative, path in sorted(batch):
+                add(path, relative)
+        else:
+            add(root, root.name)
+    return found
+
+
+class _RateColumn:
+    """Progress column: faces indexed so far and faces per second."""
+
+    @staticmethod
+    def make() -> Any:
+        from rich.progress import ProgressColumn
+        from rich.text import Text
+
+        class RateColumn(ProgressColumn):
+            def render(self, task: Any) -> Text:
+                faces = task.fields.get("faces", 0)
+                elapsed = task.elapsed or 0
+                rate = faces / elapsed if elapsed > 0 else 0.0
+                return Text(f"{faces} faces, {rate:.1f} faces/s")
+
+        return RateColumn()
+
+
+@client_command(main, "index")
+@click.argument("collection_id")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--max-faces", type=click.IntRange(min=1), default=None, help="Index at most N faces per image.")
+@click.option("--quality-filter", type=click.Choice(["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"]), default=None,
+              help="Rekognition's QualityFilter (service default: AUTO).")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar (default: when stderr is a terminal).")
+def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int | None,
+          quality_filter: str | None, progress: bool | None) -> None:
+    """Index the faces of images (files, or folders recursively) into COLLECTION_ID.
+
+    Each image's ExternalImageId is its path relative to the folder given (a file given directly:
+    its name), with '/' as ':' and spaces as '_'.
+    """
+    files = image_files(paths)
+    if not files:
+        app.err.print("warning: no JPEG or PNG images in " + ", ".join(map(str, paths)), markup=False)
+    app.call("describe_collection", CollectionId=collection_id)  # a missing collection fails before any work
+    params: dict[str, Any] = {"CollectionId": collection_id}
+    if max_faces is not None:
+        params["MaxFaces"] = max_faces
+    if quality_filter is not None:
+        params["QualityFilter"] = quality_filter
+
+    results: list[dict[str, Any]] = []
+    indexed = 0
+    unindexed: Counter[str] = Counter()
+    unindexed_faces = 0
+    no_face_images = 0
+    failed: list[tuple[str, str]] = []
+    show = app.err.is_terminal if progress is None else progress
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+                   _RateColumn.make(), TimeElapsedColumn(), console=app.err, disable=not show, transient=False)
+    fatal: BaseException | None = None
+    with bar:
+        task = bar.add_task("index", total=len(files), faces=0)
+        for path, relative in files:
+            ext_id = external_image_id(relative)
+            entry: dict[str, Any] = {"Path": str(path), "ExternalImageId": ext_id}
+            try:
+                data = path.read_bytes()
+                r = app.call("index_faces", **params, Image={"Bytes": data}, ExternalImageId=ext_id)
+            except OSError as exc:
+                message = f"cannot read: {exc.strerror or exc}"
+                entry["Error"] = {"Code": "FileError", "Message": message}
+            except ClientError as exc:
+                code, message = _error_parts(exc)
+                if code not in PER_IMAGE_ERRORS:
+                    fatal = exc
+                    break
+                entry["Error"] = {"Code": code, "Message": message}
+                message = f"{code}: {message}"
+            else:
+                entry.update(r)
+                indexed += len(r.get("FaceRecords", []))
+                for face in r.get("UnindexedFaces", []):
+                    unindexed_faces += 1
+                    unindexed.update(face.get("Reasons", []))
+                if not r.get("FaceRecords") and not r.get("UnindexedFaces"):
+                    no_face_images += 1
+            if "Error" in entry:
+                failed.append((str(path), message))
+                app.err.print(f"error: {path}: {message}", markup=False)
+            results.append(entry)
+            bar.update(task, advance=1, faces=indexed)
+
+    summary = {
+        "Images": len(files),
+        "ImagesProcessed": len(results) - len(failed),
+        "ImagesFailed": len(failed),
+        "ImagesWithoutFaces": no_face_images,
+        "FacesIndexed": indexed,
+        "FacesNotIndexed": unindexed_faces,
+        "FacesNotIndexedByReason": dict(sorted(unindexed.items())),
+    }
+    if app.as_json:
+        app.print_json({"CollectionId": collection_id, "Images": results, "Summary": summary})
+    else:
+        out = app.out
+        out.print(f"collection {collection_id}: {summary['ImagesProcessed']} of {len(files)} images processed")
+        out.print(f"  faces indexed:      {indexed}")
+        reasons = ", ".join(f"{k} {v}" for k, v in summary["FacesNotIndexedByReason"].items())
+        out.print(f"  faces not indexed:  {unindexed_faces}" + (f" ({reasons})" if reasons else ""),
+                  markup=False)
+        out.print(f"  images, no face:    {no_face_images}")
+        out.print(f"  images with errors: {len(failed)}")
+        for path, message in failed:
+            out.print(f"    {path}: {message}", markup=False)
+    if fatal is not None:
+        raise fatal
+    if failed:
+        raise CliError(f"{len(failed)} of {len(files)} images failed", 1)
+
+
+# ---- search, compare, detect ----------------------------------------------------------------------
+
+
+def print_face_matches(app: App, matches: list[dict[str, Any]], what: str, threshold: float) -> None:
+    if not matches:
+        app.out.print(f"no match in {what} at threshold {threshold:g}")
+        return
+    table = app.table("FaceId", "ExternalImageId", "Similarity")
+    for m in matches:
+        face = m.get("Face", {})
+        table.add_row(face.get("FaceId", ""), face.get("ExternalImageId", ""), fmt_pct(m.get("Similarity")))
+    app.out.print(table)
+
+
+@client_command(main, "search")
+@click.argument("collection_id")
+@click.argument("image", required=False, type=image_path)
+@click.option("--face-id", default=None, help="Search with a face already in the collection (SearchFaces).")
+@click.option("--threshold", type=click.FloatRange(0, 100), default=80.0, show_default=True,
+              help="FaceMatchThreshold: lowest Similarity to report.")
+@click.option("--max-faces", type=click.IntRange(1, 4096), default=None, help="Report at most N matches.")
+@click.option("--quality-filter", type=click.Choice(["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"]), default=None)
+def search(app: App, collection_id: str, image: Path | None, face_id: str | None, threshold: float,
+           max_faces: int | None, quality_filter: str | None) -> None:
+    """Search COLLECTION_ID for the largest face of IMAGE, or for --face-id."""
+    if (image is None) == (face_id is None):
+        raise click.UsageError("give exactly one of IMAGE or --face-id")
+    params: dict[str, Any] = {"CollectionId": collection_id, "FaceMatchThreshold": threshold}
+    if max_faces is not None:
+        params["MaxFaces"] = max_faces
+    if face_id is not None:
+        if quality_filter is not None:
+            raise click.UsageError("--quality-filter applies to IMAGE searches only")
+        r = app.call("search_faces", FaceId=face_id, **params)
+        if app.as_json:
+            return app.print_json(r)
+        app.out.print(f"searched face {face_id}")
+    else:
+        if quality_filter is not None:
+            params["QualityFilter"] = quality_filter
+        r = app.call("search_faces_by_image", Image=read_image(image), **params)
+        if app.as_json:
+            return app.print_json(r)
+        app.out.print(f"searched face in {image}: {fmt_box(r.get('SearchedFaceBoundingBox'), image_size(image))}"
+                      f" (confidence {fmt_pct(r.get('SearchedFaceConfidence'))})", markup=False)
+    print_face_matches(app, r.get("FaceMatches", []), collection_id, threshold)
+
+
+@client_command(main, "compare")
+@click.argument("source", type=image_path)
+@click.argument("target", type=image_path)
+@click.option("--threshold", type=click.FloatRange(0, 100), default=80.0, show_default=True,
+              help="SimilarityThreshold: lowest Similarity that counts as a match.")
+@click.option("--quality-filter", type=click.Choice(["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"]), default=None)
+def compare(app: App, source: Path, target: Path, threshold: float, quality_filter: str | None) -> None:
+    """Compare the largest face of SOURCE with every face of TARGET."""
+    params: dict[str, Any] = {"SimilarityThreshold": threshold}
+    if quality_filter is not None:
+        params["QualityFilter"] = quality_filter
+    r = app.call("compare_faces", SourceImage=read_image(source), TargetImage=read_image(target), **params)
+    if app.as_json:
+        return app.print_json(r)
+    src = r.get("SourceImageFace", {})
+    app.out.print(f"source face in {source}: {fmt_box(src.get('BoundingBox'), image_size(source))}", markup=False)
+    matches, unmatched = r.get("FaceMatches", []), r.get("UnmatchedFaces", [])
+    if not matches:
+        app.out.print(f"no match in {target} at threshold {threshold:g} "
+                      f"({len(unmatched)} face{'s' if len(unmatched) != 1 else ''} below it)", markup=False)
+    if not matches and not unmatched:
+        return
+    size = image_size(target)
+    table = app.table("#", "Target face box", "Similarity", "Match")
+    n = 0
+    for m in matches:
+        n += 1
+        table.add_row(str(n), fmt_box(m.get("Face", {}).get("BoundingBox"), size), fmt_pct(m.get("Similarity")),
+                      "match")
+    for face in unmatched:
+        n += 1
+        table.add_row(str(n), fmt_box(face.get("BoundingBox"), size), f"< {threshold:g}", "-")
+    app.out.print(table)
+
+
+@client_command(main, "detect")
+@click.argument("image", type=image_path)
+def detect(app: App, image: Path) -> None:
+    """Detect the faces in IMAGE: box, confidence, pose and quality (--json adds landmarks)."""
+    r = app.call("detect_faces", Image=read_image(image), Attributes=["ALL"])
+    if app.as_json:
+        return app.print_json(r)
+    faces = r.get("FaceDetails", [])
+    app.out.print(f"{len(faces)} face{'s' if len(faces) != 1 else ''} in {image}", markup=False)
+    if not faces:
+        return
+    size = image_size(image)
+    table = app.table("#", "Box", "Confidence", "Roll", "Yaw", "Pitch", "Brightness", "Sharpness")
+    for i, face in enumerate(faces, 1):
+        pose, quality = face.get("Pose", {}), face.get("Quality", {})
+        table.add_row(str(i), fmt_box(face.get("BoundingBox"), size), fmt_pct(face.get("Confidence")),
+                      *(f"{pose[k]:+.0f}" if k in pose else "" for k in ("Roll", "Yaw", "Pitch")),
+                      *(f"{quality[k]:.0f}" if k in quality else "" for k in ("Brightness", "Sharpness")))
+    app.out.print(table)
+
+
+# ---- faces ----------------------------------------------------------------------------------------
+
+
+@main.group()
+def faces() -> None:
+    """List and delete the faces of a collection."""
+
+
+@client_command(faces, "list")
+@click.argument("collection_id")
+@click.option("--user-id", default=None, help="Only the faces associated with this user.")
+def faces_list(app: App, collection_id: str, user_id: str | None) -> None:
+    """List the faces of COLLECTION_ID."""
+    params: dict[str, Any] = {"CollectionId": collection_id}
+    if user_id:
+        params["UserId"] = user_id
+    r = app.pages("list_faces", ("Faces",), **params)
+    if app.as_json:
+        return app.print_json(r)
+    found = r.get("Faces", [])
+    if not found:
+        app.out.print(f"no faces in {collection_id}" + (f" for user {user_id}" if user_id else ""))
+        return
+    with_users = any(face.get("UserId") for face in found)
+    table = app.table("FaceId", "ExternalImageId", *(["UserId"] if with_users else []))
+    for face in found:
+        table.add_row(face.get("FaceId", ""), face.get("ExternalImageId", ""),
+                      *([face.get("UserId", "")] if with_users else []))
+    app.out.print(table)
+    app.out.print(f"{len(found)} face{'s' if len(found) != 1 else ''}")
+
+
+@client_command(faces, "delete")
+@click.argument("collection_id")
+@click.argument("face_ids", nargs=-1, required=True)
+def faces_delete(app: App, collection_id: str, face_ids: tuple[str, ...]) -> None:
+    """Delete faces from COLLECTION_ID."""
+    deleted: list[str] = []
+    unsuccessful: list[dict[str, Any]] = []
+    ids = list(face_ids)
+    for start in range(0, len(ids), 4096):
+        r = app.call("delete_faces", CollectionId=collection_id, FaceIds=ids[start:start + 4096])
+        deleted += r.get("DeletedFaces", [])
+        unsuccessful += r.get("UnsuccessfulFaceDeletions", [])
+    if app.as_json:
+        app.print_json({"DeletedFaces": deleted, "UnsuccessfulFaceDeletions": unsuccessful})
+    else:
+        for face_id in deleted:
+            app.out.print(f"deleted {face_id}")
+        for entry in unsuccessful:
+            owner = f" (user {entry['UserId']})" if entry.get("UserId") else ""
+            app.out.print(f"not deleted {entry.get('FaceId')}: {_reasons(entry)}{owner}", markup=False)
+    if unsuccessful:
+        raise CliError(f"{len(unsuccessful)} of {len(ids)} faces not deleted", 1)
+
+
+# ---- users ----------------------------------------------------------------------------------------
+
+
+@main.group()
+def users() -> None:
+    """Users: faces of one person grouped under a UserId."""
+
+
+@client_command(users, "create")
+@click.argument("collection_id")
+@click.argument("user_id")
+def users_create(app: App, collection_id: str, user_id: str) -> None:
+    """Create USER_ID in COLLECTION_ID."""
+    r = app.call("create_user", CollectionId=collection_id, UserId=user_id)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"created user {user_id} in {collection_id}")
+
+
+@client_command(users, "delete")
+@click.argument("collection_id")
+@click.argument("user_id")
+def users_delete(app: App, collection_id: str, user_id: str) -> None:
+    """Delete USER_ID (its faces stay in the collection, unassociated)."""
+    r = app.call("delete_user", CollectionId=collection_id, UserId=user_id)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"deleted user {user_id} from {collection_id}")
+
+
+@client_command(users, "list")
+@click.argument("collection_id")
+def users_list(app: App, collection_id: str) -> None:
+    """List the users of COLLECTION_ID."""
+    r = app.pages("list_users", ("Users",), CollectionId=collection_id)
+    if app.as_json:
+        return app.print_json(r)
+    found = r.get("Users", [])
+    if not found:
+        app.out.print(f"no users in {collection_id}")
+        return
+    table = app.table("UserId", "UserStatus")
+    for user in found:
+        table.add_row(user.get("UserId", ""), user.get("UserStatus", ""))
+    app.out.print(table)
+
+
+def _face_batches(face_ids: tuple[str, ...]) -> list[list[str]]:
+    ids = list(face_ids)
+    return [ids[i:i + 100] for i in range(0, len(ids), 100)]
+
+
+@client_command(users, "associate")
+@click.argument("collection_id")
+@click.argument("user_id")
+@click.argument("face_ids", nargs=-1, required=True)
+@click.option("--threshold", type=click.FloatRange(0, 100), default=None,
+              help="UserMatchThreshold: a face must match the user's faces this well (service default: 75).")
+def users_associate(app: App, collection_id: str, user_id: str, face_ids: tuple[str, ...],
+                    threshold: float | None) -> None:
+    """Associate faces with USER_ID."""
+    params: dict[str, Any] = {"CollectionId": collection_id, "UserId": user_id}
+    if threshold is not None:
+        params["UserMatchThreshold"] = threshold
+    done: list[dict[str, Any]] = []
+    unsuccessful: list[dict[str, Any]] = []
+    status = None
+    for batch in _face_batches(face_ids):
+        r = app.call("associate_faces", FaceIds=batch, **params)
+        done += r.get("AssociatedFaces", [])
+        unsuccessful += r.get("UnsuccessfulFaceAssociations", [])
+        status = r.get("UserStatus", status)
+    _print_association(app, "associated", done, unsuccessful, status, user_id,
+                       ("AssociatedFaces", "UnsuccessfulFaceAssociations"))
+    if unsuccessful:
+        raise CliError(f"{len(unsuccessful)} of {len(face_ids)} faces not associated", 1)
+
+
+@client_command(users, "disassociate")
+@click.argument("collection_id")
+@click.argument("user_id")
+@click.argument("face_ids", nargs=-1, required=True)
+def users_disassociate(app: App, collection_id: str, user_id: str, face_ids: tuple[str, ...]) -> None:
+    """Disassociate faces from USER_ID."""
+    done: list[dict[str, Any]] = []
+    unsuccessful: list[dict[str, Any]] = []
+    status = None
+    for batch in _face_batches(face_ids):
+        r = app.call("disassociate_faces", CollectionId=collection_id, UserId=user_id, FaceIds=batch)
+        done += r.get("DisassociatedFaces", [])
+        unsuccessful += r.get("UnsuccessfulFaceDisassociations", [])
+        status = r.get("UserStatus", status)
+    _print_association(app, "disassociated", done, unsuccessful, status, user_id,
+                       ("DisassociatedFaces", "UnsuccessfulFaceDisassociations"))
+    if unsuccessful:
+        raise CliError(f"{len(unsuccessful)} of {len(face_ids)} faces not disassociated", 1)
+
+
+def _print_association(app: App, verb: str, done: list[dict[str, Any]], unsuccessful: list[dict[str, Any]],
+                       status: str | None, user_id: str, keys: tuple[str, str]) -> None:
+    if app.as_json:
+        app.print_json({keys[0]: done, keys[1]: unsuccessful, "UserStatus": status})
+        return
+    for entry in done:
+        app.out.print(f"{verb} {entry.get('FaceId')}")
+    for entry in unsuccessful:
+        extra = []
+        if entry.get("UserId") and entry["UserId"] != user_id:
+            extra.append(f"user {entry['UserId']}")
+        if entry.get("Confidence") is not None:
+            extra.append(f"similarity {entry['Confidence']:.2f}")
+        suffix = f" ({', '.join(extra)})" if extra else ""
+        app.out.print(f"not {verb} {entry.get('FaceId')}: {_reasons(entry)}{suffix}", markup=False)
+    app.out.print(f"user {user_id}: {status}")
+
+
+@client_command(users, "search")
+@click.argument("collection_id")
+@click.option("--user-id", default=None, help="Search with this user's faces (SearchUsers).")
+@click.option("--face-id", default=None, help="Search with this face (SearchUsers).")
+@click.option("--image", type=image_path, default=None, help="Search with the largest face of this image "
+              "(SearchUsersByImage).")
+@click.option("--threshold", type=click.FloatRange(0, 100), default=80.0, show_default=True,
+              help="UserMatchThreshold: lowest Similarity to report.")
+@click.option("--max-users", type=click.IntRange(1, 500), default=None, help="Report at most N users.")
+def users_search(app: App, collection_id: str, user_id: str | None, face_id: str | None, image: Path | None,
+                 threshold: float, max_users: int | None) -> None:
+    """Find the users of COLLECTION_ID who match a user, a face or an image."""
+    if sum(x is not None for x in (user_id, face_id, image)) != 1:
+        raise click.UsageError("give exactly one of --user-id, --face-id or --image")
+    params: dict[str, Any] = {"CollectionId": collection_id, "UserMatchThreshold": threshold}
+    if max_users is not None:
+        params["MaxUsers"] = max_users
+    if image is not None:
+        r = app.call("search_users_by_image", Image=read_image(image), **params)
+    elif user_id is not None:
+        r = app.call("search_users", UserId=user_id, **params)
+    else:
+        r = app.call("search_users", FaceId=face_id, **params)
+    if app.as_json:
+        return app.print_json(r)
+    matches = r.get("UserMatches", [])
+    if not matches:
+        app.out.print(f"no match in {collection_id} at threshold {threshold:g}")
+        return
+    table = app.table("UserId", "Similarity")
+    for m in matches:
+        table.add_row(m.get("User", {}).get("UserId", ""), fmt_pct(m.get("Similarity")))
+    app.out.print(table)
+
+
+def _error_parts(exc: ClientError) -> tuple[str, str]:
+    error = exc.response.get("Error", {})
+    return error.get("Code", "Unknown"), error.get("Message") or exc.response.get("message") or str(exc)
