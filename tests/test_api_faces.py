@@ -252,6 +252,30 @@ def test_index_faces_s3_absolute_name_is_refused(rekognition, server, collection
     assert face_count(rekognition, collection_id) == 0
 
 
+def test_index_faces_s3_object_errors(rekognition, server, collection_id, astronaut):
+    put_object(server, "faces-bucket", "people/astronaut.jpg", astronaut)
+    put_object(server, "faces-bucket", "notes.txt", b"not an image at all\n" * 100)
+    put_object(server, "faces-bucket", "huge.jpg", astronaut + bytes(16 * 1024 * 1024))  # over the 15 MB S3 limit
+
+    def refused(s3object: dict) -> ClientError:
+        with pytest.raises(ClientError) as info:
+            rekognition.index_faces(CollectionId=collection_id, Image={"S3Object": s3object})
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        return info.value
+
+    versioned = refused({"Bucket": "faces-bucket", "Name": "people/astronaut.jpg", "Version": "3"})
+    assert versioned.response["Error"]["Code"] == "InvalidS3ObjectException"
+    assert "version" in versioned.response["Error"]["Message"].lower()
+    folder = refused({"Bucket": "faces-bucket", "Name": "people"})
+    assert folder.response["Error"]["Code"] == "InvalidS3ObjectException"
+    text = refused({"Bucket": "faces-bucket", "Name": "notes.txt"})
+    assert text.response["Error"]["Code"] == "InvalidImageFormatException"
+    huge = refused({"Bucket": "faces-bucket", "Name": "huge.jpg"})
+    assert huge.response["Error"]["Code"] == "ImageTooLargeException"
+    assert "15 MB" in huge.response["Error"]["Message"]
+    assert face_count(rekognition, collection_id) == 0
+
+
 # --------------------------------------------------------------------------- ListFaces
 
 
@@ -308,6 +332,10 @@ def test_list_faces_filtered_by_user_id(rekognition, collection_id):
     assert [f["FaceId"] for f in listed] == [ids[0]]
     assert listed[0]["UserId"] == "aaron"
     assert rekognition.list_faces(CollectionId=collection_id, UserId="nobody")["Faces"] == []
+    # both filters: the faces that pass both
+    both = rekognition.list_faces(CollectionId=collection_id, UserId="aaron", FaceIds=[ids[0], ids[1]])["Faces"]
+    assert [f["FaceId"] for f in both] == [ids[0]]
+    assert rekognition.list_faces(CollectionId=collection_id, UserId="aaron", FaceIds=[ids[1]])["Faces"] == []
     # the unfiltered listing shows the association too, and only on that face
     by_id = {f["FaceId"]: f for f in all_faces(rekognition, collection_id)}
     assert by_id[ids[0]]["UserId"] == "aaron"
