@@ -175,62 +175,131 @@ TABLE_END_LOG10 = -6.5   # extrapolate to here (Similarity 100 is reached at -6)
 BODY_STEP = 0.05         # log10(FMR) grid of the measured part of the table
 TAIL_STEP = 0.25         # grid of the fitted/extrapolated part (it is a straight line anyway)
 
-# Identity pairs that LFW files under two names but that are the same person (checked by eye; see
-# docs/similarity.md). Their cross pairs are neither impostor nor genuine pairs here.
-SAME_PERSON_UNDER_TWO_NAMES: set[frozenset] = set()
+# Pairs that LFW files as "different people" but that show the same person, found by viewing the closest
+# impostor pairs by eye (see docs/similarity.md). Each entry: (A, B, why), where A and B are an identity
+# ("Name") or one image ("Name/Name_0001.jpg"); every pair with one side matching A and the other matching B
+# is dropped from the impostor set (it is not counted as genuine either).
+SAME_PERSON: list[tuple[str, str, str]] = [
+    # the same photograph filed under two names
+    ("Bart_Hendricks", "Ricky_Ray", "same photo under two names"),
+    ("Emmy_Rossum", "Eva_Amurri", "same photo under two names"),
+    ("Gabrielle_Rose", "Martha_Bowen", "same photo under two names"),
+    # one person under two spellings of the name
+    ("Noer_Moeis", "Noer_Muis", "one person, two spellings"),
+    ("Nan_Wang", "Wang_Nan", "one person, name order"),
+    ("Mireya_Elisa_Moscoso_Rodriguez", "Mireya_Moscoso", "one person, full and short name"),
+    # the image's largest face (the one the pipeline embeds) is another person, who is in lfw_dev
+    ("Aldo_Paredes/Aldo_Paredes_0002.jpg", "Sebastian_Saja", "largest face is Sebastian Saja"),
+    ("Alejandro_Avila/Alejandro_Avila_0003.jpg", "Philip_Zalewski", "largest face is Philip Zalewski"),
+    ("Julio_Rossi/Julio_Rossi_0001.jpg", "Christian_Gimenez", "largest face is Christian Gimenez"),
+    ("Barbara_Boxer/Barbara_Boxer_0001.jpg", "Gray_Davis", "largest face is Gray Davis"),
+    ("Colin_Powell/Colin_Powell_0046.jpg", "Joe_Lieberman", "largest face is Joe Lieberman"),
+    ("Colin_Farrell/Colin_Farrell_0003.jpg", "Michael_Clarke_Duncan", "largest face is Michael Clarke Duncan"),
+    ("Steve_McManaman/Steve_McManaman_0001.jpg", "David_Beckham", "largest face is David Beckham"),
+    ("George_W_Bush/George_W_Bush_0477.jpg", "Chok_Tong_Goh", "largest face is Goh Chok Tong"),
+    ("Vecdi_Gonul/Vecdi_Gonul_0001.jpg", "George_Robertson", "largest face is George Robertson"),
+    ("Hugh_Grant/Hugh_Grant_0008.jpg", "Sandra_Bullock", "largest face is Sandra Bullock"),
+    # mislabelled photo (by eye)
+    ("Carlos_Ruckauf/Carlos_Ruckauf_0001.jpg", "Eduardo_Duhalde", "the photo shows Eduardo Duhalde"),
+    ("Anja_Paerson/Anja_Paerson_0001.jpg", "Janica_Kostelic", "probably Janica Kostelic (same face, "
+     "Croatian sponsor's headband)"),
+]
 
 
 def person_of(rel: str) -> str:
     return rel.split("/", 1)[0]
 
 
-def pair_distances(X: np.ndarray, labels: np.ndarray, names: list[str], block: int = 1024, closest: int = 30):
+def _matches(key: str, rel: str) -> bool:
+    return rel == key if "/" in key else person_of(rel) == key
+
+
+def is_excluded(a: str, b: str) -> bool:
+    return any((_matches(x, a) and _matches(y, b)) or (_matches(x, b) and _matches(y, a)) for x, y, _ in SAME_PERSON)
+
+
+def excluded_index_pairs(rels: list[str]) -> np.ndarray:
+    """(i, j) with i < j for every excluded pair among rels, as an int array of shape (k, 2)."""
+    out = set()
+    for x, y, _ in SAME_PERSON:
+        A = [i for i, r in enumerate(rels) if _matches(x, r)]
+        B = [j for j, r in enumerate(rels) if _matches(y, r)]
+        out.update((min(i, j), max(i, j)) for i in A for j in B if i != j)
+    return np.array(sorted(out), dtype=np.int64).reshape(-1, 2)
+
+
+def pair_distances(X: np.ndarray, labels: np.ndarray, rels: list[str], block: int = 1024, closest: int = 30,
+                   close_cap: float | None = None):
     """All i<j pairs among rows of X: impostor distances, genuine distances, the closest impostor pairs.
 
-    labels: int identity per row; names: identity name per label (for the exclusion list).
-    Returns (impostor float32 [N], genuine float32 [M], closest [(d, i, j)], n_excluded).
+    labels: int identity per row; rels: image path per row (for the SAME_PERSON exclusions).
+    Returns (impostor float32 [N], genuine float32 [M], closest [(d, i, j)], n_excluded), plus, when
+    close_cap is given, (distance, label_i, label_j) arrays of every impostor pair with distance <= close_cap.
     """
     X = np.asarray(X, np.float64)
     sq = (X * X).sum(1)
     n = len(X)
-    excl_label_pairs = set()
-    if SAME_PERSON_UNDER_TWO_NAMES:
-        idx = {nm: k for k, nm in enumerate(names)}
-        for fs in SAME_PERSON_UNDER_TWO_NAMES:
-            a, b = sorted(fs)
-            if a in idx and b in idx:
-                excl_label_pairs.add((idx[a], idx[b]))
-                excl_label_pairs.add((idx[b], idx[a]))
+    ex = excluded_index_pairs(rels)
+    ex = ex[labels[ex[:, 0]] != labels[ex[:, 1]]] if ex.size else ex
     imp, gen, best = [], [], []
-    n_excl = 0
+    cd, cli, clj = [], [], []
     for s in range(0, n, block):
         e = min(n, s + block)
         D = sq[s:e, None] + sq[None, :] - 2.0 * (X[s:e] @ X.T)
         np.maximum(D, 0.0, out=D)
         np.sqrt(D, out=D)
-        rows = np.arange(s, e)[:, None]
-        cols = np.arange(n)[None, :]
-        upper = cols > rows
+        upper = np.arange(n)[None, :] > np.arange(s, e)[:, None]
         same = labels[s:e, None] == labels[None, :]
         diff = upper & ~same
-        if excl_label_pairs:
-            ex = np.zeros_like(diff)
-            for a, b in excl_label_pairs:
-                ex |= (labels[s:e, None] == a) & (labels[None, :] == b)
-            ex &= diff
-            n_excl += int(ex.sum())
-            diff &= ~ex
+        if ex.size:
+            sel = (ex[:, 0] >= s) & (ex[:, 0] < e)
+            diff[ex[sel, 0] - s, ex[sel, 1]] = False
         gen.append(D[upper & same].astype(np.float32))
         dv = D[diff]
         imp.append(dv.astype(np.float32))
+        if close_cap is not None:
+            ii, jj = np.nonzero(diff & (D <= close_cap))
+            cd.append(D[ii, jj])
+            cli.append(labels[ii + s])
+            clj.append(labels[jj])
         if closest and dv.size:
             k = min(closest, dv.size)
             part = np.argpartition(dv, k - 1)[:k]
             ii, jj = np.nonzero(diff)
-            for t in part:
-                best.append((float(dv[t]), int(ii[t] + s), int(jj[t])))
+            best.extend((float(dv[t]), int(ii[t] + s), int(jj[t])) for t in part)
             best = sorted(best)[:closest]
-    return np.concatenate(imp), np.concatenate(gen), best, n_excl
+    out = (np.concatenate(imp), np.concatenate(gen), best, int(len(ex)))
+    if close_cap is not None:
+        out += ((np.concatenate(cd), np.concatenate(cli), np.concatenate(clj)),)
+    return out
+
+
+def identity_bootstrap_fmr(close, labels: np.ndarray, thresholds: list[float], n_boot: int = 1000,
+                           seed: int = 1) -> list[tuple[float, float]]:
+    """95% percentile intervals of FMR at each distance threshold, resampling IDENTITIES with replacement.
+
+    Impostor pairs are not independent (pairs share people, and some people attract close impostors), so the
+    binomial interval is too narrow; this resamples the people. Pairs between two copies of one resampled
+    identity are not counted (they are the same person). close = (d, label_i, label_j) of the impostor pairs
+    with distance <= max(thresholds).
+    """
+    d, li, lj = close
+    ids, n_img = np.unique(labels, return_counts=True)
+    pos = np.searchsorted(ids, li), np.searchsorted(ids, lj)
+    rng = np.random.default_rng(seed)
+    num = np.zeros((n_boot, len(thresholds)))
+    den = np.zeros(n_boot)
+    sel = [d <= t for t in thresholds]
+    for b in range(n_boot):
+        w = np.bincount(rng.integers(0, ids.size, ids.size), minlength=ids.size).astype(np.float64)
+        wn = w * n_img
+        den[b] = (wn.sum() ** 2 - (wn ** 2).sum()) / 2.0
+        ww = w[pos[0]] * w[pos[1]]
+        for k, m in enumerate(sel):
+            num[b, k] = ww[m].sum()
+    rates = num / den[:, None]
+    return [(float(np.percentile(rates[:, k], 2.5)), float(np.percentile(rates[:, k], 97.5)))
+            for k in range(len(thresholds))]
 
 
 # ----------------------------------------------------------------------------- table
@@ -331,7 +400,10 @@ def _fmt_ci(k, n):
     return {"k": int(k), "n": int(n), "rate": k / n if n else float("nan"), "ci95": [lo, hi]}
 
 
-def cmd_calibrate(data: Path):
+CLOSE_CAP = 0.63  # keep the impostor pairs below this distance (Similarity ~58) for the identity bootstrap
+
+
+def cmd_calibrate(data: Path, n_splits: int = 10):
     paths, X, failures = load_cache()
     images = list_images(data)
     if len(paths) + len(failures) < len(images):
@@ -343,7 +415,7 @@ def cmd_calibrate(data: Path):
     labels = np.array([lab_of[p] for p in persons])
     report: dict = {"images": len(images), "embedded": len(paths), "failures_to_enrol": failures,
                     "identities": len(all_ids), "seed": SEED,
-                    "excluded_identity_pairs": sorted(sorted(fs) for fs in SAME_PERSON_UNDER_TWO_NAMES)}
+                    "excluded_same_person": [list(t) for t in SAME_PERSON]}
     print(f"[calibrate] {len(paths)} descriptors of {len(all_ids)} identities; {len(failures)} failures to enrol:")
     for f in failures:
         print(f"    FTE {f}")
@@ -356,8 +428,9 @@ def cmd_calibrate(data: Path):
     halves = {}
     for name, mask in (("calibration", in_cal), ("held_out", ~in_cal)):
         idx = np.nonzero(mask)[0]
-        imp, gen, _, nex = pair_distances(X[idx], labels[idx], all_ids, closest=0)
-        halves[name] = (imp, gen)
+        imp, gen, _, nex, close = pair_distances(X[idx], labels[idx], [paths[i] for i in idx], closest=0,
+                                                 close_cap=CLOSE_CAP)
+        halves[name] = (imp, gen, close, labels[idx])
         report[f"{name}_half"] = {"identities": int(len(np.unique(labels[idx]))), "images": int(idx.size),
                                   "impostor_pairs": int(imp.size), "genuine_pairs": int(gen.size),
                                   "excluded_pairs": nex}
@@ -366,26 +439,52 @@ def cmd_calibrate(data: Path):
     cal_table = build_table(halves["calibration"][0])
     cal_scale = scale_from_table(MODEL, cal_table)
     report["calibration_half"]["fit"] = cal_table["_fit"]
-    h_imp, h_gen = halves["held_out"]
+    h_imp, h_gen, h_close, h_labels = halves["held_out"]
+    h_boot = identity_bootstrap_fmr(h_close, h_labels, [cal_scale.max_distance(s) for s in LEVELS])
     rows = []
     print("\n[held-out half, table built on the calibration half]")
-    print(f"{'Sim':>4} {'dist<=':>8} {'nominal FMR':>12} {'held-out FMR (k/n) [95% CI]':>44} {'TAR mated':>24}")
-    for s in LEVELS:
+    print(f"{'Sim':>4} {'dist<=':>8} {'nominal FMR':>12} {'held-out FMR (k/n) [binomial 95% CI]':>52} "
+          f"{'[identity-bootstrap 95%]':>24} {'TAR mated':>24}")
+    for s, bt in zip(LEVELS, h_boot):
         thr = cal_scale.max_distance(s)
         k = int((h_imp <= thr).sum())
         g = int((h_gen <= thr).sum())
         r = {"similarity": s, "distance": thr, "nominal_fmr": cal_scale.fmr(s),
-             "fmr": _fmt_ci(k, h_imp.size), "tar": _fmt_ci(g, h_gen.size)}
+             "fmr": _fmt_ci(k, h_imp.size), "fmr_identity_bootstrap_ci95": bt, "tar": _fmt_ci(g, h_gen.size)}
         rows.append(r)
         lo, hi = r["fmr"]["ci95"]
         print(f"{s:>4} {thr:8.4f} {r['nominal_fmr']:12.3g} {k:>8}/{h_imp.size} = {k / h_imp.size:9.3g} "
-              f"[{lo:.2g}, {hi:.2g}] {g:>6}/{h_gen.size} = {g / h_gen.size:.4f}")
+              f"[{lo:.2g}, {hi:.2g}]  [{bt[0]:.2g}, {bt[1]:.2g}]  {g:>6}/{h_gen.size} = {g / h_gen.size:.4f}")
     report["held_out"] = rows
 
+    # --- how much the split matters: more seeds, both directions -----------------------
+    if n_splits:
+        ratios = {s: [] for s in (80, 90, 95, 99)}
+        for seed in range(1, n_splits + 1):
+            perm = np.random.default_rng(seed).permutation(len(all_ids))
+            half = set(perm[: len(all_ids) // 2].tolist())
+            m = np.array([l in half for l in labels])
+            imps = []
+            for mask in (m, ~m):
+                idx = np.nonzero(mask)[0]
+                imps.append(pair_distances(X[idx], labels[idx], [paths[i] for i in idx], closest=0)[0])
+            for a, b in ((0, 1), (1, 0)):
+                sc = scale_from_table(MODEL, build_table(imps[a]))
+                for s in ratios:
+                    ratios[s].append(float((imps[b] <= sc.max_distance(s)).mean() / sc.fmr(s)))
+            print(f"[splits] seed {seed}: held-out FMR / nominal at 80: "
+                  f"{ratios[80][-2]:.2f}, {ratios[80][-1]:.2f}", flush=True)
+        report["split_spread"] = {str(s): {"min": min(v), "median": float(np.median(v)), "max": max(v), "all": v}
+                                  for s, v in ratios.items()}
+        print("[splits] held-out FMR / nominal over", 2 * n_splits, "half-splits (min / median / max):")
+        for s, v in ratios.items():
+            print(f"    {s}: {min(v):.2f} / {np.median(v):.2f} / {max(v):.2f}")
+
     # --- final table on all of lfw_dev --------------------------------------------------
-    imp, gen, best, nex = pair_distances(X, labels, all_ids, closest=30)
+    imp, gen, best, nex, close = pair_distances(X, labels, paths, closest=30, close_cap=CLOSE_CAP)
     table = build_table(imp)
     scale = scale_from_table(MODEL, table)
+    all_boot = identity_bootstrap_fmr(close, labels, [scale.max_distance(s) for s in LEVELS])
     report["all"] = {"impostor_pairs": int(imp.size), "genuine_pairs": int(gen.size), "excluded_pairs": nex,
                      "fit": table["_fit"],
                      "closest_impostors": [{"distance": d, "a": paths[i], "b": paths[j]} for d, i, j in best]}
@@ -394,9 +493,8 @@ def cmd_calibrate(data: Path):
     print("closest impostor pairs:")
     for d, i, j in best:
         print(f"    {d:.4f}  {paths[i]:45s} {paths[j]}")
-    excl_note = ("" if not SAME_PERSON_UNDER_TWO_NAMES else
-                 " Excluded as LFW label errors (same person under two names, checked by eye): "
-                 + "; ".join(" = ".join(sorted(fs)) for fs in sorted(SAME_PERSON_UNDER_TWO_NAMES, key=sorted)) + ".")
+    excl_note = (f" {nex} pairs dropped as the same person by eye (LFW label errors, or an image whose largest "
+                 f"face is someone else): " + "; ".join(f"{x} ~ {y}" for x, y, _ in SAME_PERSON) + "." if nex else "")
     out = {
         "model": MODEL,
         "metric": "euclidean",
@@ -420,14 +518,15 @@ def cmd_calibrate(data: Path):
           f"{TABLE_OUT.stat().st_size} bytes)")
     print("\n[shipped table: thresholds]")
     report["shipped_thresholds"] = []
-    for s in LEVELS:
+    for s, bt in zip(LEVELS, all_boot):
         thr = scale.max_distance(s)
         k = int((imp <= thr).sum())
         g = int((gen <= thr).sum())
         report["shipped_thresholds"].append({"similarity": s, "distance": thr, "nominal_fmr": scale.fmr(s),
-                                             "in_sample_fmr": _fmt_ci(k, imp.size), "tar_all": _fmt_ci(g, gen.size)})
+                                             "in_sample_fmr": _fmt_ci(k, imp.size),
+                                             "fmr_identity_bootstrap_ci95": bt, "tar_all": _fmt_ci(g, gen.size)})
         print(f"{s:>4} dist<={thr:.4f} nominal {scale.fmr(s):.3g}  in-sample {k}/{imp.size}={k / imp.size:.3g}  "
-              f"TAR(all mated) {g / gen.size:.4f}")
+              f"identity-bootstrap 95% [{bt[0]:.2g}, {bt[1]:.2g}]  TAR(all mated) {g / gen.size:.4f}")
 
     # --- pairs_dev ----------------------------------------------------------------------
     pairs = read_pairs(data / "pairs_dev.txt")
@@ -441,8 +540,7 @@ def cmd_calibrate(data: Path):
     fold = np.array([r[0] for r in pd_rows])
     is_same = np.array([r[1] for r in pd_rows])
     dist = np.array([r[2] for r in pd_rows])
-    flagged = [r for r in pd_rows if not r[1] and frozenset((person_of(r[3]), person_of(r[4]))) in
-               SAME_PERSON_UNDER_TWO_NAMES]
+    flagged = [r for r in pd_rows if not r[1] and is_excluded(r[3], r[4])]
     acc = ((dist <= 0.6) == is_same)
     fold_acc = np.array([acc[fold == f].mean() for f in np.unique(fold)])
     report["pairs_dev"] = {"pairs": len(pairs), "missing_fte": missing, "matched": int(is_same.sum()),
@@ -474,11 +572,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("step", choices=["embed", "calibrate", "all"])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="lfw_dev folder")
+    ap.add_argument("--splits", type=int, default=10, help="extra identity half-splits to measure the spread")
     args = ap.parse_args(argv)
     if args.step in ("embed", "all"):
         cmd_embed(args.data)
     if args.step in ("calibrate", "all"):
-        cmd_calibrate(args.data)
+        cmd_calibrate(args.data, args.splits)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -16,9 +17,7 @@ except ImportError:  # not installed: run from the checkout
     sys.path.insert(0, str(ROOT / "src"))
     from faceledger.vision.similarity import SimilarityScale, fmr_from_similarity, similarity_from_fmr
 
-LFW = (ROOT / ".." / "shared" / "data" / "lfw_dev").resolve()
-if not LFW.is_dir():
-    LFW = Path("/work/shared/data/lfw_dev")
+LFW = Path(os.environ.get("FACELEDGER_TEST_DATA", ROOT.parent / "shared" / "data")) / "lfw_dev"
 
 THRESHOLDS = [1, 10, 30, 59.9, 60, 60.1, 70, 80, 85, 90, 95, 99, 99.9, 100]
 NOMINAL = {60: 1e-2, 70: 1e-3, 80: 1e-4, 90: 1e-5, 95: 10 ** -5.5, 99: 10 ** -5.9, 100: 1e-6}
