@@ -104,6 +104,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=default_data())
     ap.add_argument("--upsample", type=int, nargs="+", default=[0, 1, 2, 3])
     ap.add_argument("--repeats", type=int, default=3, help="timing repeats per image (median)")
+    ap.add_argument("--sizes", type=int, nargs="*", default=[1024, 1920, 3840, 4000],
+                    help="also time HOG on one crowd photo resized to these widths (16:9 / 4:3)")
     ap.add_argument("--max-seconds-per-image", type=float, default=60.0,
                     help="skip higher upsamples once one level exceeds this (s/image)")
     args = ap.parse_args()
@@ -187,6 +189,39 @@ def main() -> None:
     for up, n, h, lh, bn, bh, bl, fp, nd, spi in rows:
         bands = " | ".join(f"{pct(bh[b], bn[b])} / {pct(bl[b], bn[b])} (n={bn[b]})" for b in range(len(BANDS)))
         print(f"| {up} | {pct(h, n)} ({h}/{n}) | {pct(lh, n)} ({lh}/{n}) | {bands} | {nd} | {fp} | {spi:.2f} |")
+    sys.stdout.flush()
+    time_sizes(images, args.sizes, [u for u in args.upsample if u <= 2], args.repeats)
+
+
+def time_sizes(images: dict, widths: list[int], upsamples: list[int], repeats: int) -> None:
+    """Detection time vs image size: the cost of each upsample grows with 4**upsample x pixels."""
+    from PIL import Image
+
+    if not widths:
+        return
+    src = Image.fromarray(next(iter(images.values())))
+    models = load_models()
+    print()
+    print("Seconds per image vs image size (first crowd photo resized; HOG only)")
+    print("| size | Mpx | " + " | ".join(f"upsample {u}" for u in upsamples) + " |")
+    print("|---|---|" + "---|" * len(upsamples))
+    for w in widths:
+        h = w * 9 // 16 if w != 4000 else 3000
+        img = np.ascontiguousarray(np.asarray(src.resize((w, h), Image.BILINEAR)))
+        cells = []
+        for u in upsamples:
+            if w * h * 4**u > 140_000_000:  # > ~10 s and > 2 GB of pyramid: not run
+                cells.append("(not run)")
+                continue
+            det = HogFaceDetector(u, models=models)
+            ts = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                det.detect(img)
+                ts.append(time.perf_counter() - t0)
+            cells.append(f"{np.median(ts):.2f}")
+            print(f"  {w}x{h} upsample {u}: {cells[-1]} s", file=sys.stderr, flush=True)
+        print(f"| {w}x{h} | {w * h / 1e6:.1f} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

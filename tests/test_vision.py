@@ -318,6 +318,18 @@ def test_default_engine_cached_and_versioned():
     assert load_models() is load_models()
 
 
+def test_default_upsample_rule():
+    from faceledger.vision.engine import DEFAULT_UPSAMPLE, UPSAMPLE_MAX_PIXELS
+
+    det = default_engine().detector
+    small = np.broadcast_to(np.zeros(3, np.uint8), (2160, 3840, 3))
+    big = np.broadcast_to(np.zeros(3, np.uint8), (2161, 3840, 3))
+    assert det.upsample_for(small) == DEFAULT_UPSAMPLE == 1
+    assert UPSAMPLE_MAX_PIXELS == 3840 * 2160
+    assert det.upsample_for(big) == 0
+    assert default_engine(1).detector.upsample_for(big) == 1  # explicit upsample: no rule
+
+
 def test_threads_give_same_results(engine, astronaut):
     ref = engine.analyze(astronaut)[0].embedding
     out, errors = [], []
