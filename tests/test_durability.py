@@ -210,3 +210,70 @@ def test_concurrent_clients_lose_nothing(servers, tmp_path, faces):
     assert client.describe_collection(CollectionId="shared")["FaceCount"] == 24
     assert len(client.list_collections()["CollectionIds"]) == 1 + 4 * 2
     assert log_problems(srv) == []
+
+
+def no_retry_client(srv: Server):
+    """boto3 that never retries: a 500 must show as a 500, not as whatever a retry then meets."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "rekognition", endpoint_url=srv.url, region_name="us-east-1", aws_access_key_id="test",
+        aws_secret_access_key="test", config=Config(retries={"total_max_attempts": 1}, read_timeout=300),
+    )
+
+
+def test_index_faces_racing_delete_collection_is_not_found_not_a_500(servers, tmp_path):
+    srv = start(servers, tmp_path)
+    crowd = image_bytes(shared_data("groups", "linzaer_imgs", "16.jpg"))  # ~1 s of analysis on one core
+    client = no_retry_client(srv)
+    outcomes = []
+    for attempt in range(2):
+        client.create_collection(CollectionId="racing")
+        result: dict = {}
+
+        def index() -> None:
+            try:
+                response = client.index_faces(CollectionId="racing", Image={"Bytes": crowd}, QualityFilter="NONE")
+                result["faces"] = len(response["FaceRecords"])
+            except ClientError as exc:
+                result["error"] = exc.response["Error"]["Code"]
+
+        thread = threading.Thread(target=index)
+        thread.start()
+        time.sleep(0.3)  # IndexFaces has found the collection and is analysing the image
+        no_retry_client(srv).delete_collection(CollectionId="racing")
+        thread.join(120)
+        outcomes.append(result)
+        # no face outlives its collection: a new collection of the same id starts empty
+        client.create_collection(CollectionId="racing")
+        assert client.describe_collection(CollectionId="racing")["FaceCount"] == 0
+        assert client.list_faces(CollectionId="racing")["Faces"] == []
+        client.delete_collection(CollectionId="racing")
+    for result in outcomes:
+        assert result.get("error") in (None, "ResourceNotFoundException"), outcomes
+    assert log_problems(srv) == []
+
+
+def test_concurrent_create_of_one_collection_succeeds_once(servers, tmp_path):
+    srv = start(servers, tmp_path)
+    barrier = threading.Barrier(6)
+    outcomes: list[str] = []
+
+    def create() -> None:
+        client = no_retry_client(srv)
+        barrier.wait(30)
+        try:
+            client.create_collection(CollectionId="contested")
+            outcomes.append("created")
+        except ClientError as exc:
+            outcomes.append(exc.response["Error"]["Code"])
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(outcomes) == ["ResourceAlreadyExistsException"] * 5 + ["created"]
+    assert no_retry_client(srv).list_collections()["CollectionIds"] == ["contested"]
+    assert log_problems(srv) == []

@@ -236,9 +236,10 @@ class SQLiteStore:
 
     # -- faces -------------------------------------------------------------------------
 
-    def add_faces(self, faces: Sequence[FaceRecord]) -> None:
+    def add_faces(self, faces: Sequence[FaceRecord]) -> bool:
+        """Store the faces; False (and nothing stored) when a collection is gone, e.g. deleted meanwhile."""
         if not faces:
-            return
+            return True
         rows = []
         for f in faces:
             if f.embedding is None:
@@ -261,12 +262,17 @@ class SQLiteStore:
                     np.ascontiguousarray(f.embedding, dtype=np.float32).tobytes(),
                 )
             )
+        collection_ids = {f.collection_id for f in faces}
         with self._write() as db:
+            for cid in collection_ids:
+                if db.execute("SELECT 1 FROM collections WHERE collection_id = ?", (cid,)).fetchone() is None:
+                    return False
             db.executemany(
                 f"INSERT INTO faces ({_FACE_COLUMNS}, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
             )
-            for cid in {f.collection_id for f in faces}:
+            for cid in collection_ids:
                 self._bump(db, cid)
+        return True
 
     def get_faces(
         self, collection_id: str, face_ids: Iterable[str], *, with_embeddings: bool = False

@@ -8,7 +8,7 @@ from typing import Any
 from ...store import FaceRecord
 from .. import shapes, tokens
 from ..dispatch import Invocation, operation
-from ..errors import InvalidParameterException
+from ..errors import InvalidParameterException, ResourceNotFoundException
 from ..images import load_image
 from ..quality import failing_reasons
 from ._common import require_collection
@@ -58,7 +58,8 @@ def index_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
         )
         to_store.append(record)
         records.append({"Face": shapes.stored_face(record), "FaceDetail": detail})
-    inv.store.add_faces(to_store)
+    if not inv.store.add_faces(to_store):  # the collection was deleted while the image was analysed
+        raise ResourceNotFoundException(f"The collection id: {collection.collection_id} does not exist")
     return {
         "FaceRecords": records,
         "FaceModelVersion": collection.face_model_version,
