@@ -183,15 +183,16 @@ def test_search_usage_errors(people: tuple[Path, Result], tmp_path: Path) -> Non
     assert "does not exist" in r.stderr
 
 
-def test_detect_group_photo() -> None:
+def test_detect_group_photo(tmp_path: Path) -> None:
     group = shared_data("groups", "facenet_pytorch_multiface.jpg")
-    r = run_json("detect", group, "--data", "unused-data")
+    r = run_json("detect", group, "--data", tmp_path / "data")
     faces = r["FaceDetails"]
     assert len(faces) >= 4
     assert {"Landmarks", "Pose", "Quality", "BoundingBox", "Confidence"} <= set(faces[0])
-    text = run("detect", group, "--data", "unused-data").stdout
+    text = run("detect", group, "--data", tmp_path / "data").stdout
     assert f"{len(faces)} faces in" in text
     assert text.count("x=") == len(faces)
+    assert not (tmp_path / "data").exists()  # detect needs no data folder and leaves none
 
 
 def test_compare(test_images: Path, train: Path, tmp_path: Path) -> None:
@@ -203,6 +204,7 @@ def test_compare(test_images: Path, train: Path, tmp_path: Path) -> None:
     assert "match" in text and "source face in" in text
     text = run("compare", train / "rose_leslie" / "img1.jpg", test_images / "obama_and_biden.jpg", *d).stdout
     assert "no match in" in text
+    assert not (tmp_path / "data").exists()
 
 
 # ---- faces, users ---------------------------------------------------------------------------------

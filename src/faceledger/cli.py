@@ -130,6 +130,7 @@ class App:
                  as_json: bool) -> None:
         self.data_dir, self.buckets_dir = data_dir, buckets_dir
         self.endpoint, self.region, self.as_json = endpoint, region, as_json
+        self.stateless = False  # set by commands that need no data folder
         self._client: Any = None
         from rich.console import Console
 
@@ -144,9 +145,15 @@ class App:
 
     def _local_client(self) -> Any:
         from .client import Client
-        from .service import RequestContext
+        from .service import RequestContext, Service, ServiceConfig
 
-        return Client(self.data_dir, buckets_dir=self.buckets_dir, context=RequestContext(transport="cli"))
+        context = RequestContext(transport="cli")
+        if self.stateless:  # detect and compare never touch a collection: leave no ./data behind
+            from .store.sqlite import SQLiteStore
+
+            config = ServiceConfig(self.data_dir, self.buckets_dir)
+            return Client(service=Service(config, SQLiteStore(":memory:")), context=context)
+        return Client(self.data_dir, buckets_dir=self.buckets_dir, context=context)
 
     def _endpoint_client(self) -> Any:
         try:
@@ -575,6 +582,7 @@ def search(app: App, collection_id: str, image: Path | None, face_id: str | None
 @click.option("--quality-filter", type=click.Choice(["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"]), default=None)
 def compare(app: App, source: Path, target: Path, threshold: float, quality_filter: str | None) -> None:
     """Compare the largest face of SOURCE with every face of TARGET."""
+    app.stateless = True
     params: dict[str, Any] = {"SimilarityThreshold": threshold}
     if quality_filter is not None:
         params["QualityFilter"] = quality_filter
@@ -606,6 +614,7 @@ def compare(app: App, source: Path, target: Path, threshold: float, quality_filt
 @click.argument("image", type=image_path)
 def detect(app: App, image: Path) -> None:
     """Detect the faces in IMAGE: box, confidence, pose and quality (--json adds landmarks)."""
+    app.stateless = True
     r = app.call("detect_faces", Image=read_image(image), Attributes=["ALL"])
     if app.as_json:
         return app.print_json(r)
