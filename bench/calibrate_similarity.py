@@ -562,6 +562,34 @@ def cmd_calibrate(data: Path, n_splits: int = 10):
         lo, hi = r["fmr"]["ci95"]
         print(f"{s:>4} dist<={thr:.4f}  FMR {k}/{(~is_same).sum()} [{lo:.2g}, {hi:.2g}]  "
               f"TAR {g}/{is_same.sum()} = {g / is_same.sum():.4f}  FNMR {1 - g / is_same.sum():.4f}")
+    # --- by perceived group (a PROXY: another library's race predictions, majority per identity) -------
+    proxy = data.parent / "lfw_deepface_race_predictions" / "lfw_deepface_race_per_identity_majority.csv"
+    if proxy.exists():
+        import csv
+
+        with open(proxy, newline="") as fh:
+            race = {row["person"]: row["majority_race"] for row in csv.DictReader(fh)}
+        groups = np.array([race.get(p, "unknown") for p in persons])
+        report["by_predicted_group"] = []
+        print("\n[within-group impostor pairs at the shipped thresholds; group = DeepFace-predicted race, "
+              "majority per identity: a proxy, not ground truth]")
+        for g in sorted(set(groups.tolist()), key=lambda g: -(groups == g).sum()):
+            idx = np.nonzero(groups == g)[0]
+            if np.unique(labels[idx]).size < 20:
+                continue
+            gi, gg, _, _ = pair_distances(X[idx], labels[idx], [paths[i] for i in idx], closest=0)
+            row = {"group": g, "identities": int(np.unique(labels[idx]).size), "images": int(idx.size),
+                   "impostor_pairs": int(gi.size), "genuine_pairs": int(gg.size)}
+            txt = []
+            for s in (70, 80, 90, 99):
+                thr = scale.max_distance(s)
+                k = int((gi <= thr).sum())
+                row[f"fmr_at_{s}"] = _fmt_ci(k, gi.size)
+                row[f"tar_at_{s}"] = float((gg <= thr).mean()) if gg.size else None
+                txt.append(f"{s}: FMR {k}/{gi.size}={k / gi.size:.2g} ({k / gi.size / scale.fmr(s):.1f}x)"
+                           + (f" TAR {(gg <= thr).mean():.3f}" if gg.size else ""))
+            report["by_predicted_group"].append(row)
+            print(f"  {g:16s} {row['identities']:5d} ids {idx.size:5d} imgs  " + "; ".join(txt))
     REPORT_OUT.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\n[calibrate] full report: {REPORT_OUT.relative_to(ROOT)}")
 
