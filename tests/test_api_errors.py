@@ -290,3 +290,9 @@ def test_raw_http_empty_body_is_an_empty_request(server):
     response = post(server, "RekognitionService.ListCollections", b"")
     assert response.status_code == 200
     assert "CollectionIds" in response.json()
+
+
+def test_server_logged_no_traceback(server):
+    """Every refusal above is a client error: none of them may have reached the server's bug handler."""
+    log = server.log.read_text(errors="replace")
+    assert "Traceback" not in log and "InternalServerError" not in log, log[-4000:]
