@@ -166,7 +166,8 @@ class App:
         kwargs: dict[str, Any] = {}
         if session.get_credentials() is None:  # nothing configured: faceledger accepts any signed request
             kwargs = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
-        config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=10, read_timeout=600)
+        # No retries: IndexFaces is not idempotent, a retried timeout could index an image twice.
+        config = Config(retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=600)
         return session.client("rekognition", endpoint_url=self.endpoint, region_name=region, config=config,
                               **kwargs)
 
@@ -178,10 +179,13 @@ class App:
     def pages(self, method: str, list_keys: tuple[str, ...], **params: Any) -> dict[str, Any]:
         """Call a List operation until NextToken runs out; the pages' lists joined."""
         merged: dict[str, Any] = {}
-        token = None
+        token, seen = None, set()
         while True:
             response = self.call(method, **params, **({"NextToken": token} if token else {}))
             token = response.pop("NextToken", None)
+            if token in seen:
+                raise CliError(f"{method}: the service returned the same NextToken twice")
+            seen.add(token)
             for key, value in response.items():
                 if key in list_keys:
                     merged.setdefault(key, []).extend(value)
@@ -410,22 +414,19 @@ def image_files(paths: tuple[Path, ...]) -> list[tuple[Path, str]]:
     return found
 
 
-class _RateColumn:
-    """Progress column: faces indexed so far and faces per second."""
+def _faces_column() -> Any:
+    """A progress column: faces indexed so far and faces per second."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
 
-    @staticmethod
-    def make() -> Any:
-        from rich.progress import ProgressColumn
-        from rich.text import Text
+    class FacesColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            faces = task.fields.get("faces", 0)
+            elapsed = task.elapsed or 0
+            rate = faces / elapsed if elapsed > 0 else 0.0
+            return Text(f"{faces} faces, {rate:.1f} faces/s")
 
-        class RateColumn(ProgressColumn):
-            def render(self, task: Any) -> Text:
-                faces = task.fields.get("faces", 0)
-                elapsed = task.elapsed or 0
-                rate = faces / elapsed if elapsed > 0 else 0.0
-                return Text(f"{faces} faces, {rate:.1f} faces/s")
-
-        return RateColumn()
+    return FacesColumn()
 
 
 @client_command(main, "index")
@@ -464,7 +465,7 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
-                   _RateColumn.make(), TimeElapsedColumn(), console=app.err, disable=not show, transient=False)
+                   _faces_column(), TimeElapsedColumn(), console=app.err, disable=not show, transient=False)
     fatal: BaseException | None = None
     with bar:
         task = bar.add_task("index", total=len(files), faces=0)
@@ -484,6 +485,9 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
                     break
                 entry["Error"] = {"Code": code, "Message": message}
                 message = f"{code}: {message}"
+            except BotoCoreError as exc:  # the server went away: stop, after the summary so far
+                fatal = exc
+                break
             else:
                 entry.update(r)
                 indexed += len(r.get("FaceRecords", []))
