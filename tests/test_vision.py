@@ -322,10 +322,10 @@ def test_default_upsample_rule():
     from faceledger.vision.engine import DEFAULT_UPSAMPLE, UPSAMPLE_MAX_PIXELS
 
     det = default_engine().detector
-    small = np.broadcast_to(np.zeros(3, np.uint8), (2160, 3840, 3))
-    big = np.broadcast_to(np.zeros(3, np.uint8), (2161, 3840, 3))
+    small = np.broadcast_to(np.zeros(3, np.uint8), (2160, 3839, 3))
+    big = np.broadcast_to(np.zeros(3, np.uint8), (2160, 3840, 3))
     assert det.upsample_for(small) == DEFAULT_UPSAMPLE == 1
-    assert UPSAMPLE_MAX_PIXELS == 3840 * 2160
+    assert UPSAMPLE_MAX_PIXELS == 3840 * 2160 - 1
     assert det.upsample_for(big) == 0
     assert default_engine(1).detector.upsample_for(big) == 1  # explicit upsample: no rule
 

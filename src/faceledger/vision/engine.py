@@ -31,12 +31,12 @@ __all__ = [
 
 #: HOG pyramid up-samplings used by default_engine() when none is given ...
 DEFAULT_UPSAMPLE = 1
-#: ... for images of at most this many pixels (4 x 1920 x 1080, i.e. 3840 x 2160);
-#: larger images are run at upsample 0.  Upsample 1 finds faces down to ~40 px,
+#: ... for images with fewer pixels than 3840 x 2160 (4 x 1920 x 1080); images that
+#: size and larger are run at upsample 0.  Upsample 1 finds faces down to ~40 px,
 #: upsample 0 down to ~80 px: this follows Rekognition's documented floor (40x40 px in
 #: a 1920x1080 image, proportionally larger above), and keeps a 12 Mpx photo under
 #: a second.  See docs/engine.md, "Choosing the default upsample".
-UPSAMPLE_MAX_PIXELS: int | None = 4 * 1920 * 1080
+UPSAMPLE_MAX_PIXELS: int | None = 4 * 1920 * 1080 - 1
 
 
 @dataclass(frozen=True)
