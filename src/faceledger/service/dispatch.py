@@ -105,7 +105,9 @@ class Service:
         """FaceModelVersion of new collections: the engine's embedder, without loading its weights."""
         if self._engine is not None:
             return self._engine.model_version
-        return "dlib-resnet-v1"
+        from ..vision.dlib_models import ResNetEmbedder  # the default engine's embedder
+
+        return ResNetEmbedder.name
 
     def call(
         self, operation_name: str, params: Any, context: RequestContext | None = None, *, wire: bool = False

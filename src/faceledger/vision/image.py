@@ -109,7 +109,9 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from exc
     except Exception as exc:  # UnidentifiedImageError, OSError, SyntaxError, ...
-        raise InvalidImageFormat(f"not a decodable image: {exc}") from exc
+        raise InvalidImageFormat(
+            f"not a JPEG or PNG image ({len(data)} bytes starting {bytes(data[:8])!r})"
+        ) from exc
 
     try:
         fmt = _ACCEPTED.get(img.format or "")
