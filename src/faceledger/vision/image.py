@@ -110,7 +110,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
         raise ImageTooLarge(str(exc)) from exc
     except Exception as exc:  # UnidentifiedImageError, OSError, SyntaxError, ...
         raise InvalidImageFormat(
-            f"not a JPEG or PNG image ({len(data)} bytes starting {bytes(data[:8])!r})"
+            f"not a decodable image ({len(data)} bytes starting {bytes(data[:8])!r}); "
+            "only complete JPEG and PNG files are accepted"
         ) from exc
 
     try:
