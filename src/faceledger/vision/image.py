@@ -10,6 +10,7 @@ the full decode happens inside the ``try``.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -109,9 +110,9 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from exc
     except Exception as exc:  # UnidentifiedImageError, OSError, SyntaxError, ...
+        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the data", str(exc))
         raise InvalidImageFormat(
-            f"not a decodable image ({len(data)} bytes starting {bytes(data[:8])!r}); "
-            "only complete JPEG and PNG files are accepted"
+            f"not a decodable image ({len(data)} bytes): {reason}; only complete JPEG and PNG files are accepted"
         ) from exc
 
     try:
