@@ -1,4 +1,11 @@
-"""Fit (and evaluate) faceledger's mouth-corner model.
+"""Evaluate faceledger's mouth-corner model (and fit the canonical 5-point shape).
+
+What ships (src/faceledger/vision/geometry.py): CANONICAL_SHAPE5, fitted here from
+dlib's 5-point predictions, and CANONICAL_MOUTH from published facial proportions.
+The mouth labels in the XML files were produced by dlib's 68-point model (its training
+data forbids commercial use), so they are used here ONLY to measure the error of the
+shipped estimate; the mouth position this script fits from them is printed for
+comparison and is never pasted into the package.
 
 dlib's 5-point predictor has no mouth points, but Rekognition always returns
 mouthLeft/mouthRight.  We estimate them from the eye/nose geometry:
@@ -12,7 +19,7 @@ mouthLeft/mouthRight.  We estimate them from the eye/nose geometry:
 4. Evaluate on testing_with_face_landmarks.xml: mean |estimate - label| / inter-ocular
    distance (eye-centre distance of the labels: mean of 36-41 and 42-47).
 
-Prints the constants to paste into src/faceledger/vision/geometry.py and the error.
+Prints CANONICAL_SHAPE5, the comparison fit, and the errors.
 
     PYTHONPATH=src .venv/bin/python bench/fit_mouth_model.py [--data DIR]
 """

@@ -37,20 +37,20 @@ __all__ = [
 # --------------------------------------------------------------------------------------
 # Canonical frame and the mouth-corner model.
 #
-# Fitted by bench/fit_mouth_model.py on the 18 labelled faces of
-# shared/data/groups/dlib_faces/training_with_face_landmarks.xml (dlib, BSL-1.0):
-#   1. the 5-point predictor is run on each labelled face box; each face is also added
-#      mirrored (x -> -x, left/right swapped), which makes the model symmetric;
-#   2. CANONICAL_SHAPE5 is the generalised-Procrustes mean of those 5-point shapes,
-#      normalised so the two eye centres (corner midpoints) sit at (-0.5, 0) and (0.5, 0)
-#      (x to the image's right, y down, unit = inter-ocular distance);
-#   3. each face's least-squares similarity transform (5 predicted points ->
-#      CANONICAL_SHAPE5) maps its labelled mouth corners (68-point indices 48 and 54)
-#      into the canonical frame; CANONICAL_MOUTH is their mean.
-# At run time the similarity CANONICAL_SHAPE5 -> the face's 5 points maps
-# CANONICAL_MOUTH back into the image.  The mouth corners are therefore ESTIMATED from
-# the eye/nose geometry, not detected: a smile or an open mouth is not seen.
-# Error on testing_with_face_landmarks.xml: see docs/engine.md.
+# CANONICAL_SHAPE5 is the generalised-Procrustes mean of dlib's 5-point predictions on
+# the faces of shared/data/groups/dlib_faces (bench/fit_mouth_model.py), each face also
+# mirrored, normalised so the two eye centres (corner midpoints) sit at (-0.5, 0) and
+# (0.5, 0) (x to the image's right, y down, unit = inter-ocular distance, IOD).
+#
+# CANONICAL_MOUTH is NOT fitted to data: the only mouth labels at hand were produced by
+# dlib's 68-point model, whose training data forbids commercial use, so nothing derived
+# from them ships. It comes from published adult facial proportions (Farkas' anthropometric
+# norms, rounded): mouth width (cheilion to cheilion) ~52 mm against ~61 mm between the
+# eye centres -> corners at x = +/-0.426 IOD; subnasale to mouth line ~21 mm -> 0.344 IOD
+# below the canonical nose point. At run time the similarity CANONICAL_SHAPE5 -> the
+# face's 5 points maps CANONICAL_MOUTH into the image. The mouth corners are therefore
+# ESTIMATED from the eye/nose geometry, not detected: a smile or an open mouth is not
+# seen. Their measured error is in docs/engine.md (bench/fit_mouth_model.py).
 # --------------------------------------------------------------------------------------
 CANONICAL_SHAPE5 = np.array(
     [
@@ -61,7 +61,7 @@ CANONICAL_SHAPE5 = np.array(
         [0.0000, 0.8000],  # 4 nose (subnasale)
     ]
 )
-CANONICAL_MOUTH = np.array([[-0.4647, 1.0979], [0.4647, 1.0979]])  # mouthLeft, mouthRight
+CANONICAL_MOUTH = np.array([[-0.426, 0.800 + 0.344], [0.426, 0.800 + 0.344]])  # mouthLeft, mouthRight
 
 #: Zero-pitch reference: the subnasale's drop below the eye midpoint, in inter-ocular
 #: distances, on a face looking at the camera.  Median over 985 LFW images (every 8th
