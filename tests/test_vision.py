@@ -296,8 +296,13 @@ def test_embedding_is_exactly_dlibs_call(engine):
     rects, _, _ = det.run(img, 1, 0.0)
     largest = max(rects, key=lambda r: r.area())
     expected = np.asarray(rec.compute_face_descriptor(img, sp(img, largest)), dtype=np.float32)
-    got = engine.analyze(img, max_faces=1)[0].embedding
+    got = default_engine(1, "dlib").analyze(img, max_faces=1)[0].embedding
     assert np.array_equal(got, expected)
+    # the default (ONNX) engine: the same network, equal up to float rounding
+    onnx = engine.analyze(img, max_faces=1)[0].embedding
+    assert engine.model_version == "dlib-resnet-v1"
+    cos = float(onnx @ expected) / float(np.linalg.norm(onnx) * np.linalg.norm(expected))
+    assert cos >= 0.9999 and np.abs(onnx - expected).max() < 1e-4
 
 
 def test_distance_shapes(engine):
@@ -315,6 +320,11 @@ def test_default_engine_cached_and_versioned():
     assert e is default_engine()
     assert default_engine(1) is default_engine(1)
     assert e.model_version == "dlib-resnet-v1" and e.dim == 128
+    assert default_engine(None, "dlib") is not e and default_engine(None, "onnx") is e
+    assert default_engine(None, "dlib").model_version == e.model_version  # equivalent vectors
+    assert type(e.embedder).__name__ == "OnnxResNetEmbedder"
+    with pytest.raises(ValueError):
+        default_engine(None, "tensorflow")
     assert load_models() is load_models()
 
 

@@ -76,8 +76,11 @@ def _is_loopback(host: str) -> bool:
 @click.option("--buckets", "buckets_dir", default=None, type=click.Path(path_type=Path),
               help="Folder whose subfolders serve as S3 buckets for S3Object image inputs.")
 @click.option("--upsample", default=None, type=int, help="HOG detector upsampling (default: measured default).")
+@click.option("--engine", type=click.Choice(["onnx", "dlib"]), default="onnx", show_default=True,
+              help="Embedding runtime: onnx (dlib's network on ONNX Runtime, batched) or dlib (the reference).")
 @click.option("--log-level", default="info", show_default=True)
-def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsample: int | None, log_level: str) -> None:
+def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsample: int | None, engine: str,
+          log_level: str) -> None:
     """Serve the Rekognition API over HTTP."""
     import uvicorn
 
@@ -85,7 +88,8 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
     from .service import Service, ServiceConfig
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    service = Service(ServiceConfig(data_dir=data_dir, buckets_dir=buckets_dir, detector_upsample=upsample))
+    service = Service(ServiceConfig(data_dir=data_dir, buckets_dir=buckets_dir, detector_upsample=upsample,
+                                    engine=engine))
     if not _is_loopback(host):
         click.echo(f"warning: listening on {host}, reachable from other machines", err=True)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"

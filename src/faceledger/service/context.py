@@ -16,6 +16,7 @@ class ServiceConfig:
     region: str = "us-east-1"
     account_id: str = "000000000000"
     detector_upsample: int | None = None  # None: the engine's measured default
+    engine: str = "onnx"  # embedding runtime: "onnx" (default) or "dlib" (the reference)
     max_image_pixels: int = 36_000_000
     max_s3_object_bytes: int = 15 * 1024 * 1024
 

@@ -91,7 +91,7 @@ class Service:
         if self._engine is None:
             with self._lock:
                 if self._engine is None:
-                    self._engine = default_engine(self.config.detector_upsample)
+                    self._engine = default_engine(self.config.detector_upsample, self.config.engine)
         return self._engine
 
     @property

@@ -16,7 +16,9 @@ import numpy as np
 from . import geometry
 
 __all__ = [
+    "DEFAULT_ENGINE",
     "DEFAULT_UPSAMPLE",
+    "ENGINES",
     "UPSAMPLE_MAX_PIXELS",
     "Detection",
     "FaceAnalysis",
@@ -191,18 +193,28 @@ class FaceEngine:
         return d[0] if single else d
 
 
-_engines: dict[int | None, FaceEngine] = {}
+#: The engines default_engine() can build: "onnx" (the default: dlib's ResNet converted
+#: to ONNX and run by onnxruntime, batched; same vectors as dlib's) and "dlib" (the
+#: reference: dlib's own ``compute_face_descriptor``, one face per call).
+ENGINES = ("onnx", "dlib")
+DEFAULT_ENGINE = "onnx"
+
+_engines: dict[tuple[int | None, str], FaceEngine] = {}
 _engines_lock = threading.Lock()
 
 
-def default_engine(upsample: int | None = None) -> FaceEngine:
-    """The process-wide dlib engine (HOG + 5-point + ResNet), cached per ``upsample``.
+def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE) -> FaceEngine:
+    """The process-wide engine (HOG + 5-point + ResNet), cached per ``(upsample, engine)``.
 
     ``upsample=None`` uses the measured default (DEFAULT_UPSAMPLE, with the
-    image-size rule UPSAMPLE_MAX_PIXELS if set).  Models are loaded once and shared
-    by all engines; each dlib model is guarded by its own lock.
+    image-size rule UPSAMPLE_MAX_PIXELS if set).  ``engine`` picks the embedding
+    runtime (see ENGINES); both produce the same ``dlib-resnet-v1`` vectors (cosine
+    >= 0.9999 to dlib's for every face, tests/test_onnx_embedder.py).  Models are
+    loaded once and shared by all engines; each dlib model is guarded by its own lock.
     """
-    key = upsample
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    key = (upsample, engine)
     eng = _engines.get(key)
     if eng is not None:
         return eng
@@ -221,6 +233,25 @@ def default_engine(upsample: int | None = None) -> FaceEngine:
                 )
             else:
                 detector = HogFaceDetector(int(upsample), models=models)
-            eng = FaceEngine(detector, Shape5Landmarks(models), ResNetEmbedder(models))
+            embedder: FaceEmbedder
+            if engine == "onnx":
+                embedder = _onnx_embedder()
+            else:
+                embedder = ResNetEmbedder(models)
+            eng = FaceEngine(detector, Shape5Landmarks(models), embedder)
             _engines[key] = eng
     return eng
+
+
+_onnx: FaceEmbedder | None = None
+
+
+def _onnx_embedder() -> FaceEmbedder:
+    """One onnxruntime session per process, shared by all engines (called under
+    _engines_lock).  onnxruntime's ``run`` is thread-safe."""
+    global _onnx
+    if _onnx is None:
+        from .onnx_models import OnnxResNetEmbedder
+
+        _onnx = OnnxResNetEmbedder()
+    return _onnx

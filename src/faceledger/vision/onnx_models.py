@@ -1,0 +1,192 @@
+"""ONNX Runtime implementations of the engine's model protocols.
+
+:class:`OnnxResNetEmbedder` runs dlib's face recognition ResNet
+(``dlib_face_recognition_resnet_model_v1.dat``), converted to ONNX by this project's
+own reader (:mod:`faceledger.vision.dlib_dnn`), on batches of face chips.  It produces
+the same 128-d vectors as dlib's ``compute_face_descriptor`` (cosine similarity to
+dlib's vector >= 0.9999 for every face, measured ~1e-7 away; see
+tests/test_onnx_embedder.py), so it keeps dlib's model version name
+``dlib-resnet-v1`` and the shipped similarity calibration stays valid.
+
+Alignment is dlib's: ``dlib.get_face_chips(image, shapes, size=150, padding=0.25)``,
+exactly what ``compute_face_descriptor(image, shape)`` does internally.
+
+The converted model is written on first use into a cache folder
+(``$FACELEDGER_MODEL_CACHE``, else ``$XDG_CACHE_HOME/faceledger/models``, else
+``~/.cache/faceledger/models``), named by the SHA-256 of the source file and the
+converter version; nothing converted is shipped or committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "CONVERTER_VERSION",
+    "OnnxResNetEmbedder",
+    "model_cache_dir",
+    "resnet_onnx_path",
+    "session_options",
+]
+
+#: Bumped whenever the converter's output changes, so stale cache files are not reused.
+CONVERTER_VERSION = 1
+
+#: Chip size and padding of dlib's face descriptor (``compute_face_descriptor`` defaults).
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25
+
+#: Faces per onnxruntime call (larger batches gain little and cost memory; measured in
+#: bench/embedding.py).
+DEFAULT_BATCH = 32
+
+_convert_lock = threading.Lock()
+
+
+def model_cache_dir() -> Path:
+    env = os.environ.get("FACELEDGER_MODEL_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "faceledger" / "models"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resnet_onnx_path(source: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
+    """The ONNX file of dlib's ResNet, converting ``source`` (default: the installed
+    ``face_recognition_models`` file) into the cache on first use."""
+    if source is None:
+        from .dlib_models import model_paths
+
+        source = model_paths()["resnet"]
+    source = Path(source)
+    digest = _sha256(source)
+    cache = Path(cache_dir) if cache_dir is not None else model_cache_dir()
+    target = cache / f"dlib_resnet_v1-{digest[:16]}-c{CONVERTER_VERSION}.onnx"
+    if target.is_file():
+        return target
+    with _convert_lock:
+        if target.is_file():
+            return target
+        from .dlib_dnn import read_resnet_v1, to_onnx
+
+        net = read_resnet_v1(source)
+        if net.sha256 != digest:  # the file changed while we read it
+            raise RuntimeError(f"{source} changed during conversion")
+        model = to_onnx(net)
+        cache.mkdir(parents=True, exist_ok=True)
+        # atomic: another process converting at the same time writes the same bytes
+        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=cache)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(model.SerializeToString())
+            os.replace(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+    return target
+
+
+def session_options(threads: int | None = None):
+    """onnxruntime session options: all graph optimisations, ``threads`` intra-op
+    threads (None: onnxruntime's default, one per physical core), sequential execution."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads is not None:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+        if threads == 1:
+            # no spinning thread pool when running on one core
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
+class OnnxResNetEmbedder:
+    """dlib's ResNet face descriptor on ONNX Runtime (128-d, Euclidean; same vectors as
+    :class:`faceledger.vision.dlib_models.ResNetEmbedder`)."""
+
+    name = "dlib-resnet-v1"
+    dim = 128
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        threads: int | None = None,
+        batch_size: int = DEFAULT_BATCH,
+    ) -> None:
+        import onnxruntime as ort
+
+        path = Path(model_path) if model_path is not None else resnet_onnx_path()
+        self.model_path = path
+        self.batch_size = max(1, int(batch_size))
+        self._session = ort.InferenceSession(
+            str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+        )
+
+    # ------------------------------------------------------------------ alignment
+
+    @staticmethod
+    def chips(image: np.ndarray, landmarks: Sequence[np.ndarray]) -> np.ndarray:
+        """dlib's aligned 150x150 chips, (N, 150, 150, 3) uint8, for 5-point landmarks
+        (points rounded to integers, as dlib's ``full_object_detection`` stores them)."""
+        import dlib
+
+        img = np.ascontiguousarray(image)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {img.shape} {img.dtype}")
+        if len(landmarks) == 0:
+            return np.empty((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
+        shapes = dlib.full_object_detections()
+        for pts in landmarks:
+            pts = np.asarray(pts, dtype=np.float64)
+            if pts.shape != (5, 2):
+                raise ValueError(f"expected (5, 2) landmarks, got {pts.shape}")
+            parts = [dlib.point(int(round(x)), int(round(y))) for x, y in pts]
+            xs, ys = pts[:, 0], pts[:, 1]
+            rect = dlib.rectangle(
+                int(math.floor(xs.min())), int(math.floor(ys.min())),
+                int(math.ceil(xs.max())), int(math.ceil(ys.max())),
+            )
+            shapes.append(dlib.full_object_detection(rect, parts))
+        chips = dlib.get_face_chips(img, shapes, size=CHIP_SIZE, padding=CHIP_PADDING)
+        return np.stack([np.asarray(c, dtype=np.uint8) for c in chips])
+
+    # ------------------------------------------------------------------ network
+
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """Descriptors (N, 128) float32 for aligned chips (N, 150, 150, 3) uint8."""
+        chips = np.asarray(chips)
+        if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3) or chips.dtype != np.uint8:
+            raise ValueError(f"expected (N, {CHIP_SIZE}, {CHIP_SIZE}, 3) uint8 chips, got {chips.shape} {chips.dtype}")
+        out = np.empty((len(chips), self.dim), dtype=np.float32)
+        for start in range(0, len(chips), self.batch_size):
+            batch = np.ascontiguousarray(chips[start : start + self.batch_size])
+            out[start : start + len(batch)] = self._session.run(["descriptors"], {"chips": batch})[0]
+        return out
+
+    def embed(self, image: np.ndarray, landmarks: Sequence[np.ndarray]) -> np.ndarray:
+        """All faces of one image in one batch."""
+        return self.embed_chips(self.chips(image, landmarks))
