@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -35,16 +36,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
-    """A `faceledger serve` subprocess on a free loopback port."""
+def create_key(data_dir: Path, name: str = "test", policy: dict | None = None) -> tuple[str, str]:
+    """`faceledger keys create --json` on a data folder: (AccessKeyId, SecretAccessKey)."""
+    cmd = [sys.executable, "-m", "faceledger", "keys", "create", "--data", str(data_dir), "--name", name, "--json"]
+    if policy is not None:
+        policy_file = data_dir.parent / f"policy-{uuid.uuid4().hex[:8]}.json"
+        policy_file.write_text(json.dumps(policy))
+        cmd += ["--policy", str(policy_file)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    key = json.loads(out)
+    return key["AccessKeyId"], key["SecretAccessKey"]
 
-    def __init__(self, data_dir: Path, buckets_dir: Path, extra: list[str] | None = None) -> None:
+
+class Server:
+    """A `faceledger serve` subprocess on a free loopback port.
+
+    Authentication is on: before starting, a key is created with `faceledger keys create --json`
+    and :meth:`client` signs with it. ``dev=True`` serves in development mode instead.
+    """
+
+    def __init__(self, data_dir: Path, buckets_dir: Path, extra: list[str] | None = None, *,
+                 dev: bool = False) -> None:
         self.data_dir, self.buckets_dir = data_dir, buckets_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"server-{self.port}.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         buckets_dir.mkdir(parents=True, exist_ok=True)
+        if dev:
+            self.key_id, self.secret = "local", "local"
+            extra = ["--dev", *(extra or [])]
+        else:
+            self.key_id, self.secret = create_key(data_dir)
         cmd = [sys.executable, "-m", "faceledger", "serve", "--port", str(self.port),
                "--data", str(data_dir), "--buckets", str(buckets_dir), "--log-level", "warning", *(extra or [])]
         self._log_file = open(self.log, "wb")
@@ -61,13 +84,14 @@ class Server:
         self.stop()
         raise RuntimeError(f"server did not start: {self.log.read_text()}")
 
-    def client(self, **config: object):
+    def client(self, key: tuple[str, str] | None = None, **config: object):
+        key_id, secret = key or (self.key_id, self.secret)
         return boto3.client(
             "rekognition",
             endpoint_url=self.url,
             region_name="us-east-1",
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
             config=Config(retries={"total_max_attempts": 1}, read_timeout=300, **config),
         )
 

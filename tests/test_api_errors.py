@@ -232,10 +232,17 @@ def test_decompression_bomb_is_refused_quickly_and_server_stays_healthy(server, 
 
 
 def post(server, target: str | None, body: bytes, content_type: str = CONTENT_TYPE) -> httpx.Response:
+    """A raw POST, signed with the server's key (SigV4, botocore's signer)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
     headers = {"Content-Type": content_type}
     if target is not None:
         headers["X-Amz-Target"] = target
-    return httpx.post(server.url + "/", content=body, headers=headers, timeout=30)
+    request = AWSRequest(method="POST", url=server.url + "/", data=body, headers=headers)
+    SigV4Auth(Credentials(server.key_id, server.secret), "rekognition", "us-east-1").add_auth(request)
+    return httpx.post(server.url + "/", content=body, headers=dict(request.headers.items()), timeout=30)
 
 
 def assert_aws_error(response: httpx.Response, code: str, *says: str) -> dict:

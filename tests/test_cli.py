@@ -262,10 +262,12 @@ def test_faces_delete(tmp_path: Path, train: Path) -> None:
 
 def test_endpoint_gives_the_same_output(server, tmp_path: Path, train: Path, test_images: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+    for var in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))  # no credentials: the "local" fallback
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.key_id)  # the server's key, as a user would set it
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.secret)
     e = ["--endpoint", server.url]
 
     two = shared_data("groups", "two_people.jpg")

@@ -220,8 +220,8 @@ def no_retry_client(srv: Server):
     from botocore.config import Config
 
     return boto3.client(
-        "rekognition", endpoint_url=srv.url, region_name="us-east-1", aws_access_key_id="test",
-        aws_secret_access_key="test", config=Config(retries={"total_max_attempts": 1}, read_timeout=300),
+        "rekognition", endpoint_url=srv.url, region_name="us-east-1", aws_access_key_id=srv.key_id,
+        aws_secret_access_key=srv.secret, config=Config(retries={"total_max_attempts": 1}, read_timeout=300),
     )
 
 

@@ -1,9 +1,12 @@
 """The HTTP transport: Rekognition's AWS JSON 1.1 protocol on Starlette.
 
-``POST /`` with ``X-Amz-Target: RekognitionService.<Operation>`` and a JSON
-body; answers with the operation's JSON, or an AWS error body
+``POST /`` with ``X-Amz-Target: RekognitionService.<Operation>`` (or
+``Faceledger.<Operation>`` for faceledger's own operations) and a JSON body;
+answers with the operation's JSON, or an AWS error body
 (``{"__type": ..., "message": ...}``) that botocore turns into ClientError.
-Operations run in worker threads, so inference never blocks the event loop.
+Every request's SigV4 signature is checked against faceledger's keys first
+(unless the app runs in development mode, loopback only). Operations run in
+worker threads, so inference never blocks the event loop.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import logging
 from typing import Any, AsyncIterator
 
+import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,6 +26,7 @@ from starlette.routing import Route
 
 from .service import RequestContext, RekognitionError, Service
 from .service import model
+from .service.auth import HttpRequest
 from .service.errors import (
     ImageTooLargeException,
     InternalServerError,
@@ -32,6 +37,7 @@ from .service.errors import (
 log = logging.getLogger("faceledger.api")
 
 TARGET_PREFIX = "RekognitionService."
+FACELEDGER_PREFIX = "Faceledger."
 CONTENT_TYPE = "application/x-amz-json-1.1"
 # 5 MB of image bytes is about 7 MB of base64; a request body past this cannot be valid.
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -71,34 +77,96 @@ def _context(request: Request) -> RequestContext:
         access_key_id=key_id,
         purpose=headers.get("x-faceledger-purpose"),
         case_reference=headers.get("x-faceledger-case"),
+        principal=f"dev:{key_id or 'anonymous'}",  # replaced by the verified key unless in dev mode
     )
 
 
-def create_app(service: Service, *, preload_models: bool = True) -> Starlette:
-    """The ASGI app over ``service``; models load once, at start-up unless ``preload_models`` is off."""
+def _plain(value: Any) -> Any:
+    if hasattr(value, "timestamp"):
+        return value.timestamp()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _operation(target: str) -> str:
+    if target.startswith(TARGET_PREFIX):
+        operation = target[len(TARGET_PREFIX) :]
+        from .service.governance import EXTENSIONS
+
+        if operation in EXTENSIONS:  # faceledger's operations only under their own prefix
+            raise UnknownOperationException(f"Unknown operation: {operation}")
+        return operation  # an unknown one: Service.call answers UnknownOperationException, and records it
+    if target.startswith(FACELEDGER_PREFIX):
+        from .service.governance import EXTENSIONS
+
+        operation = target[len(FACELEDGER_PREFIX) :]
+        if operation in EXTENSIONS:
+            return operation
+        raise UnknownOperationException(f"Unknown faceledger operation: {operation!r}")
+    raise UnknownOperationException(f"Unknown or missing X-Amz-Target: {target!r}")
+
+
+def create_app(
+    service: Service,
+    *,
+    preload_models: bool = True,
+    authenticate: bool = True,
+    retention_interval_s: float | None = 3600.0,
+) -> Starlette:
+    """The ASGI app over ``service``; models load once, at start-up unless ``preload_models`` is off.
+
+    ``authenticate=False`` is development mode (no signature checks; the CLI allows it on loopback
+    only). ``retention_interval_s``: how often the retention sweep runs (None: never).
+    """
+
+    async def sweep_forever() -> None:
+        from .service import RequestContext as Ctx
+
+        while True:
+            try:
+                context = Ctx(transport="retention", principal="faceledger:retention")
+                await anyio.to_thread.run_sync(functools.partial(service.call, "ApplyRetention", {}, context))
+            except Exception:
+                log.exception("retention sweep failed")
+            await anyio.sleep(retention_interval_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if preload_models:
             await anyio.to_thread.run_sync(lambda: service.engine)
-        yield
+        async with anyio.create_task_group() as tasks:
+            if retention_interval_s:
+                tasks.start_soon(sweep_forever)
+            yield
+            tasks.cancel_scope.cancel()
 
     async def rekognition(request: Request) -> Response:
         context = _context(request)
+        target = request.headers.get("x-amz-target", "")
+        name = target.split(".", 1)[-1][:128] or "(none)"
+        recorded = False  # authenticate and Service.call record what they refuse; the rest is recorded here
         try:
-            target = request.headers.get("x-amz-target", "")
-            if not target.startswith(TARGET_PREFIX):
-                raise UnknownOperationException(f"Unknown or missing X-Amz-Target: {target!r}")
-            operation = target[len(TARGET_PREFIX) :]
             raw = await _read_body(request)
+            if authenticate:
+                http = HttpRequest(request.method, request.url.path, request.url.query, request.headers, raw)
+                recorded = True
+                context = await anyio.to_thread.run_sync(service.authenticate, http, context, name)
+                recorded = False
+            operation = _operation(target)
             try:
                 params = json.loads(raw) if raw.strip() else {}
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise SerializationException(f"Request body is not valid JSON: {exc}") from None
             call = functools.partial(service.call, operation, params, context, wire=True)
+            recorded = True
             response = await anyio.to_thread.run_sync(call)
-            return _json(model.serialize_response(operation, response), 200, context.request_id)
+            if target.startswith(FACELEDGER_PREFIX):
+                body = json.loads(json.dumps(response, default=_plain))
+            else:
+                body = model.serialize_response(operation, response)
+            return _json(body, 200, context.request_id)
         except RekognitionError as exc:
+            if not recorded:
+                await anyio.to_thread.run_sync(service.record_refusal, name, context, exc)
             return _json(exc.to_body(), exc.status, context.request_id)
         except Exception:  # a bug: log it, never show a traceback to the client
             log.exception("request %s failed", context.request_id)

@@ -78,29 +78,73 @@ def _is_loopback(host: str) -> bool:
 @click.option("--upsample", default=None, type=int, help="HOG detector upsampling (default: measured default).")
 @click.option("--engine", type=click.Choice(["onnx", "dlib"]), default="onnx", show_default=True,
               help="Embedding runtime: onnx (dlib's network on ONNX Runtime, batched) or dlib (the reference).")
+@click.option("--dev", is_flag=True, help="Development mode: no signature checks (refused off loopback).")
+@click.option("--retention-interval", default=3600.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds between retention sweeps (0: never).")
 @click.option("--log-level", default="info", show_default=True)
 def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsample: int | None, engine: str,
-          log_level: str) -> None:
-    """Serve the Rekognition API over HTTP."""
+          dev: bool, retention_interval: float, log_level: str) -> None:
+    """Serve the Rekognition API over HTTP, every request signed with a faceledger key.
+
+    On first start (no key yet) an admin key is created, printed once and written as the
+    `faceledger` profile of DATA/credentials (an AWS shared credentials file).
+    """
     import uvicorn
 
     from .api import create_app
     from .service import Service, ServiceConfig
 
+    if dev and not _is_loopback(host):
+        raise CliError(f"--dev (no authentication) is refused on {host}: it is allowed on loopback only")
     data_dir.mkdir(parents=True, exist_ok=True)
     service = Service(ServiceConfig(data_dir=data_dir, buckets_dir=buckets_dir, detector_upsample=upsample,
                                     engine=engine))
     if not _is_loopback(host):
         click.echo(f"warning: listening on {host}, reachable from other machines", err=True)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    click.echo(
-        f"faceledger {__version__} serving Rekognition on {url} (data: {data_dir.resolve()})\n"
-        f"  boto3:   boto3.client('rekognition', endpoint_url='{url}', region_name='us-east-1',\n"
-        f"                        aws_access_key_id='local', aws_secret_access_key='local')\n"
-        f"  AWS CLI: AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local aws rekognition list-collections "
-        f"--endpoint-url {url} --region us-east-1"
-    )
-    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level)
+    click.echo(f"faceledger {__version__} serving Rekognition on {url} (data: {data_dir.resolve()})")
+    if dev:
+        click.echo(
+            "  DEVELOPMENT MODE: requests are not authenticated (any signed request is accepted).\n"
+            f"  boto3:   boto3.client('rekognition', endpoint_url='{url}', region_name='us-east-1',\n"
+            f"                        aws_access_key_id='local', aws_secret_access_key='local')"
+        )
+    else:
+        credentials = data_dir / "credentials"
+        admin = service.ensure_admin_key()
+        if admin is not None:
+            key_id, secret = admin
+            _write_credentials(credentials, "faceledger", key_id, secret)
+            click.echo(
+                "  first start: created the admin key (shown once, also saved as profile 'faceledger' in "
+                f"{credentials.resolve()}):\n"
+                f"    aws_access_key_id     = {key_id}\n"
+                f"    aws_secret_access_key = {secret}"
+            )
+        creds = credentials.resolve()
+        click.echo(
+            f"  AWS CLI: AWS_SHARED_CREDENTIALS_FILE={creds} aws --profile faceledger rekognition "
+            f"list-collections --endpoint-url {url} --region us-east-1\n"
+            f"  boto3:   boto3.Session(profile_name='faceledger')  # with AWS_SHARED_CREDENTIALS_FILE={creds}\n"
+            f"           .client('rekognition', endpoint_url='{url}', region_name='us-east-1')\n"
+            f"  more keys: faceledger keys create --data {data_dir} --name NAME [--policy FILE]"
+        )
+    app = create_app(service, authenticate=not dev, retention_interval_s=retention_interval or None)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def _write_credentials(path: Path, profile: str, key_id: str, secret: str) -> None:
+    """Add (or replace) ``profile`` in an AWS shared credentials file, mode 0600."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    if path.exists():
+        config.read(path)
+    config[profile] = {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        config.write(f)
+    os.chmod(path, 0o600)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -131,8 +175,9 @@ class App:
     """What every client command runs with: where the service is and how to print."""
 
     def __init__(self, data_dir: Path, buckets_dir: Path | None, endpoint: str | None, region: str | None,
-                 as_json: bool) -> None:
+                 as_json: bool, purpose: str | None = None, case: str | None = None) -> None:
         self.data_dir, self.buckets_dir = data_dir, buckets_dir
+        self.purpose, self.case = purpose, case
         self.endpoint, self.region, self.as_json = endpoint, region, as_json
         self.stateless = False  # set by commands that need no data folder
         self._client: Any = None
@@ -151,7 +196,7 @@ class App:
         from .client import Client
         from .service import RequestContext, Service, ServiceConfig
 
-        context = RequestContext(transport="cli")
+        context = RequestContext(transport="cli", purpose=self.purpose, case_reference=self.case)
         if self.stateless:  # detect and compare never touch a collection: leave no ./data behind
             from .store.sqlite import SQLiteStore
 
@@ -172,8 +217,43 @@ class App:
             kwargs = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
         # No retries: IndexFaces is not idempotent, a retried timeout could index an image twice.
         config = Config(retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=600)
-        return session.client("rekognition", endpoint_url=self.endpoint, region_name=region, config=config,
-                              **kwargs)
+        client = session.client("rekognition", endpoint_url=self.endpoint, region_name=region, config=config,
+                                **kwargs)
+        add_purpose_headers(client, self.purpose, self.case)
+        return client
+
+    def extension(self, operation: str, **params: Any) -> dict[str, Any]:
+        """One of faceledger's own operations (Faceledger.<Op>), locally or signed to --endpoint."""
+        if not self.endpoint:
+            from botocore import xform_name
+
+            response = getattr(self.client, xform_name(operation))(**params)
+            response.pop("ResponseMetadata", None)
+            return response
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.httpsession import URLLib3Session
+
+        client = self.client
+        credentials = client._request_signer._credentials  # the same credentials boto3 signs with
+        request = AWSRequest(method="POST", url=self.endpoint.rstrip("/") + "/", data=json.dumps(params).encode(),
+                             headers={"X-Amz-Target": f"Faceledger.{operation}",
+                                      "Content-Type": "application/x-amz-json-1.1"})
+        if self.purpose:
+            request.headers["X-Faceledger-Purpose"] = self.purpose
+        if self.case:
+            request.headers["X-Faceledger-Case"] = self.case
+        SigV4Auth(credentials.get_frozen_credentials(), "rekognition", client.meta.region_name).add_auth(request)
+        response = URLLib3Session(timeout=600).send(request.prepare())
+        try:
+            body = json.loads(response.content or b"{}")
+        except ValueError:
+            body = {"message": response.text}
+        if response.status_code != 200:
+            error = {"Code": body.get("__type", "Unknown").split("#")[-1], "Message": body.get("message", "")}
+            raise ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": response.status_code}},
+                              operation)
+        return body
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         response = getattr(self.client, method)(**params)
@@ -219,6 +299,20 @@ class App:
             self._client.close()
 
 
+def add_purpose_headers(client: Any, purpose: str | None, case: str | None) -> None:
+    """Send X-Faceledger-Purpose and X-Faceledger-Case with every request of a boto3 client."""
+    if not purpose and not case:
+        return
+
+    def add(request: Any, **_: Any) -> None:
+        if purpose:
+            request.headers["X-Faceledger-Purpose"] = purpose
+        if case:
+            request.headers["X-Faceledger-Case"] = case
+
+    client.meta.events.register("before-sign.rekognition.*", add)
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, (datetime, date)):
         return value.isoformat()
@@ -233,14 +327,14 @@ def client_command(group: click.Group, name: str | None = None, **settings: Any)
     def decorate(fn: Callable) -> click.Command:
         @functools.wraps(fn)
         def run(data_dir: Path, buckets_dir: Path | None, endpoint: str | None, region: str | None,
-                as_json: bool, **kwargs: Any) -> None:
+                as_json: bool, purpose: str | None, case: str | None, **kwargs: Any) -> None:
             ctx = click.get_current_context()
             if endpoint:
                 for param, flag in (("data_dir", "--data"), ("buckets_dir", "--buckets")):
                     if ctx.get_parameter_source(param) is not ParameterSource.DEFAULT:
                         raise click.UsageError(f"{flag} is for the local data folder; with --endpoint the "
                                                "server uses its own")
-            app = App(data_dir, buckets_dir, endpoint, region, as_json)
+            app = App(data_dir, buckets_dir, endpoint, region, as_json, purpose, case)
             try:
                 fn(app, **kwargs)
             finally:
@@ -265,6 +359,10 @@ _CLIENT_OPTIONS = [
                  help="Act on a running server (e.g. http://127.0.0.1:8373) instead of the data folder."),
     click.option("--region", default=None, help="Region for --endpoint (default: profile's, else us-east-1)."),
     click.option("--json", "as_json", is_flag=True, help="Print the raw response as JSON."),
+    click.option("--purpose", envvar="FACELEDGER_PURPOSE", default=None,
+                 help="Why (recorded in the ledger; X-Faceledger-Purpose). Env: FACELEDGER_PURPOSE."),
+    click.option("--case", envvar="FACELEDGER_CASE", default=None,
+                 help="Case reference (recorded in the ledger; X-Faceledger-Case). Env: FACELEDGER_CASE."),
 ]
 
 image_path = click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)
@@ -845,6 +943,272 @@ def users_search(app: App, collection_id: str, user_id: str | None, face_id: str
     for m in matches:
         table.add_row(m.get("User", {}).get("UserId", ""), fmt_pct(m.get("Similarity")))
     app.out.print(table)
+
+
+# ---- keys, audit: on the data folder ------------------------------------------------------------
+
+_DATA_OPTION = click.option("--data", "data_dir", default="./data", show_default=True,
+                            type=click.Path(path_type=Path), help="Data folder (works while a server runs on it).")
+
+
+def _local_service(data_dir: Path, must_exist: bool = True) -> Any:
+    from .service import Service, ServiceConfig
+
+    if must_exist and not (data_dir / "faceledger.db").exists():
+        raise CliError(f"no faceledger data in {data_dir} (no faceledger.db)")
+    return Service(ServiceConfig(data_dir=data_dir))
+
+
+@main.group()
+def keys() -> None:
+    """Access keys: the SigV4 credentials a server accepts, each with a policy."""
+
+
+@keys.command("create")
+@_DATA_OPTION
+@click.option("--name", required=True, help="Who or what the key is for (shown in keys list).")
+@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="IAM-subset policy JSON file (default: everything allowed).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"AccessKeyId": .., "SecretAccessKey": ..}.')
+def keys_create(data_dir: Path, name: str, policy_file: Path | None, as_json: bool) -> None:
+    """Create a key; its secret is printed once and stored encrypted."""
+    from .service import RequestContext
+    from .service.errors import RekognitionError
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    service = _local_service(data_dir, must_exist=False)
+    try:
+        policy = policy_file.read_text() if policy_file else None
+        key_id, secret = service.create_access_key(name, policy, RequestContext(transport="cli"))
+    except RekognitionError as exc:
+        raise CliError(f"{exc.code}: {exc.message}") from None
+    finally:
+        service.close()
+    if as_json:
+        click.echo(json.dumps({"AccessKeyId": key_id, "SecretAccessKey": secret}))
+    else:
+        click.echo(f"created key {key_id} ({name})\n  aws_access_key_id     = {key_id}\n"
+                   f"  aws_secret_access_key = {secret}\n(the secret is not shown again)")
+
+
+@keys.command("list")
+@_DATA_OPTION
+@click.option("--json", "as_json", is_flag=True)
+def keys_list(data_dir: Path, as_json: bool) -> None:
+    """List keys (never their secrets)."""
+    service = _local_service(data_dir)
+    try:
+        rows = [{"AccessKeyId": k.access_key_id, "Name": k.name, "CreatedAt": k.created_at.isoformat(),
+                 "Status": "Revoked" if k.revoked_at else "Active", "Policy": json.loads(k.policy)}
+                for k in service.list_access_keys()]
+    finally:
+        service.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['AccessKeyId']}  {r['Status']:<8} {r['CreatedAt'][:19]}  {r['Name']}")
+
+
+@keys.command("revoke")
+@_DATA_OPTION
+@click.argument("access_key_id")
+def keys_revoke(data_dir: Path, access_key_id: str) -> None:
+    """Revoke a key: the next request signed with it is refused."""
+    service = _local_service(data_dir)
+    try:
+        if not service.revoke_access_key(access_key_id):
+            raise CliError(f"no active key {access_key_id}")
+    finally:
+        service.close()
+    click.echo(f"revoked {access_key_id}")
+
+
+@main.group()
+def audit() -> None:
+    """The ledger: verify its hash chain, list and export its entries."""
+
+
+@audit.command("verify")
+@_DATA_OPTION
+def audit_verify(data_dir: Path) -> None:
+    """Check the whole hash chain; exit 1 naming the first entry altered, removed or reordered."""
+    service = _local_service(data_dir)
+    try:
+        result = service.verify_ledger()
+    finally:
+        service.close()
+    if not result.ok:
+        click.echo(f"ledger BROKEN: {result.problem} ({result.entries} entries before it are intact)")
+        raise CliError(f"ledger verification failed at entry #{result.bad_seq}", 1)
+    click.echo(f"ledger intact: {result.entries} entries; head #{result.head_seq} {result.head_hash}")
+
+
+def _audit_filters(fn: Callable) -> Callable:
+    options = [
+        _DATA_OPTION,
+        click.option("--key", "principal", default=None, help="Access key id (or local:<user>) that acted."),
+        click.option("--collection", "collection_id", default=None),
+        click.option("--face-id", default=None),
+        click.option("--external-image-id", default=None),
+        click.option("--operation", default=None, help="e.g. SearchFacesByImage"),
+        click.option("--since", default=None, help="ISO 8601 time (UTC), e.g. 2024-05-01 or 2024-05-01T12:00"),
+        click.option("--until", default=None, help="ISO 8601 time (UTC)"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _iso(value: str | None, end: bool = False) -> str | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from None
+    if when.tzinfo is None:
+        from datetime import timezone
+
+        when = when.replace(tzinfo=timezone.utc)
+    if end and len(value) <= 10:  # a date: the whole day
+        from datetime import timedelta
+
+        when = when + timedelta(days=1) - timedelta(microseconds=1)
+    return when.isoformat(timespec="microseconds")
+
+
+def _ledger_entries(data_dir: Path, **f: Any):
+    service = _local_service(data_dir)
+    try:
+        yield from service.ledger(principal=f["principal"], collection_id=f["collection_id"],
+                                  operation=f["operation"], since=_iso(f["since"]), until=_iso(f["until"], True),
+                                  face_id=f["face_id"], external_image_id=f["external_image_id"])
+    finally:
+        service.close()
+
+
+@audit.command("list")
+@_audit_filters
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines, as audit export.")
+def audit_list(as_json: bool, data_dir: Path, **filters: Any) -> None:
+    """List ledger entries, filtered."""
+    for row in _ledger_entries(data_dir, **filters):
+        if as_json:
+            click.echo(json.dumps(row, ensure_ascii=False, sort_keys=True))
+            continue
+        faces = row["detail"].get("Faces", [])
+        extra = f"  faces={len(faces)}" if faces else ""
+        why = f"  purpose={row['purpose']!r} case={row['case_ref']!r}" if row["purpose"] or row["case_ref"] else ""
+        click.echo(f"#{row['seq']} {row['time'][:23]} {row['principal']} {row['operation']} "
+                   f"{row['collection_id'] or '-'} {row['result']}{extra}{why}")
+
+
+@audit.command("export")
+@_audit_filters
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File to write (default: standard output).")
+def audit_export(output: Path | None, data_dir: Path, **filters: Any) -> None:
+    """Export ledger entries as JSON Lines (every stored column, hashes included)."""
+    out = open(output, "w", encoding="utf-8") if output else None
+    try:
+        n = 0
+        for row in _ledger_entries(data_dir, **filters):
+            line = json.dumps(row, ensure_ascii=False, sort_keys=True)
+            if out:
+                out.write(line + "\n")
+            else:
+                click.echo(line)
+            n += 1
+    finally:
+        if out:
+            out.close()
+    if output:
+        click.echo(f"exported {n} entries to {output}", err=True)
+
+
+# ---- collection policies, erasure, retention (local or --endpoint) --------------------------------
+
+
+@main.group()
+def policy() -> None:
+    """Per-collection policies: threshold floor, largest MaxFaces, purpose required, retention."""
+
+
+@client_command(policy, "set")
+@click.argument("collection_id")
+@click.option("--min-threshold", type=click.FloatRange(0, 100), default=None,
+              help="Floor for FaceMatchThreshold/UserMatchThreshold of 1:N searches.")
+@click.option("--below-minimum", type=click.Choice(["REFUSE", "RAISE"]), default=None,
+              help="A request below the floor: refused (default) or raised to it.")
+@click.option("--max-faces", type=click.IntRange(min=1), default=None, help="Largest MaxFaces (MaxUsers).")
+@click.option("--require-purpose/--no-require-purpose", default=None,
+              help="1:N searches need a purpose and a case reference.")
+@click.option("--retention-days", type=click.IntRange(min=1), default=None,
+              help="Faces older than this are deleted by the retention sweep.")
+def policy_set(app: App, collection_id: str, min_threshold: float | None, below_minimum: str | None,
+               max_faces: int | None, require_purpose: bool | None, retention_days: int | None) -> None:
+    """Set COLLECTION_ID's policy (replaces the previous one; recorded in the ledger)."""
+    doc: dict[str, Any] = {}
+    for key, value in (("MinFaceMatchThreshold", min_threshold), ("BelowMinimum", below_minimum),
+                       ("MaxFaces", max_faces), ("RequirePurpose", require_purpose),
+                       ("RetentionDays", retention_days)):
+        if value is not None:
+            doc[key] = value
+    r = app.extension("PutCollectionPolicy", CollectionId=collection_id, Policy=doc)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"policy of {collection_id}: {json.dumps(r.get('Policy', {}), sort_keys=True)}", markup=False)
+
+
+@client_command(policy, "show")
+@click.argument("collection_id")
+def policy_show(app: App, collection_id: str) -> None:
+    """Show COLLECTION_ID's policy."""
+    r = app.extension("GetCollectionPolicy", CollectionId=collection_id)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"policy of {collection_id}: {json.dumps(r.get('Policy', {}), sort_keys=True)}", markup=False)
+
+
+@client_command(policy, "delete")
+@click.argument("collection_id")
+def policy_delete(app: App, collection_id: str) -> None:
+    """Remove COLLECTION_ID's policy."""
+    r = app.extension("DeleteCollectionPolicy", CollectionId=collection_id)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"policy of {collection_id} removed")
+
+
+@client_command(main, "erase")
+@click.option("--external-image-id", required=True, help="Erase every face with this ExternalImageId.")
+def erase(app: App, external_image_id: str) -> None:
+    """Erase every face of an ExternalImageId in every collection, overwriting it on disk; prints a receipt."""
+    r = app.extension("EraseFaces", ExternalImageId=external_image_id)
+    if app.as_json:
+        return app.print_json(r)
+    faces = r.get("ErasedFaces", [])
+    app.out.print(f"erased {len(faces)} face{'s' if len(faces) != 1 else ''} of {external_image_id} "
+                  f"(receipt {r.get('ErasureId')})", markup=False)
+    for face in faces:
+        app.out.print(f"  {face['CollectionId']} {face['FaceId']}", markup=False)
+
+
+@main.group()
+def retention() -> None:
+    """Retention: delete the faces older than their collection's RetentionDays."""
+
+
+@client_command(retention, "sweep")
+@click.option("--collection", "collection_id", default=None, help="Only this collection.")
+def retention_sweep(app: App, collection_id: str | None) -> None:
+    """Run the retention sweep now (the server runs it every --retention-interval seconds)."""
+    params = {"CollectionId": collection_id} if collection_id else {}
+    r = app.extension("ApplyRetention", **params)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"retention sweep: {len(r.get('DeletedFaces', []))} faces deleted")
 
 
 def _error_parts(exc: ClientError) -> tuple[str, str]:

@@ -21,7 +21,11 @@ from botocore import xform_name
 from .service import RequestContext, RekognitionError, Service, ServiceConfig
 from .service import model
 
+from .service.governance import EXTENSIONS
+
 _METHODS = {xform_name(name): name for name in model.operation_names()}
+# faceledger's own operations (collection policies, erasure, retention), as snake_case methods too
+_METHODS.update({xform_name(name): name for name in EXTENSIONS})
 
 
 class Client:
@@ -54,7 +58,8 @@ class Client:
             return self._call(operation, params)
 
         call.__name__ = name
-        call.__doc__ = f"Rekognition {operation}, as boto3's ``{name}``."
+        call.__doc__ = (f"faceledger's {operation}." if operation in EXTENSIONS
+                        else f"Rekognition {operation}, as boto3's ``{name}``.")
         return call
 
     def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +69,8 @@ class Client:
             access_key_id=self._context.access_key_id,
             purpose=self._context.purpose,
             case_reference=self._context.case_reference,
+            principal=self._context.principal,
+            policy=self._context.policy,
         )
         try:
             response = self._service.call(operation, params, context)

@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import getpass
+import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+
+def embedding_key_from_env() -> bytes | None:
+    """``FACELEDGER_EMBEDDING_KEY``: base64 (or hex) of 32 bytes; unset: embeddings are stored in clear."""
+    value = os.environ.get("FACELEDGER_EMBEDDING_KEY", "").strip()
+    if not value:
+        return None
+    try:
+        key = bytes.fromhex(value) if len(value) == 64 else base64.b64decode(value, validate=True)
+    except (ValueError, binascii.Error):
+        raise ValueError("FACELEDGER_EMBEDDING_KEY must be 32 bytes as base64 or hex") from None
+    if len(key) != 32:
+        raise ValueError("FACELEDGER_EMBEDDING_KEY must be 32 bytes as base64 or hex")
+    return key
+
+
+def os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (containers)
+        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
 @dataclass(frozen=True)
@@ -19,6 +45,7 @@ class ServiceConfig:
     engine: str = "onnx"  # embedding runtime: "onnx" (default) or "dlib" (the reference)
     max_image_pixels: int = 36_000_000
     max_s3_object_bytes: int = 15 * 1024 * 1024
+    embedding_key: bytes | None = field(default_factory=embedding_key_from_env, repr=False)
 
     def collection_arn(self, collection_id: str) -> str:
         return f"arn:aws:rekognition:{self.region}:{self.account_id}:collection/{collection_id}"
@@ -34,3 +61,12 @@ class RequestContext:
     purpose: str | None = None
     case_reference: str | None = None
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # Who the ledger records: the verified access key (HTTP), "dev:<key id>" in development mode,
+    # or the OS user for local calls (None: filled in with the OS user).
+    principal: str | None = None
+    # The key's parsed IAM-subset policy (faceledger.service.auth.Policy); None: not restricted
+    # (local calls, development mode).
+    policy: Any = field(default=None, compare=False, repr=False)
+
+    def who(self) -> str:
+        return self.principal or f"local:{os_user()}"

@@ -3,13 +3,22 @@
 ``Service.call(operation, params, context)`` validates the request against
 botocore's Rekognition model, runs the operation's function and returns its
 response dict. Transports (HTTP, CLI, the in-process Client) call nothing else,
-so authentication, policy and the audit ledger wrap this one method.
+so authorization, collection policies and the audit ledger wrap this one method:
+
+* the caller's key policy is checked (``rekognition:<Op>`` / ``faceledger:<Op>`` on the
+  collection's ARN, or ``*``), then the collection's policy;
+* the operation runs inside the store's unit of work: its writes share one transaction, and the
+  ledger entry is appended to that transaction before it commits (a failed or denied call rolls
+  its writes back and is recorded in a small transaction of its own).
+
+Signatures (HTTP) are checked before, by :meth:`Service.authenticate`.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -18,9 +27,12 @@ from ..store import FaceStore
 from ..store.sqlite import SQLiteStore
 from ..vision import FaceEngine, default_engine
 from ..vision.similarity import SimilarityScale
-from . import model
+from . import auth, governance, model
 from .context import RequestContext, ServiceConfig
-from .errors import UnknownOperationException
+from .errors import RekognitionError, UnknownOperationException, ValidationException
+from .ledger import build_entry, collection_of
+
+log = logging.getLogger("faceledger.service")
 
 Handler = Callable[["Invocation", dict[str, Any]], dict[str, Any]]
 OPERATIONS: dict[str, Handler] = {}
@@ -64,6 +76,11 @@ class Invocation:
     def now(self) -> datetime:
         return self.service.clock()
 
+    def after_commit(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` once this call's transaction has committed (never if it rolls back)."""
+        with self.store.unit_of_work() as unit:
+            unit.after_commit.append(fn)
+
 
 class Service:
     """A faceledger service over one store and one face engine."""
@@ -79,7 +96,9 @@ class Service:
         from . import operations  # noqa: F401  (registers the operation functions)
 
         self.config = config
-        self.store = store if store is not None else SQLiteStore(Path(config.data_dir) / "faceledger.db")
+        self.store = store if store is not None else SQLiteStore(
+            Path(config.data_dir) / "faceledger.db", embedding_key=config.embedding_key
+        )
         self.clock = clock
         self._engine = engine
         self._scale: SimilarityScale | None = None
@@ -109,17 +128,161 @@ class Service:
 
         return ResNetEmbedder.name
 
-    def call(
-        self, operation_name: str, params: Any, context: RequestContext | None = None, *, wire: bool = False
-    ) -> dict[str, Any]:
-        """Run one Rekognition operation: validate, dispatch, return the response dict."""
+    # -- the dispatch point -----------------------------------------------------------------
+
+    def _resolve(self, operation_name: str, params: Any, wire: bool) -> tuple[str, Handler, Any]:
+        if operation_name in governance.EXTENSIONS:
+            if params is not None and not isinstance(params, dict):
+                raise ValidationException("Request must be a JSON object")
+            return "faceledger", governance.EXTENSIONS[operation_name], dict(params or {})
         handler = OPERATIONS.get(operation_name)
         if handler is None:
             if operation_name in model.operation_names():
                 raise UnknownOperationException(f"faceledger does not implement {operation_name}")
             raise UnknownOperationException(f"Unknown operation: {operation_name}")
-        request = model.parse_request(operation_name, params, wire=wire)
-        return handler(Invocation(self, context or RequestContext()), request)
+        return "rekognition", handler, model.parse_request(operation_name, params, wire=wire)
+
+    def resource_of(self, request: Any) -> str:
+        cid = collection_of(request)
+        return self.config.collection_arn(cid) if cid is not None else "*"
+
+    def call(
+        self, operation_name: str, params: Any, context: RequestContext | None = None, *, wire: bool = False
+    ) -> dict[str, Any]:
+        """Run one operation: validate, authorize, apply the collection's policy, run, record."""
+        context = context or RequestContext()
+        request: Any = params
+        notes: list[str] = []
+        with self.store.unit_of_work() as unit:
+            try:
+                namespace, handler, request = self._resolve(operation_name, params, wire)
+                if context.policy is not None:
+                    auth.authorize(context.policy, context.who(), f"{namespace}:{operation_name}",
+                                   self.resource_of(request))
+                cid = collection_of(request)
+                if cid is not None and operation_name in governance.SEARCHES:
+                    notes = governance.enforce(self.store.get_collection_policy(cid), operation_name, request,
+                                               context, cid)
+                response = handler(Invocation(self, context), request)
+            except BaseException as exc:
+                unit.rollback()
+                if isinstance(exc, RekognitionError):
+                    result, message = exc.code, exc.message
+                elif isinstance(exc, Exception):
+                    result, message = "InternalServerError", f"{type(exc).__name__}"
+                else:
+                    raise
+                try:
+                    unit.commit(self._entry(operation_name, context, request, None, result, message, notes))
+                except Exception:  # never hide the call's own error behind the ledger's
+                    log.exception("could not record %s %s in the ledger", operation_name, result)
+                raise
+            unit.commit(self._entry(operation_name, context, request, response, "OK", None, notes))
+        return response
+
+    def _entry(self, operation: str, context: RequestContext, request: Any, response: Any, result: str,
+               message: str | None, notes: list[str]):
+        return build_entry(when=self.clock(), operation=operation, context=context, request=request,
+                           response=response, result=result, message=message, notes=notes)
+
+    def record_refusal(self, operation: str, context: RequestContext, exc: RekognitionError) -> None:
+        """Record a request refused before dispatch (unreadable body, unknown target, ...)."""
+        try:
+            self.store.append_ledger(self._entry(operation, context, None, None, exc.code, exc.message, []))
+        except Exception:
+            log.exception("could not record a refused %s in the ledger", operation)
+
+    # -- authentication and keys -------------------------------------------------------------
+
+    def _server_key(self) -> bytes:
+        return auth.server_key(Path(self.config.data_dir))
+
+    def authenticate(self, http: auth.HttpRequest, context: RequestContext, operation: str) -> RequestContext:
+        """Check the request's SigV4 signature; the context of the verified key, or raise (recorded)."""
+        key = self._server_key()
+        found: dict[str, Any] = {}
+
+        def lookup(key_id: str) -> str | None:
+            record = self.store.get_access_key(key_id)
+            if record is None or record.revoked_at is not None:
+                return None
+            found["record"] = record
+            return auth.open_secret(key, key_id, record.secret)
+
+        try:
+            key_id, _ = auth.verify_signature(http, lookup, self.clock())
+            policy = auth.Policy.parse(found["record"].policy)
+        except RekognitionError as exc:
+            claimed = None
+            header = http.headers.get("authorization") or ""
+            if "Credential=" in header:
+                claimed = header.split("Credential=", 1)[1].split("/", 1)[0][:128] or None
+            denied = replace(context, principal=f"unauthenticated:{claimed}" if claimed else "unauthenticated")
+            self.store.append_ledger(build_entry(when=self.clock(), operation=operation, context=denied,
+                                                 request=None, response=None, result=exc.code, message=exc.message))
+            raise
+        return replace(context, access_key_id=key_id, principal=key_id, policy=policy)
+
+    def create_access_key(self, name: str, policy: str | dict | None = None,
+                          context: RequestContext | None = None) -> tuple[str, str]:
+        """A new key (id, secret); the secret is sealed in the store and never shown again."""
+        from ..store import AccessKeyRecord
+
+        document = auth.ADMIN_POLICY if policy is None else policy
+        auth.Policy.parse(document)  # refuse what the key could never be checked against
+        text = document if isinstance(document, str) else json_dumps(document)
+        key_id, secret = auth.new_key_pair()
+        context = context or RequestContext(transport="cli")
+        record = AccessKeyRecord(key_id, name, auth.seal_secret(self._server_key(), key_id, secret), text,
+                                 self.clock())
+        entry = build_entry(when=self.clock(), operation="CreateAccessKey", context=context, request=None,
+                            response={"AccessKey": {"UserId": name}}, notes=[f"AccessKeyId {key_id}", f"Name {name}"])
+        self.store.add_access_key(record, audit=entry)
+        return key_id, secret
+
+    def revoke_access_key(self, key_id: str, context: RequestContext | None = None) -> bool:
+        context = context or RequestContext(transport="cli")
+        entry = build_entry(when=self.clock(), operation="RevokeAccessKey", context=context, request=None,
+                            response=None, notes=[f"AccessKeyId {key_id}"])
+        return self.store.revoke_access_key(key_id, self.clock(), audit=entry)
+
+    def list_access_keys(self):
+        return self.store.list_access_keys()
+
+    def ensure_admin_key(self) -> tuple[str, str] | None:
+        """On first start (no key at all): an admin key, to be shown once. None when keys exist."""
+        if self.store.count_access_keys():
+            return None
+        return self.create_access_key("admin", None, RequestContext(transport="serve", principal="faceledger"))
+
+    # -- the ledger ---------------------------------------------------------------------------
+
+    def verify_ledger(self):
+        return self.store.verify_ledger()
+
+    def ledger(self, *, face_id: str | None = None, external_image_id: str | None = None, **filters: Any):
+        """Ledger entries (dicts, ``detail`` parsed), filtered by principal, collection_id, operation,
+        since/until (ISO 8601), a face id or an ExternalImageId they mention."""
+        import json
+
+        contains = []
+        if face_id:
+            contains.append(json.dumps(face_id))
+        if external_image_id:
+            contains.append(json.dumps(external_image_id))
+        for row in self.store.ledger_rows(contains=contains, **filters):
+            row["detail"] = json.loads(row["detail"])
+            if face_id and not any(f.get("FaceId") == face_id for f in row["detail"].get("Faces", [])) and \
+                    row["detail"].get("Request", {}).get("FaceId") != face_id and \
+                    face_id not in row["detail"].get("Request", {}).get("FaceIds", []):
+                continue
+            yield row
 
     def close(self) -> None:
         self.store.close()
+
+
+def json_dumps(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True)

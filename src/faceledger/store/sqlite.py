@@ -6,6 +6,11 @@ killed. Each thread gets its own connection; WAL lets readers run beside one
 writer, and ``busy_timeout`` makes concurrent writers (other threads, or a CLI
 process on the same data folder) wait their turn instead of failing.
 
+A *unit of work* (:meth:`SQLiteStore.unit_of_work`, thread-local) groups the writes of one
+service call: the first write opens ``BEGIN IMMEDIATE``, later writes join it, and the call's
+ledger entry is appended in the same transaction just before ``COMMIT``. Deleted content is
+overwritten (``secure_delete``).
+
 Search is exact: a collection's embeddings are held in memory as one float32
 matrix, reloaded when the collection's ``generation`` counter (bumped in the
 same transaction as every change to its faces) moves.
@@ -13,6 +18,7 @@ same transaction as every change to its faces) moves.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -22,7 +28,10 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import CollectionRecord, FaceRecord, Neighbour, Page, UserRecord
+from . import AccessKeyRecord, CollectionRecord, FaceRecord, Neighbour, Page, UserRecord
+from .crypto import EmbeddingCipher, EmbeddingKeyError, is_encrypted
+from .ledger import COLUMNS as LEDGER_COLUMNS
+from .ledger import GENESIS, LedgerEntry, Verification, row_for, verify
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
@@ -56,6 +65,35 @@ CREATE TABLE IF NOT EXISTS users (
     created_at REAL NOT NULL,
     PRIMARY KEY (collection_id, user_id)
 );
+CREATE TABLE IF NOT EXISTS ledger (
+    seq INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    source TEXT,
+    transport TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    collection_id TEXT,
+    purpose TEXT,
+    case_ref TEXT,
+    result TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_by_principal ON ledger(principal);
+CREATE INDEX IF NOT EXISTS ledger_by_collection ON ledger(collection_id);
+CREATE TABLE IF NOT EXISTS access_keys (
+    access_key_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    secret BLOB NOT NULL,
+    policy TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE TABLE IF NOT EXISTS collection_policies (
+    collection_id TEXT PRIMARY KEY REFERENCES collections(collection_id) ON DELETE CASCADE,
+    policy TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tags (
     collection_id TEXT NOT NULL REFERENCES collections(collection_id) ON DELETE CASCADE,
     key TEXT NOT NULL,
@@ -72,6 +110,44 @@ _FACE_COLUMNS = (
 
 def _ts(value: float) -> datetime:
     return datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+class UnitOfWork:
+    """The transaction state of one service call on one thread (see the module's docstring)."""
+
+    def __init__(self, store: "SQLiteStore", conn: sqlite3.Connection) -> None:
+        self.store, self.conn = store, conn
+        self.writing = False
+        self.after_commit: list = []
+
+    def begin_write(self) -> None:
+        if not self.writing:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.writing = True
+
+    def rollback(self) -> None:
+        if self.writing:
+            self.conn.execute("ROLLBACK")
+            self.writing = False
+        self.after_commit.clear()
+
+    def commit(self, entry: LedgerEntry | None) -> dict | None:
+        """Append ``entry`` (if any) to the ledger inside the open write transaction, then COMMIT."""
+        row = None
+        if entry is not None:
+            self.begin_write()
+            row = self.store._append(self.conn, entry)
+        if self.writing:
+            try:
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.rollback()
+                raise
+            self.writing = False
+        callbacks, self.after_commit = self.after_commit, []
+        for fn in callbacks:
+            fn()
+        return row
 
 
 def _face(row: sqlite3.Row, embedding: bytes | None = None) -> FaceRecord:
@@ -103,8 +179,11 @@ class _Matrix:
 class SQLiteStore:
     """:class:`faceledger.store.FaceStore` on one SQLite file."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 30_000) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout_ms: int = 30_000, embedding_key: bytes | None = None
+    ) -> None:
         self.path = Path(path)
+        self._cipher = EmbeddingCipher(embedding_key) if embedding_key else None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
@@ -125,13 +204,40 @@ class SQLiteStore:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA secure_delete = ON")  # deleted faces are overwritten, not just unlinked
             self._local.conn = conn
             with self._connections_lock:
                 self._connections.append(conn)
         return conn
 
     @contextmanager
+    def unit_of_work(self) -> Iterator[UnitOfWork]:
+        """Group this thread's writes into one transaction, committed by ``unit.commit(entry)``.
+
+        Nested calls join the outer unit. Leaving without commit rolls back.
+        """
+        outer = getattr(self._local, "unit", None)
+        if outer is not None:
+            yield outer
+            return
+        unit = UnitOfWork(self, self._conn())
+        self._local.unit = unit
+        try:
+            yield unit
+        finally:
+            self._local.unit = None
+            unit.rollback()
+
+    def _unit(self) -> UnitOfWork | None:
+        return getattr(self._local, "unit", None)
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        unit = self._unit()
+        if unit is not None:  # join the call's transaction; the unit commits or rolls back
+            unit.begin_write()
+            yield unit.conn
+            return
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -143,8 +249,11 @@ class SQLiteStore:
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        """A consistent snapshot across several SELECTs."""
+        """A consistent snapshot across several SELECTs (inside an open transaction: that one)."""
         conn = self._conn()
+        if conn.in_transaction:
+            yield conn
+            return
         conn.execute("BEGIN")
         try:
             yield conn
@@ -160,6 +269,18 @@ class SQLiteStore:
                     pass
             self._connections.clear()
         self._local = threading.local()
+
+    def _seal(self, face_id: str, plain: bytes) -> bytes:
+        return self._cipher.encrypt(face_id, plain) if self._cipher else plain
+
+    def _open(self, face_id: str, blob: bytes) -> bytes:
+        if is_encrypted(blob):
+            if self._cipher is None:
+                raise EmbeddingKeyError(
+                    "embeddings in this store are encrypted: set FACELEDGER_EMBEDDING_KEY to read them"
+                )
+            return self._cipher.decrypt(face_id, blob)
+        return blob
 
     @staticmethod
     def _bump(db: sqlite3.Connection, collection_id: str) -> None:
@@ -259,7 +380,7 @@ class SQLiteStore:
                     f.face_model_version,
                     f.created_at.timestamp(),
                     f.user_id,
-                    np.ascontiguousarray(f.embedding, dtype=np.float32).tobytes(),
+                    self._seal(f.face_id, np.ascontiguousarray(f.embedding, dtype=np.float32).tobytes()),
                 )
             )
         collection_ids = {f.collection_id for f in faces}
@@ -288,7 +409,8 @@ class SQLiteStore:
                 f"SELECT {cols} FROM faces WHERE collection_id = ? AND face_id IN ({marks})",
                 (collection_id, *chunk),
             ):
-                out[row["face_id"]] = _face(row, row["embedding"] if with_embeddings else None)
+                embedding = self._open(row["face_id"], row["embedding"]) if with_embeddings else None
+                out[row["face_id"]] = _face(row, embedding)
         return out
 
     def list_faces(
@@ -355,10 +477,14 @@ class SQLiteStore:
             ).fetchall()
         face_ids = [r[0] for r in rows]
         if rows:
-            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            blobs = [self._open(r[0], r[1]) for r in rows]
+            vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rows), -1)
         else:
             vectors = np.zeros((0, 0), dtype=np.float32)
         matrix = _Matrix(generation, face_ids, vectors)
+        unit = self._unit()
+        if unit is not None and unit.writing:  # uncommitted: may yet be rolled back, do not cache
+            return matrix
         with self._matrices_lock:
             self._matrices[collection_id] = matrix
         return matrix
@@ -475,3 +601,178 @@ class SQLiteStore:
             db.executemany(
                 "DELETE FROM tags WHERE collection_id = ? AND key = ?", [(collection_id, k) for k in keys]
             )
+
+    # -- ledger ------------------------------------------------------------------------
+
+    def _append(self, db: sqlite3.Connection, entry: LedgerEntry) -> dict:
+        last = db.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (1, GENESIS) if last is None else (last[0] + 1, last[1])
+        row = row_for(entry, seq, prev)
+        cols = LEDGER_COLUMNS + ("hash",)
+        db.execute(f"INSERT INTO ledger ({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                   [row[c] for c in cols])
+        return row
+
+    def append_ledger(self, entry: LedgerEntry) -> dict:
+        """Append one entry in its own transaction (or the open unit of work's)."""
+        unit = self._unit()
+        if unit is not None:
+            unit.begin_write()
+            return self._append(unit.conn, entry)
+        with self._write() as db:
+            return self._append(db, entry)
+
+    def ledger_rows(
+        self,
+        *,
+        principal: str | None = None,
+        collection_id: str | None = None,
+        operation: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        contains: Sequence[str] = (),
+        after_seq: int = 0,
+        limit: int | None = None,
+    ) -> Iterator[dict]:
+        """Ledger rows in sequence order, filtered; ``contains``: substrings of the detail JSON."""
+        sql = "SELECT seq, " + ", ".join(c for c in LEDGER_COLUMNS if c != "seq") + ", hash FROM ledger WHERE seq > ?"
+        args: list[object] = [after_seq]
+        for column, value in (("principal", principal), ("collection_id", collection_id), ("operation", operation)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        if since is not None:
+            sql += " AND time >= ?"
+            args.append(since)
+        if until is not None:
+            sql += " AND time <= ?"
+            args.append(until)
+        for text in contains:
+            sql += " AND instr(detail, ?) > 0"
+            args.append(text)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        conn = sqlite3.connect(self.path, isolation_level=None)  # a private snapshot, any thread
+        conn.row_factory = sqlite3.Row
+        try:
+            for row in conn.execute(sql, args):
+                yield dict(row)
+        finally:
+            conn.close()
+
+    def verify_ledger(self) -> Verification:
+        return verify(self.ledger_rows())
+
+    # -- access keys -------------------------------------------------------------------
+
+    def add_access_key(self, key: AccessKeyRecord, audit: LedgerEntry | None = None) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO access_keys (access_key_id, name, secret, policy, created_at) VALUES (?, ?, ?, ?, ?)",
+                (key.access_key_id, key.name, key.secret, key.policy, key.created_at.timestamp()),
+            )
+            if audit is not None and self._unit() is None:
+                self._append(db, audit)
+
+    def get_access_key(self, access_key_id: str) -> AccessKeyRecord | None:
+        row = self._conn().execute("SELECT * FROM access_keys WHERE access_key_id = ?", (access_key_id,)).fetchone()
+        return None if row is None else _access_key(row)
+
+    def list_access_keys(self) -> list[AccessKeyRecord]:
+        return [_access_key(r) for r in self._conn().execute("SELECT * FROM access_keys ORDER BY created_at")]
+
+    def revoke_access_key(self, access_key_id: str, when: datetime, audit: LedgerEntry | None = None) -> bool:
+        with self._write() as db:
+            n = db.execute(
+                "UPDATE access_keys SET revoked_at = ? WHERE access_key_id = ? AND revoked_at IS NULL",
+                (when.timestamp(), access_key_id),
+            ).rowcount
+            if n and audit is not None and self._unit() is None:
+                self._append(db, audit)
+        return n > 0
+
+    def count_access_keys(self) -> int:
+        return self._conn().execute("SELECT COUNT(*) FROM access_keys").fetchone()[0]
+
+    # -- collection policies -----------------------------------------------------------
+
+    def get_collection_policy(self, collection_id: str) -> dict | None:
+        row = self._conn().execute(
+            "SELECT policy FROM collection_policies WHERE collection_id = ?", (collection_id,)
+        ).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put_collection_policy(self, collection_id: str, policy: dict | None) -> bool:
+        """Set (None: remove) a collection's policy; False when the collection does not exist."""
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM collections WHERE collection_id = ?", (collection_id,)).fetchone() is None:
+                return False
+            if policy is None:
+                db.execute("DELETE FROM collection_policies WHERE collection_id = ?", (collection_id,))
+            else:
+                db.execute(
+                    "INSERT INTO collection_policies (collection_id, policy) VALUES (?, ?) "
+                    "ON CONFLICT (collection_id) DO UPDATE SET policy = excluded.policy",
+                    (collection_id, json.dumps(policy, sort_keys=True)),
+                )
+        return True
+
+    def collection_policies(self) -> dict[str, dict]:
+        rows = self._conn().execute("SELECT collection_id, policy FROM collection_policies ORDER BY collection_id")
+        return {r[0]: json.loads(r[1]) for r in rows}
+
+    # -- retention and erasure ---------------------------------------------------------
+
+    def delete_faces_created_before(self, collection_id: str, cutoff: datetime) -> list[FaceRecord]:
+        """Delete (and return) the faces of a collection created before ``cutoff``."""
+        with self._write() as db:
+            rows = db.execute(
+                f"SELECT {_FACE_COLUMNS} FROM faces WHERE collection_id = ? AND created_at < ? ORDER BY face_id",
+                (collection_id, cutoff.timestamp()),
+            ).fetchall()
+            if rows:
+                db.execute("DELETE FROM faces WHERE collection_id = ? AND created_at < ?",
+                           (collection_id, cutoff.timestamp()))
+                self._bump(db, collection_id)
+        self._forget_matrix(collection_id)
+        return [_face(r) for r in rows]
+
+    def erase_external_image_id(self, external_image_id: str) -> list[FaceRecord]:
+        """Delete (and return) every face with this ExternalImageId, in every collection."""
+        with self._write() as db:
+            rows = db.execute(
+                f"SELECT {_FACE_COLUMNS} FROM faces WHERE external_image_id = ? ORDER BY collection_id, face_id",
+                (external_image_id,),
+            ).fetchall()
+            if rows:
+                db.execute("DELETE FROM faces WHERE external_image_id = ?", (external_image_id,))
+                for cid in {r["collection_id"] for r in rows}:
+                    self._bump(db, cid)
+        for cid in {r["collection_id"] for r in rows}:
+            self._forget_matrix(cid)
+        return [_face(r) for r in rows]
+
+    def _forget_matrix(self, collection_id: str) -> None:
+        with self._matrices_lock:
+            self._matrices.pop(collection_id, None)
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the database and truncate it, so deleted pages leave no copy behind.
+
+        True when the WAL was fully checkpointed (False: a reader held it; retried by the next).
+        """
+        busy, _, _ = self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return busy == 0
+
+
+def _access_key(row: sqlite3.Row) -> AccessKeyRecord:
+    return AccessKeyRecord(
+        access_key_id=row["access_key_id"],
+        name=row["name"],
+        secret=row["secret"],
+        policy=row["policy"],
+        created_at=_ts(row["created_at"]),
+        revoked_at=None if row["revoked_at"] is None else _ts(row["revoked_at"]),
+    )

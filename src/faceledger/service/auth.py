@@ -1,0 +1,288 @@
+"""Authentication and authorization: faceledger-held access keys, SigV4, IAM-subset policies.
+
+* Access keys live in the store; their secrets are sealed with AES-GCM under a *server key*
+  (``FACELEDGER_SERVER_KEY``, base64 of 32 bytes, or else ``<data>/server.key``, created with
+  mode 0600 on first use), so a copy of the database alone does not give the secrets away.
+* Signatures are checked with botocore's own SigV4 implementation on a reconstructed request
+  (only the headers the client signed, its ``X-Amz-Date``) and compared in constant time.
+* Policies are a subset of IAM's JSON: ``Statement: [{Effect, Action, Resource}]`` with ``*``
+  and ``?`` wildcards; an explicit Deny wins; no matching Allow, no access.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import hmac
+import json
+import os
+import re
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .errors import AccessDeniedException, ClientFault, ValidationException, _error
+
+UnrecognizedClientException = _error("UnrecognizedClientException")
+InvalidSignatureException = _error("InvalidSignatureException")
+IncompleteSignatureException = _error("IncompleteSignatureException")
+MissingAuthenticationTokenException = _error("MissingAuthenticationTokenException")
+
+AUTH_ERRORS: tuple[type[ClientFault], ...] = (
+    UnrecognizedClientException,
+    InvalidSignatureException,
+    IncompleteSignatureException,
+    MissingAuthenticationTokenException,
+)
+
+MAX_CLOCK_SKEW = timedelta(minutes=15)
+SIGNING_SERVICE = "rekognition"
+ADMIN_POLICY: dict[str, Any] = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": ["rekognition:*", "faceledger:*"], "Resource": "*"}],
+}
+_AUTH_RE = re.compile(r"^AWS4-HMAC-SHA256\s+(.*)$", re.S)
+
+
+# ------------------------------------------------------------------------------- server key
+
+
+def server_key(data_dir: Path) -> bytes:
+    """The key that seals access-key secrets: from the environment, else ``<data>/server.key``."""
+    env = os.environ.get("FACELEDGER_SERVER_KEY")
+    if env:
+        key = base64.b64decode(env)
+        if len(key) != 32:
+            raise ValueError("FACELEDGER_SERVER_KEY must be the base64 of 32 bytes")
+        return key
+    path = Path(data_dir) / "server.key"
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        key = os.urandom(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
+    if len(key) != 32:
+        raise ValueError(f"{path} is not a 32-byte key")
+    return key
+
+
+def seal_secret(key: bytes, access_key_id: str, secret: str) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + AESGCM(key).encrypt(nonce, secret.encode("utf-8"), access_key_id.encode("utf-8"))
+
+
+def open_secret(key: bytes, access_key_id: str, sealed: bytes) -> str:
+    try:
+        return AESGCM(key).decrypt(sealed[:12], sealed[12:], access_key_id.encode("utf-8")).decode("utf-8")
+    except InvalidTag:
+        raise RuntimeError(
+            f"the secret of {access_key_id} does not open with this server key (FACELEDGER_SERVER_KEY or "
+            "<data>/server.key changed?)"
+        ) from None
+
+
+def new_key_pair() -> tuple[str, str]:
+    alphabet = string.ascii_uppercase + string.digits
+    key_id = "FLAK" + "".join(secrets.choice(alphabet) for _ in range(16))
+    secret = base64.b64encode(os.urandom(30)).decode("ascii").replace("+", "x").replace("/", "y")
+    return key_id, secret
+
+
+# ------------------------------------------------------------------------------- policies
+
+
+def _as_list(value: Any, what: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value
+    raise ValidationException(f"Policy {what} must be a string or a non-empty list of strings")
+
+
+@dataclass(frozen=True)
+class Statement:
+    effect: str
+    actions: tuple[str, ...]
+    resources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Policy:
+    statements: tuple[Statement, ...]
+
+    @classmethod
+    def parse(cls, document: str | Mapping[str, Any]) -> "Policy":
+        """Parse an IAM-subset policy; ValidationException names what is not supported."""
+        if isinstance(document, str):
+            try:
+                document = json.loads(document)
+            except json.JSONDecodeError as exc:
+                raise ValidationException(f"Policy is not valid JSON: {exc}") from None
+        if not isinstance(document, Mapping):
+            raise ValidationException("Policy must be a JSON object with a Statement list")
+        unknown = set(document) - {"Version", "Id", "Statement"}
+        if unknown:
+            raise ValidationException(f"Policy has unsupported members: {', '.join(sorted(unknown))}")
+        raw = document.get("Statement")
+        if isinstance(raw, Mapping):
+            raw = [raw]
+        if not isinstance(raw, list):
+            raise ValidationException("Policy must have a Statement list")
+        statements = []
+        for i, st in enumerate(raw):
+            if not isinstance(st, Mapping):
+                raise ValidationException(f"Policy Statement {i} is not an object")
+            extra = set(st) - {"Sid", "Effect", "Action", "Resource"}
+            if extra:
+                raise ValidationException(
+                    f"Policy Statement {i} has unsupported members {', '.join(sorted(extra))} "
+                    "(faceledger supports Effect, Action and Resource)"
+                )
+            if st.get("Effect") not in ("Allow", "Deny"):
+                raise ValidationException(f"Policy Statement {i}: Effect must be Allow or Deny")
+            if "Action" not in st or "Resource" not in st:
+                raise ValidationException(f"Policy Statement {i} needs Action and Resource")
+            statements.append(
+                Statement(st["Effect"], tuple(_as_list(st["Action"], "Action")),
+                          tuple(_as_list(st["Resource"], "Resource")))
+            )
+        return cls(tuple(statements))
+
+    def decide(self, action: str, resource: str) -> str:
+        """"Allow", "Deny" (explicit) or "ImplicitDeny"."""
+        allowed = False
+        for st in self.statements:
+            if any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in st.actions) and any(
+                fnmatch.fnmatchcase(resource, r) for r in st.resources
+            ):
+                if st.effect == "Deny":
+                    return "Deny"
+                allowed = True
+        return "Allow" if allowed else "ImplicitDeny"
+
+
+def authorize(policy: Policy, principal: str, action: str, resource: str) -> None:
+    decision = policy.decide(action, resource)
+    if decision != "Allow":
+        why = "an explicit deny in its policy" if decision == "Deny" else "no policy statement allows it"
+        raise AccessDeniedException(
+            f"User: {principal} is not authorized to perform: {action} on resource: {resource} because {why}"
+        )
+
+
+# ------------------------------------------------------------------------------- SigV4
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """What the transport hands over for signature checking."""
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]  # case-insensitive lookup expected (Starlette's Headers)
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Principal:
+    access_key_id: str
+    name: str
+    policy: Policy
+
+
+def _parse_authorization(value: str) -> dict[str, str]:
+    m = _AUTH_RE.match(value.strip())
+    if not m:
+        if value.strip().startswith("AWS4-HMAC-SHA256"):
+            raise IncompleteSignatureException("Authorization header requires Credential, SignedHeaders and Signature")
+        raise IncompleteSignatureException(
+            "Authorization header must use AWS Signature Version 4 (AWS4-HMAC-SHA256)"
+        )
+    parts: dict[str, str] = {}
+    for item in m.group(1).split(","):
+        name, sep, val = item.strip().partition("=")
+        if sep:
+            parts[name.strip()] = val.strip()
+    missing = [p for p in ("Credential", "SignedHeaders", "Signature") if not parts.get(p)]
+    if missing:
+        raise IncompleteSignatureException(
+            f"Authorization header requires '{', '.join(missing)}' parameter(s). Authorization="
+            f"{value[:200]}"
+        )
+    return parts
+
+
+def verify_signature(
+    request: HttpRequest, lookup_secret, now: datetime
+) -> tuple[str, str]:
+    """Check the request's SigV4 signature; returns (access key id, region).
+
+    ``lookup_secret(access_key_id)`` gives the secret or None for an unknown or revoked key.
+    """
+    headers = request.headers
+    auth = headers.get("authorization")
+    if not auth:
+        raise MissingAuthenticationTokenException("Missing Authentication Token")
+    parts = _parse_authorization(auth)
+    scope = parts["Credential"].split("/")
+    if len(scope) != 5 or scope[4] != "aws4_request":
+        raise IncompleteSignatureException(
+            f"Credential should be scoped to a valid region, service and aws4_request: {parts['Credential']}"
+        )
+    key_id, day, region, service, _ = scope
+    if service != SIGNING_SERVICE:
+        raise InvalidSignatureException(f"Credential should be scoped to correct service: '{SIGNING_SERVICE}'")
+    amz_date = headers.get("x-amz-date")
+    if not amz_date:
+        raise IncompleteSignatureException("Authorization requires the X-Amz-Date header")
+    try:
+        when = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise IncompleteSignatureException(f"X-Amz-Date {amz_date!r} is not in the ISO 8601 basic format") from None
+    if day != amz_date[:8]:
+        raise InvalidSignatureException(f"Credential date {day} does not match X-Amz-Date {amz_date}")
+    signed = [h for h in parts["SignedHeaders"].lower().split(";") if h]
+    if "host" not in signed or "x-amz-date" not in signed:
+        raise InvalidSignatureException("The request must sign the host and x-amz-date headers")
+    if abs(now - when) > MAX_CLOCK_SKEW:
+        raise InvalidSignatureException(
+            f"Signature expired: {amz_date} is now earlier than "
+            f"{(now - MAX_CLOCK_SKEW).strftime('%Y%m%dT%H%M%SZ')} ({now.strftime('%Y%m%dT%H%M%SZ')} - 15 min.)"
+            if when < now else
+            f"Signature not yet current: {amz_date} is still later than "
+            f"{(now + MAX_CLOCK_SKEW).strftime('%Y%m%dT%H%M%SZ')} ({now.strftime('%Y%m%dT%H%M%SZ')} + 15 min.)"
+        )
+    secret = lookup_secret(key_id)
+    if secret is None:
+        raise UnrecognizedClientException("The security token included in the request is invalid.")
+    url = f"http://{headers.get('host', 'localhost')}{request.path}" + (f"?{request.query}" if request.query else "")
+    rebuilt = AWSRequest(method=request.method, url=url, data=request.body,
+                         headers={h: headers.get(h, "") for h in signed})
+    rebuilt.context["timestamp"] = amz_date
+    signer = SigV4Auth(Credentials(key_id, secret), service, region)
+    canonical = signer.canonical_request(rebuilt)
+    expected = signer.signature(signer.string_to_sign(rebuilt, canonical), rebuilt)
+    if not hmac.compare_digest(expected.encode("ascii"), parts["Signature"].encode("ascii", "replace")):
+        raise InvalidSignatureException(
+            "The request signature we calculated does not match the signature you provided. Check your AWS "
+            "Secret Access Key and signing method. Consult the service documentation for details."
+        )
+    return key_id, region

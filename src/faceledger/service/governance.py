@@ -1,0 +1,205 @@
+"""Per-collection policies and faceledger's own operations (``X-Amz-Target: Faceledger.<Op>``).
+
+A collection policy (every member optional)::
+
+    {"MinFaceMatchThreshold": 90,      # floor for FaceMatchThreshold / UserMatchThreshold of 1:N searches
+     "BelowMinimum": "REFUSE",         # or "RAISE": a lower threshold is raised to the floor
+     "MaxFaces": 10,                   # largest MaxFaces (MaxUsers for user searches)
+     "RequirePurpose": true,           # 1:N searches need X-Faceledger-Purpose and X-Faceledger-Case
+     "RetentionDays": 30}              # faces older than this are deleted by the retention sweep
+
+Operations: PutCollectionPolicy, GetCollectionPolicy, DeleteCollectionPolicy, EraseFaces
+(every face of an ExternalImageId, in every collection), ApplyRetention (the sweep).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from datetime import timedelta
+from typing import Any, Callable
+
+from .context import RequestContext
+from .errors import AccessDeniedException, InvalidParameterException, ResourceNotFoundException, ValidationException
+
+SEARCHES = {
+    "SearchFaces": ("FaceMatchThreshold", "MaxFaces", 80.0, 80),
+    "SearchFacesByImage": ("FaceMatchThreshold", "MaxFaces", 80.0, 80),
+    "SearchUsers": ("UserMatchThreshold", "MaxUsers", 80.0, 10),
+    "SearchUsersByImage": ("UserMatchThreshold", "MaxUsers", 80.0, 10),
+}
+POLICY_MEMBERS = {"MinFaceMatchThreshold", "BelowMinimum", "MaxFaces", "RequirePurpose", "RetentionDays"}
+_COLLECTION_ID = re.compile(r"^[a-zA-Z0-9_.\-]{1,255}$")
+_EXTERNAL_ID = re.compile(r"^[a-zA-Z0-9_.\-:]{1,255}$")
+
+
+def validate_policy(policy: Any) -> dict[str, Any]:
+    if not isinstance(policy, dict):
+        raise ValidationException("Policy must be an object")
+    unknown = set(policy) - POLICY_MEMBERS
+    if unknown:
+        raise ValidationException(
+            f"Unknown policy members: {', '.join(sorted(unknown))} (known: {', '.join(sorted(POLICY_MEMBERS))})"
+        )
+    out: dict[str, Any] = {}
+    if "MinFaceMatchThreshold" in policy:
+        v = policy["MinFaceMatchThreshold"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 100:
+            raise ValidationException(f"Value {v!r} at 'policy.minFaceMatchThreshold' failed to satisfy constraint: "
+                                      "Member must be a number between 0 and 100")
+        out["MinFaceMatchThreshold"] = float(v)
+    if "BelowMinimum" in policy:
+        if policy["BelowMinimum"] not in ("REFUSE", "RAISE"):
+            raise ValidationException(f"Value {policy['BelowMinimum']!r} at 'policy.belowMinimum' failed to satisfy "
+                                      "constraint: Member must satisfy enum value set: [REFUSE, RAISE]")
+        out["BelowMinimum"] = policy["BelowMinimum"]
+    for key, low in (("MaxFaces", 1), ("RetentionDays", 1)):
+        if key in policy:
+            v = policy[key]
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValidationException(f"Value {v!r} at 'policy.{key[0].lower() + key[1:]}' failed to satisfy "
+                                          f"constraint: Member must be an integer greater than or equal to {low}")
+            out[key] = v
+    if "RequirePurpose" in policy:
+        if not isinstance(policy["RequirePurpose"], bool):
+            raise ValidationException("Value at 'policy.requirePurpose' failed to satisfy constraint: "
+                                      "Member must be a boolean")
+        out["RequirePurpose"] = policy["RequirePurpose"]
+    return out
+
+
+def enforce(policy: dict[str, Any] | None, operation: str, request: dict[str, Any], context: RequestContext,
+            collection_id: str) -> list[str]:
+    """Apply a collection's policy to a 1:N search request (in place); returns notes for the ledger."""
+    if not policy or operation not in SEARCHES:
+        return []
+    threshold_key, max_key, default_threshold, default_max = SEARCHES[operation]
+    notes: list[str] = []
+    if policy.get("RequirePurpose") and not (context.purpose and context.case_reference):
+        raise AccessDeniedException(
+            f"Collection {collection_id} requires a purpose and a case reference for {operation}: send the "
+            "X-Faceledger-Purpose and X-Faceledger-Case headers"
+        )
+    floor = policy.get("MinFaceMatchThreshold")
+    if floor is not None:
+        asked = request.get(threshold_key)
+        if asked is None:
+            if default_threshold < floor:
+                request[threshold_key] = floor
+                notes.append(f"{threshold_key} defaulted to the collection's floor {floor:g}")
+        elif asked < floor:
+            if policy.get("BelowMinimum", "REFUSE") == "RAISE":
+                request[threshold_key] = floor
+                notes.append(f"{threshold_key} {asked:g} raised to the collection's floor {floor:g}")
+            else:
+                raise InvalidParameterException(
+                    f"{threshold_key} {asked:g} is below the floor of {floor:g} set for collection {collection_id}"
+                )
+    limit = policy.get("MaxFaces")
+    if limit is not None:
+        asked = request.get(max_key)
+        if asked is None:
+            if default_max > limit:
+                request[max_key] = limit
+                notes.append(f"{max_key} defaulted to the collection's limit {limit}")
+        elif asked > limit:
+            raise InvalidParameterException(
+                f"{max_key} {asked} is over the limit of {limit} set for collection {collection_id}"
+            )
+    return notes
+
+
+# ---------------------------------------------------------------------- faceledger's own operations
+
+
+def _require(params: Any, member: str, pattern: re.Pattern, name: str) -> str:
+    if not isinstance(params, dict):
+        raise ValidationException("Request must be a JSON object")
+    value = params.get(member)
+    if not isinstance(value, str) or not pattern.match(value):
+        raise ValidationException(
+            f"Value {value!r} at '{member[0].lower() + member[1:]}' failed to satisfy constraint: Member must "
+            f"satisfy regular expression pattern: {pattern.pattern[1:-1].replace('{1,255}', '+')}"
+            if value is not None else f"1 validation error detected: Value null at '{name}' failed to satisfy "
+            "constraint: Member must not be null"
+        )
+    return value
+
+
+def _only(params: dict[str, Any], *members: str) -> None:
+    unknown = set(params) - set(members)
+    if unknown:
+        raise ValidationException(f"Unknown members: {', '.join(sorted(unknown))}")
+
+
+def put_collection_policy(inv, params: dict[str, Any]) -> dict[str, Any]:
+    cid = _require(params, "CollectionId", _COLLECTION_ID, "collectionId")
+    _only(params, "CollectionId", "Policy")
+    policy = validate_policy(params.get("Policy"))
+    if not inv.store.put_collection_policy(cid, policy):
+        raise ResourceNotFoundException(f"The collection id: {cid} does not exist")
+    return {"CollectionId": cid, "Policy": policy}
+
+
+def get_collection_policy(inv, params: dict[str, Any]) -> dict[str, Any]:
+    cid = _require(params, "CollectionId", _COLLECTION_ID, "collectionId")
+    _only(params, "CollectionId")
+    if inv.store.get_collection(cid) is None:
+        raise ResourceNotFoundException(f"The collection id: {cid} does not exist")
+    return {"CollectionId": cid, "Policy": inv.store.get_collection_policy(cid) or {}}
+
+
+def delete_collection_policy(inv, params: dict[str, Any]) -> dict[str, Any]:
+    cid = _require(params, "CollectionId", _COLLECTION_ID, "collectionId")
+    _only(params, "CollectionId")
+    if not inv.store.put_collection_policy(cid, None):
+        raise ResourceNotFoundException(f"The collection id: {cid} does not exist")
+    return {"CollectionId": cid}
+
+
+def erase_faces(inv, params: dict[str, Any]) -> dict[str, Any]:
+    """Every face of an ExternalImageId, in every collection, overwritten on disk; a receipt."""
+    external = _require(params, "ExternalImageId", _EXTERNAL_ID, "externalImageId")
+    _only(params, "ExternalImageId")
+    erased = inv.store.erase_external_image_id(external)
+    receipt: dict[str, Any] = {
+        "ErasureId": str(uuid.uuid4()),
+        "ExternalImageId": external,
+        "ErasedAt": inv.now(),
+        "ErasedFaces": [{"CollectionId": f.collection_id, "FaceId": f.face_id} for f in erased],
+        "SecureDelete": True,
+    }
+    # After COMMIT: copy the WAL into the database and truncate it, so no page image of the
+    # erased rows stays behind in the write-ahead log.
+    inv.after_commit(lambda: receipt.__setitem__("WalCheckpointed", inv.store.checkpoint()))
+    return receipt
+
+
+def apply_retention(inv, params: dict[str, Any]) -> dict[str, Any]:
+    """Delete the faces older than their collection's RetentionDays (all collections, or one)."""
+    if not isinstance(params, dict):
+        raise ValidationException("Request must be a JSON object")
+    _only(params, "CollectionId")
+    only = params.get("CollectionId")
+    now = inv.now()
+    deleted: list[dict[str, Any]] = []
+    for cid, policy in inv.store.collection_policies().items():
+        days = policy.get("RetentionDays")
+        if days is None or (only is not None and cid != only):
+            continue
+        for face in inv.store.delete_faces_created_before(cid, now - timedelta(days=days)):
+            deleted.append({"CollectionId": cid, "FaceId": face.face_id, "ExternalImageId": face.external_image_id,
+                            "RetentionDays": days})
+    if deleted:
+        inv.after_commit(inv.store.checkpoint)
+    return {"DeletedFaces": deleted, "AppliedAt": now}
+
+
+EXTENSIONS: dict[str, Callable[..., dict[str, Any]]] = {
+    "PutCollectionPolicy": put_collection_policy,
+    "GetCollectionPolicy": get_collection_policy,
+    "DeleteCollectionPolicy": delete_collection_policy,
+    "EraseFaces": erase_faces,
+    "ApplyRetention": apply_retention,
+}
