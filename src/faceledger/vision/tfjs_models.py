@@ -175,15 +175,16 @@ class BlazeFaceDetector(_WindowDetector):
     def __init__(self, variant: str = "blazeface-back", *, model_json: Path | None = None,
                  tile: int | None = None, score_threshold: float = 0.5, iou_threshold: float = 0.3,
                  threads: int = 1) -> None:
-        super().__init__(tile=tile, score_threshold=score_threshold, iou_threshold=iou_threshold, threads=threads)
+        # the graphs have batch 1 built into their Reshape constants: one window per call
+        super().__init__(tile=tile, score_threshold=score_threshold, iou_threshold=iou_threshold,
+                         threads=threads, batch=1)
         self.variant = variant
         self._model_json = model_json
         self.input_size = 128 if variant == "blazeface-front" else 256
         self.name = f"{variant}" + (f"-tile{tile}" if tile else "")
-        n = self.input_size
-        # anchors: stride n/16 grid with 2 anchors per cell, then stride n/8 with 6
+        # anchors: a 16x16 grid with 2 anchors per cell, then 8x8 with 6 (both input sizes)
         anchors = []
-        for cells, per in ((n // 16, 2), (n // 32, 6)):
+        for cells, per in ((16, 2), (8, 6)):
             for yy in range(cells):
                 for xx in range(cells):
                     anchors += [((xx + 0.5) / cells, (yy + 0.5) / cells)] * per
