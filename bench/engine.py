@@ -87,6 +87,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=default_data())
     ap.add_argument("--n", type=int, default=200, help="number of lfw_dev images (sorted by path)")
     ap.add_argument("--upsample", type=int, default=DEFAULT_UPSAMPLE)
+    ap.add_argument("--engine", choices=["onnx", "dlib"], default="onnx",
+                    help="faceledger's embedding runtime (default_engine's engine argument)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sets", nargs="+", default=["lfw", "crowd"])
     ap.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
@@ -102,7 +104,8 @@ def main() -> None:
     except ImportError:
         sys.exit("face_recognition is not installed: pip install --no-deps face_recognition")
 
-    engine = default_engine(args.upsample)
+    engine = default_engine(args.upsample, args.engine)  # after pinning: 1 onnxruntime thread
+    print(f"faceledger engine: {args.engine} ({type(engine.embedder).__name__})")
     up = args.upsample
     sets = image_sets(args.data, args.n)
     rows = []

@@ -248,3 +248,27 @@ def test_equivalence_1000(embedder, lfw_chips):
           f"max distance {np.linalg.norm(got - ref, axis=1).max():.2e}")
     assert len(cos) == N_FULL
     assert cos.min() >= MIN_COSINE, f"worst cosine {cos.min():.8f} at chip {cos.argmin()}"
+
+
+# ---------------------------------------------------------------------------- wiring
+
+
+def test_session_threads(monkeypatch):
+    from faceledger.vision.onnx_models import default_threads, session_options
+
+    monkeypatch.setenv("FACELEDGER_ONNX_THREADS", "3")
+    assert default_threads() == 3 and session_options().intra_op_num_threads == 3
+    monkeypatch.delenv("FACELEDGER_ONNX_THREADS")
+    assert default_threads() == len(os.sched_getaffinity(0))
+    assert session_options(1).intra_op_num_threads == 1
+
+
+def test_serve_and_service_config_choose_the_engine():
+    from click.testing import CliRunner
+
+    from faceledger.cli import main
+    from faceledger.service import ServiceConfig
+
+    out = CliRunner().invoke(main, ["serve", "--help"]).output
+    assert "--engine [onnx|dlib]" in out
+    assert ServiceConfig(data_dir=Path("unused")).engine == "onnx"
