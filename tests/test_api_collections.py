@@ -147,7 +147,7 @@ def test_list_collections_rejects_token_of_another_operation(rekognition, made):
 
 
 def test_list_collections_token_survives_a_deleted_collection(rekognition, made):
-    ids = sorted(made(new_id("gap"))[0] for _ in range(4))
+    ids = [made(new_id("gap"))[0] for _ in range(4)]  # creation order: the order ListCollections pages in
     first = rekognition.list_collections(MaxResults=1)
     token = first["NextToken"]
     rekognition.delete_collection(CollectionId=ids[1])
