@@ -43,7 +43,6 @@ Layer semantics (inference):
 from __future__ import annotations
 
 import hashlib
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,17 +99,6 @@ class _Reader:
         if n < 0 or n > 1 << 20:
             raise DlibFormatError(f"bad string length {n} at byte {self.pos}")
         return self._take(n).decode("latin-1")
-
-    def peek_str(self) -> str | None:
-        """The string at the current position, if there is a plausible one (no advance)."""
-        pos = self.pos
-        try:
-            s = self.str()
-        except DlibFormatError:
-            return None
-        finally:
-            self.pos = pos
-        return s if s and all(c.isalnum() or c == "_" for c in s) else None
 
     def float(self) -> float:
         if self.data[self.pos] & 0x70:
@@ -227,8 +215,8 @@ def _read_details(r: _Reader, spec: tuple) -> DnnLayer:
         nw = int(np.prod(filters))
         flat = params.reshape(-1)
         nb = n if use_bias else 0
-        if biases != (0, 0, 0, 0) and use_bias and int(np.prod(biases)) != n:
-            raise DlibFormatError(f"con biases {biases}")
+        if use_bias and int(np.prod(biases)) != n:
+            raise DlibFormatError(f"con biases {biases} do not match {n} filters")
         if flat.size != nw + nb:
             raise DlibFormatError(f"con params hold {flat.size} values, expected {nw + nb}")
         p["weight"] = flat[:nw].reshape(filters).copy()
