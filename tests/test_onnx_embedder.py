@@ -195,6 +195,17 @@ def test_conversion_cached_by_source_hash(tmp_path, monkeypatch):
     assert [q.name for q in tmp_path.iterdir()] == [p.name]  # no temporary files left
 
 
+def test_unusable_cache_converts_in_memory(tmp_path, monkeypatch):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("FACELEDGER_MODEL_CACHE", str(not_a_dir / "models"))
+    with pytest.warns(RuntimeWarning, match="converting in memory"):
+        e = OnnxResNetEmbedder(threads=1)
+    assert e.model_path is None
+    chips = np.full((1, 150, 150, 3), 128, np.uint8)
+    assert e.embed_chips(chips).shape == (1, 128)
+
+
 def test_embed_shapes_and_errors(embedder):
     assert embedder.name == "dlib-resnet-v1" and embedder.dim == 128
     assert embedder.embed_chips(np.zeros((0, 150, 150, 3), np.uint8)).shape == (0, 128)

@@ -25,6 +25,7 @@ import math
 import os
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -153,11 +154,25 @@ class OnnxResNetEmbedder:
     ) -> None:
         import onnxruntime as ort
 
-        path = Path(model_path) if model_path is not None else resnet_onnx_path()
-        self.model_path = path
+        model: str | bytes
+        if model_path is not None:
+            self.model_path: Path | None = Path(model_path)
+            model = str(model_path)
+        else:
+            try:
+                self.model_path = resnet_onnx_path()
+                model = str(self.model_path)
+            except OSError as exc:  # cache folder not writable: convert in memory, every start
+                from .dlib_dnn import read_resnet_v1, to_onnx
+                from .dlib_models import model_paths
+
+                warnings.warn(f"model cache {model_cache_dir()} unusable ({exc}); converting in memory",
+                              RuntimeWarning, stacklevel=2)
+                self.model_path = None
+                model = to_onnx(read_resnet_v1(model_paths()["resnet"])).SerializeToString()
         self.batch_size = max(1, int(batch_size))
         self._session = ort.InferenceSession(
-            str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+            model, sess_options=session_options(threads), providers=["CPUExecutionProvider"]
         )
 
     # ------------------------------------------------------------------ alignment
