@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50, help="distinct query photos")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0, help="per round")
-    parser.add_argument("--rounds", type=int, default=3, help="per mode")
+    parser.add_argument("--rounds", type=int, default=4, help="per mode (the order alternates)")
     args = parser.parse_args()
     if args.serve:
         return serve(args.serve, args.port, args.data)
@@ -186,7 +186,10 @@ def main() -> None:
                 run_round(url, key, queries, args.clients, 2.0)
             rates: dict[str, list[float]] = {"plain": [], "accountable": []}
             for r in range(args.rounds):
-                for mode, (_, url) in servers.items():
+                order = list(servers.items())
+                if r % 2:  # alternate which mode runs first, so drift in the machine's load cancels out
+                    order.reverse()
+                for mode, (_, url) in order:
                     rates[mode].append(run_round(url, key, queries, args.clients, args.seconds))
                     print(f"round {r + 1} {mode:<12} {rates[mode][-1]:7.1f} searches/s", flush=True)
         finally:
