@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from .service import RequestContext, RekognitionError, Service
 from .service import model
+from .service import risk
 from .service.auth import HttpRequest
 from .service.errors import (
     ImageTooLargeException,
@@ -43,13 +44,23 @@ CONTENT_TYPE = "application/x-amz-json-1.1"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
-def _json(body: Any, status: int, request_id: str) -> Response:
+def _json(body: Any, status: int, request_id: str, headers: dict[str, str] | None = None) -> Response:
     return Response(
         json.dumps(body, separators=(",", ":")),
         status_code=status,
         media_type=CONTENT_TYPE,
-        headers={"x-amzn-RequestId": request_id},
+        headers={"x-amzn-RequestId": request_id, **(headers or {})},
     )
+
+
+def _limit(value: str | None) -> float | None:
+    """X-Faceledger-Max-Expected-False-Matches: a number (NaN when unreadable: the search refuses it)."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return float("nan")
 
 
 async def _read_body(request: Request) -> bytes:
@@ -78,6 +89,7 @@ def _context(request: Request) -> RequestContext:
         purpose=headers.get("x-faceledger-purpose"),
         case_reference=headers.get("x-faceledger-case"),
         principal=f"dev:{key_id or 'anonymous'}",  # replaced by the verified key unless in dev mode
+        max_expected_false_matches=_limit(headers.get(risk.HEADER_LIMIT)),
     )
 
 
@@ -156,14 +168,14 @@ def create_app(
                 params = json.loads(raw) if raw.strip() else {}
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise SerializationException(f"Request body is not valid JSON: {exc}") from None
-            call = functools.partial(service.call, operation, params, context, wire=True)
+            call = functools.partial(service.call_with_meta, operation, params, context, wire=True)
             recorded = True
-            response = await anyio.to_thread.run_sync(call)
+            response, meta = await anyio.to_thread.run_sync(call)
             if target.startswith(FACELEDGER_PREFIX):
                 body = json.loads(json.dumps(response, default=_plain))
             else:
                 body = model.serialize_response(operation, response)
-            return _json(body, 200, context.request_id)
+            return _json(body, 200, context.request_id, risk.headers(meta))
         except RekognitionError as exc:
             if not recorded:
                 await anyio.to_thread.run_sync(service.record_refusal, name, context, exc)
@@ -174,7 +186,8 @@ def create_app(
             return _json(err.to_body(), err.status, context.request_id)
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok", "calibration": service.calibration_source(),
+                             "max_expected_false_matches": service.config.max_expected_false_matches})
 
     return Starlette(
         lifespan=lifespan,

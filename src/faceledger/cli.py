@@ -82,8 +82,15 @@ def _is_loopback(host: str) -> bool:
 @click.option("--retention-interval", default=3600.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds between retention sweeps (0: never).")
 @click.option("--log-level", default="info", show_default=True)
+@click.option("--max-expected-false-matches", "max_efm", default=None, type=click.FloatRange(min=0),
+              help="Default limit on the expected false matches per 1:N search: the threshold is raised for the "
+                   "collection's size until FMR x faces searched meets it (per request: header "
+                   "X-Faceledger-Max-Expected-False-Matches).")
+@click.option("--calibration", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Similarity calibration from `faceledger eval calibrate` (default: the packaged table).")
 def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsample: int | None, engine: str,
-          dev: bool, retention_interval: float, log_level: str) -> None:
+          dev: bool, retention_interval: float, log_level: str, max_efm: float | None = None,
+          calibration: Path | None = None) -> None:
     """Serve the Rekognition API over HTTP, every request signed with a faceledger key.
 
     On first start (no key yet) an admin key is created, printed once and written as the
@@ -98,11 +105,18 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
         raise CliError(f"--dev (no authentication) is refused on {host}: it is allowed on loopback only")
     data_dir.mkdir(parents=True, exist_ok=True)
     service = Service(ServiceConfig(data_dir=data_dir, buckets_dir=buckets_dir, detector_upsample=upsample,
-                                    engine=engine))
+                                    engine=engine, max_expected_false_matches=max_efm, calibration=calibration))
+    if calibration is not None:
+        try:
+            service.scale  # load and check it now, not on the first search
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
     if not _is_loopback(host):
         click.echo(f"warning: listening on {host}, reachable from other machines", err=True)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     click.echo(f"faceledger {__version__} serving Rekognition on {url} (data: {data_dir.resolve()})")
+    click.echo(f"  Similarity calibration: {service.calibration_source()}"
+               + (f"; max expected false matches per search: {max_efm:g}" if max_efm is not None else ""))
     if dev:
         click.echo(
             "  DEVELOPMENT MODE: requests are not authenticated (any signed request is accepted).\n"
@@ -257,8 +271,16 @@ class App:
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         response = getattr(self.client, method)(**params)
-        response.pop("ResponseMetadata", None)
+        headers = (response.pop("ResponseMetadata", None) or {}).get("HTTPHeaders") or {}
+        self.last_headers = {k.lower(): v for k, v in headers.items()}
         return response
+
+    def print_search_risk(self) -> None:
+        """The expected false matches and threshold used of the last 1:N search (x-faceledger-* headers)."""
+        h = getattr(self, "last_headers", {})
+        if "x-faceledger-expected-false-matches" in h:
+            self.out.print(f"threshold used {h.get('x-faceledger-threshold-used', '?')}; expected false matches "
+                           f"for this search {float(h['x-faceledger-expected-false-matches']):.3g}", markup=False)
 
     def pages(self, method: str, list_keys: tuple[str, ...], **params: Any) -> dict[str, Any]:
         """Call a List operation until NextToken runs out; the pages' lists joined."""
@@ -677,6 +699,7 @@ def search(app: App, collection_id: str, image: Path | None, face_id: str | None
             return app.print_json(r)
         app.out.print(f"searched face in {image}: {fmt_box(r.get('SearchedFaceBoundingBox'), image_size(image))}"
                       f" (confidence {fmt_pct(r.get('SearchedFaceConfidence'))})", markup=False)
+    app.print_search_risk()
     print_face_matches(app, r.get("FaceMatches", []), collection_id, threshold)
 
 
@@ -935,6 +958,7 @@ def users_search(app: App, collection_id: str, user_id: str | None, face_id: str
         r = app.call("search_users", FaceId=face_id, **params)
     if app.as_json:
         return app.print_json(r)
+    app.print_search_risk()
     matches = r.get("UserMatches", [])
     if not matches:
         app.out.print(f"no match in {collection_id} at threshold {threshold:g}")
@@ -1214,3 +1238,94 @@ def retention_sweep(app: App, collection_id: str | None) -> None:
 def _error_parts(exc: ClientError) -> tuple[str, str]:
     error = exc.response.get("Error", {})
     return error.get("Code", "Unknown"), error.get("Message") or exc.response.get("message") or str(exc)
+
+
+# ---- eval: measure what the engine gets wrong, and for whom ------------------------------------------
+
+
+@main.group("eval")
+def eval_group() -> None:
+    """Evaluate the engine on labelled data (person folders): verification, 1:N identification, calibration."""
+
+
+_EVAL_DATASET = click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+                             help="A folder of person folders (Name/Name_0001.jpg), as LFW.")
+_EVAL_GROUPS = click.option("--groups", "groups_file", default=None, type=click.Path(exists=True, dir_okay=False,
+                            path_type=Path), help="CSV mapping an image or an identity to a group label.")
+_EVAL_OUT = click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+                         help="Folder for report.html and report.json.")
+_EVAL_CACHE = click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+                           help="Embeddings cache (default $FACELEDGER_CACHE or ~/.cache/faceledger/embeddings).")
+_EVAL_SEED = click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random draws.")
+
+
+@eval_group.command("verify")
+@_EVAL_DATASET
+@click.option("--pairs", "pairs_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Pairs in LFW's pairs.txt format.")
+@click.option("--impostors", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Draw N extra impostor pairs across all identities (FAR 1e-4 needs far more than 3,000).")
+@_EVAL_GROUPS
+@_EVAL_OUT
+@_EVAL_CACHE
+@_EVAL_SEED
+def eval_verify(dataset: Path, pairs_file: Path, impostors: int, groups_file: Path | None, out_dir: Path,
+                cache_dir: Path | None, seed: int) -> None:
+    """1:1 verification: 10-fold accuracy, ROC/DET, EER, TAR at FAR 1e-2/1e-3/1e-4 (counts, 95% CIs)."""
+    from .evaluation import run
+
+    r = run.verify(dataset, pairs_file, out_dir, impostors=impostors, groups_file=groups_file, seed=seed,
+                   cache_dir=cache_dir)
+    click.echo(f"accuracy (10-fold) {r['accuracy']:.4f} +- {r['accuracy_std']:.4f}; EER {r['eer']:.4f}; "
+               f"{r['pairs']['matched']} matched, {r['pairs']['impostors_used']} impostor pairs")
+    for name, v in r["tar_at_far_detail"].items():
+        lo, hi = v["tar"]["ci95"]
+        click.echo(f"  TAR at FAR {name}: {v['tar']['rate']:.4f} ({v['tar']['k']}/{v['tar']['n']}, 95% CI "
+                   f"{lo:.4f}-{hi:.4f}) at Similarity {v['similarity']:.1f}"
+                   + ("" if v["measurable"] else " (NOT measurable: too few impostor pairs; use --impostors)"))
+    click.echo(f"report: {out_dir / 'report.html'}, {out_dir / 'report.json'}")
+
+
+@eval_group.command("identify")
+@_EVAL_DATASET
+@click.option("--gallery-size", required=True, type=click.IntRange(min=0),
+              help="Identities in the gallery, one image each (0: the largest the dataset allows).")
+@click.option("--nonmated", default=500, show_default=True, type=click.IntRange(min=1),
+              help="Identities held out of the gallery, searched as strangers.")
+@_EVAL_GROUPS
+@_EVAL_OUT
+@_EVAL_CACHE
+@_EVAL_SEED
+def eval_identify(dataset: Path, gallery_size: int, nonmated: int, groups_file: Path | None, out_dir: Path,
+                  cache_dir: Path | None, seed: int) -> None:
+    """1:N identification: FNIR and FPIR at Similarity 80/90/95/99 and the default policy."""
+    from .evaluation import run
+
+    try:
+        r = run.identify(dataset, out_dir, gallery_size=gallery_size, nonmated=nonmated, groups_file=groups_file,
+                         seed=seed, cache_dir=cache_dir)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"gallery {r['gallery_size']}; {r['mated_searches']} mated, {r['nonmated_searches']} non-mated searches")
+    for name, v in r["at"].items():
+        click.echo(f"  {name:>16} (Similarity {v['similarity']:.1f}): FNIR {v['fnir']['rate']:.4f}  FPIR "
+                   f"{v['fpir']['rate']:.4f}  false matches expected {v['expected_false_matches']:.2f}, observed "
+                   f"{v['observed_false_matches']}")
+    click.echo(f"report: {out_dir / 'report.html'}, {out_dir / 'report.json'}")
+
+
+@eval_group.command("calibrate")
+@_EVAL_DATASET
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Calibration table to write (JSON; use with faceledger serve --calibration).")
+@_EVAL_CACHE
+def eval_calibrate(dataset: Path, out_file: Path, cache_dir: Path | None) -> None:
+    """Build a Similarity calibration (distance -> FMR) from your own labelled images."""
+    from .evaluation import run
+    from .vision.similarity import SimilarityScale
+
+    obj = run.calibrate(dataset, out_file, cache_dir=cache_dir)
+    scale = SimilarityScale.from_dict(obj)
+    click.echo(f"{obj['impostor_pairs']} impostor pairs; wrote {out_file}")
+    for s in (60, 70, 80, 90, 95, 99):
+        click.echo(f"  Similarity {s}: distance <= {scale.max_distance(s):.4f} (FMR {scale.fmr(s):.3g})")

@@ -21,6 +21,7 @@ from botocore import xform_name
 from .service import RequestContext, RekognitionError, Service, ServiceConfig
 from .service import model
 
+from .service import risk
 from .service.governance import EXTENSIONS
 
 _METHODS = {xform_name(name): name for name in model.operation_names()}
@@ -71,9 +72,10 @@ class Client:
             case_reference=self._context.case_reference,
             principal=self._context.principal,
             policy=self._context.policy,
+            max_expected_false_matches=self._context.max_expected_false_matches,
         )
         try:
-            response = self._service.call(operation, params, context)
+            response, meta = self._service.call_with_meta(operation, params, context)
         except RekognitionError as exc:
             error = {
                 "Error": {"Code": exc.code, "Message": exc.message},
@@ -85,7 +87,7 @@ class Client:
         response["ResponseMetadata"] = {
             "RequestId": context.request_id,
             "HTTPStatusCode": 200,
-            "HTTPHeaders": {},
+            "HTTPHeaders": risk.headers(meta),
             "RetryAttempts": 0,
         }
         return response

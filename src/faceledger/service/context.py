@@ -46,6 +46,11 @@ class ServiceConfig:
     max_image_pixels: int = 36_000_000
     max_s3_object_bytes: int = 15 * 1024 * 1024
     embedding_key: bytes | None = field(default_factory=embedding_key_from_env, repr=False)
+    # Largest acceptable expected number of false matches per 1:N search (None: no limit); the search's
+    # threshold is raised, for the collection's current size, until FMR x faces searched meets it.
+    max_expected_false_matches: float | None = None
+    # A calibration table (faceledger eval calibrate) used instead of the packaged one (None: packaged).
+    calibration: Path | None = None
 
     def collection_arn(self, collection_id: str) -> str:
         return f"arn:aws:rekognition:{self.region}:{self.account_id}:collection/{collection_id}"
@@ -67,6 +72,8 @@ class RequestContext:
     # The key's parsed IAM-subset policy (faceledger.service.auth.Policy); None: not restricted
     # (local calls, development mode).
     policy: Any = field(default=None, compare=False, repr=False)
+    # X-Faceledger-Max-Expected-False-Matches: this request's limit (overrides the server's default).
+    max_expected_false_matches: float | None = None
 
     def who(self) -> str:
         return self.principal or f"local:{os_user()}"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -56,6 +56,10 @@ class Invocation:
 
     service: "Service"
     context: RequestContext
+    # Side channel: what an operation reports about itself beyond Rekognition's response body
+    # (ExpectedFalseMatches, ThresholdUsed). Transports send it as x-faceledger-* headers; the ledger
+    # records it. Never added to the response body.
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def store(self) -> FaceStore:
@@ -116,8 +120,17 @@ class Service:
     @property
     def scale(self) -> SimilarityScale:
         if self._scale is None:
-            self._scale = SimilarityScale.load(self.engine.model_version)
+            if self.config.calibration is not None:
+                self._scale = load_calibration(self.config.calibration, self.engine.model_version)
+            else:
+                self._scale = SimilarityScale.load(self.engine.model_version)
         return self._scale
+
+    def calibration_source(self) -> str:
+        """Which calibration Similarity comes from (the packaged table, or --calibration FILE)."""
+        if self.config.calibration is not None:
+            return f"{self.config.calibration} ({self.scale.meta.get('source', 'user calibration')})"
+        return f"packaged table similarity-{self.model_version}.json"
 
     @property
     def model_version(self) -> str:
@@ -150,7 +163,14 @@ class Service:
         self, operation_name: str, params: Any, context: RequestContext | None = None, *, wire: bool = False
     ) -> dict[str, Any]:
         """Run one operation: validate, authorize, apply the collection's policy, run, record."""
+        return self.call_with_meta(operation_name, params, context, wire=wire)[0]
+
+    def call_with_meta(
+        self, operation_name: str, params: Any, context: RequestContext | None = None, *, wire: bool = False
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """:meth:`call`, and the operation's side-channel metadata (``Invocation.meta``) for the transport."""
         context = context or RequestContext()
+        meta: dict[str, Any] = {}
         request: Any = params
         notes: list[str] = []
         with self.store.unit_of_work() as unit:
@@ -163,7 +183,7 @@ class Service:
                 if cid is not None and operation_name in governance.SEARCHES:
                     notes = governance.enforce(self.store.get_collection_policy(cid), operation_name, request,
                                                context, cid)
-                response = handler(Invocation(self, context), request)
+                response = handler(Invocation(self, context, meta), request)
             except BaseException as exc:
                 unit.rollback()
                 if isinstance(exc, RekognitionError):
@@ -177,13 +197,13 @@ class Service:
                 except Exception:  # never hide the call's own error behind the ledger's
                     log.exception("could not record %s %s in the ledger", operation_name, result)
                 raise
-            unit.commit(self._entry(operation_name, context, request, response, "OK", None, notes))
-        return response
+            unit.commit(self._entry(operation_name, context, request, response, "OK", None, notes, meta))
+        return response, meta
 
     def _entry(self, operation: str, context: RequestContext, request: Any, response: Any, result: str,
-               message: str | None, notes: list[str]):
+               message: str | None, notes: list[str], meta: dict[str, Any] | None = None):
         return build_entry(when=self.clock(), operation=operation, context=context, request=request,
-                           response=response, result=result, message=message, notes=notes)
+                           response=response, result=result, message=message, notes=notes, meta=meta)
 
     def record_refusal(self, operation: str, context: RequestContext, exc: RekognitionError) -> None:
         """Record a request refused before dispatch (unreadable body, unknown target, ...)."""
@@ -280,6 +300,19 @@ class Service:
 
     def close(self) -> None:
         self.store.close()
+
+
+def load_calibration(path: Path, model_version: str) -> SimilarityScale:
+    """A calibration table written by ``faceledger eval calibrate``, checked against the engine's model."""
+    import json
+
+    try:
+        scale = SimilarityScale.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"calibration {path} cannot be used: {exc}") from None
+    if scale.model != model_version:
+        raise ValueError(f"calibration {path} is for model {scale.model!r}, the engine is {model_version!r}")
+    return scale
 
 
 def json_dumps(value: Any) -> str:

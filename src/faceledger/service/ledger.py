@@ -80,6 +80,7 @@ def build_entry(
     result: str = "OK",
     message: str | None = None,
     notes: list[str] | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> LedgerEntry:
     detail: dict[str, Any] = {"RequestId": context.request_id}
     req = request if isinstance(request, dict) else {}
@@ -111,6 +112,8 @@ def build_entry(
         detail["Message"] = message
     if notes:
         detail["Notes"] = notes
+    if meta:  # the operation's side channel: ExpectedFalseMatches, ThresholdUsed, FacesSearched, ...
+        detail["Search"] = dict(meta)
     return LedgerEntry(
         time=when.isoformat(timespec="microseconds"),
         principal=context.who(),

@@ -12,6 +12,7 @@ from ..dispatch import Invocation, operation
 from ..errors import InvalidParameterException
 from ..images import InputImage, load_image
 from ..quality import failing_reasons
+from ..risk import search_threshold
 from ._common import require_collection
 from .faces import check_model_version
 
@@ -33,8 +34,12 @@ def largest_face(inv: Invocation, image: InputImage, quality_filter: str, member
     return faces[0]
 
 
-def face_matches(inv: Invocation, collection_id: str, vector: np.ndarray, req: dict[str, Any], exclude=()) -> list:
-    threshold = float(req.get("FaceMatchThreshold", DEFAULT_THRESHOLD))
+def face_matches(inv: Invocation, collection_id: str, vector: np.ndarray, req: dict[str, Any], exclude=(),
+                 face_count: int | None = None) -> list:
+    if face_count is None:
+        face_count = inv.store.get_collection(collection_id).face_count
+    threshold = search_threshold(inv, float(req.get("FaceMatchThreshold", DEFAULT_THRESHOLD)),
+                                 max(0, face_count - len(exclude)))
     hits = inv.store.nearest(
         collection_id,
         vector,
@@ -59,7 +64,8 @@ def search_faces_by_image(inv: Invocation, req: dict[str, Any]) -> dict[str, Any
     return {
         "SearchedFaceBoundingBox": shapes.bounding_box(shapes.box_ratios(face, image.width, image.height)),
         "SearchedFaceConfidence": float(face.detection.confidence),
-        "FaceMatches": face_matches(inv, collection.collection_id, face.embedding, req),
+        "FaceMatches": face_matches(inv, collection.collection_id, face.embedding, req,
+                                    face_count=collection.face_count),
         "FaceModelVersion": collection.face_model_version,
     }
 
@@ -75,7 +81,8 @@ def search_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     return {
         "SearchedFaceId": face_id,
         "FaceMatches": face_matches(
-            inv, collection.collection_id, found[face_id].embedding, req, exclude=(face_id,)
+            inv, collection.collection_id, found[face_id].embedding, req, exclude=(face_id,),
+            face_count=collection.face_count,
         ),
         "FaceModelVersion": collection.face_model_version,
     }

@@ -24,6 +24,7 @@ from ..errors import (
 from ..images import load_image
 from ._common import require_collection
 from .faces import check_model_version
+from ..risk import search_threshold
 from .search import largest_face
 
 MAX_FACES_PER_USER = 100
@@ -161,9 +162,12 @@ def user_matches(
     inv: Invocation, cid: str, vectors: Iterable[np.ndarray], req: dict[str, Any], exclude_user: str | None = None
 ) -> list[dict[str, Any]]:
     """Users ranked by their nearest face to any of ``vectors`` (see the module's docstring)."""
-    threshold = float(req.get("UserMatchThreshold", DEFAULT_SEARCH_THRESHOLD))
-    max_distance = inv.scale.max_distance(threshold)
+    vectors = list(vectors)
     face_count = inv.store.get_collection(cid).face_count
+    # every face of the collection is compared (a user's own faces too: they are not excluded from the search)
+    threshold = search_threshold(inv, float(req.get("UserMatchThreshold", DEFAULT_SEARCH_THRESHOLD)), face_count,
+                                 probes=len(vectors))
+    max_distance = inv.scale.max_distance(threshold)
     best: dict[str, float] = {}
     for vector in vectors:
         for hit in inv.store.nearest(cid, vector, limit=face_count, max_distance=max_distance):

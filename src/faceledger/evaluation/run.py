@@ -1,0 +1,296 @@
+"""The ``faceledger eval`` procedures: embed (cached), measure (metrics), write report.json + report.html."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import metrics as M
+from .datasets import draw_impostors, group_of, identity_groups, person_of, read_groups, read_pairs
+from .embed import Embeddings, embed_dataset, list_images
+
+LEVELS = (80, 90, 95, 99)
+FARS = {"1e-2": 1e-2, "1e-3": 1e-3, "1e-4": 1e-4}
+DEFAULT_THRESHOLD = 80.0  # the service's default FaceMatchThreshold / UserMatchThreshold
+
+
+def _scale(scale, engine):
+    if scale is not None:
+        return scale
+    from ..vision.similarity import SimilarityScale
+
+    return SimilarityScale.load(engine.model_version)
+
+
+def _engine(engine):
+    if engine is None:
+        from ..vision import default_engine
+
+        engine = default_engine()
+    return engine
+
+
+def _header(emb: Embeddings, scale, dataset: Path) -> dict[str, Any]:
+    return {"dataset": str(dataset), "model_version": emb.model_version, "detector": emb.detector,
+            "calibration": {"model": scale.model, "source": scale.meta.get("source", "packaged table"),
+                            "levels": {str(s): {"distance": scale.max_distance(s), "nominal_fmr": scale.fmr(s)}
+                                       for s in (60, 70, *LEVELS)}},
+            "failures_to_enrol": len(emb.failures)}
+
+
+def _levels(scale) -> dict[str, float]:
+    return {str(s): scale.max_distance(s) for s in LEVELS}
+
+
+def _group_rates(paths, labels, groups_of_image, vectors, scale, min_identities: int = 2) -> dict[str, Any]:
+    """Per group: FMR over impostor pairs within the group and FNMR over its genuine pairs, at each level;
+    the differential (max/min) of each."""
+    groups = np.array([g if g is not None else "" for g in groups_of_image], dtype=object)
+    out: dict[str, Any] = {"groups": {}, "differential": {}}
+    levels = _levels(scale)
+    for g in sorted({x for x in groups.tolist() if x}):
+        idx = np.flatnonzero(groups == g)
+        ids = len(set(np.asarray(labels)[idx].tolist()))
+        if ids < min_identities:
+            continue
+        gen, imp = M.within_group_pairs(labels, groups.astype(str), vectors, g)
+        row: dict[str, Any] = {"identities": ids, "images": int(idx.size), "impostor_pairs": int(imp.size),
+                               "genuine_pairs": int(gen.size), "at": {}}
+        for name, t in levels.items():
+            row["at"][name] = M.rates_at(gen, imp, t)
+        row["eer"] = M.eer(gen, imp)["eer"] if gen.size and imp.size else None
+        row["_gen"], row["_imp"] = gen, imp
+        out["groups"][g] = row
+    for name in levels:
+        for what in ("fmr", "fnmr"):
+            out["differential"].setdefault(name, {})[what] = M.differential(
+                {g: r["at"][name][what]["rate"] for g, r in out["groups"].items()})
+    return out
+
+
+def verify(dataset: Path, pairs_file: Path, out: Path, *, impostors: int = 0, groups_file: Path | None = None,
+           seed: int = 0, engine=None, scale=None, cache_dir: Path | None = None, progress: bool = True,
+           embeddings: Embeddings | None = None) -> dict[str, Any]:
+    pairs = read_pairs(pairs_file)
+    need_all = bool(impostors) or groups_file is not None
+    images = list_images(dataset) if need_all else sorted({p.a for p in pairs} | {p.b for p in pairs})
+    if embeddings is None:
+        engine = _engine(engine)
+        emb = embed_dataset(dataset, images, engine=engine, cache_dir=cache_dir, progress=progress)
+    else:
+        emb = embeddings
+    scale = _scale(scale, engine)
+    pos = emb.index()
+    kept = [p for p in pairs if p.a in pos and p.b in pos]
+    fold = np.array([p.fold for p in kept])
+    same = np.array([p.same for p in kept], bool)
+    d = M.pair_distances(emb.vectors, np.array([(pos[p.a], pos[p.b]) for p in kept]).reshape(-1, 2))
+    gen, imp = d[same], d[~same]
+    report: dict[str, Any] = _header(emb, scale, dataset)
+    report["command"] = "verify"
+    acc = M.ten_fold_accuracy(d, same, fold)
+    extra = np.zeros(0)
+    if impostors:
+        listed = {(p.a, p.b) for p in pairs} | {(p.b, p.a) for p in pairs}
+        idx = draw_impostors(emb.paths, impostors, seed=seed, exclude=listed)
+        extra = M.pair_distances(emb.vectors, idx)
+    all_imp = np.concatenate([imp, extra])
+    report["pairs"] = {"file": str(pairs_file), "total": len(pairs), "matched": int(same.sum()),
+                       "mismatched": int((~same).sum()), "excluded_failure_to_enrol": len(pairs) - len(kept),
+                       "extra_impostors": int(extra.size), "impostors_used": int(all_imp.size), "seed": seed}
+    report["accuracy"] = acc["mean"]
+    report["accuracy_std"] = acc["std"]
+    report["accuracy_folds"] = acc
+    e = M.eer(gen, all_imp)
+    report["eer"] = e["eer"]
+    report["eer_threshold"] = {"distance": e["threshold"], "similarity": float(scale.similarity(e["threshold"]))}
+    detail = {}
+    for name, far in FARS.items():
+        r = M.tar_at_far(gen, all_imp, far)
+        r["similarity"] = float(scale.similarity(r["threshold"])) if math.isfinite(r["threshold"]) else 0.0
+        detail[name] = r
+    report["tar_at_far"] = {name: r["tar"]["rate"] for name, r in detail.items()}
+    report["tar_at_far_detail"] = detail
+    report["at_similarity"] = {name: dict(distance=t, nominal_fmr=scale.fmr(float(name)), **M.rates_at(gen, all_imp, t))
+                               for name, t in _levels(scale).items()}
+    curves = {"all": M.roc(gen, all_imp)}
+    if groups_file is not None:
+        labels_map = read_groups(groups_file)
+        gimg = [group_of(p, labels_map) for p in emb.paths]
+        people = [person_of(p) for p in emb.paths]
+        g = _group_rates(emb.paths, people, gimg, emb.vectors, scale)
+        for name, row in g["groups"].items():
+            curves[name] = M.roc(row.pop("_gen"), row.pop("_imp"))
+        g["file"] = str(groups_file)
+        g["unlabelled_images"] = sum(x is None for x in gimg)
+        report["groups"] = g
+    _write(out, report, curves, kind="verify", gen=gen, imp=all_imp)
+    return report
+
+
+def _split_identify(emb: Embeddings, gallery_size: int, nonmated: int, seed: int):
+    rng = np.random.default_rng(seed)
+    by_person: dict[str, list[int]] = {}
+    for i, p in enumerate(emb.paths):
+        by_person.setdefault(person_of(p), []).append(i)
+    people = sorted(by_person)
+    order = [people[i] for i in rng.permutation(len(people))]
+    strangers = order[:nonmated]
+    rest = order[nonmated:]
+    multi = [p for p in rest if len(by_person[p]) >= 2]
+    single = [p for p in rest if len(by_person[p]) < 2]
+    pool = multi + single
+    if gallery_size <= 0 or gallery_size > len(pool):
+        if gallery_size > len(pool):
+            raise ValueError(f"gallery size {gallery_size} is more than the {len(pool)} identities left after "
+                             f"{nonmated} non-mated ones (use --gallery-size {len(pool)} or fewer --nonmated)")
+        gallery_size = len(pool)
+    members = pool[:gallery_size]
+    gallery = [by_person[p][0] for p in members]
+    mated = [by_person[p][1] for p in members if len(by_person[p]) >= 2]
+    strangers_idx = [by_person[p][0] for p in strangers]
+    return gallery, mated, strangers_idx
+
+
+def identify(dataset: Path, out: Path, *, gallery_size: int, nonmated: int = 500, groups_file: Path | None = None,
+             seed: int = 0, engine=None, scale=None, cache_dir: Path | None = None, progress: bool = True,
+             embeddings: Embeddings | None = None, people: list[str] | None = None) -> dict[str, Any]:
+    images = list_images(dataset, people)
+    if embeddings is None:
+        engine = _engine(engine)
+        emb = embed_dataset(dataset, images, engine=engine, cache_dir=cache_dir, progress=progress)
+    else:
+        emb = embeddings
+    scale = _scale(scale, engine)
+    gal, mat, non = _split_identify(emb, gallery_size, nonmated, seed)
+    people_of = np.array([person_of(p) for p in emb.paths])
+    X = emb.vectors
+    N = len(gal)
+    thresholds = dict(_levels(scale))
+    # the size-aware policy: fewer than 1 expected false match per 1,000 searches of this gallery
+    from ..vision.similarity import similarity_from_fmr
+
+    aware = max(DEFAULT_THRESHOLD, min(100.0, similarity_from_fmr(1e-3 / N)))
+    thresholds["default"] = scale.max_distance(DEFAULT_THRESHOLD)
+    thresholds["size_aware_1e-3"] = scale.max_distance(aware)
+    res = M.identification(X[gal], people_of[gal], X[mat], people_of[mat], X[non], thresholds)
+    report: dict[str, Any] = _header(emb, scale, dataset)
+    report["command"] = "identify"
+    report["gallery_size"] = N
+    report["mated_searches"] = len(mat)
+    report["nonmated_searches"] = len(non)
+    report["seed"] = seed
+    sims = {name: float(name) for name in _levels(scale)}
+    sims["default"] = DEFAULT_THRESHOLD
+    sims["size_aware_1e-3"] = aware
+    rows = {}
+    for name, r in res["thresholds"].items():
+        fmr = scale.fmr(sims[name])
+        r["similarity"] = sims[name]
+        r["nominal_fmr"] = fmr
+        r["expected_false_matches"] = M.expected_false_matches(fmr, N, len(non))
+        r["expected_false_matches_per_search"] = M.expected_false_matches(fmr, N)
+        r["observed_false_matches"] = r.pop("false_matches")
+        r["expected_fpir"] = 1.0 - (1.0 - fmr) ** N
+        rows[name] = r
+    report["at"] = rows
+    report["fpir"] = {k: v["fpir"]["rate"] for k, v in rows.items()}
+    report["fnir"] = {k: v["fnir"]["rate"] for k, v in rows.items()}
+    report["policy"] = {"default": {"similarity": DEFAULT_THRESHOLD},
+                        "size_aware_1e-3": {"similarity": aware, "why": "lowest Similarity >= 80 with expected false "
+                                            f"matches per search <= 0.001 for a gallery of {N}"}}
+    curves = {"all": M.fpir_fnir_curve(res["_mate_distance"], res["_nonmated_top"])}
+    if groups_file is not None:
+        labels_map = read_groups(groups_file)
+        idg = identity_groups(emb.paths, labels_map)
+        mg = np.array([idg.get(people_of[i]) or "" for i in mat], dtype=object)
+        ng = np.array([idg.get(people_of[i]) or "" for i in non], dtype=object)
+        groups: dict[str, Any] = {"file": str(groups_file), "groups": {}, "differential": {}}
+        md, nt = res["_mate_distance"], res["_nonmated_top"]
+        for g in sorted({x for x in mg.tolist() + ng.tolist() if x}):
+            row: dict[str, Any] = {"mated_searches": int((mg == g).sum()), "nonmated_searches": int((ng == g).sum()),
+                                   "at": {}}
+            for name, t in thresholds.items():
+                m = md[mg == g]
+                n = nt[ng == g]
+                row["at"][name] = {"fnir": M.rate(int((m > t).sum()), m.size), "fpir": M.rate(int((n <= t).sum()), n.size)}
+            groups["groups"][g] = row
+            if (mg == g).sum() and (ng == g).sum():
+                curves[g] = M.fpir_fnir_curve(md[mg == g], nt[ng == g])
+        for name in thresholds:
+            for what in ("fnir", "fpir"):
+                groups["differential"].setdefault(name, {})[what] = M.differential(
+                    {g: r["at"][name][what]["rate"] for g, r in groups["groups"].items()})
+        report["groups"] = groups
+    _write(out, report, curves, kind="identify")
+    return report
+
+
+def calibrate(dataset: Path, out_file: Path, *, engine=None, cache_dir: Path | None = None, progress: bool = True,
+              min_count: int = 20, embeddings: Embeddings | None = None) -> dict[str, Any]:
+    """A distance -> FMR table from all impostor pairs of a labelled dataset (person folders)."""
+    engine = _engine(engine) if embeddings is None else engine
+    emb = embeddings or embed_dataset(dataset, list_images(dataset), engine=engine, cache_dir=cache_dir,
+                                      progress=progress)
+    people = [person_of(p) for p in emb.paths]
+    _, imp = M.all_pairs(people, vectors=emb.vectors)
+    table = build_table(np.sort(imp.astype(np.float64)), min_count=min_count)
+    obj = {"model": emb.model_version, "metric": "euclidean",
+           "definition": "FMR(d) = share of impostor pairs with distance <= d; see docs/similarity.md",
+           "source": (f"faceledger eval calibrate on {dataset} ({len(emb.paths)} images of {len(set(people))} "
+                      f"people, {len(emb.failures)} failures to enrol, detector {emb.detector}), {imp.size} impostor "
+                      f"pairs; empirical quantiles while at least {min_count} pairs lie below, then a straight "
+                      "line in log10(FMR) fitted to the last measured decade, extended to 1e-6.5"),
+           "impostor_pairs": int(imp.size), **table}
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(json.dumps(obj, separators=(",", ":")) + "\n")
+    return obj
+
+
+def build_table(imp_sorted: np.ndarray, *, min_count: int = 20, step: float = 0.05, end: float = -6.5) -> dict:
+    n = imp_sorted.size
+    if n < 100:
+        raise ValueError(f"need at least 100 impostor pairs to calibrate, got {n}")
+    lowest = math.log10(min_count / n)
+    grid = np.arange(0.0, lowest - 1e-12, -step)[::-1]  # ascending log10 FMR, >= lowest
+    dist = np.quantile(imp_sorted, 10.0 ** grid, method="inverted_cdf")
+    d, L = [], []
+    for x, l in zip(dist.tolist(), grid.tolist()):
+        if not d or (x > d[-1] and l > L[-1]):
+            d.append(x)
+            L.append(l)
+    d_arr, L_arr = np.array(d), np.array(L)
+    fit = L_arr <= L_arr[0] + 1.0  # the last measured decade
+    slope = float(np.polyfit(d_arr[fit], L_arr[fit], 1)[0]) if fit.sum() >= 3 else 20.0
+    slope = max(slope, 5.0)
+    tail_L = np.arange(L_arr[0] - 0.25, end - 1e-9, -0.25)[::-1]
+    tail_d = d_arr[0] + (tail_L - L_arr[0]) / slope
+    distance = np.concatenate([tail_d, d_arr])
+    log10_fmr = np.concatenate([tail_L, L_arr])
+    if log10_fmr[-1] < 0:
+        distance = np.append(distance, imp_sorted[-1] + 1e-6 if imp_sorted[-1] > distance[-1] else distance[-1] + 1e-6)
+        log10_fmr = np.append(log10_fmr, 0.0)
+    return {"distance": distance.tolist(), "log10_fmr": log10_fmr.tolist(),
+            "_fit": {"slope_log10_fmr_per_distance": slope, "measured_down_to_log10_fmr": float(L_arr[0])}}
+
+
+def _write(out: Path, report: dict, curves: dict, *, kind: str, gen=None, imp=None) -> None:
+    from .report import write_html
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=_plain, allow_nan=True) + "\n")
+    write_html(out / "report.html", report, curves, kind=kind, gen=gen, imp=imp)
+
+
+def _plain(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(type(v).__name__)

@@ -1,0 +1,70 @@
+"""How far to trust a 1:N search: the expected number of false matches, and the size-aware threshold.
+
+A 1:N search at Similarity ``t`` compares the probe with every face searched; each comparison with a
+stranger is a false match with probability FMR(t) (the rate that Similarity stands for, see
+docs/similarity.md). So a search over N faces expects ``FMR(t) x N`` false matches: 1e-4 x 25,000 = 2.5
+at Rekognition's default of 80.
+
+With a limit X (``faceledger serve --max-expected-false-matches X`` or the request's
+``X-Faceledger-Max-Expected-False-Matches`` header) the threshold used is the lowest Similarity whose
+expected false matches for the collection's current size are at most X, and never lower than the one
+requested. It is reported with the expected count in the operation's side channel (``Invocation.meta``,
+sent as the ``x-faceledger-threshold-used`` and ``x-faceledger-expected-false-matches`` headers and
+recorded in the ledger), never in Rekognition's response body.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..vision.similarity import fmr_from_similarity, similarity_from_fmr
+from .errors import InvalidParameterException
+
+HEADER_EXPECTED = "x-faceledger-expected-false-matches"
+HEADER_THRESHOLD = "x-faceledger-threshold-used"
+HEADER_LIMIT = "x-faceledger-max-expected-false-matches"
+META_HEADERS = {"ExpectedFalseMatches": HEADER_EXPECTED, "ThresholdUsed": HEADER_THRESHOLD}
+
+
+def size_aware_threshold(requested: float, faces: int, limit: float | None) -> float:
+    """The lowest Similarity >= ``requested`` whose FMR x ``faces`` is at most ``limit`` (100 at most)."""
+    if limit is None or faces <= 0:
+        return requested
+    needed = similarity_from_fmr(min(1.0, limit / faces)) if limit > 0 else 100.0
+    return float(min(100.0, max(requested, needed)))
+
+
+def limit_of(inv) -> float | None:
+    limit = inv.context.max_expected_false_matches
+    if limit is None:
+        limit = inv.config.max_expected_false_matches
+    if limit is not None and (not isinstance(limit, (int, float)) or math.isnan(limit) or limit < 0
+                              or math.isinf(limit)):
+        raise InvalidParameterException(
+            "X-Faceledger-Max-Expected-False-Matches must be a finite number >= 0")
+    return None if limit is None else float(limit)
+
+
+def search_threshold(inv, requested: float, faces: int, probes: int = 1) -> float:
+    """The threshold a 1:N search uses; records ThresholdUsed and ExpectedFalseMatches in ``inv.meta``."""
+    limit = limit_of(inv)
+    used = size_aware_threshold(requested, faces, None if limit is None else limit / max(probes, 1))
+    expected = fmr_from_similarity(used) * faces * probes
+    inv.meta.update(ThresholdUsed=round(used, 4), ThresholdRequested=requested, FacesSearched=faces,
+                    ExpectedFalseMatches=expected)
+    if probes != 1:
+        inv.meta["Probes"] = probes
+    if limit is not None:
+        inv.meta["MaxExpectedFalseMatches"] = limit
+    return used
+
+
+def header_value(key: str, value) -> str:
+    if key == "ExpectedFalseMatches":
+        return f"{float(value):.6g}"
+    return f"{float(value):g}"
+
+
+def headers(meta: dict) -> dict[str, str]:
+    """The x-faceledger-* response headers for an operation's side-channel metadata."""
+    return {h: header_value(k, meta[k]) for k, h in META_HEADERS.items() if k in meta}
