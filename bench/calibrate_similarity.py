@@ -3,13 +3,17 @@
 
 Steps (each re-runnable; embeddings are cached and resumable):
 
-    python bench/calibrate_similarity.py embed       # ~20-25 min on one core, cache in .cache/
+    python bench/calibrate_similarity.py embed       # a few minutes, cache in .cache/
     python bench/calibrate_similarity.py calibrate   # split-half check, pairs_dev, final table
     python bench/calibrate_similarity.py all         # both
 
-The embedding pipeline is the service's: Pillow decode + EXIF transpose + RGB uint8,
-dlib HOG frontal detector run(img, 1, 0.0), largest box (retry upsample 2 if none),
-5-point shape predictor, dlib ResNet v1 descriptor (default jitters/padding).
+The embedding pipeline is the service's: ``faceledger.vision.image.decode_image`` and
+``faceledger.vision.default_engine().analyze(img, max_faces=1)`` (the default "onnx"
+engine: BlazeFace on tiles checked by HOG, dlib's 5-point predictor, dlib's ResNet v1 run
+by onnxruntime), largest face; no face = failure to enrol.  The cache is named after the
+engine's detector and embedder, so a change of pipeline starts a new one.
+(Until 2026-11 the table was built with dlib's HOG at upsample 1, retried at 2, in
+``.cache/lfw_dev_dlib.npz``.)
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = (ROOT / ".." / "shared" / "data" / "lfw_dev").resolve()
 if not DEFAULT_DATA.exists():
     DEFAULT_DATA = Path("/work/shared/data/lfw_dev")
-CACHE = ROOT / ".cache" / "lfw_dev_dlib.npz"
+CACHE = ROOT / ".cache" / "lfw_dev_default_engine.npz"  # renamed per engine in main()
 TABLE_OUT = ROOT / "src" / "faceledger" / "data" / "similarity-dlib-resnet-v1.json"
 REPORT_OUT = ROOT / ".cache" / "similarity_calibration_report.json"
 
@@ -35,36 +39,29 @@ REPORT_OUT = ROOT / ".cache" / "similarity_calibration_report.json"
 # ----------------------------------------------------------------------------- embedding
 
 class Embedder:
-    """The service's pipeline, verbatim (5-point landmarks only)."""
+    """The service's pipeline, through the service's own objects: ``decode_image`` and
+    ``faceledger.vision.default_engine()`` (the default engine: whatever detector,
+    landmarks and embedder IndexFaces and SearchFacesByImage use), largest face."""
 
     def __init__(self):
-        import dlib
-        import face_recognition_models as frm
+        sys.path.insert(0, str(ROOT / "src"))
+        from faceledger.vision import default_engine
 
-        self.dlib = dlib
-        self.detector = dlib.get_frontal_face_detector()
-        self.sp = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
-        self.rec = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+        self.engine = default_engine()
 
     @staticmethod
     def load_image(path) -> np.ndarray:
-        from PIL import Image, ImageOps
+        sys.path.insert(0, str(ROOT / "src"))
+        from faceledger.vision.image import decode_image
 
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        return decode_image(Path(path).read_bytes()).pixels
 
     def embed(self, img: np.ndarray):
         """Return the 128-d float32 descriptor of the largest face, or None (failure to enrol)."""
-        dets, _scores, _idx = self.detector.run(img, 1, 0.0)
-        if len(dets) == 0:
-            dets, _scores, _idx = self.detector.run(img, 2, 0.0)
-            if len(dets) == 0:
-                return None
-        box = max(dets, key=lambda r: r.width() * r.height())
-        shape = self.sp(img, box)
-        d = self.rec.compute_face_descriptor(img, shape)
-        return np.asarray(d, dtype=np.float32)
+        faces = self.engine.analyze(img, embed=True, max_faces=1)
+        if not faces:
+            return None
+        return np.asarray(faces[0].embedding, dtype=np.float32)
 
 
 def list_images(data: Path) -> list[str]:
@@ -76,14 +73,16 @@ def list_images(data: Path) -> list[str]:
     return out
 
 
-def load_cache(path: Path = CACHE):
+def load_cache(path: Path | None = None):
+    path = path or CACHE
     if not path.exists():
         return [], np.zeros((0, 128), np.float32), []
     z = np.load(path, allow_pickle=False)
     return list(z["paths"]), z["vectors"].astype(np.float32), list(z["failures"])
 
 
-def save_cache(paths, vectors, failures, path: Path = CACHE):
+def save_cache(paths, vectors, failures, path: Path | None = None):
+    path = path or CACHE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, paths=np.array(paths, dtype=str), vectors=np.asarray(vectors, np.float32).reshape(-1, 128),
@@ -602,6 +601,11 @@ def main(argv=None):
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="lfw_dev folder")
     ap.add_argument("--splits", type=int, default=10, help="extra identity half-splits to measure the spread")
     args = ap.parse_args(argv)
+    global CACHE
+    eng = Embedder().engine
+    CACHE = ROOT / ".cache" / f"lfw_dev_{eng.detector.name}_{eng.embedder.name}.npz"
+    print(f"[engine] detector {eng.detector.name}, landmarks {eng.landmarks.name}, embedder "
+          f"{eng.embedder.name}; cache {CACHE.relative_to(ROOT)}", flush=True)
     if args.step in ("embed", "all"):
         cmd_embed(args.data)
     if args.step in ("calibrate", "all"):

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from detector_upsample import default_data, greedy_match, iou, loose_ok, parse_wider  # noqa: E402
 
-from faceledger.vision.dlib_models import HogFaceDetector, load_models  # noqa: E402
+from faceledger.vision.dlib_models import HogFaceDetector, HogVerifiedDetector, load_models  # noqa: E402
 from faceledger.vision.image import decode_image  # noqa: E402
 
 
@@ -99,6 +99,23 @@ def make_detectors(names: list[str] | None):
         "blazeface-back": lambda: BlazeFaceDetector("blazeface-back"),
         "blazeface-back-tile256": lambda: BlazeFaceDetector("blazeface-back", tile=256),
         "blazeface-back-tile256-s75": lambda: BlazeFaceDetector("blazeface-back", tile=256, score_threshold=0.75),
+        "blazeface-back-tile256-s60": lambda: BlazeFaceDetector("blazeface-back", tile=256, score_threshold=0.6),
+        "blazeface-back-tile256-s65": lambda: BlazeFaceDetector("blazeface-back", tile=256, score_threshold=0.65),
+        "blazeface-back-tile256-s65-nms45": lambda: BlazeFaceDetector("blazeface-back", tile=256, score_threshold=0.65,
+                                                                      iou_threshold=0.45),
+        "blazeface-back-tile256-s70": lambda: BlazeFaceDetector("blazeface-back", tile=256, score_threshold=0.7),
+        "blazeface-front-tile128-s65": lambda: BlazeFaceDetector("blazeface-front", tile=128, score_threshold=0.65),
+        "blazeface-front-tile128-s70": lambda: BlazeFaceDetector("blazeface-front", tile=128, score_threshold=0.7),
+        "blazeface-back-tile256-hog06": lambda: HogVerifiedDetector(BlazeFaceDetector("blazeface-back", tile=256),
+                                                                    min_score=-0.6, models=m),
+        "blazeface-back-tile256-s60-hog06": lambda: HogVerifiedDetector(
+            BlazeFaceDetector("blazeface-back", tile=256, score_threshold=0.6), min_score=-0.6, models=m),
+        "blazeface-back-tile256-s60-hog10": lambda: HogVerifiedDetector(
+            BlazeFaceDetector("blazeface-back", tile=256, score_threshold=0.6), min_score=-1.0, models=m),
+        "blazeface-front-tile128-s60-hog06": lambda: HogVerifiedDetector(
+            BlazeFaceDetector("blazeface-front", tile=128, score_threshold=0.6), min_score=-0.6, models=m),
+        "onnx-default": lambda: __import__("faceledger.vision.engine", fromlist=["_"]).default_engine().detector,
+        "blazeface-checked": lambda: __import__("faceledger.vision.engine", fromlist=["_"]).blazeface_detector(),
         "blazeface-back-tile128": lambda: BlazeFaceDetector("blazeface-back", tile=128),
         "blazeface-front-tile128": lambda: BlazeFaceDetector("blazeface-front", tile=128),
         "blazeface-front-tile128-s75": lambda: BlazeFaceDetector("blazeface-front", tile=128, score_threshold=0.75),
@@ -168,6 +185,30 @@ def lfw_eval(det, imgs):
     for img in imgs:
         found += bool(det.detect(img))
     return found, (time.perf_counter() - t0) / len(imgs)
+
+
+def landmark_diff(det, imgs, ref):
+    """dlib's 5 points on ``det``'s largest box vs on ``ref``'s (HOG's) largest box, same
+    LFW image, where both boxes are the same face (centres within 30 px): per-point
+    Euclidean distances in pixels (dlib's points are integers)."""
+    import dlib
+
+    m = load_models()
+
+    def pts(img, d):
+        r = dlib.rectangle(int(round(d.left)), int(round(d.top)), int(round(d.right)) - 1, int(round(d.bottom)) - 1)
+        return np.array([[p.x, p.y] for p in m.shape5(img, r).parts()], float)
+
+    out = []
+    for img, rd in zip(imgs, ref):
+        f = det.detect(img)
+        if not f or rd is None:
+            continue
+        d = max(f, key=lambda d: d.area)
+        if np.hypot((d.left + d.right - rd.left - rd.right) / 2, (d.top + d.bottom - rd.top - rd.bottom) / 2) > 30:
+            continue
+        out.append(np.linalg.norm(pts(img, d) - pts(img, rd), axis=1))
+    return np.array(out).reshape(-1, 5)
 
 
 # ---------------------------------------------------------------- pairs
@@ -264,6 +305,10 @@ def main() -> None:
         embed = lambda chip: sess.run(None, {"input": chip[None].astype(np.float32)})[0][0]  # noqa: E731
         pairs = read_pairs(lfw_root, args.pairs)
 
+    hog_ref = []
+    for img in lfw_imgs:
+        f = HogFaceDetector(1, models=load_models()).detect(img)
+        hog_ref.append(max(f, key=lambda d: d.area) if f else None)
     print(f"WIDER: {len(images)} images; LFW: {len(lfw_imgs)} images; threads per detector: 1", flush=True)
     rows = []
     for det in dets:
@@ -271,7 +316,10 @@ def main() -> None:
         w = wider_eval(det, images, gt, args.repeats)
         lf, lt = lfw_eval(det, lfw_imgs)
         p = pairs_eval(det, lfw_root, pairs, embed) if pairs else None
-        rows.append((det.name, w, lf, lt, p))
+        ld = landmark_diff(det, lfw_imgs, hog_ref)
+        lm = (f"{np.median(ld):.2f} / {np.percentile(ld, 95):.2f} / {100 * np.mean(ld <= 1.5):.1f}% ({len(ld)})"
+              if len(ld) else "-")
+        rows.append((det.name, w, lf, lt, p, lm))
         print(f"  {det.name}: WIDER {w['h20']}/{w['n20']} >=20px, {w['spi']:.3f} s/img; LFW {lf}/{len(lfw_imgs)}"
               + (f"; pairs acc {p['best']:.4f}" if p else ""), flush=True)
 
@@ -280,12 +328,12 @@ def main() -> None:
 
     print()
     print("| detector | WIDER recall >=20 px | >=40 px | loose >=20 px | false pos. | detections | WIDER s/image "
-          "| LFW found | LFW ms/image |" + (" pairs acc (best th) | pairs acc @0.6 | pairs no face |" if pairs else ""))
-    print("|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if pairs else ""))
-    for name, w, lf, lt, p in rows:
+          "| LFW found | LFW ms/image | 5-pt vs HOG (px): median / p95 / share within 1 px per axis (faces) |" + (" pairs acc (best th) | pairs acc @0.6 | pairs no face |" if pairs else ""))
+    print("|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if pairs else ""))
+    for name, w, lf, lt, p, lm in rows:
         line = (f"| {name} | {pct(w['h20'], w['n20'])} ({w['h20']}/{w['n20']}) | {pct(w['h40'], w['n40'])} "
                 f"({w['h40']}/{w['n40']}) | {pct(w['loose'], w['n20'])} | {w['fps']} | {w['nd']} | {w['spi']:.3f} "
-                f"| {pct(lf, len(lfw_imgs))} | {1000 * lt:.1f} |")
+                f"| {pct(lf, len(lfw_imgs))} | {1000 * lt:.1f} | {lm} |")
         if p:
             line += f" {100 * p['best']:.2f}% (th {p['th']:.3f}) | {100 * p['acc06']:.2f}% | {p['missing']} |"
         print(line)

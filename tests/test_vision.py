@@ -331,7 +331,7 @@ def test_default_engine_cached_and_versioned():
 def test_default_upsample_rule():
     from faceledger.vision.engine import DEFAULT_UPSAMPLE, UPSAMPLE_MAX_PIXELS
 
-    det = default_engine().detector
+    det = default_engine(engine="dlib").detector
     small = np.broadcast_to(np.zeros(3, np.uint8), (2160, 3839, 3))
     big = np.broadcast_to(np.zeros(3, np.uint8), (2160, 3840, 3))
     assert det.upsample_for(small) == DEFAULT_UPSAMPLE == 1
@@ -446,3 +446,42 @@ def test_pose_geometry_signs():
     assert geometry.pose_from_landmarks(raised)[2] > 10
     # mouth model reproduces the canonical mouth on the canonical shape
     assert np.allclose(geometry.estimate_mouth_corners(canon), geometry.CANONICAL_MOUTH * 100 + 200)
+
+
+def test_onnx_engine_detector_is_blazeface_with_monotonic_confidence():
+    from faceledger.vision.engine import BLAZEFACE_SCORE_THRESHOLD, blazeface_detector
+    from faceledger.vision.tfjs_models import BlazeFaceDetector, blazeface_confidence
+
+    assert isinstance(blazeface_detector().inner, BlazeFaceDetector)
+    assert type(default_engine(engine="dlib").detector).__name__ == "HogFaceDetector"
+    assert type(default_engine(1).detector).__name__ == "HogFaceDetector"  # explicit upsample: HOG
+    t = BLAZEFACE_SCORE_THRESHOLD
+    assert blazeface_confidence(t, t) == pytest.approx(50.0)
+    xs = np.linspace(0.01, 0.999, 200)
+    ys = [blazeface_confidence(x, t) for x in xs]
+    assert all(b > a for a, b in zip(ys, ys[1:]))
+    # the QualityFilter bars (docs/api.md): MEDIUM/AUTO 70 sits just above the threshold,
+    # clear LFW faces (score ~0.9) are 98+
+    assert 0.65 < min(x for x, y in zip(xs, ys) if y >= 70) < 0.70
+    assert blazeface_confidence(0.9, t) > 97
+
+
+def test_blazeface_finds_the_hog_face_with_the_same_landmarks(astronaut):
+    import skimage.data
+
+    from faceledger.vision.engine import blazeface_detector
+
+    assert blazeface_detector().detect(np.ascontiguousarray(skimage.data.chelsea())) == []  # HOG's check
+    """dlib's 5-point predictor on BlazeFace's box lands on the points it finds on HOG's box."""
+    from faceledger.vision.engine import FaceEngine, blazeface_detector
+
+    base = default_engine(engine="dlib")
+    onnx = FaceEngine(blazeface_detector(), base.landmarks, base.embedder).analyze(astronaut, embed=False)
+    hog = default_engine(engine="dlib").analyze(astronaut, embed=False)
+    assert onnx and hog
+    a, b = onnx[0], hog[0]
+    assert a.detection.confidence > 90
+    for k, (x, y) in b.landmarks.items():
+        if k.startswith("mouth"):
+            continue  # estimated from the others
+        assert abs(a.landmarks[k][0] - x) <= 2 and abs(a.landmarks[k][1] - y) <= 2, k

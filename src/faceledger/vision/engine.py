@@ -16,6 +16,9 @@ import numpy as np
 from . import geometry
 
 __all__ = [
+    "BLAZEFACE_SCORE_THRESHOLD",
+    "BLAZEFACE_TILE",
+    "BLAZEFACE_VARIANT",
     "DEFAULT_ENGINE",
     "DEFAULT_UPSAMPLE",
     "ENGINES",
@@ -31,7 +34,24 @@ __all__ = [
     "default_engine",
 ]
 
-#: HOG pyramid up-samplings used by default_engine() when none is given ...
+#: The "onnx" engine's detector (default_engine(upsample=None, engine="onnx")): BlazeFace
+#: ("blazeface-back", 256x256 input) on the whole letterboxed image plus overlapping
+#: 256-px tiles at full resolution, score >= 0.6, NMS at IoU 0.3, then HOG's check.  Chosen by
+#: measurement (bench/detect_compare.py; docs/engine.md, "The onnx engine's detector").
+BLAZEFACE_VARIANT = "blazeface-back"
+BLAZEFACE_TILE = 256
+BLAZEFACE_SCORE_THRESHOLD = 0.6
+BLAZEFACE_IOU_THRESHOLD = 0.3
+#: ... each box then checked by dlib's HOG on a crop around it (dlib_models.HogVerifiedDetector):
+#: kept when HOG scores above this near its centre.
+BLAZEFACE_HOG_CHECK = -0.6
+#: The "onnx" engine's detector with upsample=None: "hog" (dlib's HOG, as the "dlib" engine) or
+#: "blazeface" (the above).  Still "hog": BlazeFace+check adds false positives on the test
+#: photos (a blurred background in knn biden2.jpg at confidence 83), see docs/engine.md.
+ONNX_DETECTOR = "hog"
+
+#: HOG pyramid up-samplings used by default_engine() when none is given for the
+#: "dlib" engine, or when an upsample is given to either engine ...
 DEFAULT_UPSAMPLE = 1
 #: ... for images with fewer pixels than 3840 x 2160 (4 x 1920 x 1080); images that
 #: size and larger are run at upsample 0.  Upsample 1 finds faces down to ~40 px,
@@ -204,11 +224,14 @@ _engines_lock = threading.Lock()
 
 
 def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE) -> FaceEngine:
-    """The process-wide engine (HOG + 5-point + ResNet), cached per ``(upsample, engine)``.
+    """The process-wide engine (detector + dlib 5-point + ResNet), cached per ``(upsample, engine)``.
 
-    ``upsample=None`` uses the measured default (DEFAULT_UPSAMPLE, with the
-    image-size rule UPSAMPLE_MAX_PIXELS if set).  ``engine`` picks the embedding
-    runtime (see ENGINES); both produce the same ``dlib-resnet-v1`` vectors (cosine
+    ``engine="onnx"`` (default) with ``upsample=None``: BlazeFace on tiles (see
+    BLAZEFACE_*), run by onnxruntime.  ``engine="dlib"``, or an explicit ``upsample``
+    with either engine: dlib's HOG; ``upsample=None`` then uses the measured default
+    (DEFAULT_UPSAMPLE, with the image-size rule UPSAMPLE_MAX_PIXELS).  ``engine``
+    also picks the embedding runtime (see ENGINES); both produce the same
+    ``dlib-resnet-v1`` vectors for the same landmarks (cosine
     >= 0.9999 to dlib's for every face, tests/test_onnx_embedder.py).  Models are
     loaded once and shared by all engines; each dlib model is guarded by its own lock.
     """
@@ -224,7 +247,10 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE) ->
             from .dlib_models import HogFaceDetector, ResNetEmbedder, Shape5Landmarks, load_models
 
             models = load_models()
-            if upsample is None:
+            detector: FaceDetector
+            if upsample is None and engine == "onnx" and ONNX_DETECTOR == "blazeface":
+                detector = blazeface_detector()
+            elif upsample is None:
                 detector = HogFaceDetector(
                     DEFAULT_UPSAMPLE,
                     upsample_max_pixels=UPSAMPLE_MAX_PIXELS,
@@ -244,6 +270,29 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE) ->
 
 
 _onnx: FaceEmbedder | None = None
+_blaze: FaceDetector | None = None
+
+
+def blazeface_detector() -> FaceDetector:
+    """BlazeFace on tiles checked by HOG (the BLAZEFACE_* settings), one per process."""
+    from .dlib_models import HogVerifiedDetector, load_models
+
+    return HogVerifiedDetector(_blazeface(), min_score=BLAZEFACE_HOG_CHECK, models=load_models())
+
+
+def _blazeface() -> FaceDetector:
+    """One BlazeFace detector per process (called under _engines_lock)."""
+    global _blaze
+    if _blaze is None:
+        from .tfjs_models import BlazeFaceDetector
+
+        _blaze = BlazeFaceDetector(
+            BLAZEFACE_VARIANT,
+            tile=BLAZEFACE_TILE,
+            score_threshold=BLAZEFACE_SCORE_THRESHOLD,
+            iou_threshold=BLAZEFACE_IOU_THRESHOLD,
+        )
+    return _blaze
 
 
 def _onnx_embedder() -> FaceEmbedder:

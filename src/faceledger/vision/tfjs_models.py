@@ -21,6 +21,7 @@ The boxes are the models' own, not HOG's: a landmark model trained on HOG boxes
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 from pathlib import Path
@@ -29,7 +30,37 @@ import numpy as np
 
 from .engine import Detection
 
-__all__ = ["BlazeFaceDetector", "FaceApiSsdDetector", "TinyFaceDetector", "cached_onnx", "nms"]
+__all__ = [
+    "BLAZEFACE_CONFIDENCE_SLOPE",
+    "BlazeFaceDetector",
+    "FaceApiSsdDetector",
+    "TinyFaceDetector",
+    "blazeface_confidence",
+    "cached_onnx",
+    "nms",
+]
+
+#: Slope of the logistic map from BlazeFace's score to 0-100 confidence, in logit units
+#: (see blazeface_confidence and docs/engine.md, "Confidence").
+BLAZEFACE_CONFIDENCE_SLOPE = 2.5
+
+
+def blazeface_confidence(score: float, threshold: float) -> float:
+    """BlazeFace's score (a sigmoid output, 0-1) -> 0-100 confidence.
+
+    ``confidence = 100 / (1 + exp(-2.5 * (logit(score) - logit(threshold))))``:
+    monotonic increasing; the detection threshold maps to 50 (as HOG's score 0 does
+    in :func:`faceledger.vision.dlib_models.hog_confidence`).  With the default
+    threshold 0.6: score 0.68 -> 70 (QualityFilter MEDIUM/AUTO), 0.735 -> 82,
+    0.81 (5th percentile of LFW faces) -> 93, 0.90 (LFW median) -> 99.  A convenient scale,
+    not a probability.
+    """
+    s = min(max(float(score), 1e-12), 1 - 1e-12)
+    t = min(max(float(threshold), 1e-12), 1 - 1e-12)
+    z = -BLAZEFACE_CONFIDENCE_SLOPE * (math.log(s / (1 - s)) - math.log(t / (1 - t)))
+    if z > 700:
+        return 0.0
+    return 100.0 / (1.0 + math.exp(z))
 
 _lock = threading.Lock()
 
@@ -66,8 +97,10 @@ def _session(path: Path, threads: int):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
-    """Greedy non-maximum suppression; boxes (n, 4) x0 y0 x1 y1."""
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, contain: float = 0.6) -> list[int]:
+    """Greedy non-maximum suppression; boxes (n, 4) x0 y0 x1 y1.  A box is suppressed by a
+    higher-scoring one when their IoU exceeds ``iou`` or their intersection exceeds
+    ``contain`` of the smaller box's area."""
     order = np.argsort(-scores, kind="stable")
     area = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
     keep: list[int] = []
@@ -79,7 +112,10 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
         iy = np.clip(np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]), 0, None)
         inter = ix * iy
         ov = inter / np.maximum(area[i] + area[rest] - inter, 1e-9)
-        order = rest[ov <= iou]
+        # also drop a box lying mostly inside the kept one or around it (a part of the same face
+        # seen from another window): intersection over the smaller box above 0.6
+        inside = inter / np.maximum(np.minimum(area[i], area[rest]), 1e-9)
+        order = rest[(ov <= iou) & (inside <= contain)]
     return keep
 
 
@@ -116,6 +152,7 @@ class _WindowDetector:
 
     def __init__(self, *, tile: int | None, score_threshold: float, iou_threshold: float,
                  threads: int, batch: int = 8) -> None:
+        self.confidence = lambda s: 100.0 * s
         self.tile = tile
         self.score_threshold = float(score_threshold)
         self.iou_threshold = float(iou_threshold)
@@ -142,6 +179,14 @@ class _WindowDetector:
             x = np.stack([_crop_square(img, x0, y0, s, self.input_size) for x0, y0, s in chunk]).astype(np.float32)
             for (x0, y0, s), (boxes, scores, kps) in zip(chunk, self._run(x)):
                 keep = scores >= self.score_threshold
+                if s < max(h, w):
+                    # a tile: drop boxes cut by one of its edges inside the image (a face larger
+                    # than the tile or across its border is a partial face there; the whole-image
+                    # pass or the overlapping tile sees it whole)
+                    e = 2.0 / s
+                    cut = ((boxes[:, 0] < e) & (x0 > 0)) | ((boxes[:, 1] < e) & (y0 > 0)) | \
+                          ((boxes[:, 2] > 1 - e) & (x0 + s < w)) | ((boxes[:, 3] > 1 - e) & (y0 + s < h))
+                    keep &= ~cut
                 all_boxes.append(boxes[keep] * s + np.array([x0, y0, x0, y0]))
                 all_scores.append(scores[keep])
                 if kps is not None:
@@ -156,7 +201,7 @@ class _WindowDetector:
                 continue
             s = float(scores[i])
             out.append((Detection(left=float(x0), top=float(y0), right=float(x1), bottom=float(y1),
-                                  score=s, confidence=100.0 * s), None if kps is None else kps[i]))
+                                  score=s, confidence=self.confidence(s)), None if kps is None else kps[i]))
         return out
 
     def detect(self, image: np.ndarray) -> list[Detection]:
@@ -180,6 +225,7 @@ class BlazeFaceDetector(_WindowDetector):
                          threads=threads, batch=1)
         self.variant = variant
         self._model_json = model_json
+        self.confidence = lambda s: blazeface_confidence(s, self.score_threshold)
         self.input_size = 128 if variant == "blazeface-front" else 256
         self.name = f"{variant}" + (f"-tile{tile}" if tile else "")
         # anchors: a 16x16 grid with 2 anchors per cell, then 8x8 with 6 (both input sizes)
