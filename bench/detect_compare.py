@@ -112,6 +112,15 @@ def make_detectors(names: list[str] | None):
             BlazeFaceDetector("blazeface-back", tile=256, score_threshold=0.6), min_score=-0.6, models=m),
         "blazeface-back-tile256-s60-hog10": lambda: HogVerifiedDetector(
             BlazeFaceDetector("blazeface-back", tile=256, score_threshold=0.6), min_score=-1.0, models=m),
+        "blazeface-back-tile256-s60-hog06-big80hog0": lambda: HogVerifiedDetector(
+            BlazeFaceDetector("blazeface-back", tile=256, score_threshold=0.6), min_score=-0.6, large_px=80,
+            large_min_score=0.0, models=m),
+        "blazeface-back-tile256-s60-hog06-big60hog0": lambda: HogVerifiedDetector(
+            BlazeFaceDetector("blazeface-back", tile=256, score_threshold=0.6), min_score=-0.6, large_px=60,
+            large_min_score=0.0, models=m),
+        "blazeface-back-tile256-s65-hog06-big80hog0": lambda: HogVerifiedDetector(
+            BlazeFaceDetector("blazeface-back", tile=256, score_threshold=0.65), min_score=-0.6, large_px=80,
+            large_min_score=0.0, models=m),
         "blazeface-front-tile128-s60-hog06": lambda: HogVerifiedDetector(
             BlazeFaceDetector("blazeface-front", tile=128, score_threshold=0.6), min_score=-0.6, models=m),
         "onnx-default": lambda: __import__("faceledger.vision.engine", fromlist=["_"]).default_engine().detector,

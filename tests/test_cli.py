@@ -108,6 +108,25 @@ def test_index_folder_summary_and_external_ids(people: tuple[Path, Result], trai
     assert "obama:obama2.jpg" in run("faces", "list", "people", "--data", data).stdout
 
 
+def test_index_workers_keep_file_order_and_results(tmp_path: Path, train: Path) -> None:
+    """--workers N runs N IndexFaces calls at once; the report is in file order and the same."""
+    d = ["--data", tmp_path / "data"]
+    reports = []
+    for workers in ("1", "3"):
+        run("collections", "create", f"c{workers}", *d)
+        report = run_json("index", f"c{workers}", train, *d, "--workers", workers)
+        reports.append(report)
+
+    def digest(report: dict) -> list:
+        return [(img["ExternalImageId"], [(f["Face"]["BoundingBox"], f["Face"]["Confidence"])
+                                          for f in img["FaceRecords"]]) for img in report["Images"]]
+
+    assert [img["ExternalImageId"] for img in reports[1]["Images"]] == [
+        external_image_id(rel) for _, rel in image_files((train,))]
+    assert digest(reports[0]) == digest(reports[1])
+    assert reports[0]["Summary"] == reports[1]["Summary"]
+
+
 def test_external_image_id_sanitized() -> None:
     assert external_image_id("obama/obama 2.jpg") == "obama:obama_2.jpg"
     assert external_image_id("José María/ø+x.png") == "Jose_Maria:__x.png"

@@ -8,7 +8,8 @@ import json
 import os
 import re
 import unicodedata
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -561,8 +562,10 @@ def _faces_column() -> Any:
               help="Rekognition's QualityFilter (service default: AUTO).")
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when stderr is a terminal).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Images indexed at once (default: the CPUs available, or $FACELEDGER_WORKERS).")
 def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int | None,
-          quality_filter: str | None, progress: bool | None) -> None:
+          quality_filter: str | None, progress: bool | None, workers: int | None) -> None:
     """Index the faces of images (files, or folders recursively) into COLLECTION_ID.
 
     Each image's ExternalImageId is its path relative to the folder given (a file given directly:
@@ -578,6 +581,10 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
     if quality_filter is not None:
         params["QualityFilter"] = quality_filter
 
+    if workers is None:
+        from .vision.engine import default_workers
+
+        workers = default_workers()
     results: list[dict[str, Any]] = []
     indexed = 0
     unindexed: Counter[str] = Counter()
@@ -591,40 +598,64 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
     bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
                    _faces_column(), TimeElapsedColumn(), console=app.err, disable=not show, transient=False)
     fatal: BaseException | None = None
-    with bar:
+
+    def index_one(path: Path, ext_id: str) -> dict[str, Any]:
+        return app.call("index_faces", **params, Image={"Bytes": path.read_bytes()}, ExternalImageId=ext_id)
+
+    def record(path: Path, entry: dict[str, Any], future: Future) -> bool:
+        """Account for one image's outcome; False for an error that must stop the run."""
+        nonlocal indexed, unindexed_faces, no_face_images, fatal
+        try:
+            r = future.result()
+        except OSError as exc:
+            message = f"cannot read: {exc.strerror or exc}"
+            entry["Error"] = {"Code": "FileError", "Message": message}
+        except ClientError as exc:
+            code, message = _error_parts(exc)
+            if code not in PER_IMAGE_ERRORS:
+                fatal = fatal or exc
+                return False
+            entry["Error"] = {"Code": code, "Message": message}
+            message = f"{code}: {message}"
+        except BotoCoreError as exc:  # the server went away: stop, after the summary so far
+            fatal = fatal or exc
+            return False
+        else:
+            entry.update(r)
+            indexed += len(r.get("FaceRecords", []))
+            for face in r.get("UnindexedFaces", []):
+                unindexed_faces += 1
+                unindexed.update(face.get("Reasons", []))
+            if not r.get("FaceRecords") and not r.get("UnindexedFaces"):
+                no_face_images += 1
+        if "Error" in entry:
+            failed.append((str(path), message))
+            app.err.print(f"error: {path}: {message}", markup=False)
+        results.append(entry)
+        return True
+
+    # Images run `workers` at a time (IndexFaces calls in threads: the engine detects on all cores,
+    # bench/pipeline.py); results are taken in file order, so output and summary read as before.
+    pending: deque[tuple[Path, dict[str, Any], Future]] = deque()
+    todo = iter(files)
+    with bar, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="faceledger-index") as pool:
         task = bar.add_task("index", total=len(files), faces=0)
-        for path, relative in files:
-            ext_id = external_image_id(relative)
-            entry: dict[str, Any] = {"Path": str(path), "ExternalImageId": ext_id}
-            try:
-                data = path.read_bytes()
-                r = app.call("index_faces", **params, Image={"Bytes": data}, ExternalImageId=ext_id)
-            except OSError as exc:
-                message = f"cannot read: {exc.strerror or exc}"
-                entry["Error"] = {"Code": "FileError", "Message": message}
-            except ClientError as exc:
-                code, message = _error_parts(exc)
-                if code not in PER_IMAGE_ERRORS:
-                    fatal = exc
+        while True:
+            while fatal is None and len(pending) < 2 * workers:
+                nxt = next(todo, None)
+                if nxt is None:
                     break
-                entry["Error"] = {"Code": code, "Message": message}
-                message = f"{code}: {message}"
-            except BotoCoreError as exc:  # the server went away: stop, after the summary so far
-                fatal = exc
+                path, relative = nxt
+                ext_id = external_image_id(relative)
+                pending.append((path, {"Path": str(path), "ExternalImageId": ext_id},
+                                pool.submit(index_one, path, ext_id)))
+            if not pending:
                 break
-            else:
-                entry.update(r)
-                indexed += len(r.get("FaceRecords", []))
-                for face in r.get("UnindexedFaces", []):
-                    unindexed_faces += 1
-                    unindexed.update(face.get("Reasons", []))
-                if not r.get("FaceRecords") and not r.get("UnindexedFaces"):
-                    no_face_images += 1
-            if "Error" in entry:
-                failed.append((str(path), message))
-                app.err.print(f"error: {path}: {message}", markup=False)
-            results.append(entry)
-            bar.update(task, advance=1, faces=indexed)
+            path, entry, future = pending.popleft()
+            if fatal is not None and future.cancel():
+                continue  # never started: after a fatal error, start nothing new
+            if record(path, entry, future):  # images already running when a fatal error came are reported
+                bar.update(task, advance=1, faces=indexed)
 
     summary = {
         "Images": len(files),

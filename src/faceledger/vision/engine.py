@@ -7,9 +7,11 @@ collections.  The dlib implementations of the three model protocols live in
 
 from __future__ import annotations
 
+import collections
+import os
 import threading
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -32,6 +34,7 @@ __all__ = [
     "Pose",
     "Quality",
     "default_engine",
+    "default_workers",
 ]
 
 #: The "onnx" engine's detector (default_engine(upsample=None, engine="onnx")): BlazeFace
@@ -45,6 +48,10 @@ BLAZEFACE_IOU_THRESHOLD = 0.3
 #: ... each box then checked by dlib's HOG on a crop around it (dlib_models.HogVerifiedDetector):
 #: kept when HOG scores above this near its centre.
 BLAZEFACE_HOG_CHECK = -0.6
+#: ... and above BLAZEFACE_HOG_CHECK_LARGE for boxes at least BLAZEFACE_HOG_CHECK_LARGE_PX wide
+#: (HOG sees large faces well: a low score there is a false box, e.g. a blurred background).
+BLAZEFACE_HOG_CHECK_LARGE_PX = 80
+BLAZEFACE_HOG_CHECK_LARGE = 0.0
 #: The "onnx" engine's detector with upsample=None: "hog" (dlib's HOG, as the "dlib" engine) or
 #: "blazeface" (the above).  Still "hog": BlazeFace+check adds false positives on the test
 #: photos (a blurred background in knn biden2.jpg at confidence 83), see docs/engine.md.
@@ -136,6 +143,18 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def default_workers() -> int:
+    """Threads for :meth:`FaceEngine.analyze_many` and the CLI's folder indexing:
+    ``$FACELEDGER_WORKERS``, else the CPUs this process may run on."""
+    env = os.environ.get("FACELEDGER_WORKERS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 class FaceEngine:
     def __init__(
         self, detector: FaceDetector, landmarks: LandmarkModel, embedder: FaceEmbedder
@@ -158,24 +177,33 @@ class FaceEngine:
     ) -> list[FaceAnalysis]:
         """All faces, largest box first; ``max_faces`` keeps the largest ones.
 
-        Ties in area keep the detector's order (higher score first for HOG).
+        Ties in area keep the detector's order (higher score first for HOG).  Safe to call
+        from several threads at once: detection (most of the time) runs in parallel.
         """
         img = _check_image(image)
+        faces, shapes = self._locate(img, max_faces)
+        if embed and faces:
+            embeddings = np.asarray(self.embedder.embed(img, shapes), dtype=np.float32)
+            for face, vector in zip(faces, embeddings):
+                face.embedding = vector.copy()
+        return faces
+
+    def _locate(
+        self, img: np.ndarray, max_faces: int | None
+    ) -> tuple[list[FaceAnalysis], list[np.ndarray]]:
+        """Detect, landmarks, pose and quality (everything but the embedding)."""
+        if max_faces is not None and max_faces < 0:
+            raise ValueError("max_faces must be >= 0")
         dets = list(self.detector.detect(img))
         # stable sort: largest area first, ties by score
         dets.sort(key=lambda d: (-d.area, -d.score))
         if max_faces is not None:
-            if max_faces < 0:
-                raise ValueError("max_faces must be >= 0")
             dets = dets[:max_faces]
         if not dets:
-            return []
+            return [], []
         shapes = [np.asarray(self.landmarks.locate(img, d), dtype=np.float64) for d in dets]
-        embeddings: np.ndarray | None = None
-        if embed:
-            embeddings = np.asarray(self.embedder.embed(img, shapes), dtype=np.float32)
         out = []
-        for i, (det, pts) in enumerate(zip(dets, shapes)):
+        for det, pts in zip(dets, shapes):
             roll, yaw, pitch = geometry.pose_from_landmarks(pts)
             box = (det.left, det.top, det.right, det.bottom)
             out.append(
@@ -187,10 +215,104 @@ class FaceEngine:
                         brightness=geometry.brightness(img, box),
                         sharpness=geometry.sharpness(img, box),
                     ),
-                    embedding=None if embeddings is None else embeddings[i].copy(),
+                    embedding=None,
                 )
             )
-        return out
+        return out, shapes
+
+    def analyze_many(
+        self,
+        items: Iterable[Any],
+        *,
+        load: Callable[[Any], np.ndarray] | None = None,
+        embed: bool = True,
+        max_faces: int | None = None,
+        workers: int | None = None,
+        batch_faces: int = 32,
+    ) -> Iterator[list[FaceAnalysis] | Exception]:
+        """:meth:`analyze` for many images, in input order, on ``workers`` threads.
+
+        Each item goes through ``load`` (e.g. read and decode a file; default: the item is
+        the RGB array), detection, landmarks, pose, quality and, for an embedder with
+        ``chips``/``embed_chips`` (the ONNX one), chip extraction on a worker thread; the
+        chips of consecutive images are then embedded together in batches of about
+        ``batch_faces`` faces.  Yields, per item, its faces (as ``analyze`` would return them,
+        the same vectors) or the exception that ``load`` or the analysis raised.  ``workers``:
+        default :func:`default_workers` (the CPUs this process may use).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        n = default_workers() if workers is None else max(1, int(workers))
+        chipper = getattr(self.embedder, "chips", None) if embed else None
+        batched = chipper is not None and hasattr(self.embedder, "embed_chips")
+
+        def stage(item: Any) -> tuple[list[FaceAnalysis], list[np.ndarray], np.ndarray | None, Any]:
+            img = _check_image(load(item) if load is not None else item)
+            faces, shapes = self._locate(img, max_faces)
+            if not (embed and faces):
+                return faces, shapes, None, None
+            if batched:
+                return faces, shapes, chipper(img, shapes), None
+            return faces, shapes, None, img
+
+        def finish(done: list[Any]) -> Iterator[list[FaceAnalysis] | Exception]:
+            chips = [r[2] for r in done if not isinstance(r, Exception) and r[2] is not None]
+            vectors = (
+                np.asarray(self.embedder.embed_chips(np.concatenate(chips)), dtype=np.float32)
+                if chips else None
+            )
+            at = 0
+            for r in done:
+                if isinstance(r, Exception):
+                    yield r
+                    continue
+                faces, shapes, c, img = r
+                if c is not None:
+                    emb = vectors[at : at + len(c)]
+                    at += len(c)
+                elif img is not None:
+                    emb = np.asarray(self.embedder.embed(img, shapes), dtype=np.float32)
+                else:
+                    emb = None
+                if emb is not None:
+                    for face, vector in zip(faces, emb):
+                        face.embedding = vector.copy()
+                yield faces
+
+        window = 2 * n + 2
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="faceledger-analyze") as pool:
+            pending: collections.deque = collections.deque()
+            done: list[Any] = []
+            done_faces = 0
+            it = iter(items)
+            exhausted = False
+            try:
+                while True:
+                    while not exhausted and len(pending) < window:
+                        try:
+                            item = next(it)
+                        except StopIteration:
+                            exhausted = True
+                            break
+                        pending.append(pool.submit(stage, item))
+                    if not pending:
+                        break
+                    try:
+                        r = pending.popleft().result()
+                    except Exception as exc:  # noqa: BLE001 - reported per item
+                        r = exc
+                    done.append(r)
+                    if not isinstance(r, Exception) and r[2] is not None:
+                        done_faces += len(r[2])
+                    # embed when the batch is full, or when nothing more is ready to join it
+                    if done_faces >= batch_faces or not pending or not pending[0].done():
+                        yield from finish(done)
+                        done, done_faces = [], 0
+                if done:
+                    yield from finish(done)
+            finally:
+                for f in pending:
+                    f.cancel()
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Euclidean distance.  ``a`` (dim,) -> (m,); ``a`` (n, dim) -> (n, m).
@@ -277,7 +399,9 @@ def blazeface_detector() -> FaceDetector:
     """BlazeFace on tiles checked by HOG (the BLAZEFACE_* settings), one per process."""
     from .dlib_models import HogVerifiedDetector, load_models
 
-    return HogVerifiedDetector(_blazeface(), min_score=BLAZEFACE_HOG_CHECK, models=load_models())
+    return HogVerifiedDetector(_blazeface(), min_score=BLAZEFACE_HOG_CHECK,
+                               large_px=BLAZEFACE_HOG_CHECK_LARGE_PX, large_min_score=BLAZEFACE_HOG_CHECK_LARGE,
+                               models=load_models())
 
 
 def _blazeface() -> FaceDetector:
