@@ -34,6 +34,7 @@ if not DEFAULT_DATA.exists():
 CACHE = ROOT / ".cache" / "lfw_dev_default_engine.npz"  # renamed per engine in main()
 TABLE_OUT = ROOT / "src" / "faceledger" / "data" / "similarity-dlib-resnet-v1.json"
 REPORT_OUT = ROOT / ".cache" / "similarity_calibration_report.json"
+DETECTOR = "?"  # the default engine's detector name, set in main()
 
 
 # ----------------------------------------------------------------------------- embedding
@@ -102,8 +103,12 @@ def cmd_embed(data: Path, every: int = 100):
     emb = Embedder()
     vec_list = [v for v in vecs]
     t0 = time.time()
-    for k, rel in enumerate(todo, 1):
-        v = emb.embed(emb.load_image(data / rel))
+    # analyze_many: both cores, the same vectors as analyze() (tests/test_pipeline.py)
+    results = emb.engine.analyze_many(todo, load=lambda rel: emb.load_image(data / rel), max_faces=1)
+    for k, (rel, faces) in enumerate(zip(todo, results), 1):
+        if isinstance(faces, Exception):
+            raise faces
+        v = np.asarray(faces[0].embedding, dtype=np.float32) if faces else None
         if v is None:
             failures.append(rel)
         else:
@@ -198,6 +203,10 @@ SAME_PERSON: list[tuple[str, str, str]] = [
     ("George_W_Bush/George_W_Bush_0477.jpg", "Chok_Tong_Goh", "largest face is Goh Chok Tong"),
     ("Vecdi_Gonul/Vecdi_Gonul_0001.jpg", "George_Robertson", "largest face is George Robertson"),
     ("Hugh_Grant/Hugh_Grant_0008.jpg", "Sandra_Bullock", "largest face is Sandra Bullock"),
+    # ... with BlazeFace's boxes (all ~90 px on LFW's crops, so "largest" can pick the other face)
+    ("James_Meeks/James_Meeks_0001.jpg", "Jesse_Jackson", "largest BlazeFace box is Jesse Jackson's"),
+    ("Luiz_Inacio_Lula_da_Silva/Luiz_Inacio_Lula_da_Silva_0004.jpg", "Jose_Genoino",
+     "largest BlazeFace box is Jose Genoino's"),
     # mislabelled photo (by eye)
     ("Carlos_Ruckauf/Carlos_Ruckauf_0001.jpg", "Eduardo_Duhalde", "the photo shows Eduardo Duhalde"),
     ("Anja_Paerson/Anja_Paerson_0001.jpg", "Janica_Kostelic", "probably Janica Kostelic (same face, "
@@ -502,7 +511,8 @@ def cmd_calibrate(data: Path, n_splits: int = 10):
                        "(clipped to 100 at FMR <= 1e-6), 60*(1-FMR)/(1-1e-2) for FMR > 1e-2."),
         "source": (f"bench/calibrate_similarity.py on lfw_dev (LFW deep-funneled subset, {len(paths)} images of "
                    f"{len(all_ids)} people, {len(failures)} failures to enrol), all {imp.size} impostor pairs; "
-                   f"dlib HOG detector run(img,1,0.0) largest face, 5-point landmarks, "
+                   f"default_engine() detector {DETECTOR}, largest face, "
+                   f"dlib 5-point landmarks, "
                    f"dlib_face_recognition_resnet_model_v1. Empirical quantiles down to FMR 1e-5; below that a "
                    f"straight line in log10(FMR) through the 1e-5 point, slope fitted down to FMR "
                    f"{10 ** table['_fit']['fit_range_log10_fmr'][1]:.2g} ({MIN_TAIL_COUNT} pairs), extrapolated "
@@ -601,8 +611,9 @@ def main(argv=None):
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="lfw_dev folder")
     ap.add_argument("--splits", type=int, default=10, help="extra identity half-splits to measure the spread")
     args = ap.parse_args(argv)
-    global CACHE
+    global CACHE, DETECTOR
     eng = Embedder().engine
+    DETECTOR = eng.detector.name
     CACHE = ROOT / ".cache" / f"lfw_dev_{eng.detector.name}_{eng.embedder.name}.npz"
     print(f"[engine] detector {eng.detector.name}, landmarks {eng.landmarks.name}, embedder "
           f"{eng.embedder.name}; cache {CACHE.relative_to(ROOT)}", flush=True)

@@ -46,16 +46,17 @@ BLAZEFACE_TILE = 256
 BLAZEFACE_SCORE_THRESHOLD = 0.6
 BLAZEFACE_IOU_THRESHOLD = 0.3
 #: ... each box then checked by dlib's HOG on a crop around it (dlib_models.HogVerifiedDetector):
-#: kept when HOG scores above this near its centre.
+#: kept when HOG scores above this near its centre ...
 BLAZEFACE_HOG_CHECK = -0.6
 #: ... and above BLAZEFACE_HOG_CHECK_LARGE for boxes at least BLAZEFACE_HOG_CHECK_LARGE_PX wide
-#: (HOG sees large faces well: a low score there is a false box, e.g. a blurred background).
+#: (HOG sees large faces well: a low score there is a false box, e.g. the blurred background of
+#: the knn examples' biden2.jpg, BlazeFace 0.74, HOG -0.30).
 BLAZEFACE_HOG_CHECK_LARGE_PX = 80
 BLAZEFACE_HOG_CHECK_LARGE = 0.0
-#: The "onnx" engine's detector with upsample=None: "hog" (dlib's HOG, as the "dlib" engine) or
-#: "blazeface" (the above).  Still "hog": BlazeFace+check adds false positives on the test
-#: photos (a blurred background in knn biden2.jpg at confidence 83), see docs/engine.md.
-ONNX_DETECTOR = "hog"
+#: The "onnx" engine's detector with upsample=None: "blazeface" (the above) or "hog" (dlib's HOG,
+#: as the "dlib" engine).  BlazeFace+check: WIDER subset recall 33/96 against HOG's 6/96, 2 false
+#: boxes; lfw_dev failures to enrol 34 of 7,926 against HOG's 41 (docs/engine.md).
+ONNX_DETECTOR = "blazeface"
 
 #: HOG pyramid up-samplings used by default_engine() when none is given for the
 #: "dlib" engine, or when an upsample is given to either engine ...
