@@ -108,3 +108,17 @@ def test_hog_pool_hands_out_distinct_detectors() -> None:
     with pool() as again:  # reused, not created
         assert again in seen
     assert pool.created == 2
+
+
+def test_blazeface_check_is_stricter_for_large_boxes() -> None:
+    from faceledger.vision import engine
+    from faceledger.vision.engine import Detection
+
+    det = engine.blazeface_detector()
+    small = Detection(0, 0, engine.BLAZEFACE_HOG_CHECK_LARGE_PX - 1, 79, 0.9, 99.0)
+    large = Detection(0, 0, engine.BLAZEFACE_HOG_CHECK_LARGE_PX, 80, 0.9, 99.0)
+    assert det.bar(small) == engine.BLAZEFACE_HOG_CHECK == -0.6
+    assert det.bar(large) == engine.BLAZEFACE_HOG_CHECK_LARGE == 0.0
+    # the blurred background of biden2.jpg (BlazeFace 0.74, HOG check -0.30, 153 px) is not a face
+    img = load(shared_data("small_identities", "face_recognition_knn_examples", "train", "biden", "biden2.jpg"))
+    assert len(det.detect(img)) == 1
