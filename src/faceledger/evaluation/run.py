@@ -284,8 +284,20 @@ def _write(out: Path, report: dict, curves: dict, *, kind: str, gen=None, imp=No
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=_plain, allow_nan=True) + "\n")
+    # strict JSON: an infinite or undefined ratio (a group rate of 0 below another) is written as null
+    (out / "report.json").write_text(json.dumps(_finite(report), indent=1, default=_plain, allow_nan=False) + "\n")
     write_html(out / "report.html", report, curves, kind=kind, gen=gen, imp=imp)
+
+
+def _finite(v):
+    """``v`` with every non-finite float replaced by None, so report.json is strict JSON."""
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    if isinstance(v, (float, np.floating)) and not math.isfinite(float(v)):
+        return None
+    return v
 
 
 def _plain(v):
