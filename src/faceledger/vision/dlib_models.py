@@ -242,6 +242,26 @@ class Shape5Landmarks:
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
 
 
+def shape_from_points(points: np.ndarray):
+    """(5, 2) landmark coordinates -> a dlib ``full_object_detection`` for chip alignment.
+
+    Points are rounded to whole pixels, as dlib's shape predictor returns them; the rectangle
+    is not used by the alignment (it aligns on the parts only), so it is the points' bounds.
+    """
+    import dlib
+
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.shape != (5, 2):
+        raise ValueError(f"expected (5, 2) landmarks, got {pts.shape}")
+    parts = [dlib.point(int(round(x)), int(round(y))) for x, y in pts]
+    xs, ys = pts[:, 0], pts[:, 1]
+    rect = dlib.rectangle(
+        int(math.floor(xs.min())), int(math.floor(ys.min())),
+        int(math.ceil(xs.max())), int(math.ceil(ys.max())),
+    )
+    return dlib.full_object_detection(rect, parts)
+
+
 class ResNetEmbedder:
     """dlib's ResNet face descriptor (128-d, Euclidean; same-person threshold ~0.6)."""
 
@@ -252,22 +272,10 @@ class ResNetEmbedder:
         self._m = models or load_models()
 
     def embed(self, image: np.ndarray, landmarks: Sequence[np.ndarray]) -> np.ndarray:
-        import dlib
-
         img = _as_rgb(image)
         out = np.empty((len(landmarks), self.dim), dtype=np.float32)
         for i, pts in enumerate(landmarks):
-            pts = np.asarray(pts, dtype=np.float64)
-            if pts.shape != (5, 2):
-                raise ValueError(f"expected (5, 2) landmarks, got {pts.shape}")
-            parts = [dlib.point(int(round(x)), int(round(y))) for x, y in pts]
-            xs, ys = pts[:, 0], pts[:, 1]
-            # The rectangle is not used by the descriptor (it aligns on the parts only).
-            rect = dlib.rectangle(
-                int(math.floor(xs.min())), int(math.floor(ys.min())),
-                int(math.ceil(xs.max())), int(math.ceil(ys.max())),
-            )
-            shape = dlib.full_object_detection(rect, parts)
+            shape = shape_from_points(pts)
             with self._m.resnet_lock:
                 desc = self._m.resnet.compute_face_descriptor(img, shape)
             out[i] = np.asarray(desc, dtype=np.float32)

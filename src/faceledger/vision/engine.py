@@ -144,16 +144,21 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def default_workers() -> int:
-    """Threads for :meth:`FaceEngine.analyze_many` and the CLI's folder indexing:
-    ``$FACELEDGER_WORKERS``, else the CPUs this process may run on."""
-    env = os.environ.get("FACELEDGER_WORKERS")
+def usable_cpus(env_var: str | None = None) -> int:
+    """``$env_var`` when set, else the number of CPUs this process may run on (its affinity)."""
+    env = os.environ.get(env_var) if env_var else None
     if env:
         return max(1, int(env))
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def default_workers() -> int:
+    """Threads for :meth:`FaceEngine.analyze_many` and the CLI's folder indexing:
+    ``$FACELEDGER_WORKERS``, else the CPUs this process may run on."""
+    return usable_cpus("FACELEDGER_WORKERS")
 
 
 class FaceEngine:

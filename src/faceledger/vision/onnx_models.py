@@ -21,7 +21,6 @@ converter version; nothing converted is shipped or committed.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import tempfile
 import threading
@@ -112,13 +111,9 @@ def resnet_onnx_path(source: str | Path | None = None, cache_dir: str | Path | N
 def default_threads() -> int:
     """Intra-op threads for a session: ``$FACELEDGER_ONNX_THREADS``, else the number of
     CPUs this process may run on (so a process pinned to one CPU gets one thread)."""
-    env = os.environ.get("FACELEDGER_ONNX_THREADS")
-    if env:
-        return max(1, int(env))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    from .engine import usable_cpus
+
+    return usable_cpus("FACELEDGER_ONNX_THREADS")
 
 
 def session_options(threads: int | None = None):
@@ -189,17 +184,10 @@ class OnnxResNetEmbedder:
         if len(landmarks) == 0:
             return np.empty((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
         shapes = dlib.full_object_detections()
+        from .dlib_models import shape_from_points
+
         for pts in landmarks:
-            pts = np.asarray(pts, dtype=np.float64)
-            if pts.shape != (5, 2):
-                raise ValueError(f"expected (5, 2) landmarks, got {pts.shape}")
-            parts = [dlib.point(int(round(x)), int(round(y))) for x, y in pts]
-            xs, ys = pts[:, 0], pts[:, 1]
-            rect = dlib.rectangle(
-                int(math.floor(xs.min())), int(math.floor(ys.min())),
-                int(math.ceil(xs.max())), int(math.ceil(ys.max())),
-            )
-            shapes.append(dlib.full_object_detection(rect, parts))
+            shapes.append(shape_from_points(pts))
         chips = dlib.get_face_chips(img, shapes, size=CHIP_SIZE, padding=CHIP_PADDING)
         return np.stack([np.asarray(c, dtype=np.uint8) for c in chips])
 
