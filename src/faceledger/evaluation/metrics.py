@@ -16,7 +16,7 @@ Every rate comes with its count and an exact (Clopper-Pearson) 95% interval.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -265,7 +265,7 @@ def identification(gallery: np.ndarray, gallery_labels: Sequence, mated: np.ndar
     """
     gl = np.asarray(gallery_labels)
     ml = np.asarray(mated_labels)
-    mate_d, top_d_other, nonmated_top, nonmated_d = [], [], [], []
+    mate_d, top_d_other, nonmated_top = [], [], []
     for s, d in search(gallery, gl, np.asarray(mated)):
         lab = ml[s:s + d.shape[0]]
         is_mate = gl[None, :] == lab[:, None]
