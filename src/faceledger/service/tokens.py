@@ -34,3 +34,11 @@ def decode(operation: str, collection_id: str | None, token: str | None) -> str 
             "The pagination token was not issued for this operation and collection"
         )
     return cursor
+
+
+def with_next_token(response: dict, operation: str, collection_id: str | None, cursor: str | None) -> dict:
+    """``response`` with ``NextToken`` added when the store says more remain."""
+    token = encode(operation, collection_id, cursor)
+    if token:
+        response["NextToken"] = token
+    return response

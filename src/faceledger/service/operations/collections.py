@@ -51,10 +51,7 @@ def list_collections(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
         "CollectionIds": [c.collection_id for c in page.items],
         "FaceModelVersions": [c.face_model_version for c in page.items],
     }
-    token = tokens.encode("ListCollections", None, page.cursor)
-    if token:
-        out["NextToken"] = token
-    return out
+    return tokens.with_next_token(out, "ListCollections", None, page.cursor)
 
 
 @operation("DeleteCollection")

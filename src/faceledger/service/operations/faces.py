@@ -82,10 +82,7 @@ def list_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
         "Faces": [shapes.stored_face(f) for f in page.items],
         "FaceModelVersion": collection.face_model_version,
     }
-    token = tokens.encode("ListFaces", collection.collection_id, page.cursor)
-    if token:
-        out["NextToken"] = token
-    return out
+    return tokens.with_next_token(out, "ListFaces", collection.collection_id, page.cursor)
 
 
 @operation("DeleteFaces")

@@ -68,10 +68,7 @@ def list_users(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     after = tokens.decode("ListUsers", cid, req.get("NextToken"))
     page = inv.store.list_users(cid, after, req.get("MaxResults", DEFAULT_LIST_SIZE))
     out: dict[str, Any] = {"Users": [{"UserId": u.user_id, "UserStatus": user_status(u)} for u in page.items]}
-    token = tokens.encode("ListUsers", cid, page.cursor)
-    if token:
-        out["NextToken"] = token
-    return out
+    return tokens.with_next_token(out, "ListUsers", cid, page.cursor)
 
 
 @operation("AssociateFaces")
