@@ -72,18 +72,21 @@ def _group_rates(paths, labels, groups_of_image, vectors, scale, min_identities:
     return out
 
 
+def _embeddings_and_scale(dataset: Path, images, embeddings, engine, scale, cache_dir, progress):
+    """The dataset's embeddings (given, or computed with the engine through the cache) and the scale."""
+    if embeddings is None:
+        engine = _engine(engine)
+        embeddings = embed_dataset(dataset, images, engine=engine, cache_dir=cache_dir, progress=progress)
+    return embeddings, _scale(scale, engine)
+
+
 def verify(dataset: Path, pairs_file: Path, out: Path, *, impostors: int = 0, groups_file: Path | None = None,
            seed: int = 0, engine=None, scale=None, cache_dir: Path | None = None, progress: bool = True,
            embeddings: Embeddings | None = None) -> dict[str, Any]:
     pairs = read_pairs(pairs_file)
     need_all = bool(impostors) or groups_file is not None
     images = list_images(dataset) if need_all else sorted({p.a for p in pairs} | {p.b for p in pairs})
-    if embeddings is None:
-        engine = _engine(engine)
-        emb = embed_dataset(dataset, images, engine=engine, cache_dir=cache_dir, progress=progress)
-    else:
-        emb = embeddings
-    scale = _scale(scale, engine)
+    emb, scale = _embeddings_and_scale(dataset, images, embeddings, engine, scale, cache_dir, progress)
     pos = emb.index()
     kept = [p for p in pairs if p.a in pos and p.b in pos]
     fold = np.array([p.fold for p in kept])
@@ -160,12 +163,7 @@ def identify(dataset: Path, out: Path, *, gallery_size: int, nonmated: int = 500
              seed: int = 0, engine=None, scale=None, cache_dir: Path | None = None, progress: bool = True,
              embeddings: Embeddings | None = None, people: list[str] | None = None) -> dict[str, Any]:
     images = list_images(dataset, people)
-    if embeddings is None:
-        engine = _engine(engine)
-        emb = embed_dataset(dataset, images, engine=engine, cache_dir=cache_dir, progress=progress)
-    else:
-        emb = embeddings
-    scale = _scale(scale, engine)
+    emb, scale = _embeddings_and_scale(dataset, images, embeddings, engine, scale, cache_dir, progress)
     gal, mat, non = _split_identify(emb, gallery_size, nonmated, seed)
     people_of = np.array([person_of(p) for p in emb.paths])
     X = emb.vectors
