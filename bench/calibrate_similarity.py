@@ -35,6 +35,7 @@ CACHE = ROOT / ".cache" / "lfw_dev_default_engine.npz"  # renamed per engine in 
 TABLE_OUT = ROOT / "src" / "faceledger" / "data" / "similarity-dlib-resnet-v1.json"
 REPORT_OUT = ROOT / ".cache" / "similarity_calibration_report.json"
 DETECTOR = "?"  # the default engine's detector name, set in main()
+DIM = 128  # the face model's vector length, set in main()
 
 
 # ----------------------------------------------------------------------------- embedding
@@ -44,11 +45,11 @@ class Embedder:
     ``faceledger.vision.default_engine()`` (the default engine: whatever detector,
     landmarks and embedder IndexFaces and SearchFacesByImage use), largest face."""
 
-    def __init__(self):
+    def __init__(self, face_model: str | None = None):
         sys.path.insert(0, str(ROOT / "src"))
         from faceledger.vision import default_engine
 
-        self.engine = default_engine()
+        self.engine = default_engine(face_model=face_model)
 
     @staticmethod
     def load_image(path) -> np.ndarray:
@@ -58,7 +59,7 @@ class Embedder:
         return decode_image(Path(path).read_bytes()).pixels
 
     def embed(self, img: np.ndarray):
-        """Return the 128-d float32 descriptor of the largest face, or None (failure to enrol)."""
+        """Return the float32 descriptor of the largest face, or None (failure to enrol)."""
         faces = self.engine.analyze(img, embed=True, max_faces=1)
         if not faces:
             return None
@@ -77,7 +78,7 @@ def list_images(data: Path) -> list[str]:
 def load_cache(path: Path | None = None):
     path = path or CACHE
     if not path.exists():
-        return [], np.zeros((0, 128), np.float32), []
+        return [], np.zeros((0, DIM), np.float32), []
     z = np.load(path, allow_pickle=False)
     return list(z["paths"]), z["vectors"].astype(np.float32), list(z["failures"])
 
@@ -86,7 +87,7 @@ def save_cache(paths, vectors, failures, path: Path | None = None):
     path = path or CACHE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, paths=np.array(paths, dtype=str), vectors=np.asarray(vectors, np.float32).reshape(-1, 128),
+    np.savez(tmp, paths=np.array(paths, dtype=str), vectors=np.asarray(vectors, np.float32).reshape(-1, DIM),
              failures=np.array(failures, dtype=str))
     os.replace(tmp, path)
 
@@ -100,7 +101,7 @@ def cmd_embed(data: Path, every: int = 100):
           f"{len(todo)} to do", flush=True)
     if not todo:
         return
-    emb = Embedder()
+    emb = Embedder(MODEL)
     vec_list = [v for v in vecs]
     t0 = time.time()
     # analyze_many: both cores, the same vectors as analyze() (tests/test_pipeline.py)
@@ -175,65 +176,15 @@ def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
 SEED = 20240611          # identity split (calibration half / held-out half)
 MIN_TAIL_COUNT = 20      # a quantile point needs at least this many impostor pairs at or below it
 TAIL_START_LOG10 = -5.0  # measured points below this FMR are replaced by a fitted straight line
-TABLE_END_LOG10 = -6.5   # extrapolate to here (Similarity 100 is reached at -6)
+TABLE_END_LOG10 = -9.0   # extrapolate to here (Similarity 100)
 BODY_STEP = 0.05         # log10(FMR) grid of the measured part of the table
 TAIL_STEP = 0.25         # grid of the fitted/extrapolated part (it is a straight line anyway)
 
-# Pairs that LFW files as "different people" but that show the same person, found by viewing the closest
-# impostor pairs by eye (see docs/similarity.md). Each entry: (A, B, why), where A and B are an identity
-# ("Name") or one image ("Name/Name_0001.jpg"); every pair with one side matching A and the other matching B
-# is dropped from the impostor set (it is not counted as genuine either).
-SAME_PERSON: list[tuple[str, str, str]] = [
-    # the same photograph filed under two names
-    ("Bart_Hendricks", "Ricky_Ray", "same photo under two names"),
-    ("Emmy_Rossum", "Eva_Amurri", "same photo under two names"),
-    ("Gabrielle_Rose", "Martha_Bowen", "same photo under two names"),
-    # one person under two spellings of the name
-    ("Noer_Moeis", "Noer_Muis", "one person, two spellings"),
-    ("Nan_Wang", "Wang_Nan", "one person, name order"),
-    ("Mireya_Elisa_Moscoso_Rodriguez", "Mireya_Moscoso", "one person, full and short name"),
-    # the image's largest face (the one the pipeline embeds) is another person, who is in lfw_dev
-    ("Aldo_Paredes/Aldo_Paredes_0002.jpg", "Sebastian_Saja", "largest face is Sebastian Saja"),
-    ("Alejandro_Avila/Alejandro_Avila_0003.jpg", "Philip_Zalewski", "largest face is Philip Zalewski"),
-    ("Julio_Rossi/Julio_Rossi_0001.jpg", "Christian_Gimenez", "largest face is Christian Gimenez"),
-    ("Barbara_Boxer/Barbara_Boxer_0001.jpg", "Gray_Davis", "largest face is Gray Davis"),
-    ("Colin_Powell/Colin_Powell_0046.jpg", "Joe_Lieberman", "largest face is Joe Lieberman"),
-    ("Colin_Farrell/Colin_Farrell_0003.jpg", "Michael_Clarke_Duncan", "largest face is Michael Clarke Duncan"),
-    ("Steve_McManaman/Steve_McManaman_0001.jpg", "David_Beckham", "largest face is David Beckham"),
-    ("George_W_Bush/George_W_Bush_0477.jpg", "Chok_Tong_Goh", "largest face is Goh Chok Tong"),
-    ("Vecdi_Gonul/Vecdi_Gonul_0001.jpg", "George_Robertson", "largest face is George Robertson"),
-    ("Hugh_Grant/Hugh_Grant_0008.jpg", "Sandra_Bullock", "largest face is Sandra Bullock"),
-    # ... with BlazeFace's boxes (all ~90 px on LFW's crops, so "largest" can pick the other face)
-    ("James_Meeks/James_Meeks_0001.jpg", "Jesse_Jackson", "largest BlazeFace box is Jesse Jackson's"),
-    ("Luiz_Inacio_Lula_da_Silva/Luiz_Inacio_Lula_da_Silva_0004.jpg", "Jose_Genoino",
-     "largest BlazeFace box is Jose Genoino's"),
-    # mislabelled photo (by eye)
-    ("Carlos_Ruckauf/Carlos_Ruckauf_0001.jpg", "Eduardo_Duhalde", "the photo shows Eduardo Duhalde"),
-    ("Anja_Paerson/Anja_Paerson_0001.jpg", "Janica_Kostelic", "probably Janica Kostelic (same face, "
-     "Croatian sponsor's headband)"),
-]
+from faceledger.evaluation.label_errors import SAME_PERSON, excluded_index_pairs, is_excluded  # noqa: E402,F401
 
 
 def person_of(rel: str) -> str:
     return rel.split("/", 1)[0]
-
-
-def _matches(key: str, rel: str) -> bool:
-    return rel == key if "/" in key else person_of(rel) == key
-
-
-def is_excluded(a: str, b: str) -> bool:
-    return any((_matches(x, a) and _matches(y, b)) or (_matches(x, b) and _matches(y, a)) for x, y, _ in SAME_PERSON)
-
-
-def excluded_index_pairs(rels: list[str]) -> np.ndarray:
-    """(i, j) with i < j for every excluded pair among rels, as an int array of shape (k, 2)."""
-    out = set()
-    for x, y, _ in SAME_PERSON:
-        A = [i for i, r in enumerate(rels) if _matches(x, r)]
-        B = [j for j, r in enumerate(rels) if _matches(y, r)]
-        out.update((min(i, j), max(i, j)) for i in A for j in B if i != j)
-    return np.array(sorted(out), dtype=np.int64).reshape(-1, 2)
 
 
 def pair_distances(X: np.ndarray, labels: np.ndarray, rels: list[str], block: int = 1024, closest: int = 30,
@@ -610,10 +561,14 @@ def main(argv=None):
     ap.add_argument("step", choices=["embed", "calibrate", "all"])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="lfw_dev folder")
     ap.add_argument("--splits", type=int, default=10, help="extra identity half-splits to measure the spread")
+    ap.add_argument("--face-model", default=None, help="face model to calibrate (default: the default engine's)")
     args = ap.parse_args(argv)
-    global CACHE, DETECTOR
-    eng = Embedder().engine
+    global CACHE, DETECTOR, DIM, MODEL, TABLE_OUT
+    eng = Embedder(args.face_model).engine
     DETECTOR = eng.detector.name
+    DIM = eng.dim
+    MODEL = eng.model_version
+    TABLE_OUT = TABLE_OUT.with_name(f"similarity-{MODEL}.json")
     CACHE = ROOT / ".cache" / f"lfw_dev_{eng.detector.name}_{eng.embedder.name}.npz"
     print(f"[engine] detector {eng.detector.name}, landmarks {eng.landmarks.name}, embedder "
           f"{eng.embedder.name}; cache {CACHE.relative_to(ROOT)}", flush=True)
