@@ -87,7 +87,9 @@ def test_size_aware_threshold():
     assert size_aware_threshold(80, 25_000, 1.0) == pytest.approx(83.979, abs=1e-3)
     assert size_aware_threshold(90, 25_000, 1.0) == 90  # never lower than requested
     assert size_aware_threshold(80, 100, 1.0) == 80  # small collection: 80 already expects 0.01
-    assert size_aware_threshold(80, 25_000, 1e-3) == pytest.approx(100.0)  # 4e-8: past the scale's end
+    # fewer than 1 false match in 1,000 searches of 25,000 faces: FMR 4e-8 -> 99 + (7.398 - 5.9) / 3.1
+    assert size_aware_threshold(80, 25_000, 1e-3) == pytest.approx(99.4832, abs=1e-4)
+    assert size_aware_threshold(80, 25_000, 0.0) == 100.0
     assert size_aware_threshold(80, 25_000, None) == 80
 
 

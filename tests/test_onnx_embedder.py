@@ -231,10 +231,10 @@ def test_matches_dlib_on_astronaut_through_the_engine():
     from faceledger.vision import default_engine
 
     img = np.ascontiguousarray(skdata.astronaut())
-    a = default_engine(1, "onnx").analyze(img)
+    a = default_engine(1, "onnx", "dlib-resnet-v1").analyze(img)
     b = default_engine(1, "dlib").analyze(img)
     assert len(a) == len(b) >= 1
-    assert default_engine(1, "onnx").model_version == default_engine(1, "dlib").model_version
+    assert default_engine(1, "onnx", "dlib-resnet-v1").model_version == default_engine(1, "dlib").model_version
     cos = cosine([f.embedding for f in a], [f.embedding for f in b])
     assert cos.min() >= MIN_COSINE
 

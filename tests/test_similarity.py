@@ -20,7 +20,7 @@ except ImportError:  # not installed: run from the checkout
 LFW = Path(os.environ.get("FACELEDGER_TEST_DATA", ROOT.parent / "shared" / "data")) / "lfw_dev"
 
 THRESHOLDS = [1, 10, 30, 59.9, 60, 60.1, 70, 80, 85, 90, 95, 99, 99.9, 100]
-NOMINAL = {60: 1e-2, 70: 1e-3, 80: 1e-4, 90: 1e-5, 95: 10 ** -5.5, 99: 10 ** -5.9, 100: 1e-6}
+NOMINAL = {60: 1e-2, 70: 1e-3, 80: 1e-4, 90: 1e-5, 95: 10 ** -5.5, 99: 10 ** -5.9, 99.5: 10 ** -7.45, 100: 1e-9}
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +38,13 @@ def test_fmr_of_similarity_is_the_definition(scale, sim, fmr):
 
 def test_definition_ends_and_linear_branch():
     assert fmr_from_similarity(0) == 1.0
-    assert fmr_from_similarity(100) == pytest.approx(1e-6)
+    assert fmr_from_similarity(100) == pytest.approx(1e-9)
     assert similarity_from_fmr(1.0) == 0.0
-    assert similarity_from_fmr(1e-9) == 100.0  # clipped
+    assert similarity_from_fmr(1e-12) == 100.0  # clipped
+    # above 99 one Similarity point spans the 3.1 decades from 10^-5.9 to 10^-9, continuously
+    assert similarity_from_fmr(10 ** -5.9 * (1 - 1e-9)) == pytest.approx(99.0, abs=1e-6)
+    assert similarity_from_fmr(1e-6) == pytest.approx(99 + 0.1 / 3.1)
+    assert similarity_from_fmr(4e-8) == pytest.approx(99.4832, abs=1e-4)
     assert similarity_from_fmr(0.0) == 100.0
     assert similarity_from_fmr(0.5) == pytest.approx(60 * 0.5 / 0.99)
     # continuous at the knee
@@ -96,23 +100,27 @@ def test_max_distance_inverts_similarity(scale, t):
 def test_max_distance_is_monotonic_and_rises_to_100_smoothly(scale):
     ds = [scale.max_distance(t) for t in THRESHOLDS]
     assert all(a > b for a, b in zip(ds, ds[1:]))
-    # below the smallest observed impostor distance the scale keeps rising (extrapolated tail),
-    # it does not jump: 99 and 100 are reached at distinct, nearby distances
-    assert 0.0 < scale.max_distance(99) - scale.max_distance(100) < 0.05
+    # below the smallest observed impostor distance the scale keeps rising (extrapolated tail) to FMR 1e-9,
+    # it does not jump: 99 and 100 are reached at distinct distances, 3.1 decades of FMR apart
+    assert 0.0 < scale.max_distance(99) - scale.max_distance(100) < 0.2
+    assert scale.log10_fmr(scale.max_distance(100)) == pytest.approx(-9.0, abs=1e-6)
     # dlib's customary 0.6 is far more permissive than 80 on this scale
     assert scale.max_distance(80) < 0.6
     assert scale.similarity(0.6) < 70  # FMR above 1e-3
 
 
 def test_synthetic_table():
-    sc = SimilarityScale("toy", [0.1, 0.5, 1.0], [-7.0, -2.0, 0.0])
-    assert sc.similarity(0.1) == 100.0
+    sc = SimilarityScale("toy", [0.0, 0.1, 0.5, 1.0], [-9.0, -7.0, -2.0, 0.0])
+    assert sc.similarity(0.0) == 100.0
+    assert sc.similarity(0.1) == pytest.approx(99 + 1.1 / 3.1)
     assert sc.similarity(0.5) == pytest.approx(60.0)
     assert sc.similarity(0.3) == pytest.approx(40 + 45)  # log10 FMR = -4.5
     assert sc.max_distance(80) == pytest.approx(0.1 + 0.4 * 3 / 5)
     assert sc.similarity(1.0) == 0.0
     with pytest.raises(ValueError):
-        SimilarityScale("bad", [0.1, 0.5, 0.4], [-7.0, -2.0, 0.0])
+        SimilarityScale("bad", [0.0, 0.1, 0.5, 0.4], [-9.0, -7.0, -2.0, 0.0])
+    with pytest.raises(ValueError, match="Similarity 100"):  # a table must reach FMR 1e-9
+        SimilarityScale("short", [0.1, 0.5, 1.0], [-7.0, -2.0, 0.0])
     with pytest.raises(ValueError):
         SimilarityScale("bad", [0.1, 0.5], [-5.0, 0.0])  # does not reach Similarity 100
 
@@ -163,3 +171,14 @@ def test_lfw_dev_same_person_mostly_above_80_strangers_all_below(scale):
     same, diff = np.array(same), np.array(diff)
     assert (same >= 80).mean() >= 0.6, f"same-person pairs >= 80: {(same >= 80).mean():.2f}"
     assert (diff < 80).all(), f"different-person pairs >= 80: {np.sort(diff)[-5:]}"
+
+
+@pytest.mark.parametrize("model", ["faceledger-fusion-v1", "dlib-resnet-v1"])
+def test_every_face_model_has_a_table(model):
+    from faceledger.vision.engine import FACE_MODELS
+
+    assert model in FACE_MODELS
+    sc = SimilarityScale.load(model)
+    assert sc.model == model and sc.meta["impostor_pairs"] > 1_000_000
+    ds = [sc.max_distance(t) for t in (60, 80, 90, 99, 99.5, 100)]
+    assert all(a > b > 0 for a, b in zip(ds, ds[1:]))

@@ -232,7 +232,7 @@ def test_astronaut_one_face(engine, astronaut):
     assert 150 < (f.detection.left + f.detection.right) / 2 < 300  # her face, upper left
     assert len(default_engine(0).analyze(astronaut, embed=False)) == 1
     assert len(default_engine(2).analyze(astronaut, embed=False)) == 1
-    assert f.embedding is not None and f.embedding.shape == (128,) and f.embedding.dtype == np.float32
+    assert f.embedding is not None and f.embedding.shape == (engine.dim,) and f.embedding.dtype == np.float32
 
 
 @pytest.mark.parametrize("which", ["chelsea", "coffee"])
@@ -298,9 +298,10 @@ def test_embedding_is_exactly_dlibs_call(engine):
     expected = np.asarray(rec.compute_face_descriptor(img, sp(img, largest)), dtype=np.float32)
     got = default_engine(1, "dlib").analyze(img, max_faces=1)[0].embedding
     assert np.array_equal(got, expected)
-    # the default (ONNX) engine: the same network, equal up to float rounding
-    onnx = engine.analyze(img, max_faces=1)[0].embedding
-    assert engine.model_version == "dlib-resnet-v1"
+    # the ONNX engine's dlib-resnet-v1: the same network, equal up to float rounding
+    dlib_onnx = default_engine(1, "onnx", "dlib-resnet-v1")
+    onnx = dlib_onnx.analyze(img, max_faces=1)[0].embedding
+    assert dlib_onnx.model_version == "dlib-resnet-v1"
     cos = float(onnx @ expected) / float(np.linalg.norm(onnx) * np.linalg.norm(expected))
     assert cos >= 0.9999 and np.abs(onnx - expected).max() < 1e-4
 
@@ -319,12 +320,20 @@ def test_default_engine_cached_and_versioned():
     e = default_engine()
     assert e is default_engine()
     assert default_engine(1) is default_engine(1)
-    assert e.model_version == "dlib-resnet-v1" and e.dim == 128
+    assert e.model_version == "faceledger-fusion-v1" and e.dim == 1152
     assert default_engine(None, "dlib") is not e and default_engine(None, "onnx") is e
-    assert default_engine(None, "dlib").model_version == e.model_version  # equivalent vectors
-    assert type(e.embedder).__name__ == "OnnxResNetEmbedder"
+    assert default_engine(None, "onnx", "faceledger-fusion-v1") is e
+    assert default_engine(None, "dlib").model_version == "dlib-resnet-v1"
+    d = default_engine(None, "onnx", "dlib-resnet-v1")
+    assert d.model_version == "dlib-resnet-v1" and d.dim == 128  # the same vectors as dlib's
+    assert type(d.embedder).__name__ == "OnnxResNetEmbedder" and type(e.embedder).__name__ == "FusionEmbedder"
+    assert e.embedder.dlib is d.embedder  # one dlib session per process
     with pytest.raises(ValueError):
         default_engine(None, "tensorflow")
+    with pytest.raises(ValueError, match="face model"):
+        default_engine(None, "onnx", "no-such-model")
+    with pytest.raises(ValueError, match="dlib-resnet-v1 only"):
+        default_engine(None, "dlib", "faceledger-fusion-v1")
     assert load_models() is load_models()
 
 

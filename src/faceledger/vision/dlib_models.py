@@ -262,6 +262,23 @@ def shape_from_points(points: np.ndarray):
     return dlib.full_object_detection(rect, parts)
 
 
+def aligned_chips(image: np.ndarray, landmarks: Sequence[np.ndarray], size: int, padding: float) -> np.ndarray:
+    """dlib's 5-point aligned chips, (N, size, size, 3) uint8 RGB (``dlib.get_face_chips``; points rounded to
+    integers, as dlib's ``full_object_detection`` stores them)."""
+    import dlib
+
+    img = np.ascontiguousarray(image)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {img.shape} {img.dtype}")
+    if len(landmarks) == 0:
+        return np.empty((0, size, size, 3), np.uint8)
+    shapes = dlib.full_object_detections()
+    for pts in landmarks:
+        shapes.append(shape_from_points(pts))
+    chips = dlib.get_face_chips(img, shapes, size=size, padding=padding)
+    return np.stack([np.asarray(c, dtype=np.uint8) for c in chips])
+
+
 class ResNetEmbedder:
     """dlib's ResNet face descriptor (128-d, Euclidean; same-person threshold ~0.6)."""
 

@@ -251,6 +251,7 @@ class FaceEngine:
         n = default_workers() if workers is None else max(1, int(workers))
         chipper = getattr(self.embedder, "chips", None) if embed else None
         batched = chipper is not None and hasattr(self.embedder, "embed_chips")
+        join = getattr(self.embedder, "join_chips", np.concatenate)
 
         def stage(item: Any) -> tuple[list[FaceAnalysis], list[np.ndarray], np.ndarray | None, Any]:
             img = _check_image(load(item) if load is not None else item)
@@ -264,7 +265,7 @@ class FaceEngine:
         def finish(done: list[Any]) -> Iterator[list[FaceAnalysis] | Exception]:
             chips = [r[2] for r in done if not isinstance(r, Exception) and r[2] is not None]
             vectors = (
-                np.asarray(self.embedder.embed_chips(np.concatenate(chips)), dtype=np.float32)
+                np.asarray(self.embedder.embed_chips(join(chips)), dtype=np.float32)
                 if chips else None
             )
             at = 0
@@ -341,31 +342,50 @@ class FaceEngine:
         return d[0] if single else d
 
 
-#: The engines default_engine() can build: "onnx" (the default: dlib's ResNet converted
-#: to ONNX and run by onnxruntime, batched; same vectors as dlib's) and "dlib" (the
-#: reference: dlib's own ``compute_face_descriptor``, one face per call).
+#: The engines default_engine() can build: "onnx" (the default: models converted to ONNX and run by
+#: onnxruntime, batched) and "dlib" (the reference: dlib's HOG detector and its own
+#: ``compute_face_descriptor``, one face per call; dlib-resnet-v1 only).
 ENGINES = ("onnx", "dlib")
 DEFAULT_ENGINE = "onnx"
 
-_engines: dict[tuple[int | None, str], FaceEngine] = {}
+#: Face models (Rekognition's FaceModelVersion): what a face's vector is.  Vectors of different models
+#: are not comparable; a collection keeps the model it was created with (docs/models.md).
+#:   faceledger-fusion-v1: dlib-resnet-v1 and faceres, flip-averaged and fused (vision/fusion.py), 1152-d
+#:   dlib-resnet-v1: dlib's ResNet descriptor as dlib computes it, 128-d
+FACE_MODELS = ("faceledger-fusion-v1", "dlib-resnet-v1")
+DEFAULT_FACE_MODEL = "faceledger-fusion-v1"
+
+_engines: dict[tuple[int | None, str, str], FaceEngine] = {}
 _engines_lock = threading.Lock()
 
 
-def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE) -> FaceEngine:
-    """The process-wide engine (detector + dlib 5-point + ResNet), cached per ``(upsample, engine)``.
+def default_face_model(engine: str = DEFAULT_ENGINE) -> str:
+    """The face model new collections get with this runtime (the dlib runtime has only dlib's)."""
+    return DEFAULT_FACE_MODEL if engine == "onnx" else "dlib-resnet-v1"
+
+
+def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
+                   face_model: str | None = None) -> FaceEngine:
+    """The process-wide engine (detector + dlib 5-point + embedder), cached per
+    ``(upsample, engine, face_model)``.
 
     ``engine="onnx"`` (default) with ``upsample=None``: BlazeFace on tiles (see
     BLAZEFACE_*), run by onnxruntime.  ``engine="dlib"``, or an explicit ``upsample``
     with either engine: dlib's HOG; ``upsample=None`` then uses the measured default
-    (DEFAULT_UPSAMPLE, with the image-size rule UPSAMPLE_MAX_PIXELS).  ``engine``
-    also picks the embedding runtime (see ENGINES); both produce the same
-    ``dlib-resnet-v1`` vectors for the same landmarks (cosine
-    >= 0.9999 to dlib's for every face, tests/test_onnx_embedder.py).  Models are
+    (DEFAULT_UPSAMPLE, with the image-size rule UPSAMPLE_MAX_PIXELS).  ``face_model``
+    (see FACE_MODELS; default :func:`default_face_model`) picks the embedder; for
+    ``dlib-resnet-v1`` both runtimes produce the same vectors for the same landmarks
+    (cosine >= 0.9999 to dlib's for every face, tests/test_onnx_embedder.py).  Models are
     loaded once and shared by all engines; each dlib model is guarded by its own lock.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    key = (upsample, engine)
+    face_model = default_face_model(engine) if face_model is None else face_model
+    if face_model not in FACE_MODELS:
+        raise ValueError(f"unknown face model {face_model!r}; choose one of {', '.join(FACE_MODELS)}")
+    if engine == "dlib" and face_model != "dlib-resnet-v1":
+        raise ValueError(f"the dlib engine computes dlib-resnet-v1 only, not {face_model}")
+    key = (upsample, engine, face_model)
     eng = _engines.get(key)
     if eng is not None:
         return eng
@@ -388,7 +408,9 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE) ->
             else:
                 detector = HogFaceDetector(int(upsample), models=models)
             embedder: FaceEmbedder
-            if engine == "onnx":
+            if face_model == "faceledger-fusion-v1":
+                embedder = _fusion_embedder()
+            elif engine == "onnx":
                 embedder = _onnx_embedder()
             else:
                 embedder = ResNetEmbedder(models)
@@ -398,6 +420,7 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE) ->
 
 
 _onnx: FaceEmbedder | None = None
+_fusion: FaceEmbedder | None = None
 _blaze: FaceDetector | None = None
 
 
@@ -434,3 +457,13 @@ def _onnx_embedder() -> FaceEmbedder:
 
         _onnx = OnnxResNetEmbedder()
     return _onnx
+
+
+def _fusion_embedder() -> FaceEmbedder:
+    """One fused embedder per process, on the shared dlib ONNX session (called under _engines_lock)."""
+    global _fusion
+    if _fusion is None:
+        from .fusion import FusionEmbedder
+
+        _fusion = FusionEmbedder(_onnx_embedder())
+    return _fusion

@@ -174,22 +174,11 @@ class OnnxResNetEmbedder:
 
     @staticmethod
     def chips(image: np.ndarray, landmarks: Sequence[np.ndarray]) -> np.ndarray:
-        """dlib's aligned 150x150 chips, (N, 150, 150, 3) uint8, for 5-point landmarks
-        (points rounded to integers, as dlib's ``full_object_detection`` stores them)."""
-        import dlib
+        """dlib's aligned 150x150 chips, (N, 150, 150, 3) uint8, for 5-point landmarks: exactly what
+        ``compute_face_descriptor(image, shape)`` aligns."""
+        from .dlib_models import aligned_chips
 
-        img = np.ascontiguousarray(image)
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {img.shape} {img.dtype}")
-        if len(landmarks) == 0:
-            return np.empty((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
-        shapes = dlib.full_object_detections()
-        from .dlib_models import shape_from_points
-
-        for pts in landmarks:
-            shapes.append(shape_from_points(pts))
-        chips = dlib.get_face_chips(img, shapes, size=CHIP_SIZE, padding=CHIP_PADDING)
-        return np.stack([np.asarray(c, dtype=np.uint8) for c in chips])
+        return aligned_chips(image, landmarks, CHIP_SIZE, CHIP_PADDING)
 
     # ------------------------------------------------------------------ network
 

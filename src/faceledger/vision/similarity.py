@@ -5,11 +5,15 @@ distance, so that Rekognition's default threshold of 80 means the same thing on 
 
 * ``FMR(d)``: the share of impostor pairs (two different people) whose distance is ``<= d``, read from a
   table calibrated on LFW (``data/similarity-<model>.json``, built by ``bench/calibrate_similarity.py``).
-  ``log10(FMR)`` is interpolated linearly in distance between table points; below the first point the
-  table is already past FMR 1e-6 (Similarity 100), above the last point FMR is 1 (Similarity 0).
-* ``Similarity(FMR) = 40 - 10*log10(FMR)`` for ``FMR <= 1e-2`` (60 at 1e-2, 80 at 1e-4, 90 at 1e-5,
-  95 at 3.16e-6, 99 at 1.26e-6, clipped at 100 for ``FMR <= 1e-6``), and
-  ``60 * (1 - FMR) / (1 - 1e-2)`` for ``FMR > 1e-2`` (continuous at 1e-2, 0 at FMR 1).
+  ``log10(FMR)`` is interpolated linearly in distance between table points; the table reaches FMR 1e-9
+  (Similarity 100; below what LFW can measure, the table's tail is a fitted straight line in log10 FMR),
+  above the last point FMR is 1 (Similarity 0).
+* ``Similarity(FMR) = 40 - 10*log10(FMR)`` for ``10**-5.9 <= FMR <= 1e-2`` (60 at 1e-2, 80 at 1e-4,
+  90 at 1e-5, 95 at 3.16e-6, 99 at 1.26e-6);
+  ``99 + (-5.9 - log10(FMR)) / 3.1`` below (one Similarity point for the 3.1 decades from 1.26e-6 to
+  1e-9: 99.5 at 3.5e-8, 100 at 1e-9 and beyond), so that a threshold can still be stated for galleries of
+  millions of faces; and ``60 * (1 - FMR) / (1 - 1e-2)`` for ``FMR > 1e-2`` (continuous at 1e-2, 0 at
+  FMR 1).
 
 Similarity is therefore non-increasing in distance. For exact search, a candidate matches a threshold
 ``t`` iff ``distance <= max_distance(t)``. See ``docs/similarity.md`` for what the thresholds mean.
@@ -29,16 +33,19 @@ __all__ = ["SimilarityScale", "similarity_from_fmr", "fmr_from_similarity"]
 
 _KNEE_FMR = 1e-2  # below: logarithmic branch; above: linear branch
 _KNEE_SIM = 60.0
-_FMR_AT_100 = 1e-6
+_LOG10_FMR_AT_99 = -5.9  # 40 - 10 * (-5.9) = 99: the logarithmic branch ends here ...
+_LOG10_FMR_AT_100 = -9.0  # ... and the last Similarity point spans -5.9 to -9
+_FMR_AT_100 = 10.0 ** _LOG10_FMR_AT_100
 
 
 def _similarity_from_log10_fmr(log10_fmr):
     """Similarity for log10(FMR) values (array in, array out), 0..100."""
     L = np.minimum(np.asarray(log10_fmr, dtype=np.float64), 0.0)
     log_branch = 40.0 - 10.0 * L
+    top_branch = 99.0 + (_LOG10_FMR_AT_99 - L) / (_LOG10_FMR_AT_99 - _LOG10_FMR_AT_100)
     fmr = np.power(10.0, L)
     lin_branch = _KNEE_SIM * (1.0 - fmr) / (1.0 - _KNEE_FMR)
-    s = np.where(fmr <= _KNEE_FMR, log_branch, lin_branch)
+    s = np.where(fmr <= _KNEE_FMR, np.where(L >= _LOG10_FMR_AT_99, log_branch, top_branch), lin_branch)
     return np.clip(s, 0.0, 100.0)
 
 
@@ -51,10 +58,12 @@ def similarity_from_fmr(fmr):
 
 
 def fmr_from_similarity(similarity: float) -> float:
-    """Inverse of the definition: the FMR a Similarity value stands for (100 -> 1e-6, 0 -> 1)."""
+    """Inverse of the definition: the FMR a Similarity value stands for (100 -> 1e-9, 0 -> 1)."""
     s = float(similarity)
     if not (0.0 <= s <= 100.0) or math.isnan(s):
         raise ValueError(f"similarity must be within [0, 100], got {similarity!r}")
+    if s > 99.0:
+        return 10.0 ** (_LOG10_FMR_AT_99 - (s - 99.0) * (_LOG10_FMR_AT_99 - _LOG10_FMR_AT_100))
     if s >= _KNEE_SIM:
         return 10.0 ** ((40.0 - s) / 10.0)
     return 1.0 - s * (1.0 - _KNEE_FMR) / _KNEE_SIM
@@ -70,8 +79,9 @@ class SimilarityScale:
             raise ValueError("distance and log10_fmr must be 1-d arrays of the same length >= 2")
         if not (np.all(np.diff(d) > 0) and np.all(np.diff(L) > 0)):
             raise ValueError("distance and log10_fmr must both be strictly increasing")
-        if L[0] > math.log10(_FMR_AT_100) or L[-1] > 0.0:
-            raise ValueError("table must start at or below log10(FMR) = -6 and end at or below 0")
+        if L[0] > _LOG10_FMR_AT_100 + 1e-9 or L[-1] > 0.0:
+            raise ValueError(f"table must start at or below log10(FMR) = {_LOG10_FMR_AT_100:g} (Similarity 100) "
+                             "and end at or below 0")
         self.model = model
         self._d = d
         self._L = L
