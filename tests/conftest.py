@@ -118,6 +118,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.stop()
 
 
+#: Request headers that turn faceledger's default search policy off (no limit on expected false matches, no
+#: margin rule): Rekognition's own behaviour, for tests of what a threshold alone does.
+REKOGNITION_LIKE = {"X-Faceledger-Max-Expected-False-Matches": "1e12", "X-Faceledger-Min-Margin": "0"}
+
+
+def rekognition_like(client):
+    """``client`` sending REKOGNITION_LIKE with every request."""
+    def add(request, **_):
+        for k, v in REKOGNITION_LIKE.items():
+            request.headers[k] = v
+
+    client.meta.events.register("before-sign.rekognition.*", add)
+    return client
+
+
+@pytest.fixture(scope="session")
+def plain_rekognition(server: Server):
+    """boto3 against the server with faceledger's search policy off (REKOGNITION_LIKE)."""
+    return rekognition_like(server.client())
+
+
 @pytest.fixture(scope="session")
 def rekognition(server: Server):
     """boto3's Rekognition client against the live server."""

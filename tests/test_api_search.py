@@ -6,6 +6,8 @@ Similarity is defined by the false match rate (80 = FMR 1e-4, see vision/similar
 
 from __future__ import annotations
 
+import math
+
 import io
 import uuid
 from pathlib import Path
@@ -111,9 +113,16 @@ def test_search_by_image_strangers_get_no_match_at_default_threshold(rekognition
     assert false_matches == []
 
 
-def test_search_by_image_threshold_zero_sorted_and_max_faces(rekognition, gallery):
+def test_search_by_image_threshold_zero_sorted_and_max_faces(rekognition, plain_rekognition, gallery):
     cid, people, _ = gallery
     probe = {"Bytes": image_bytes(photos(people[0])[1])}
+    # the default policy never searches below the threshold that keeps expected false matches <= 0.001
+    default = rekognition.search_faces_by_image(CollectionId=cid, Image=probe, FaceMatchThreshold=0)
+    used = float(default["ResponseMetadata"]["HTTPHeaders"]["x-faceledger-threshold-used"])
+    assert used == pytest.approx(40 - 10 * math.log10(1e-3 / len(people)), abs=1e-3)
+    assert all(m["Similarity"] >= used for m in default["FaceMatches"])
+    # Rekognition's behaviour, asked for explicitly: no limit, no margin rule
+    rekognition = plain_rekognition
     response = rekognition.search_faces_by_image(CollectionId=cid, Image=probe, FaceMatchThreshold=0)
     similarities = [m["Similarity"] for m in response["FaceMatches"]]
     assert len(similarities) == len(people)  # every face of the collection at threshold 0
@@ -158,7 +167,8 @@ def test_search_by_image_unknown_collection(rekognition, lfw):
 # ---------------------------------------------------------------- SearchFaces
 
 
-def test_search_faces_by_face_id_finds_the_other_photo_not_itself(rekognition, collection_id, lfw):
+def test_search_faces_by_face_id_finds_the_other_photo_not_itself(rekognition, plain_rekognition, collection_id,
+                                                                  lfw):
     person, other = lfw_people(lfw, 2, 2)
     ids = []
     for photo in photos(person)[:2] + photos(other)[:1]:
@@ -174,7 +184,8 @@ def test_search_faces_by_face_id_finds_the_other_photo_not_itself(rekognition, c
     assert found == [ids[1]]
     assert 80 <= response["FaceMatches"][0]["Similarity"] <= 100
 
-    everything = rekognition.search_faces(CollectionId=collection_id, FaceId=ids[0], FaceMatchThreshold=0)
+    # the default policy raises threshold 0 for 2 faces searched to Similarity 73.0; without it, everything
+    everything = plain_rekognition.search_faces(CollectionId=collection_id, FaceId=ids[0], FaceMatchThreshold=0)
     assert [m["Face"]["FaceId"] for m in everything["FaceMatches"]] == ids[1:]
 
 

@@ -200,6 +200,14 @@ def raw_files(data: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(data.glob("faceledger.db*")))
 
 
+def share_found(blob: bytes, raw: bytes, size: int = 48, step: int = 256) -> float:
+    """The share of ``blob``'s 48-byte pieces (every 256 bytes) that occur in ``raw``. A stored blob longer
+    than a database page (a 1152-d vector is 4,608 bytes) is split across overflow pages, so it is never
+    contiguous in the file as a whole; its pieces are, but for the few a page boundary cuts."""
+    pieces = [blob[i:i + size] for i in range(0, len(blob) - size + 1, step)]
+    return sum(p in raw for p in pieces) / len(pieces)
+
+
 def stored_embeddings(data: Path, external_id: str) -> list[bytes]:
     db = sqlite3.connect(data / "faceledger.db")
     try:
@@ -216,17 +224,17 @@ def test_erasure_overwrites_the_embedding_and_leaves_a_receipt(tmp_path, aaron):
             client.index_faces(CollectionId=cid, Image={"Bytes": aaron[0]}, ExternalImageId="subject-1")
         keep = client.index_faces(CollectionId="a", Image={"Bytes": aaron[2]}, ExternalImageId="subject-2")
         embeddings = stored_embeddings(data, "subject-1")
-        assert len(embeddings) == 2 and all(e in raw_files(data) for e in embeddings)  # the control
+        assert len(embeddings) == 2 and all(share_found(e, raw_files(data)) >= 0.8 for e in embeddings)  # control
         client.search_faces_by_image(CollectionId="a", Image={"Bytes": aaron[1]})  # loads the in-memory index
         receipt = client.erase_faces(ExternalImageId="subject-1")
         assert receipt["ExternalImageId"] == "subject-1" and receipt["SecureDelete"] is True
         assert sorted(f["CollectionId"] for f in receipt["ErasedFaces"]) == ["a", "b"]
         assert receipt["WalCheckpointed"] is True
         for embedding in embeddings:
-            assert embedding not in raw_files(data)
+            assert share_found(embedding, raw_files(data)) == 0.0
         left = client.list_faces(CollectionId="a")["Faces"]
         assert [f["ExternalImageId"] for f in left] == ["subject-2"]
-        assert stored_embeddings(data, "subject-2")[0] in raw_files(data)
+        assert share_found(stored_embeddings(data, "subject-2")[0], raw_files(data)) >= 0.8
         hits = client.search_faces_by_image(CollectionId="a", Image={"Bytes": aaron[1]}, FaceMatchThreshold=0)
         assert {m["Face"]["ExternalImageId"] for m in hits["FaceMatches"]} == {"subject-2"}
         assert client.erase_faces(ExternalImageId="subject-1")["ErasedFaces"] == []
@@ -264,7 +272,7 @@ def test_encrypted_embeddings_never_reach_the_file(tmp_path, aaron, monkeypatch)
     plain_bytes = np.ascontiguousarray(plain, dtype=np.float32).tobytes()
     assert len(plain_bytes) >= 512
     raw = raw_files(data)
-    assert plain_bytes not in raw and plain_bytes[:64] not in raw
+    assert share_found(plain_bytes, raw) == 0.0 and plain_bytes[:64] not in raw
     assert stored_embeddings(data, "x")[0][:4] == b"FLE1"
     # without the key the embeddings cannot be read; with another key neither
     monkeypatch.delenv("FACELEDGER_EMBEDDING_KEY")

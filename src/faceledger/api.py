@@ -54,7 +54,8 @@ def _json(body: Any, status: int, request_id: str, headers: dict[str, str] | Non
 
 
 def _limit(value: str | None) -> float | None:
-    """X-Faceledger-Max-Expected-False-Matches: a number (NaN when unreadable: the search refuses it)."""
+    """X-Faceledger-Max-Expected-False-Matches or -Min-Margin: a number (NaN when unreadable: the search
+    refuses it)."""
     if value is None or not value.strip():
         return None
     try:
@@ -90,6 +91,7 @@ def _context(request: Request) -> RequestContext:
         case_reference=headers.get("x-faceledger-case"),
         principal=f"dev:{key_id or 'anonymous'}",  # replaced by the verified key unless in dev mode
         max_expected_false_matches=_limit(headers.get(risk.HEADER_LIMIT)),
+        min_margin=_limit(headers.get(risk.HEADER_MARGIN)),
     )
 
 
@@ -187,7 +189,8 @@ def create_app(
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "calibration": service.calibration_source(),
-                             "max_expected_false_matches": service.config.max_expected_false_matches})
+                             "max_expected_false_matches": service.config.max_expected_false_matches,
+                             "min_margin": service.config.min_margin, "face_model": service.model_version})
 
     return Starlette(
         lifespan=lifespan,

@@ -69,6 +69,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _false_match_limit(value: str | None) -> float | None:
+    import math
+
+    if value is None or str(value).strip().lower() == "none":
+        return None
+    try:
+        limit = float(value)
+    except ValueError:
+        raise CliError(f"--max-expected-false-matches must be a number >= 0 or 'none', not {value!r}") from None
+    if not math.isfinite(limit) or limit < 0:
+        raise CliError(f"--max-expected-false-matches must be a number >= 0 or 'none', not {value!r}")
+    return limit
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
@@ -79,19 +93,26 @@ def _is_loopback(host: str) -> bool:
 @click.option("--upsample", default=None, type=int, help="HOG detector upsampling (default: measured default).")
 @click.option("--engine", type=click.Choice(["onnx", "dlib"]), default="onnx", show_default=True,
               help="Embedding runtime: onnx (dlib's network on ONNX Runtime, batched) or dlib (the reference).")
+@click.option("--face-model", type=click.Choice(["faceledger-fusion-v1", "dlib-resnet-v1"]), default=None,
+              help="Face model of new collections (default: faceledger-fusion-v1; dlib-resnet-v1 with --engine "
+                   "dlib). Existing collections keep theirs: see docs/models.md.")
 @click.option("--dev", is_flag=True, help="Development mode: no signature checks (refused off loopback).")
 @click.option("--retention-interval", default=3600.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds between retention sweeps (0: never).")
 @click.option("--log-level", default="info", show_default=True)
-@click.option("--max-expected-false-matches", "max_efm", default=None, type=click.FloatRange(min=0),
+@click.option("--max-expected-false-matches", "max_efm", default="0.001", show_default=True,
               help="Default limit on the expected false matches per 1:N search: the threshold is raised for the "
                    "collection's size until FMR x faces searched meets it (per request: header "
-                   "X-Faceledger-Max-Expected-False-Matches).")
+                   "X-Faceledger-Max-Expected-False-Matches). 'none': no limit (Rekognition's behaviour).")
+@click.option("--min-margin", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Margin rule: a 1:N search answers only when its best identity is this many decades of FMR "
+                   "less likely to be a chance match than the runner-up, else it is ambiguous and returns no "
+                   "match (per request: header X-Faceledger-Min-Margin). 0: off.")
 @click.option("--calibration", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Similarity calibration from `faceledger eval calibrate` (default: the packaged table).")
 def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsample: int | None, engine: str,
-          dev: bool, retention_interval: float, log_level: str, max_efm: float | None = None,
-          calibration: Path | None = None) -> None:
+          face_model: str | None, dev: bool, retention_interval: float, log_level: str, max_efm: str | None = "0.001",
+          min_margin: float = 1.0, calibration: Path | None = None) -> None:
     """Serve the Rekognition API over HTTP, every request signed with a faceledger key.
 
     On first start (no key yet) an admin key is created, printed once and written as the
@@ -104,9 +125,14 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
 
     if dev and not _is_loopback(host):
         raise CliError(f"--dev (no authentication) is refused on {host}: it is allowed on loopback only")
+    limit = _false_match_limit(max_efm)
     data_dir.mkdir(parents=True, exist_ok=True)
     service = Service(ServiceConfig(data_dir=data_dir, buckets_dir=buckets_dir, detector_upsample=upsample,
-                                    engine=engine, max_expected_false_matches=max_efm, calibration=calibration))
+                                    engine=engine, face_model=face_model, max_expected_false_matches=limit,
+                                    min_margin=min_margin,
+                                    calibration=calibration))
+    if engine == "dlib" and face_model not in (None, "dlib-resnet-v1"):
+        raise CliError(f"--face-model {face_model} needs --engine onnx")
     if calibration is not None:
         try:
             service.scale  # load and check it now, not on the first search
@@ -115,9 +141,12 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
     if not _is_loopback(host):
         click.echo(f"warning: listening on {host}, reachable from other machines", err=True)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    click.echo(f"faceledger {__version__} serving Rekognition on {url} (data: {data_dir.resolve()})")
+    click.echo(f"faceledger {__version__} serving Rekognition on {url} (data: {data_dir.resolve()}; "
+               f"face model of new collections: {service.model_version})")
     click.echo(f"  Similarity calibration: {service.calibration_source()}"
-               + (f"; max expected false matches per search: {max_efm:g}" if max_efm is not None else ""))
+               + (f"; max expected false matches per search: {limit:g}" if limit is not None
+                  else "; no limit on expected false matches (--max-expected-false-matches none)")
+               + (f"; margin rule {min_margin:g} decades" if min_margin > 0 else "; margin rule off"))
     if dev:
         click.echo(
             "  DEVELOPMENT MODE: requests are not authenticated (any signed request is accepted).\n"
@@ -282,6 +311,9 @@ class App:
         if "x-faceledger-expected-false-matches" in h:
             self.out.print(f"threshold used {h.get('x-faceledger-threshold-used', '?')}; expected false matches "
                            f"for this search {float(h['x-faceledger-expected-false-matches']):.3g}", markup=False)
+        if h.get("x-faceledger-ambiguous") == "true":
+            self.out.print("ambiguous: the best match does not stand out from the runner-up by the margin rule "
+                           "(X-Faceledger-Min-Margin); no match is reported", markup=False)
 
     def pages(self, method: str, list_keys: tuple[str, ...], **params: Any) -> dict[str, Any]:
         """Call a List operation until NextToken runs out; the pages' lists joined."""

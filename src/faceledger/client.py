@@ -73,6 +73,7 @@ class Client:
             principal=self._context.principal,
             policy=self._context.policy,
             max_expected_false_matches=self._context.max_expected_false_matches,
+            min_margin=self._context.min_margin,
         )
         try:
             response, meta = self._service.call_with_meta(operation, params, context)

@@ -33,6 +33,12 @@ def os_user() -> str:
         return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
+#: The default search policy: at most 0.001 expected false matches per 1:N search (one in 1,000 searches) ...
+DEFAULT_MAX_EXPECTED_FALSE_MATCHES = 1e-3
+#: ... and the margin rule: the best identity must be 10x less likely to be a chance match than the runner-up.
+DEFAULT_MIN_MARGIN = 1.0
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """Settings of one faceledger service instance."""
@@ -43,12 +49,18 @@ class ServiceConfig:
     account_id: str = "000000000000"
     detector_upsample: int | None = None  # None: the engine's measured default
     engine: str = "onnx"  # embedding runtime: "onnx" (default) or "dlib" (the reference)
+    # FaceModelVersion of new collections (None: faceledger-fusion-v1 with the onnx engine, dlib-resnet-v1
+    # with the dlib one). Existing collections are always searched with the model they were created with.
+    face_model: str | None = None
     max_image_pixels: int = 36_000_000
     max_s3_object_bytes: int = 15 * 1024 * 1024
     embedding_key: bytes | None = field(default_factory=embedding_key_from_env, repr=False)
     # Largest acceptable expected number of false matches per 1:N search (None: no limit); the search's
     # threshold is raised, for the collection's current size, until FMR x faces searched meets it.
-    max_expected_false_matches: float | None = None
+    # Default: one false match per 1,000 searches (docs/evaluation.md, "Make 1:N search safe").
+    max_expected_false_matches: float | None = DEFAULT_MAX_EXPECTED_FALSE_MATCHES
+    # The margin rule, in decades of FMR between the best identity and the runner-up (0: off); see risk.py.
+    min_margin: float = DEFAULT_MIN_MARGIN
     # A calibration table (faceledger eval calibrate) used instead of the packaged one (None: packaged).
     calibration: Path | None = None
 
@@ -74,6 +86,8 @@ class RequestContext:
     policy: Any = field(default=None, compare=False, repr=False)
     # X-Faceledger-Max-Expected-False-Matches: this request's limit (overrides the server's default).
     max_expected_false_matches: float | None = None
+    # X-Faceledger-Min-Margin: this request's margin rule (overrides the server's default; 0: off).
+    min_margin: float | None = None
 
     def who(self) -> str:
         return self.principal or f"local:{os_user()}"

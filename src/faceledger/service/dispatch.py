@@ -26,10 +26,11 @@ from typing import Any, Callable
 from ..store import FaceStore
 from ..store.sqlite import SQLiteStore
 from ..vision import FaceEngine, default_engine
+from ..vision.engine import FACE_MODELS, default_face_model
 from ..vision.similarity import SimilarityScale
 from . import auth, governance, model
 from .context import RequestContext, ServiceConfig
-from .errors import RekognitionError, UnknownOperationException, ValidationException
+from .errors import InvalidParameterException, RekognitionError, UnknownOperationException, ValidationException
 from .ledger import build_entry, collection_of
 
 log = logging.getLogger("faceledger.service")
@@ -60,6 +61,9 @@ class Invocation:
     # (ExpectedFalseMatches, ThresholdUsed). Transports send it as x-faceledger-* headers; the ledger
     # records it. Never added to the response body.
     meta: dict[str, Any] = field(default_factory=dict)
+    # The face model this call computes and compares vectors with (a collection's FaceModelVersion);
+    # None: the server's model for new collections.
+    face_model: str | None = None
 
     @property
     def store(self) -> FaceStore:
@@ -71,11 +75,23 @@ class Invocation:
 
     @property
     def engine(self) -> FaceEngine:
-        return self.service.engine
+        """The engine of this call's face model (see :meth:`for_model`; default: the server's model, used by
+        new collections, DetectFaces and CompareFaces)."""
+        if self.face_model is None:
+            return self.service.engine
+        return self.service.engine_for(self.face_model)
 
     @property
     def scale(self) -> SimilarityScale:
-        return self.service.scale
+        if self.face_model is None:
+            return self.service.scale
+        return self.service.scale_for(self.face_model)
+
+    def for_model(self, face_model: str) -> "Invocation":
+        """This call, computing and comparing vectors with ``face_model`` (a collection's FaceModelVersion):
+        a collection is always searched with the model it was created with. Shares ``meta``."""
+        self.service.check_model(face_model)
+        return replace(self, face_model=face_model)
 
     def now(self) -> datetime:
         return self.service.clock()
@@ -104,27 +120,49 @@ class Service:
             Path(config.data_dir) / "faceledger.db", embedding_key=config.embedding_key
         )
         self.clock = clock
-        self._engine = engine
-        self._scale: SimilarityScale | None = None
+        self._engines: dict[str, FaceEngine] = {}
+        if engine is not None:
+            self._engines[engine.model_version] = engine
+        self._model = engine.model_version if engine is not None else (
+            config.face_model or default_face_model(config.engine))
+        self._scales: dict[str, SimilarityScale] = {}
         self._lock = threading.Lock()
 
     @property
     def engine(self) -> FaceEngine:
-        """The face engine, loaded on first use (collection operations never need it)."""
-        if self._engine is None:
+        """The engine of the server's face model, loaded on first use (collection operations never need it)."""
+        return self.engine_for(self._model)
+
+    def engine_for(self, face_model: str) -> FaceEngine:
+        """The engine computing ``face_model``'s vectors: a collection is always searched with the model it
+        was created with, whatever the server's model for new collections is."""
+        eng = self._engines.get(face_model)
+        if eng is None:
+            self.check_model(face_model)
             with self._lock:
-                if self._engine is None:
-                    self._engine = default_engine(self.config.detector_upsample, self.config.engine)
-        return self._engine
+                eng = self._engines.get(face_model)
+                if eng is None:
+                    eng = default_engine(self.config.detector_upsample, self.config.engine, face_model)
+                    self._engines[face_model] = eng
+        return eng
 
     @property
     def scale(self) -> SimilarityScale:
-        if self._scale is None:
-            if self.config.calibration is not None:
-                self._scale = load_calibration(self.config.calibration, self.engine.model_version)
+        """The Similarity scale of the server's face model."""
+        return self.scale_for(self._model)
+
+    def scale_for(self, face_model: str) -> SimilarityScale:
+        """``face_model``'s scale: the user calibration (--calibration) when it is for that model, else
+        the packaged table."""
+        sc = self._scales.get(face_model)
+        if sc is None:
+            cal = self.config.calibration
+            if cal is not None and (face_model == self._model or calibration_model(cal) == face_model):
+                sc = load_calibration(cal, face_model)
             else:
-                self._scale = SimilarityScale.load(self.engine.model_version)
-        return self._scale
+                sc = SimilarityScale.load(face_model)
+            self._scales[face_model] = sc
+        return sc
 
     def calibration_source(self) -> str:
         """Which calibration Similarity comes from (the packaged table, or --calibration FILE)."""
@@ -134,12 +172,19 @@ class Service:
 
     @property
     def model_version(self) -> str:
-        """FaceModelVersion of new collections: the engine's embedder, without loading its weights."""
-        if self._engine is not None:
-            return self._engine.model_version
-        from ..vision.dlib_models import ResNetEmbedder  # the default engine's embedder
+        """FaceModelVersion of new collections (without loading any weights)."""
+        return self._model
 
-        return ResNetEmbedder.name
+    def check_model(self, face_model: str) -> None:
+        """InvalidParameterException unless this server can compute ``face_model``'s vectors."""
+        if face_model in self._engines:
+            return
+        if face_model not in FACE_MODELS:
+            raise InvalidParameterException(
+                f"Face model {face_model} is unknown to this server (it knows {', '.join(FACE_MODELS)})")
+        if self.config.engine == "dlib" and face_model != "dlib-resnet-v1":
+            raise InvalidParameterException(
+                f"Face model {face_model} needs the onnx engine; this server runs --engine dlib")
 
     # -- the dispatch point -----------------------------------------------------------------
 
@@ -300,6 +345,16 @@ class Service:
 
     def close(self) -> None:
         self.store.close()
+
+
+def calibration_model(path: Path) -> str | None:
+    """The face model a calibration file is for (None when unreadable: load_calibration reports it)."""
+    import json
+
+    try:
+        return json.loads(Path(path).read_text()).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def load_calibration(path: Path, model_version: str) -> SimilarityScale:

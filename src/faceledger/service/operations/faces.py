@@ -8,7 +8,7 @@ from typing import Any
 from ...store import FaceRecord
 from .. import shapes, tokens
 from ..dispatch import Invocation, operation
-from ..errors import InvalidParameterException, ResourceNotFoundException
+from ..errors import ResourceNotFoundException
 from ..images import load_image
 from ..quality import failing_reasons
 from ._common import require_collection
@@ -16,17 +16,10 @@ from ._common import require_collection
 DEFAULT_LIST_SIZE = 1000
 
 
-def check_model_version(inv: Invocation, collection_model: str) -> None:
-    if collection_model != inv.engine.model_version:
-        raise InvalidParameterException(
-            f"The collection's face model {collection_model} differs from this server's {inv.engine.model_version}"
-        )
-
-
 @operation("IndexFaces")
 def index_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     collection = require_collection(inv, req["CollectionId"])
-    check_model_version(inv, collection.face_model_version)
+    inv = inv.for_model(collection.face_model_version)
     image = load_image(req["Image"], inv.config)
     w, h = image.width, image.height
     faces = inv.engine.analyze(image.image.pixels, embed=True)  # largest first

@@ -12,9 +12,16 @@ from ..dispatch import Invocation, operation
 from ..errors import InvalidParameterException
 from ..images import InputImage, load_image
 from ..quality import failing_reasons
-from ..risk import search_threshold
+from ..risk import (
+    RUNNER_UP_CANDIDATES,
+    SAME_IDENTITY_SIMILARITY,
+    is_ambiguous,
+    margin_of,
+    reach,
+    record_margin,
+    search_threshold,
+)
 from ._common import require_collection
-from .faces import check_model_version
 
 DEFAULT_THRESHOLD = 80.0
 DEFAULT_MAX_FACES = 80
@@ -36,29 +43,63 @@ def largest_face(inv: Invocation, image: InputImage, quality_filter: str, member
 
 def face_matches(inv: Invocation, collection_id: str, vector: np.ndarray, req: dict[str, Any], exclude=(),
                  face_count: int | None = None) -> list:
+    """Faces at or above the threshold used (see risk.search_threshold), nearest first, unless the margin
+    rule finds the search ambiguous (risk.is_ambiguous): then none."""
     if face_count is None:
         face_count = inv.store.get_collection(collection_id).face_count
     threshold = search_threshold(inv, float(req.get("FaceMatchThreshold", DEFAULT_THRESHOLD)),
                                  max(0, face_count - len(exclude)))
+    margin = margin_of(inv)
+    max_faces = req.get("MaxFaces", DEFAULT_MAX_FACES)
     hits = inv.store.nearest(
         collection_id,
         vector,
-        limit=req.get("MaxFaces", DEFAULT_MAX_FACES),
-        max_distance=inv.scale.max_distance(threshold),
+        limit=max_faces + (RUNNER_UP_CANDIDATES if margin > 0 else 0),
+        max_distance=inv.scale.max_distance(reach(threshold, margin)),
         exclude_face_ids=exclude,
     )
     matches = []
-    for hit in hits:
+    for hit in hits[:max_faces]:
         similarity = float(inv.scale.similarity(hit.distance))
         if similarity >= threshold:
             matches.append({"Similarity": similarity, "Face": shapes.stored_face(hit.face)})
+    if margin > 0 and matches:
+        runner_up = _runner_up(inv, collection_id, hits)
+        gap = None if runner_up is None else float(
+            inv.scale.log10_fmr(runner_up.distance) - inv.scale.log10_fmr(hits[0].distance))
+        ambiguous = is_ambiguous(inv.scale, hits[0].distance, None if runner_up is None else runner_up.distance,
+                                 margin)
+        record_margin(inv, margin, ambiguous, gap)
+        if ambiguous:
+            return []
     return matches
+
+
+def _runner_up(inv: Invocation, collection_id: str, hits: list):
+    """The nearest hit that is another identity than the first: not the same user, and (for faces without a
+    user) not a match of the first face at SAME_IDENTITY_SIMILARITY."""
+    best = hits[0]
+    others = [h for h in hits[1:] if best.face.user_id is None or h.face.user_id != best.face.user_id]
+    if not others:
+        return None
+    vectors = inv.store.get_faces(collection_id, [best.face.face_id] + [h.face.face_id for h in others],
+                                  with_embeddings=True)
+    if best.face.face_id not in vectors:
+        return others[0]
+    same = inv.scale.max_distance(SAME_IDENTITY_SIMILARITY)
+    for h in others:
+        v = vectors.get(h.face.face_id)
+        if h.face.user_id is not None and best.face.user_id is not None:
+            return h  # two different users
+        if v is None or float(np.linalg.norm(vectors[best.face.face_id].embedding - v.embedding)) > same:
+            return h
+    return None
 
 
 @operation("SearchFacesByImage")
 def search_faces_by_image(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     collection = require_collection(inv, req["CollectionId"])
-    check_model_version(inv, collection.face_model_version)
+    inv = inv.for_model(collection.face_model_version)
     image = load_image(req["Image"], inv.config)
     face = largest_face(inv, image, req.get("QualityFilter", "NONE"))
     return {
@@ -77,7 +118,7 @@ def search_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     found = inv.store.get_faces(collection.collection_id, [face_id], with_embeddings=True)
     if face_id not in found:
         raise InvalidParameterException(f"Face {face_id} is not in collection {collection.collection_id}")
-    check_model_version(inv, collection.face_model_version)
+    inv = inv.for_model(collection.face_model_version)
     return {
         "SearchedFaceId": face_id,
         "FaceMatches": face_matches(

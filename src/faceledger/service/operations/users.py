@@ -23,8 +23,7 @@ from ..errors import (
 )
 from ..images import load_image
 from ._common import require_collection
-from .faces import check_model_version
-from ..risk import search_threshold
+from ..risk import is_ambiguous, margin_of, reach, record_margin, search_threshold
 from .search import largest_face
 
 MAX_FACES_PER_USER = 100
@@ -100,7 +99,7 @@ def associate_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
             )
             continue
         if existing_vectors is not None:
-            check_model_version(inv, face.face_model_version)
+            inv = inv.for_model(face.face_model_version)
             distance = float(np.min(inv.engine.distance(face.embedding, existing_vectors)))
             similarity = float(inv.scale.similarity(distance))
             if similarity < threshold:
@@ -158,13 +157,15 @@ def disassociate_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
 def user_matches(
     inv: Invocation, cid: str, vectors: Iterable[np.ndarray], req: dict[str, Any], exclude_user: str | None = None
 ) -> list[dict[str, Any]]:
-    """Users ranked by their nearest face to any of ``vectors`` (see the module's docstring)."""
+    """Users ranked by their nearest face to any of ``vectors`` (see the module's docstring); none when the
+    margin rule finds the best user too close to the runner-up (risk.is_ambiguous)."""
     vectors = list(vectors)
     face_count = inv.store.get_collection(cid).face_count
     # every face of the collection is compared (a user's own faces too: they are not excluded from the search)
     threshold = search_threshold(inv, float(req.get("UserMatchThreshold", DEFAULT_SEARCH_THRESHOLD)), face_count,
                                  probes=len(vectors))
-    max_distance = inv.scale.max_distance(threshold)
+    margin = margin_of(inv)
+    max_distance = inv.scale.max_distance(reach(threshold, margin))
     best: dict[str, float] = {}
     for vector in vectors:
         for hit in inv.store.nearest(cid, vector, limit=face_count, max_distance=max_distance):
@@ -172,12 +173,20 @@ def user_matches(
             if uid is None or uid == exclude_user:
                 continue
             best[uid] = min(best.get(uid, np.inf), hit.distance)
-    ranked = sorted(best.items(), key=lambda item: (item[1], item[0]))[: req.get("MaxUsers", DEFAULT_MAX_USERS)]
+    ordered = sorted(best.items(), key=lambda item: (item[1], item[0]))
+    ranked = ordered[: req.get("MaxUsers", DEFAULT_MAX_USERS)]
     matches = []
     for uid, distance in ranked:
         similarity = float(inv.scale.similarity(distance))
         if similarity >= threshold:
             matches.append({"Similarity": similarity, "User": {"UserId": uid, "UserStatus": "ACTIVE"}})
+    if margin > 0 and matches:
+        runner_up = ordered[1][1] if len(ordered) > 1 else None
+        gap = None if runner_up is None else float(inv.scale.log10_fmr(runner_up) - inv.scale.log10_fmr(ordered[0][1]))
+        ambiguous = is_ambiguous(inv.scale, ordered[0][1], runner_up, margin)
+        record_margin(inv, margin, ambiguous, gap)
+        if ambiguous:
+            return []
     return matches
 
 
@@ -187,7 +196,7 @@ def search_users(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     cid = collection.collection_id
     if ("UserId" in req) == ("FaceId" in req):
         raise InvalidParameterException("SearchUsers needs exactly one of UserId or FaceId")
-    check_model_version(inv, collection.face_model_version)
+    inv = inv.for_model(collection.face_model_version)
     out: dict[str, Any] = {"FaceModelVersion": collection.face_model_version}
     if "FaceId" in req:
         face_id = req["FaceId"]
@@ -211,7 +220,7 @@ def search_users(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
 @operation("SearchUsersByImage")
 def search_users_by_image(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     collection = require_collection(inv, req["CollectionId"])
-    check_model_version(inv, collection.face_model_version)
+    inv = inv.for_model(collection.face_model_version)
     image = load_image(req["Image"], inv.config)
     face = largest_face(inv, image, req.get("QualityFilter", "NONE"))
     others = inv.engine.analyze(image.image.pixels, embed=False)[1:]
