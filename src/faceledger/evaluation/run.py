@@ -165,26 +165,45 @@ def identify(dataset: Path, out: Path, *, gallery_size: int, nonmated: int = 500
     images = list_images(dataset, people)
     emb, scale = _embeddings_and_scale(dataset, images, embeddings, engine, scale, cache_dir, progress)
     gal, mat, non = _split_identify(emb, gallery_size, nonmated, seed)
+    # a "stranger" whose image is known to show someone in the gallery (an LFW label error: one person under
+    # two names, or an image whose largest face is another person) is not a stranger: left out, and counted
+    from .label_errors import same_person_mask
+
+    known = same_person_mask([emb.paths[i] for i in non], [emb.paths[i] for i in gal]).any(axis=1)
+    known_label_errors = [emb.paths[i] for i, k in zip(non, known) if k]
+    non = [i for i, k in zip(non, known) if not k]
     people_of = np.array([person_of(p) for p in emb.paths])
     X = emb.vectors
     N = len(gal)
     thresholds = dict(_levels(scale))
-    # the size-aware policy: fewer than 1 expected false match per 1,000 searches of this gallery
-    from ..vision.similarity import similarity_from_fmr
+    # the service's default policy: FaceMatchThreshold 80, raised for the gallery's size until the expected
+    # false matches per search are at most DEFAULT_MAX_EXPECTED_FALSE_MATCHES (one in 1,000 searches)
+    from ..service.context import DEFAULT_MAX_EXPECTED_FALSE_MATCHES
+    from ..service.risk import size_aware_threshold
 
-    aware = max(DEFAULT_THRESHOLD, min(100.0, similarity_from_fmr(1e-3 / N)))
-    thresholds["default"] = scale.max_distance(DEFAULT_THRESHOLD)
+    aware = size_aware_threshold(DEFAULT_THRESHOLD, N, DEFAULT_MAX_EXPECTED_FALSE_MATCHES)
+    thresholds["default"] = scale.max_distance(aware)
     thresholds["size_aware_1e-3"] = scale.max_distance(aware)
+    thresholds["80_margin_rule"] = scale.max_distance(DEFAULT_THRESHOLD)
     res = M.identification(X[gal], people_of[gal], X[mat], people_of[mat], X[non], thresholds)
+    # the default policy also applies the service's margin rule (service/risk.py): re-count those rows
+    from ..service.context import DEFAULT_MIN_MARGIN
+
+    margin_masks = {}
+    for name in ("default", "80_margin_rule"):
+        margin_masks[name] = _apply_margin_rule(res, name, X[gal], people_of[gal], X[mat], people_of[mat], X[non], scale,
+                           DEFAULT_MIN_MARGIN)
     report: dict[str, Any] = _header(emb, scale, dataset)
     report["command"] = "identify"
     report["gallery_size"] = N
     report["mated_searches"] = len(mat)
     report["nonmated_searches"] = len(non)
+    report["known_label_errors_left_out"] = known_label_errors
     report["seed"] = seed
     sims = {name: float(name) for name in _levels(scale)}
-    sims["default"] = DEFAULT_THRESHOLD
+    sims["default"] = aware
     sims["size_aware_1e-3"] = aware
+    sims["80_margin_rule"] = DEFAULT_THRESHOLD
     rows = {}
     for name, r in res["thresholds"].items():
         fmr = scale.fmr(sims[name])
@@ -198,9 +217,14 @@ def identify(dataset: Path, out: Path, *, gallery_size: int, nonmated: int = 500
     report["at"] = rows
     report["fpir"] = {k: v["fpir"]["rate"] for k, v in rows.items()}
     report["fnir"] = {k: v["fnir"]["rate"] for k, v in rows.items()}
-    report["policy"] = {"default": {"similarity": DEFAULT_THRESHOLD},
-                        "size_aware_1e-3": {"similarity": aware, "why": "lowest Similarity >= 80 with expected false "
-                                            f"matches per search <= 0.001 for a gallery of {N}"}}
+    why = (f"the service's default policy: the lowest Similarity >= {DEFAULT_THRESHOLD:g} with expected false "
+           f"matches per search <= {DEFAULT_MAX_EXPECTED_FALSE_MATCHES:g} for a gallery of {N}")
+    report["policy"] = {"default": {"similarity": aware, "requested": DEFAULT_THRESHOLD,
+                                    "max_expected_false_matches": DEFAULT_MAX_EXPECTED_FALSE_MATCHES,
+                                    "min_margin_decades": DEFAULT_MIN_MARGIN, "why": why + ", and the margin rule"},
+                        "80_margin_rule": {"similarity": DEFAULT_THRESHOLD, "min_margin_decades": DEFAULT_MIN_MARGIN,
+                                           "why": "Rekognition's threshold with the margin rule, no size limit"},
+                        "size_aware_1e-3": {"similarity": aware, "why": why}}
     curves = {"all": M.fpir_fnir_curve(res["_mate_distance"], res["_nonmated_top"])}
     if groups_file is not None:
         labels_map = read_groups(groups_file)
@@ -213,9 +237,9 @@ def identify(dataset: Path, out: Path, *, gallery_size: int, nonmated: int = 500
             row: dict[str, Any] = {"mated_searches": int((mg == g).sum()), "nonmated_searches": int((ng == g).sum()),
                                    "at": {}}
             for name, t in thresholds.items():
-                m = md[mg == g]
-                n = nt[ng == g]
-                row["at"][name] = {"fnir": M.rate(int((m > t).sum()), m.size), "fpir": M.rate(int((n <= t).sum()), n.size)}
+                miss, fp = margin_masks.get(name, (md > t, nt <= t))
+                m, n = miss[mg == g], fp[ng == g]
+                row["at"][name] = {"fnir": M.rate(int(m.sum()), m.size), "fpir": M.rate(int(n.sum()), n.size)}
             groups["groups"][g] = row
             if (mg == g).sum() and (ng == g).sum():
                 curves[g] = M.fpir_fnir_curve(md[mg == g], nt[ng == g])
@@ -226,6 +250,47 @@ def identify(dataset: Path, out: Path, *, gallery_size: int, nonmated: int = 500
         report["groups"] = groups
     _write(out, report, curves, kind="identify")
     return report
+
+
+def _apply_margin_rule(res: dict, name: str, G, gl, M_, ml, NM, scale, margin: float):
+    """Re-count row ``name`` of ``M.identification``'s result as the service answers with the margin rule:
+    a search whose best gallery identity is within ``margin`` decades of FMR of the runner-up (the nearest
+    gallery face that does not match the best one at Similarity 80) returns nothing."""
+    from ..service.risk import SAME_IDENTITY_SIMILARITY
+
+    row = res["thresholds"][name]
+    t = row["distance"]
+    same = scale.max_distance(SAME_IDENTITY_SIMILARITY)
+
+    def answer(P):
+        d = np.sqrt(np.maximum((P * P).sum(1)[:, None] + (G * G).sum(1)[None, :] - 2 * P @ G.T, 0))
+        order = np.argsort(d, axis=1)[:, :20]
+        answered = np.zeros(len(P), bool)
+        for i in range(len(P)):
+            top = order[i, 0]
+            if d[i, top] > t:
+                continue
+            runner = None
+            for j in order[i, 1:]:
+                if np.linalg.norm(G[top] - G[j]) > same:
+                    runner = d[i, j]
+                    break
+            answered[i] = not (runner is not None and scale.log10_fmr(runner) - scale.log10_fmr(d[i, top]) < margin)
+        return d, order[:, 0], answered
+
+    dm, topm, am = answer(np.asarray(M_))
+    mate = np.array([np.where(gl == lab, dm[i], np.inf).min() for i, lab in enumerate(ml)])
+    other = np.array([np.where(gl != lab, dm[i], np.inf).min() for i, lab in enumerate(ml)])
+    dn, topn, an = answer(np.asarray(NM))
+    top = dn[np.arange(len(dn)), topn]
+    miss = (mate > t) | ~am
+    row["fnir"] = M.rate(int(miss.sum()), len(mate))
+    row["fnir_rank1"] = M.rate(int((miss | (other < mate)).sum()), len(mate))
+    row["fpir"] = M.rate(int(((top <= t) & an).sum()), len(top))
+    row["false_matches"] = int(((dn <= t).sum(1) * an).sum())
+    row["ambiguous_searches"] = {"mated": int(((mate <= t) & ~am).sum()), "nonmated": int(((top <= t) & ~an).sum())}
+    row["min_margin_decades"] = margin
+    return miss, (top <= t) & an  # per mated search: missed; per non-mated search: falsely matched
 
 
 def calibrate(dataset: Path, out_file: Path, *, engine=None, cache_dir: Path | None = None, progress: bool = True,
@@ -242,7 +307,7 @@ def calibrate(dataset: Path, out_file: Path, *, engine=None, cache_dir: Path | N
            "source": (f"faceledger eval calibrate on {dataset} ({len(emb.paths)} images of {len(set(people))} "
                       f"people, {len(emb.failures)} failures to enrol, detector {emb.detector}), {imp.size} impostor "
                       f"pairs; empirical quantiles while at least {min_count} pairs lie below, then a straight "
-                      "line in log10(FMR) fitted to the last measured decade, extended to 1e-6.5"),
+                      "line in log10(FMR) fitted to the last measured decade, extended to 1e-9 (Similarity 100)"),
            "impostor_pairs": int(imp.size), **table}
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -250,7 +315,7 @@ def calibrate(dataset: Path, out_file: Path, *, engine=None, cache_dir: Path | N
     return obj
 
 
-def build_table(imp_sorted: np.ndarray, *, min_count: int = 20, step: float = 0.05, end: float = -6.5) -> dict:
+def build_table(imp_sorted: np.ndarray, *, min_count: int = 20, step: float = 0.05, end: float = -9.0) -> dict:
     n = imp_sorted.size
     if n < 100:
         raise ValueError(f"need at least 100 impostor pairs to calibrate, got {n}")
@@ -266,8 +331,11 @@ def build_table(imp_sorted: np.ndarray, *, min_count: int = 20, step: float = 0.
     fit = L_arr <= L_arr[0] + 1.0  # the last measured decade
     slope = float(np.polyfit(d_arr[fit], L_arr[fit], 1)[0]) if fit.sum() >= 3 else 20.0
     slope = max(slope, 5.0)
-    tail_L = np.arange(L_arr[0] - 0.25, end - 1e-9, -0.25)[::-1]
+    tail_L = np.arange(L_arr[0] - 0.25, end + 1e-9, -0.25)
+    tail_L = np.append(tail_L, end)[::-1]  # always reaches ``end`` (Similarity 100)
     tail_d = d_arr[0] + (tail_L - L_arr[0]) / slope
+    # a steep extrapolation must not cross distance 0: keep the points strictly increasing above it
+    tail_d = np.maximum(tail_d, d_arr[0] * np.arange(1, tail_d.size + 1) / (tail_d.size + 1))
     distance = np.concatenate([tail_d, d_arr])
     log10_fmr = np.concatenate([tail_L, L_arr])
     if log10_fmr[-1] < 0:
