@@ -553,3 +553,33 @@ def test_converted_detectors_find_lfw_faces(npm_models, lfw_faces):
             iou = inter / ((box[2] - box[0]) * (box[3] - box[1]) + (hog[2] - hog[0]) * (hog[3] - hog[1]) - inter)
             assert iou >= 0.4, (det.name, iou, box, hog)
             assert 0 <= best.confidence <= 100 and math.isfinite(best.score)
+
+
+def test_relu6_written_as_min_max_becomes_one_clip():
+    """TF.js writes ReLU6 as Relu, Minimum(6), Maximum(0): converted to one Clip (fusable), same numbers."""
+    a = f32(2, 5, 5, 3, lo=-10, hi=10)
+    g = GraphBuilder()
+    inp = g.placeholder("a", [2, 5, 5, 3])
+    r = g.op("Relu", [inp])
+    m = g.op("Minimum", [r, g.const(np.float32(6))])
+    g.op("Maximum", [m, g.const(np.float32(0))], name="y")
+    g.op("Maximum", [g.op("Minimum", [inp, g.const(np.float32(1))]), g.const(np.float32(-2))], name="z")
+    model = convert(g.graph(["y", "z"]))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Clip") == 2 and "Min" not in ops and "Max" not in ops and "Relu" not in ops
+    y, z = run(g, ["y", "z"], {"a": a})
+    close(y, np.clip(a, 0, 6))
+    close(z, np.clip(a, -2, 1))
+    # a Relu whose output is used elsewhere too is kept; lo > hi is not a Clip
+    g = GraphBuilder()
+    inp = g.placeholder("a", [2, 5, 5, 3])
+    r = g.op("Relu", [inp], name="r")
+    g.op("Maximum", [g.op("Minimum", [r, g.const(np.float32(6))]), g.const(np.float32(0))], name="y")
+    g.op("Maximum", [g.op("Minimum", [inp, g.const(np.float32(-1))]), g.const(np.float32(1))], name="w")
+    model = convert(g.graph(["r", "y", "w"]))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Relu") == 1 and ops.count("Clip") == 1 and ops.count("Max") == 1
+    rr, y, w = run(g, ["r", "y", "w"], {"a": a})
+    close(rr, np.maximum(a, 0))
+    close(y, np.clip(a, 0, 6))
+    close(w, np.maximum(np.minimum(a, -1), 1))

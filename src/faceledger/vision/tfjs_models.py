@@ -66,10 +66,12 @@ _lock = threading.Lock()
 
 
 def cached_onnx(key: str, build) -> Path:
-    """``<cache>/onnx/<key>.onnx``, built by ``build()`` (-> ModelProto) when missing."""
+    """``<cache>/onnx/<key>-c<converter version>.onnx``, built by ``build()`` (-> ModelProto) when missing."""
     from . import npm
 
-    path = npm.cache_dir() / "onnx" / f"{key}.onnx"
+    from .tfjs.convert import CONVERTER_VERSION
+
+    path = npm.cache_dir() / "onnx" / f"{key}-c{CONVERTER_VERSION}.onnx"
     if not path.is_file():
         with _lock:
             if not path.is_file():

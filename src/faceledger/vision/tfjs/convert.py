@@ -31,6 +31,9 @@ from .weights import read_manifest
 __all__ = ["ConversionError", "TfGraph", "convert", "convert_model_json", "load_model_json", "OPSET"]
 
 OPSET = 18
+#: Bumped whenever the converter's output changes, so that converted models cached on disk are rebuilt
+#: (2: ReLU6 written as Relu/Minimum/Maximum becomes one Clip, see fuse_clips).
+CONVERTER_VERSION = 2
 INT64_MAX = np.iinfo(np.int64).max
 INT64_MIN = np.iinfo(np.int64).min
 
@@ -853,8 +856,78 @@ def convert(graph: TfGraph, *, outputs: Iterable[str] | None = None,
     """
     conv = _Converter(graph, input_shapes)
     model = conv.run(list(outputs) if outputs else None)
+    fuse_clips(model)
     if check:
         import onnx
 
         onnx.checker.check_model(model)
     return model
+
+
+def _scalar(model, name: str, constants: dict) -> float | None:
+    """The value of a one-element constant (a Constant node's output or an initializer), else None."""
+    from onnx import numpy_helper
+
+    if name in constants:
+        v = constants[name]
+    else:
+        init = next((i for i in model.graph.initializer if i.name == name), None)
+        if init is None:
+            return None
+        v = numpy_helper.to_array(init)
+    return float(v.reshape(-1)[0]) if v.size == 1 and np.issubdtype(v.dtype, np.floating) else None
+
+
+def fuse_clips(model) -> int:
+    """``Max(Min(x, hi), lo)`` with scalar ``lo <= hi`` -> ``Clip(x, lo, hi)``, in place; a ``Relu`` feeding
+    only that ``Min`` is dropped when ``lo >= 0``. The same numbers; returns how many were fused.
+
+    TensorFlow.js graph models write ReLU6 as Relu, Minimum(6), Maximum(0) (MobileNets: faceres). Three
+    element-wise ops after every convolution keep onnxruntime from fusing the activation into the
+    convolution and from keeping its blocked (NCHWc) layout between layers: Clip it can fuse.
+    """
+    from onnx import helper, numpy_helper
+
+    nodes = list(model.graph.node)
+    constants = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in nodes
+                 if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
+    consumers: dict[str, int] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers[i] = consumers.get(i, 0) + 1
+    outputs = {o.name for o in model.graph.output}
+    producer = {o: n for n in nodes for o in n.output}
+    drop: set[int] = set()
+    replace: dict[int, object] = {}
+    fused = 0
+    for n in nodes:
+        if n.op_type != "Max" or len(n.input) != 2:
+            continue
+        m = producer.get(n.input[0])
+        lo = _scalar(model, n.input[1], constants)
+        if m is None or m.op_type != "Min" or len(m.input) != 2 or lo is None:
+            continue
+        hi = _scalar(model, m.input[1], constants)
+        if hi is None or lo > hi or consumers.get(m.output[0], 0) != 1 or m.output[0] in outputs:
+            continue
+        x = m.input[0]
+        r = producer.get(x)
+        if r is not None and r.op_type == "Relu" and lo >= 0 and consumers.get(x, 0) == 1 and x not in outputs:
+            drop.add(id(r))
+            x = r.input[0]
+        lo_name, hi_name = f"{n.output[0]}__clip_lo", f"{n.output[0]}__clip_hi"
+        model.graph.initializer.extend([numpy_helper.from_array(np.array(lo, np.float32), lo_name),
+                                        numpy_helper.from_array(np.array(hi, np.float32), hi_name)])
+        replace[id(n)] = helper.make_node("Clip", [x, lo_name, hi_name], list(n.output), name=f"{n.name}_clip")
+        drop.add(id(m))
+        fused += 1
+    if fused:
+        kept = [replace.get(id(n), n) for n in nodes if id(n) not in drop]
+        used = {i for n in kept for i in n.input} | outputs
+        kept = [n for n in kept if n.op_type != "Constant" or n.output[0] in used]
+        inits = [i for i in model.graph.initializer if i.name in used]
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(inits)
+    return fused
