@@ -95,6 +95,8 @@ def main() -> None:
     ap.add_argument("--chips", type=int, default=64, help="faces for the embedding-alone pass")
     ap.add_argument("--engine", choices=["onnx", "dlib"], default="onnx",
                     help="faceledger's embedding runtime (default_engine's engine argument)")
+    ap.add_argument("--face-model", default=None,
+                    help="faceledger's face model (default: the engine's default, faceledger-fusion-v1 for onnx)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sets", nargs="+", default=["lfw", "crowd"])
     ap.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
@@ -110,9 +112,10 @@ def main() -> None:
     except ImportError:
         sys.exit("face_recognition is not installed: pip install --no-deps face_recognition")
 
-    engine = default_engine(args.upsample, args.engine)  # after pinning: 1 onnxruntime thread
+    engine = default_engine(args.upsample, args.engine, args.face_model)  # after pinning: 1 onnxruntime thread
     print(f"faceledger engine: {args.engine} (detector {engine.detector.name}, "
-          f"embedder {type(engine.embedder).__name__}); face_recognition: HOG upsample {args.fr_upsample}")
+          f"embedder {type(engine.embedder).__name__}, face model {engine.model_version}); "
+          f"face_recognition: HOG upsample {args.fr_upsample}")
     up = args.fr_upsample
     targets = []
     sets = image_sets(args.data, args.n)
@@ -161,6 +164,9 @@ def main() -> None:
         n_differ = 0
         mismatched_images = 0
         for a_list, b_list in zip(r_fl_f, r_fr_f):
+            if engine.dim != 128:  # another face model: its vectors are not comparable with dlib's
+                mismatched_images += len(a_list) != len(b_list)
+                continue
             if len(a_list) != len(b_list):
                 mismatched_images += 1
                 continue
@@ -224,12 +230,20 @@ def embedding_alone(engine, analyses, images, n_chips, repeats):
     emb = engine.embedder
     if not hasattr(emb, "embed_chips"):
         return ("embedding alone (chips), faces/s per core", float("nan"), float("nan"), 8.0, "engine has no embed_chips")
-    emb.embed_chips(chips[:4])
+    own = chips  # the model's own chips (the fusion aligns two: 150 px for dlib, 224 px for faceres)
+    if engine.dim != 128:
+        parts = []
+        for img, faces in zip(images, analyses):
+            parts += [emb.chips(img, [engine.landmarks.locate(img, f.detection)]) for f in faces]
+            if len(parts) >= n_chips:
+                break
+        own = emb.join_chips(parts[:n_chips])
+    emb.embed_chips(own[:4] if engine.dim == 128 else emb.join_chips(parts[:4]))
     k = max(8, len(chips) // 4)
     tf, tr = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        emb.embed_chips(chips)
+        emb.embed_chips(own)
         tf.append((time.perf_counter() - t0) / len(chips))
         t0 = time.perf_counter()
         for c in chips[:k]:

@@ -14,7 +14,8 @@ Descriptors (all from one alignment of each face; "flip" = the mirrored chip's d
   dlib-cos-flip   L2-normalised, flip-averaged, cosine
   faceres-pP      faceres (human-models), authors' preprocessing (BGR - ImageNet mean), 224 px chip
                   with dlib padding P, flip-averaged, cosine; --rgb adds the RGB 0-255 variant
-  fusion-pP-wW    cosine of [sqrt(W) * dlib-cos-flip, faceres-pP] / sqrt(W + 1)  (= (W dlib + faceres)/(W + 1))
+  fusion pP wW    cosine of [sqrt(W) * dlib, faceres-pP] / sqrt(W + 1)  (= (W dlib + faceres)/(W + 1)), each
+                  L2-normalised: faceledger-fusion-v1 is P 0.5, W 2; "+ flip": both flip-averaged
 Scoring rules on top of the fusion: margin (answer only when the top identity beats the second by m),
 cohort normalisation, whitening learned on the other half of identities (2-fold cross-fitting).
 
@@ -195,7 +196,7 @@ def main() -> int:
     print(f"known LFW label errors among strangers x gallery: {int(known.sum())} (not counted as false matches)")
 
     variants: dict[str, tuple[np.ndarray, str]] = {}
-    variants["dlib (Euclidean, as stored)"] = (emb.vectors, "euclid")
+    variants["dlib (Euclidean, as face_recognition)"] = (Dp, "euclid")
     variants["dlib cos"] = (unit(Dp), "cos")
     dflip = unit(unit(Dp) + unit(Dm))
     variants["dlib cos + flip"] = (dflip, "cos")
@@ -207,7 +208,8 @@ def main() -> int:
     for p, (a, b) in F.items():
         fflip = unit(unit(a) + unit(b))
         for w in args.weights:
-            variants[f"fusion p{p:g} w{w:g}"] = (np.hstack([np.sqrt(w) * dflip, fflip]) / np.sqrt(w + 1), "cos")
+            variants[f"fusion p{p:g} w{w:g} + flip"] = (np.hstack([np.sqrt(w) * dflip, fflip]) / np.sqrt(w + 1), "cos")
+            variants[f"fusion p{p:g} w{w:g}"] = (np.hstack([np.sqrt(w) * unit(Dp), unit(a)]) / np.sqrt(w + 1), "cos")
 
     ks = (1, 2, 5, 10)
     print(f"\n{'descriptor':34s} " + " ".join(f"{'k=' + str(k):>7s}" for k in ks) + "   LFW acc")

@@ -175,6 +175,8 @@ def test_search_finds_the_right_person(people: tuple[Path, Result], test_images:
     data, _ = people
     text = run("search", "people", test_images / "obama1.jpg", "--data", data).stdout
     assert "obama:obama" in text and "biden" not in text
+    # the search policy's report: the threshold used and the search's expected false matches
+    assert "threshold used 80; expected false matches for this search" in text and "ambiguous" not in text
 
     r = run_json("search", "people", test_images / "obama1.jpg", "--data", data, "--threshold", "70")
     assert r["FaceMatches"], r

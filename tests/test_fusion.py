@@ -37,19 +37,30 @@ def test_fused_vector_is_the_documented_formula(faces):
     v = fusion.embed(img, shapes)[0]
     assert v.shape == (1152,) and v.dtype == np.float32
     assert np.linalg.norm(v) == pytest.approx(1.0, abs=1e-5)
-    # the dlib half: dlib's own vectors of the chip and of its mirror, each normalised, averaged
+    # the dlib half: dlib's own vector of the 150 px chip, normalised
     chip = fusion.dlib.chips(img, shapes)
-    d = fusion.dlib.embed_chips(np.concatenate([chip, chip[:, :, ::-1].copy()]))
-    np.testing.assert_allclose(v[:128] * math.sqrt(3 / 2), unit(unit(d[0]) + unit(d[1])), atol=1e-5)
+    d = fusion.dlib.embed_chips(chip)
+    np.testing.assert_allclose(v[:128] * math.sqrt(3 / 2), unit(d[0]), atol=1e-5)
     # the faceres half: the authors' preprocessing (BGR, minus the ImageNet means), 224 px, padding 0.5
     fchip = fusion.faceres.chips(img, shapes)
     assert fchip.shape == (1, 224, 224, 3)
     sess = fusion.faceres._session()
-    raw = [sess.run([fusion.faceres._output],
-                    {fusion.faceres._input: (c[..., ::-1].astype(np.float32)
-                                             - np.array([103.939, 116.779, 123.68], np.float32))[None]})[0][0]
-           for c in (fchip[0], fchip[0][:, ::-1])]
-    np.testing.assert_allclose(v[128:] * math.sqrt(3), unit(unit(raw[0]) + unit(raw[1])), atol=1e-5)
+
+    def faceres_raw(c):
+        x = c[..., ::-1].astype(np.float32) - np.array([103.939, 116.779, 123.68], np.float32)
+        return sess.run([fusion.faceres._output], {fusion.faceres._input: x[None]})[0][0]
+
+    np.testing.assert_allclose(v[128:] * math.sqrt(3), unit(faceres_raw(fchip[0])), atol=1e-5)
+    # the measured alternative (flip=True, not the model): each half averaged with its mirrored chip
+    from faceledger.vision.fusion import FusionEmbedder
+
+    flipped = FusionEmbedder(fusion.dlib, fusion.faceres, flip=True)
+    assert flipped.name == "faceledger-fusion-v1-flip"
+    w = flipped.embed(img, shapes)[0]
+    d2 = fusion.dlib.embed_chips(np.concatenate([chip, chip[:, :, ::-1].copy()]))
+    np.testing.assert_allclose(w[:128] * math.sqrt(3 / 2), unit(unit(d2[0]) + unit(d2[1])), atol=1e-5)
+    np.testing.assert_allclose(w[128:] * math.sqrt(3),
+                               unit(unit(faceres_raw(fchip[0])) + unit(faceres_raw(fchip[0][:, ::-1]))), atol=1e-5)
 
 
 def test_same_person_is_closer_than_anyone_else(faces):

@@ -350,7 +350,7 @@ DEFAULT_ENGINE = "onnx"
 
 #: Face models (Rekognition's FaceModelVersion): what a face's vector is.  Vectors of different models
 #: are not comparable; a collection keeps the model it was created with (docs/models.md).
-#:   faceledger-fusion-v1: dlib-resnet-v1 and faceres, flip-averaged and fused (vision/fusion.py), 1152-d
+#:   faceledger-fusion-v1: dlib-resnet-v1 and faceres, fused (vision/fusion.py), 1152-d
 #:   dlib-resnet-v1: dlib's ResNet descriptor as dlib computes it, 128-d
 FACE_MODELS = ("faceledger-fusion-v1", "dlib-resnet-v1")
 DEFAULT_FACE_MODEL = "faceledger-fusion-v1"

@@ -1,19 +1,20 @@
-"""``faceledger-fusion-v1``: dlib's ResNet and faceres, flip-averaged, fused into one unit vector.
+"""``faceledger-fusion-v1``: dlib's ResNet and faceres, fused into one unit vector.
 
 The default face model (see docs/models.md and docs/evaluation.md, "Make 1:N search safe"). For each
 face, from one set of 5-point landmarks:
 
-* ``d``: dlib-resnet-v1's descriptor of the 150 px chip and of its mirror image, each L2-normalised,
-  averaged, normalised again (128-d);
-* ``f``: faceres's descriptor (its authors' preprocessing, 224 px chip with dlib padding 0.5) the same way
-  (1024-d);
+* ``d``: dlib-resnet-v1's descriptor of the 150 px chip, L2-normalised (128-d);
+* ``f``: faceres's descriptor (its authors' preprocessing, 224 px chip with dlib padding 0.5),
+  L2-normalised (1024-d);
 * the face's vector is ``[sqrt(w) d, f] / sqrt(w + 1)`` with ``w = 2``: a unit vector whose cosine with
   another is ``(w cos_d + cos_f) / (w + 1)``, the fused score.  Euclidean distance between unit vectors
   (``sqrt(2 - 2 cos)``) ranks exactly as that score, so stores and indexes keep Euclidean distance.
 
 Measured on the Congress-style split of lfw_dev (bench/identify_models.py): mated rank-1 at no more than
-one false match among 500 strangers 0.657, against 0.307 for dlib's descriptor as face_recognition uses it.
-Embeddings are 1152 floats (4.5 KiB a face), nine times dlib's.
+one false match among 500 strangers 0.664 (two: 0.683), against 0.307 (0.388) for dlib's descriptor as
+face_recognition uses it. Averaging in each chip's mirror image (``flip=True``) gave 0.657 (0.663): no
+gain at one or two false matches (+0.02 to +0.05 at five to ten) for twice the cost, so the model does
+not flip. Embeddings are 1152 floats (4.5 KiB a face), nine times dlib's.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class FusionEmbedder:
 
     name = FUSION_MODEL
 
-    def __init__(self, dlib_embedder=None, faceres_embedder=None, *, weight: float = FUSION_WEIGHT) -> None:
+    def __init__(self, dlib_embedder=None, faceres_embedder=None, *, weight: float = FUSION_WEIGHT,
+                 flip: bool = False) -> None:
         from .faceres import FaceresEmbedder
         from .onnx_models import OnnxResNetEmbedder
 
@@ -61,6 +63,10 @@ class FusionEmbedder:
         self.faceres = faceres_embedder if faceres_embedder is not None else FaceresEmbedder(
             padding=FACERES_PADDING, flip=False)
         self.weight = float(weight)
+        #: average each chip's descriptor with its mirror image's (not faceledger-fusion-v1: see above)
+        self.flip = bool(flip)
+        if self.flip:
+            self.name = FUSION_MODEL + "-flip"
         self.dim = int(self.dlib.dim) + int(self.faceres.dim)
 
     def chips(self, image: np.ndarray, landmarks: Sequence[np.ndarray]) -> FusedChips:
@@ -74,12 +80,14 @@ class FusionEmbedder:
         n = len(chips)
         if n == 0:
             return np.empty((0, self.dim), np.float32)
-        d_chips = np.concatenate([chips.dlib, chips.dlib[:, :, ::-1]])
-        f_chips = np.concatenate([chips.faceres, chips.faceres[:, :, ::-1]])
-        d = _unit(self.dlib.embed_chips(np.ascontiguousarray(d_chips)))
-        f = _unit(self.faceres.embed_chips(np.ascontiguousarray(f_chips)))
-        d = _unit(d[:n] + d[n:])
-        f = _unit(f[:n] + f[n:])
+        if self.flip:
+            d = _unit(self.dlib.embed_chips(np.ascontiguousarray(np.concatenate([chips.dlib, chips.dlib[:, :, ::-1]]))))
+            f = _unit(self.faceres.embed_chips(np.ascontiguousarray(
+                np.concatenate([chips.faceres, chips.faceres[:, :, ::-1]]))))
+            d, f = _unit(d[:n] + d[n:]), _unit(f[:n] + f[n:])
+        else:
+            d = _unit(self.dlib.embed_chips(chips.dlib))
+            f = _unit(self.faceres.embed_chips(chips.faceres))
         w = self.weight
         return np.hstack([math.sqrt(w) * d, f]).astype(np.float32) / np.float32(math.sqrt(w + 1.0))
 
