@@ -146,7 +146,7 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
     click.echo(f"  Similarity calibration: {service.calibration_source()}"
                + (f"; max expected false matches per search: {limit:g}" if limit is not None
                   else "; no limit on expected false matches (--max-expected-false-matches none)")
-               + (f"; margin rule {min_margin:g} decades" if min_margin > 0 else "; margin rule off"))
+               + (f"; margin rule {min_margin:g} decade(s) of FMR" if min_margin > 0 else "; margin rule off"))
     if dev:
         click.echo(
             "  DEVELOPMENT MODE: requests are not authenticated (any signed request is accepted).\n"
