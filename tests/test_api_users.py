@@ -239,3 +239,42 @@ def test_delete_user_unassociates_faces(rekognition, collection_id, faces):
 
     with pytest.raises(rekognition.exceptions.ResourceNotFoundException):
         rekognition.delete_user(CollectionId=collection_id, UserId="alice")
+
+
+def test_client_request_token_makes_user_operations_idempotent(rekognition, server, collection_id, faces):
+    """A retried call with the same ClientRequestToken returns the first call's response and changes nothing;
+    the same token with other parameters is refused; boto3 fills in a fresh token when none is given."""
+    cid = collection_id
+    first = rekognition.create_user(CollectionId=cid, UserId="carol", ClientRequestToken="create-carol-1")
+    again = rekognition.create_user(CollectionId=cid, UserId="carol", ClientRequestToken="create-carol-1")
+    strip = lambda r: {k: v for k, v in r.items() if k != "ResponseMetadata"}  # noqa: E731
+    assert strip(conforms("CreateUser", again)) == strip(conforms("CreateUser", first)) == {}
+    with pytest.raises(rekognition.exceptions.ConflictException):  # a new token: a new request
+        rekognition.create_user(CollectionId=cid, UserId="carol")
+    with pytest.raises(rekognition.exceptions.IdempotentParameterMismatchException) as e:
+        rekognition.create_user(CollectionId=cid, UserId="dave", ClientRequestToken="create-carol-1")
+    assert "create-carol-1" in e.value.response["Error"]["Message"]
+    assert "dave" not in user_ids(rekognition, cid)
+
+    assoc = dict(CollectionId=cid, UserId="carol", FaceIds=[faces["a"][0]], ClientRequestToken="assoc-1")
+    r1 = conforms("AssociateFaces", rekognition.associate_faces(**assoc))
+    r2 = conforms("AssociateFaces", rekognition.associate_faces(**assoc))
+    assert r1["AssociatedFaces"] == r2["AssociatedFaces"] == [{"FaceId": faces["a"][0]}]
+    assert r1["UserStatus"] == r2["UserStatus"]
+
+    rekognition.delete_user(CollectionId=cid, UserId="carol", ClientRequestToken="delete-carol")
+    rekognition.delete_user(CollectionId=cid, UserId="carol", ClientRequestToken="delete-carol")  # a retry: OK
+    with pytest.raises(rekognition.exceptions.ResourceNotFoundException):
+        rekognition.delete_user(CollectionId=cid, UserId="carol", ClientRequestToken="delete-carol-2")
+    assert "carol" not in user_ids(rekognition, cid)
+
+    # the ledger records the replays as such
+    import json
+    import sqlite3
+
+    con = sqlite3.connect(server.data_dir / "faceledger.db")
+    rows = [(r, json.loads(d)) for r, d in con.execute(
+        "SELECT result, detail FROM ledger WHERE operation = 'CreateUser' AND collection_id = ? ORDER BY seq", (cid,))]
+    con.close()
+    assert [r for r, _ in rows] == ["OK", "OK", "ConflictException", "IdempotentParameterMismatchException"]
+    assert rows[1][1].get("IdempotentReplay") is True and "IdempotentReplay" not in rows[0][1]

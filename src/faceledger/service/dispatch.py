@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,12 +30,21 @@ from ..vision.engine import FACE_MODELS, default_face_model
 from ..vision.similarity import SimilarityScale
 from . import auth, governance, model
 from .context import RequestContext, ServiceConfig
-from .errors import InvalidParameterException, RekognitionError, UnknownOperationException, ValidationException
+from .errors import (
+    IdempotentParameterMismatchException,
+    InvalidParameterException,
+    RekognitionError,
+    UnknownOperationException,
+    ValidationException,
+)
 from .ledger import build_entry, collection_of
 
 log = logging.getLogger("faceledger.service")
 
 Handler = Callable[["Invocation", dict[str, Any]], dict[str, Any]]
+
+#: How long a ClientRequestToken makes a repeated call return the first call's response.
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
 OPERATIONS: dict[str, Handler] = {}
 
 
@@ -228,7 +237,7 @@ class Service:
                 if cid is not None and operation_name in governance.SEARCHES:
                     notes = governance.enforce(self.store.get_collection_policy(cid), operation_name, request,
                                                context, cid)
-                response = handler(Invocation(self, context, meta), request)
+                response = self._run_idempotent(operation_name, handler, Invocation(self, context, meta), request)
             except BaseException as exc:
                 unit.rollback()
                 if isinstance(exc, RekognitionError):
@@ -244,6 +253,34 @@ class Service:
                 raise
             unit.commit(self._entry(operation_name, context, request, response, "OK", None, notes, meta))
         return response, meta
+
+    def _run_idempotent(self, operation: str, handler: Handler, inv: "Invocation", request: Any) -> dict[str, Any]:
+        """Run ``handler``; for a request with a ClientRequestToken (CreateUser, DeleteUser, AssociateFaces,
+        DisassociateFaces), a repeat of the same request with the same token within IDEMPOTENCY_WINDOW returns
+        the first call's response without running it again (a retried CreateUser does not fail with
+        ConflictException); the same token with other parameters is IdempotentParameterMismatchException.
+        Tokens are per caller and operation."""
+        import hashlib
+        import json
+
+        token = request.get("ClientRequestToken") if isinstance(request, dict) else None
+        if token is None:
+            return handler(inv, request)
+        who = inv.context.who()
+        params = {k: v for k, v in request.items() if k != "ClientRequestToken"}
+        fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+        now = self.clock()
+        seen = self.store.get_request_token(who, operation, token, now - IDEMPOTENCY_WINDOW)
+        if seen is not None:
+            if seen[0] != fingerprint:
+                raise IdempotentParameterMismatchException(
+                    f"ClientRequestToken {token} was used with other parameters for {operation}")
+            inv.meta["IdempotentReplay"] = True
+            return json.loads(seen[1])
+        response = handler(inv, request)
+        self.store.put_request_token(who, operation, token, fingerprint, json.dumps(response, default=str), now,
+                                     now - IDEMPOTENCY_WINDOW)
+        return response
 
     def _entry(self, operation: str, context: RequestContext, request: Any, response: Any, result: str,
                message: str | None, notes: list[str], meta: dict[str, Any] | None = None):

@@ -112,8 +112,11 @@ def build_entry(
         detail["Message"] = message
     if notes:
         detail["Notes"] = notes
+    meta = dict(meta or {})
+    if meta.pop("IdempotentReplay", False):  # a retried call answered from its ClientRequestToken
+        detail["IdempotentReplay"] = True
     if meta:  # the operation's side channel: ExpectedFalseMatches, ThresholdUsed, FacesSearched, ...
-        detail["Search"] = dict(meta)
+        detail["Search"] = meta
     return LedgerEntry(
         time=when.isoformat(timespec="microseconds"),
         principal=context.who(),

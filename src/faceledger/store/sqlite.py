@@ -100,6 +100,15 @@ CREATE TABLE IF NOT EXISTS tags (
     value TEXT NOT NULL,
     PRIMARY KEY (collection_id, key)
 );
+CREATE TABLE IF NOT EXISTS request_tokens (
+    principal TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    token TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (principal, operation, token)
+);
 """
 
 _FACE_COLUMNS = (
@@ -722,6 +731,27 @@ class SQLiteStore:
     def collection_policies(self) -> dict[str, dict]:
         rows = self._conn().execute("SELECT collection_id, policy FROM collection_policies ORDER BY collection_id")
         return {r[0]: json.loads(r[1]) for r in rows}
+
+    # -- idempotency tokens (ClientRequestToken) ----------------------------------------
+
+    def get_request_token(self, principal: str, operation: str, token: str, since: datetime) -> tuple[str, str] | None:
+        """(fingerprint, response JSON) of the call that used ``token`` at or after ``since``, or None."""
+        row = self._conn().execute(
+            "SELECT fingerprint, response FROM request_tokens WHERE principal = ? AND operation = ? AND token = ? "
+            "AND created_at >= ?", (principal, operation, token, since.timestamp())).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def put_request_token(self, principal: str, operation: str, token: str, fingerprint: str, response: str,
+                          when: datetime, forget_before: datetime) -> None:
+        """Remember a successful call's token (in the current unit of work); tokens older than
+        ``forget_before`` are dropped."""
+        with self._write() as db:
+            db.execute("DELETE FROM request_tokens WHERE created_at < ?", (forget_before.timestamp(),))
+            db.execute(
+                "INSERT INTO request_tokens (principal, operation, token, fingerprint, response, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (principal, operation, token) DO UPDATE SET "
+                "fingerprint = excluded.fingerprint, response = excluded.response, created_at = excluded.created_at",
+                (principal, operation, token, fingerprint, response, when.timestamp()))
 
     # -- retention and erasure ---------------------------------------------------------
 
