@@ -34,12 +34,16 @@ from pathlib import Path
 
 import numpy as np
 
-from faceledger.evaluation.datasets import person_of
+from faceledger.evaluation import metrics as M
+from faceledger.evaluation.datasets import person_of, read_pairs
 from faceledger.evaluation.embed import embed_dataset, engine_key, list_images
 from faceledger.evaluation.label_errors import same_person_mask
 from faceledger.evaluation.run import _split_identify
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from identify_safety import top2  # noqa: E402  (best and second-best score per search)
+
 CACHE = ROOT / ".cache" / "identify_safety"
 
 
@@ -104,14 +108,6 @@ def unit(x):
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def top2(S):
-    idx = np.argpartition(-S, 1, axis=1)[:, :2]
-    a = np.take_along_axis(S, idx, 1)
-    order = np.argsort(-a, axis=1)
-    return np.take_along_axis(idx, order, 1)[:, 0], np.take_along_axis(a, order, 1)[:, 0], \
-        np.take_along_axis(a, order, 1)[:, 1]
-
-
 def rank1_at(Sm, mate_col, Sn, k, margin=None):
     tm, s1m, s2m = top2(Sm)
     tn, s1n, s2n = top2(Sn)
@@ -126,27 +122,11 @@ def rank1_at(Sm, mate_col, Sn, k, margin=None):
 
 
 def lfw_accuracy(score_of, pairs_file: Path, pos: dict[str, int]) -> float:
-    """10-fold accuracy (threshold chosen on 9 folds) on pairs_dev; pairs with a missing face count wrong."""
-    lines = pairs_file.read_text().split("\n")
-    nf, n = map(int, lines[0].split())
-    rows = []
-    for ln in lines[1:1 + 2 * nf * n]:
-        t = ln.split()
-        if len(t) == 3:
-            a, b, same = f"{t[0]}/{t[0]}_{int(t[1]):04d}.jpg", f"{t[0]}/{t[0]}_{int(t[2]):04d}.jpg", True
-        else:
-            a, b, same = f"{t[0]}/{t[0]}_{int(t[1]):04d}.jpg", f"{t[2]}/{t[2]}_{int(t[3]):04d}.jpg", False
-        rows.append((a, b, same))
-    s = np.array([score_of(pos[a], pos[b]) if a in pos and b in pos else -np.inf for a, b, _ in rows])
-    y = np.array([r[2] for r in rows])
-    fold = np.arange(len(rows)) // (2 * n)
-    accs = []
-    for f in range(nf):
-        tr, te = fold != f, fold == f
-        cands = np.unique(s[tr & np.isfinite(s)])
-        best = max(cands, key=lambda t: ((s[tr] >= t) == y[tr]).mean())
-        accs.append(((s[te] >= best) == y[te]).mean())
-    return float(np.mean(accs))
+    """LFW 10-fold accuracy on pairs_dev (faceledger.evaluation's own protocol: threshold chosen on 9 folds);
+    pairs with a missing face count wrong (an infinite distance)."""
+    pairs = read_pairs(pairs_file)
+    d = np.array([-score_of(pos[p.a], pos[p.b]) if p.a in pos and p.b in pos else np.inf for p in pairs])
+    return M.ten_fold_accuracy(d, np.array([p.same for p in pairs]), np.array([p.fold for p in pairs]))["mean"]
 
 
 def main() -> int:
