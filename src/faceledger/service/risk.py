@@ -96,19 +96,19 @@ def reach(threshold: float, margin: float) -> float:
     return float(similarity_from_fmr(min(1.0, fmr_from_similarity(threshold) * 10.0 ** margin)))
 
 
-def is_ambiguous(scale, best_distance: float, runner_up_distance: float | None, margin: float) -> bool:
-    """True when the runner-up identity is within ``margin`` decades of FMR of the best one."""
-    if margin <= 0 or runner_up_distance is None:
+def ambiguous(inv, best_distance: float, runner_up_distance: float | None, margin: float) -> bool:
+    """The margin rule's verdict for one search: True when the runner-up identity is within ``margin``
+    decades of FMR of the best one. Records MinMargin, Ambiguous and MarginDecades in ``inv.meta``."""
+    if margin <= 0:
         return False
-    return scale.log10_fmr(runner_up_distance) - scale.log10_fmr(best_distance) < margin
-
-
-def record_margin(inv, margin: float, ambiguous: bool, gap: float | None) -> None:
-    if margin > 0:
-        inv.meta["MinMargin"] = margin
-        inv.meta["Ambiguous"] = ambiguous
-        if gap is not None:
-            inv.meta["MarginDecades"] = round(gap, 4)
+    gap = None if runner_up_distance is None else float(
+        inv.scale.log10_fmr(runner_up_distance) - inv.scale.log10_fmr(best_distance))
+    verdict = gap is not None and gap < margin
+    inv.meta["MinMargin"] = margin
+    inv.meta["Ambiguous"] = verdict
+    if gap is not None:
+        inv.meta["MarginDecades"] = round(gap, 4)
+    return verdict
 
 
 def header_value(key: str, value) -> str:

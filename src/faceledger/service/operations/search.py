@@ -15,10 +15,9 @@ from ..quality import failing_reasons
 from ..risk import (
     RUNNER_UP_CANDIDATES,
     SAME_IDENTITY_SIMILARITY,
-    is_ambiguous,
+    ambiguous,
     margin_of,
     reach,
-    record_margin,
     search_threshold,
 )
 from ._common import require_collection
@@ -44,7 +43,7 @@ def largest_face(inv: Invocation, image: InputImage, quality_filter: str, member
 def face_matches(inv: Invocation, collection_id: str, vector: np.ndarray, req: dict[str, Any], exclude=(),
                  face_count: int | None = None) -> list:
     """Faces at or above the threshold used (see risk.search_threshold), nearest first, unless the margin
-    rule finds the search ambiguous (risk.is_ambiguous): then none."""
+    rule finds the search ambiguous (risk.ambiguous): then none."""
     if face_count is None:
         face_count = inv.store.get_collection(collection_id).face_count
     threshold = search_threshold(inv, float(req.get("FaceMatchThreshold", DEFAULT_THRESHOLD)),
@@ -65,34 +64,33 @@ def face_matches(inv: Invocation, collection_id: str, vector: np.ndarray, req: d
             matches.append({"Similarity": similarity, "Face": shapes.stored_face(hit.face)})
     if margin > 0 and matches:
         runner_up = _runner_up(inv, collection_id, hits)
-        gap = None if runner_up is None else float(
-            inv.scale.log10_fmr(runner_up.distance) - inv.scale.log10_fmr(hits[0].distance))
-        ambiguous = is_ambiguous(inv.scale, hits[0].distance, None if runner_up is None else runner_up.distance,
-                                 margin)
-        record_margin(inv, margin, ambiguous, gap)
-        if ambiguous:
+        if ambiguous(inv, hits[0].distance, None if runner_up is None else runner_up.distance, margin):
             return []
     return matches
 
 
 def _runner_up(inv: Invocation, collection_id: str, hits: list):
     """The nearest hit that is another identity than the first: not the same user, and (for faces without a
-    user) not a match of the first face at SAME_IDENTITY_SIMILARITY."""
+    user) not a match of the first face at SAME_IDENTITY_SIMILARITY. Stored vectors are read only for the
+    candidates looked at, a few at a time (usually the first one settles it)."""
     best = hits[0]
     others = [h for h in hits[1:] if best.face.user_id is None or h.face.user_id != best.face.user_id]
-    if not others:
-        return None
-    vectors = inv.store.get_faces(collection_id, [best.face.face_id] + [h.face.face_id for h in others],
-                                  with_embeddings=True)
-    if best.face.face_id not in vectors:
-        return others[0]
     same = inv.scale.max_distance(SAME_IDENTITY_SIMILARITY)
-    for h in others:
-        v = vectors.get(h.face.face_id)
-        if h.face.user_id is not None and best.face.user_id is not None:
-            return h  # two different users
-        if v is None or float(np.linalg.norm(vectors[best.face.face_id].embedding - v.embedding)) > same:
-            return h
+    best_vector = None
+    for start in range(0, len(others), 8):
+        batch = others[start:start + 8]
+        need = [h.face.face_id for h in batch if h.face.user_id is None or best.face.user_id is None]
+        if best_vector is None and need:
+            need.append(best.face.face_id)
+        vectors = inv.store.get_faces(collection_id, need, with_embeddings=True) if need else {}
+        if best_vector is None and best.face.face_id in vectors:
+            best_vector = vectors[best.face.face_id].embedding
+        for h in batch:
+            if h.face.user_id is not None and best.face.user_id is not None:
+                return h  # two different users
+            v = vectors.get(h.face.face_id)
+            if best_vector is None or v is None or float(np.linalg.norm(best_vector - v.embedding)) > same:
+                return h
     return None
 
 

@@ -23,7 +23,7 @@ from ..errors import (
 )
 from ..images import load_image
 from ._common import require_collection
-from ..risk import is_ambiguous, margin_of, reach, record_margin, search_threshold
+from ..risk import ambiguous, margin_of, reach, search_threshold
 from .search import largest_face
 
 MAX_FACES_PER_USER = 100
@@ -158,7 +158,7 @@ def user_matches(
     inv: Invocation, cid: str, vectors: Iterable[np.ndarray], req: dict[str, Any], exclude_user: str | None = None
 ) -> list[dict[str, Any]]:
     """Users ranked by their nearest face to any of ``vectors`` (see the module's docstring); none when the
-    margin rule finds the best user too close to the runner-up (risk.is_ambiguous)."""
+    margin rule finds the best user too close to the runner-up (risk.ambiguous)."""
     vectors = list(vectors)
     face_count = inv.store.get_collection(cid).face_count
     # every face of the collection is compared (a user's own faces too: they are not excluded from the search)
@@ -180,13 +180,8 @@ def user_matches(
         similarity = float(inv.scale.similarity(distance))
         if similarity >= threshold:
             matches.append({"Similarity": similarity, "User": {"UserId": uid, "UserStatus": "ACTIVE"}})
-    if margin > 0 and matches:
-        runner_up = ordered[1][1] if len(ordered) > 1 else None
-        gap = None if runner_up is None else float(inv.scale.log10_fmr(runner_up) - inv.scale.log10_fmr(ordered[0][1]))
-        ambiguous = is_ambiguous(inv.scale, ordered[0][1], runner_up, margin)
-        record_margin(inv, margin, ambiguous, gap)
-        if ambiguous:
-            return []
+    if margin > 0 and matches and ambiguous(inv, ordered[0][1], ordered[1][1] if len(ordered) > 1 else None, margin):
+        return []
     return matches
 
 
