@@ -313,3 +313,21 @@ def test_endpoint_gives_the_same_output(server, tmp_path: Path, train: Path, tes
 def test_endpoint_unreachable() -> None:
     r = run("collections", "list", "--endpoint", "http://127.0.0.1:9", code=2)
     assert r.stderr.startswith("error: Could not connect")
+
+
+def test_search_says_when_the_margin_rule_finds_it_ambiguous(tmp_path: Path, train: Path,
+                                                              test_images: Path) -> None:
+    """One photo filed as two users: the best and the runner-up identity tie, so the search answers nothing
+    and the CLI says why; --json shows the same empty answer."""
+    d = ["--data", tmp_path / "data"]
+    run("collections", "create", "twice", *d)
+    photo = train / "obama" / "obama.jpg"
+    ids = []
+    for user in ("u1", "u2"):
+        face = run_json("index", "twice", photo, *d)["Images"][0]["FaceRecords"][0]["Face"]["FaceId"]
+        run("users", "create", "twice", user, *d)
+        run("users", "associate", "twice", user, face, *d)
+        ids.append(face)
+    text = run("search", "twice", test_images / "obama1.jpg", *d).stdout
+    assert "ambiguous: the best match does not stand out from the runner-up" in text
+    assert run_json("search", "twice", test_images / "obama1.jpg", *d)["FaceMatches"] == []

@@ -102,3 +102,43 @@ def test_read_pairs_and_groups(tmp_path):
     g = tmp_path / "g.csv"
     g.write_text("key,group\nA,x\nB/B_0003.jpg,y\n")
     assert read_groups(g) == {"A": "x", "B/B_0003.jpg": "y"}
+
+
+def test_known_label_errors_mask():
+    from faceledger.evaluation.label_errors import same_person_mask
+
+    probes = ["Noer_Moeis/Noer_Moeis_0001.jpg", "Colin_Powell/Colin_Powell_0046.jpg",
+              "Colin_Powell/Colin_Powell_0001.jpg", "Joe_Lieberman/Joe_Lieberman_0002.jpg"]
+    gallery = ["Noer_Muis/Noer_Muis_0001.jpg", "Joe_Lieberman/Joe_Lieberman_0001.jpg",
+               "Colin_Powell/Colin_Powell_0046.jpg"]
+    m = same_person_mask(probes, gallery)
+    # identity-level entry, either direction; image-level entry only for that image, either side
+    assert m.tolist() == [[True, False, False],
+                          [False, True, False],
+                          [False, False, False],
+                          [False, False, True]]
+
+
+def test_margin_rule_in_eval_identify_answers_as_the_service():
+    """A toy scale (log10 FMR = -9 + 10 d up to d = 0.5, Similarity 80 at 0.5) and 2-d vectors: a stranger
+    equally close to two gallery identities is ambiguous (no answer); one who stands out is a false match;
+    the mate who stands out is found."""
+    from faceledger.evaluation.run import _apply_margin_rule
+    from faceledger.vision.similarity import SimilarityScale
+
+    scale = SimilarityScale("toy", [0.0, 0.5, 1.0, 2.0], [-9.0, -4.0, -1.0, 0.0])
+    G = np.array([[0.0, 0.0], [0.6, 0.0], [5.0, 5.0]])  # g0, g1 0.6 apart: two identities at Similarity 80
+    gl = np.array(["p0", "p1", "p2"])
+    mated, ml = np.array([[-0.1, 0.0]]), np.array(["p0"])  # 0.1 from g0 (-8), 0.7 from g1 (-2.8): stands out
+    strangers = np.array([[0.3, 0.0],    # 0.3 from both: a 0-decade gap, ambiguous
+                          [0.0, 0.2]])   # 0.2 (-7) vs 0.632 (-3.2): answered, a false match
+    res = {"thresholds": {"x": {"distance": 0.45}}}
+    miss, fp = _apply_margin_rule(res, "x", G, gl, mated, ml, strangers, scale, 1.0)
+    assert miss.tolist() == [False] and fp.tolist() == [False, True]
+    row = res["thresholds"]["x"]
+    assert row["fpir"]["k"] == 1 and row["fnir"]["k"] == 0 and row["false_matches"] == 1
+    assert row["ambiguous_searches"] == {"mated": 0, "nonmated": 1}
+    # without the rule the first stranger is a false match too
+    res = {"thresholds": {"x": {"distance": 0.45}}}
+    _, fp = _apply_margin_rule(res, "x", G, gl, mated, ml, strangers, scale, 0.0)
+    assert fp.tolist() == [True, True]
