@@ -1,0 +1,387 @@
+"""``faceledger index``, ``search``, ``compare``, ``detect`` and ``faces``."""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import click
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .common import (
+    _EXTERNAL_ID_BAD,
+    EXTERNAL_ID_MAX,
+    IMAGE_SUFFIXES,
+    PER_IMAGE_ERRORS,
+    App,
+    CliError,
+    _error_parts,
+    _reasons,
+    client_command,
+    fmt_box,
+    fmt_pct,
+    image_path,
+    image_size,
+    read_image,
+)
+from .main import main
+
+
+def external_image_id(relative: str) -> str:
+    """A relative path as an ExternalImageId (``[a-zA-Z0-9_.\\-:]+``, at most 255 characters).
+
+    Path separators become ``:``, whitespace ``_``, accented letters lose their accents and any
+    other character becomes ``_``; a longer id keeps its last 255 characters (the file's name).
+    """
+    text = relative.replace("\\", "/").replace("/", ":")
+    text = re.sub(r"\s", "_", text)
+    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    text = _EXTERNAL_ID_BAD.sub("_", text) or "_"
+    return text[-EXTERNAL_ID_MAX:]
+
+
+def image_files(paths: tuple[Path, ...]) -> list[tuple[Path, str]]:
+    """(file, relative name) for every image under ``paths``: folders recursively (JPEG and PNG by
+    extension, hidden files and folders skipped, sorted), files as given; each file once."""
+    found: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, relative: str) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.append((path, relative))
+
+    for root in paths:
+        if root.is_dir():
+            batch = []
+            for folder, dirs, files in os.walk(root):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                for name in files:
+                    if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES):
+                        path = Path(folder) / name
+                        batch.append((path.relative_to(root).as_posix(), path))
+            for relative, path in sorted(batch):
+                add(path, relative)
+        else:
+            add(root, root.name)
+    return found
+
+
+def _faces_column() -> Any:
+    """A progress column: faces indexed so far and faces per second."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class FacesColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            faces = task.fields.get("faces", 0)
+            elapsed = task.elapsed or 0
+            rate = faces / elapsed if elapsed > 0 else 0.0
+            return Text(f"{faces} faces, {rate:.1f} faces/s")
+
+    return FacesColumn()
+
+
+@client_command(main, "index")
+@click.argument("collection_id")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--max-faces", type=click.IntRange(min=1), default=None, help="Index at most N faces per image.")
+@click.option("--quality-filter", type=click.Choice(["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"]), default=None,
+              help="Rekognition's QualityFilter (service default: AUTO).")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar (default: when stderr is a terminal).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Images indexed at once (default: the CPUs available, or $FACELEDGER_WORKERS).")
+def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int | None,
+          quality_filter: str | None, progress: bool | None, workers: int | None) -> None:
+    """Index the faces of images (files, or folders recursively) into COLLECTION_ID.
+
+    Each image's ExternalImageId is its path relative to the folder given (a file given directly:
+    its name), with '/' as ':' and spaces as '_'.
+    """
+    files = image_files(paths)
+    if not files:
+        app.err.print("warning: no JPEG or PNG images in " + ", ".join(map(str, paths)), markup=False)
+    app.call("describe_collection", CollectionId=collection_id)  # a missing collection fails before any work
+    params: dict[str, Any] = {"CollectionId": collection_id}
+    if max_faces is not None:
+        params["MaxFaces"] = max_faces
+    if quality_filter is not None:
+        params["QualityFilter"] = quality_filter
+
+    if workers is None:
+        from ..vision.engine import default_workers
+
+        workers = default_workers()
+    results: list[dict[str, Any]] = []
+    indexed = 0
+    unindexed: Counter[str] = Counter()
+    unindexed_faces = 0
+    no_face_images = 0
+    failed: list[tuple[str, str]] = []
+    show = app.err.is_terminal if progress is None else progress
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+                   _faces_column(), TimeElapsedColumn(), console=app.err, disable=not show, transient=False)
+    fatal: BaseException | None = None
+
+    def index_one(path: Path, ext_id: str) -> dict[str, Any]:
+        return app.call("index_faces", **params, Image={"Bytes": path.read_bytes()}, ExternalImageId=ext_id)
+
+    def record(path: Path, entry: dict[str, Any], future: Future) -> bool:
+        """Account for one image's outcome; False for an error that must stop the run."""
+        nonlocal indexed, unindexed_faces, no_face_images, fatal
+        try:
+            r = future.result()
+        except OSError as exc:
+            message = f"cannot read: {exc.strerror or exc}"
+            entry["Error"] = {"Code": "FileError", "Message": message}
+        except ClientError as exc:
+            code, message = _error_parts(exc)
+            if code not in PER_IMAGE_ERRORS:
+                fatal = fatal or exc
+                return False
+            entry["Error"] = {"Code": code, "Message": message}
+            message = f"{code}: {message}"
+        except BotoCoreError as exc:  # the server went away: stop, after the summary so far
+            fatal = fatal or exc
+            return False
+        else:
+            entry.update(r)
+            indexed += len(r.get("FaceRecords", []))
+            for face in r.get("UnindexedFaces", []):
+                unindexed_faces += 1
+                unindexed.update(face.get("Reasons", []))
+            if not r.get("FaceRecords") and not r.get("UnindexedFaces"):
+                no_face_images += 1
+        if "Error" in entry:
+            failed.append((str(path), message))
+            app.err.print(f"error: {path}: {message}", markup=False)
+        results.append(entry)
+        return True
+
+    # Images run `workers` at a time (IndexFaces calls in threads: the engine detects on all cores,
+    # bench/pipeline.py); results are taken in file order, so output and summary read as before.
+    pending: deque[tuple[Path, dict[str, Any], Future]] = deque()
+    todo = iter(files)
+    with bar, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="faceledger-index") as pool:
+        task = bar.add_task("index", total=len(files), faces=0)
+        while True:
+            while fatal is None and len(pending) < 2 * workers:
+                nxt = next(todo, None)
+                if nxt is None:
+                    break
+                path, relative = nxt
+                ext_id = external_image_id(relative)
+                pending.append((path, {"Path": str(path), "ExternalImageId": ext_id},
+                                pool.submit(index_one, path, ext_id)))
+            if not pending:
+                break
+            path, entry, future = pending.popleft()
+            if fatal is not None and future.cancel():
+                continue  # never started: after a fatal error, start nothing new
+            if record(path, entry, future):  # images already running when a fatal error came are reported
+                bar.update(task, advance=1, faces=indexed)
+
+    summary = {
+        "Images": len(files),
+        "ImagesProcessed": len(results) - len(failed),
+        "ImagesFailed": len(failed),
+        "ImagesWithoutFaces": no_face_images,
+        "FacesIndexed": indexed,
+        "FacesNotIndexed": unindexed_faces,
+        "FacesNotIndexedByReason": dict(sorted(unindexed.items())),
+    }
+    if app.as_json:
+        app.print_json({"CollectionId": collection_id, "Images": results, "Summary": summary})
+    else:
+        out = app.out
+        out.print(f"collection {collection_id}: {summary['ImagesProcessed']} of {len(files)} images processed")
+        out.print(f"  faces indexed:      {indexed}")
+        reasons = ", ".join(f"{k} {v}" for k, v in summary["FacesNotIndexedByReason"].items())
+        out.print(f"  faces not indexed:  {unindexed_faces}" + (f" ({reasons})" if reasons else ""),
+                  markup=False)
+        out.print(f"  images, no face:    {no_face_images}")
+        out.print(f"  images with errors: {len(failed)}")
+        for path, message in failed:
+            out.print(f"    {path}: {message}", markup=False)
+    if fatal is not None:
+        raise fatal
+    if failed:
+        raise CliError(f"{len(failed)} of {len(files)} images failed", 1)
+
+
+# ---- search, compare, detect ----------------------------------------------------------------------
+
+
+def print_face_matches(app: App, matches: list[dict[str, Any]], what: str, threshold: float) -> None:
+    if not matches:
+        app.out.print(f"no match in {what} at threshold {threshold:g}")
+        return
+    table = app.table("FaceId", "ExternalImageId", "Similarity")
+    for m in matches:
+        face = m.get("Face", {})
+        table.add_row(face.get("FaceId", ""), face.get("ExternalImageId", ""), fmt_pct(m.get("Similarity")))
+    app.out.print(table)
+
+
+@client_command(main, "search")
+@click.argument("collection_id")
+@click.argument("image", required=False, type=image_path)
+@click.option("--face-id", default=None, help="Search with a face already in the collection (SearchFaces).")
+@click.option("--threshold", type=click.FloatRange(0, 100), default=80.0, show_default=True,
+              help="FaceMatchThreshold: lowest Similarity to report.")
+@click.option("--max-faces", type=click.IntRange(1, 4096), default=None, help="Report at most N matches.")
+@click.option("--quality-filter", type=click.Choice(["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"]), default=None)
+def search(app: App, collection_id: str, image: Path | None, face_id: str | None, threshold: float,
+           max_faces: int | None, quality_filter: str | None) -> None:
+    """Search COLLECTION_ID for the largest face of IMAGE, or for --face-id."""
+    if (image is None) == (face_id is None):
+        raise click.UsageError("give exactly one of IMAGE or --face-id")
+    params: dict[str, Any] = {"CollectionId": collection_id, "FaceMatchThreshold": threshold}
+    if max_faces is not None:
+        params["MaxFaces"] = max_faces
+    if face_id is not None:
+        if quality_filter is not None:
+            raise click.UsageError("--quality-filter applies to IMAGE searches only")
+        r = app.call("search_faces", FaceId=face_id, **params)
+        if app.as_json:
+            return app.print_json(r)
+        app.out.print(f"searched face {face_id}")
+    else:
+        if quality_filter is not None:
+            params["QualityFilter"] = quality_filter
+        r = app.call("search_faces_by_image", Image=read_image(image), **params)
+        if app.as_json:
+            return app.print_json(r)
+        app.out.print(f"searched face in {image}: {fmt_box(r.get('SearchedFaceBoundingBox'), image_size(image))}"
+                      f" (confidence {fmt_pct(r.get('SearchedFaceConfidence'))})", markup=False)
+    app.print_search_risk()
+    print_face_matches(app, r.get("FaceMatches", []), collection_id, threshold)
+
+
+@client_command(main, "compare")
+@click.argument("source", type=image_path)
+@click.argument("target", type=image_path)
+@click.option("--threshold", type=click.FloatRange(0, 100), default=80.0, show_default=True,
+              help="SimilarityThreshold: lowest Similarity that counts as a match.")
+@click.option("--quality-filter", type=click.Choice(["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"]), default=None)
+def compare(app: App, source: Path, target: Path, threshold: float, quality_filter: str | None) -> None:
+    """Compare the largest face of SOURCE with every face of TARGET."""
+    app.stateless = True
+    params: dict[str, Any] = {"SimilarityThreshold": threshold}
+    if quality_filter is not None:
+        params["QualityFilter"] = quality_filter
+    r = app.call("compare_faces", SourceImage=read_image(source), TargetImage=read_image(target), **params)
+    if app.as_json:
+        return app.print_json(r)
+    src = r.get("SourceImageFace", {})
+    app.out.print(f"source face in {source}: {fmt_box(src.get('BoundingBox'), image_size(source))}", markup=False)
+    matches, unmatched = r.get("FaceMatches", []), r.get("UnmatchedFaces", [])
+    if not matches:
+        app.out.print(f"no match in {target} at threshold {threshold:g} "
+                      f"({len(unmatched)} face{'s' if len(unmatched) != 1 else ''} below it)", markup=False)
+    if not matches and not unmatched:
+        return
+    size = image_size(target)
+    table = app.table("#", "Target face box", "Similarity", "Match")
+    n = 0
+    for m in matches:
+        n += 1
+        table.add_row(str(n), fmt_box(m.get("Face", {}).get("BoundingBox"), size), fmt_pct(m.get("Similarity")),
+                      "match")
+    for face in unmatched:
+        n += 1
+        table.add_row(str(n), fmt_box(face.get("BoundingBox"), size), f"< {threshold:g}", "-")
+    app.out.print(table)
+
+
+@client_command(main, "detect")
+@click.argument("image", type=image_path)
+def detect(app: App, image: Path) -> None:
+    """Detect the faces in IMAGE: box, confidence, pose and quality (--json adds landmarks)."""
+    app.stateless = True
+    r = app.call("detect_faces", Image=read_image(image), Attributes=["ALL"])
+    if app.as_json:
+        return app.print_json(r)
+    faces = r.get("FaceDetails", [])
+    app.out.print(f"{len(faces)} face{'s' if len(faces) != 1 else ''} in {image}", markup=False)
+    if not faces:
+        return
+    size = image_size(image)
+    table = app.table("#", "Box", "Confidence", "Roll", "Yaw", "Pitch", "Brightness", "Sharpness")
+    for i, face in enumerate(faces, 1):
+        pose, quality = face.get("Pose", {}), face.get("Quality", {})
+        table.add_row(str(i), fmt_box(face.get("BoundingBox"), size), fmt_pct(face.get("Confidence")),
+                      *(f"{pose[k]:+.0f}" if k in pose else "" for k in ("Roll", "Yaw", "Pitch")),
+                      *(f"{quality[k]:.0f}" if k in quality else "" for k in ("Brightness", "Sharpness")))
+    app.out.print(table)
+
+
+# ---- faces ----------------------------------------------------------------------------------------
+
+
+@main.group()
+def faces() -> None:
+    """List and delete the faces of a collection."""
+
+
+@client_command(faces, "list")
+@click.argument("collection_id")
+@click.option("--user-id", default=None, help="Only the faces associated with this user.")
+def faces_list(app: App, collection_id: str, user_id: str | None) -> None:
+    """List the faces of COLLECTION_ID."""
+    params: dict[str, Any] = {"CollectionId": collection_id}
+    if user_id:
+        params["UserId"] = user_id
+    r = app.pages("list_faces", ("Faces",), **params)
+    if app.as_json:
+        return app.print_json(r)
+    found = r.get("Faces", [])
+    if not found:
+        app.out.print(f"no faces in {collection_id}" + (f" for user {user_id}" if user_id else ""))
+        return
+    with_users = any(face.get("UserId") for face in found)
+    table = app.table("FaceId", "ExternalImageId", *(["UserId"] if with_users else []))
+    for face in found:
+        table.add_row(face.get("FaceId", ""), face.get("ExternalImageId", ""),
+                      *([face.get("UserId", "")] if with_users else []))
+    app.out.print(table)
+    app.out.print(f"{len(found)} face{'s' if len(found) != 1 else ''}")
+
+
+@client_command(faces, "delete")
+@click.argument("collection_id")
+@click.argument("face_ids", nargs=-1, required=True)
+def faces_delete(app: App, collection_id: str, face_ids: tuple[str, ...]) -> None:
+    """Delete faces from COLLECTION_ID."""
+    deleted: list[str] = []
+    unsuccessful: list[dict[str, Any]] = []
+    ids = list(face_ids)
+    for start in range(0, len(ids), 4096):
+        r = app.call("delete_faces", CollectionId=collection_id, FaceIds=ids[start:start + 4096])
+        deleted += r.get("DeletedFaces", [])
+        unsuccessful += r.get("UnsuccessfulFaceDeletions", [])
+    if app.as_json:
+        app.print_json({"DeletedFaces": deleted, "UnsuccessfulFaceDeletions": unsuccessful})
+    else:
+        for face_id in deleted:
+            app.out.print(f"deleted {face_id}")
+        for entry in unsuccessful:
+            owner = f" (user {entry['UserId']})" if entry.get("UserId") else ""
+            app.out.print(f"not deleted {entry.get('FaceId')}: {_reasons(entry)}{owner}", markup=False)
+    if unsuccessful:
+        raise CliError(f"{len(unsuccessful)} of {len(ids)} faces not deleted", 1)
+
+
+# ---- users ----------------------------------------------------------------------------------------
+
+

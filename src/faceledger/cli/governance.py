@@ -1,0 +1,97 @@
+"""``faceledger policy``, ``erase`` and ``retention``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from .common import (
+    App,
+    client_command,
+)
+from .main import main
+
+
+@main.group()
+def policy() -> None:
+    """Per-collection policies: threshold floor, largest MaxFaces, purpose required, retention."""
+
+
+@client_command(policy, "set")
+@click.argument("collection_id")
+@click.option("--min-threshold", type=click.FloatRange(0, 100), default=None,
+              help="Floor for FaceMatchThreshold/UserMatchThreshold of 1:N searches.")
+@click.option("--below-minimum", type=click.Choice(["REFUSE", "RAISE"]), default=None,
+              help="A request below the floor: refused (default) or raised to it.")
+@click.option("--max-faces", type=click.IntRange(min=1), default=None, help="Largest MaxFaces (MaxUsers).")
+@click.option("--require-purpose/--no-require-purpose", default=None,
+              help="1:N searches need a purpose and a case reference.")
+@click.option("--retention-days", type=click.IntRange(min=1), default=None,
+              help="Faces older than this are deleted by the retention sweep.")
+def policy_set(app: App, collection_id: str, min_threshold: float | None, below_minimum: str | None,
+               max_faces: int | None, require_purpose: bool | None, retention_days: int | None) -> None:
+    """Set COLLECTION_ID's policy (replaces the previous one; recorded in the ledger)."""
+    doc: dict[str, Any] = {}
+    for key, value in (("MinFaceMatchThreshold", min_threshold), ("BelowMinimum", below_minimum),
+                       ("MaxFaces", max_faces), ("RequirePurpose", require_purpose),
+                       ("RetentionDays", retention_days)):
+        if value is not None:
+            doc[key] = value
+    r = app.extension("PutCollectionPolicy", CollectionId=collection_id, Policy=doc)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"policy of {collection_id}: {json.dumps(r.get('Policy', {}), sort_keys=True)}", markup=False)
+
+
+@client_command(policy, "show")
+@click.argument("collection_id")
+def policy_show(app: App, collection_id: str) -> None:
+    """Show COLLECTION_ID's policy."""
+    r = app.extension("GetCollectionPolicy", CollectionId=collection_id)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"policy of {collection_id}: {json.dumps(r.get('Policy', {}), sort_keys=True)}", markup=False)
+
+
+@client_command(policy, "delete")
+@click.argument("collection_id")
+def policy_delete(app: App, collection_id: str) -> None:
+    """Remove COLLECTION_ID's policy."""
+    r = app.extension("DeleteCollectionPolicy", CollectionId=collection_id)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"policy of {collection_id} removed")
+
+
+@client_command(main, "erase")
+@click.option("--external-image-id", required=True, help="Erase every face with this ExternalImageId.")
+def erase(app: App, external_image_id: str) -> None:
+    """Erase every face of an ExternalImageId in every collection, overwriting it on disk; prints a receipt."""
+    r = app.extension("EraseFaces", ExternalImageId=external_image_id)
+    if app.as_json:
+        return app.print_json(r)
+    faces = r.get("ErasedFaces", [])
+    app.out.print(f"erased {len(faces)} face{'s' if len(faces) != 1 else ''} of {external_image_id} "
+                  f"(receipt {r.get('ErasureId')})", markup=False)
+    for face in faces:
+        app.out.print(f"  {face['CollectionId']} {face['FaceId']}", markup=False)
+
+
+@main.group()
+def retention() -> None:
+    """Retention: delete the faces older than their collection's RetentionDays."""
+
+
+@client_command(retention, "sweep")
+@click.option("--collection", "collection_id", default=None, help="Only this collection.")
+def retention_sweep(app: App, collection_id: str | None) -> None:
+    """Run the retention sweep now (the server runs it every --retention-interval seconds)."""
+    params = {"CollectionId": collection_id} if collection_id else {}
+    r = app.extension("ApplyRetention", **params)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"retention sweep: {len(r.get('DeletedFaces', []))} faces deleted")
+
+

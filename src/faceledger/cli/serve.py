@@ -1,0 +1,152 @@
+"""``faceledger serve``: the HTTP API."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from .common import (
+    DEFAULT_PORT,
+    CliError,
+)
+from .main import main
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _false_match_limit(value: str | None) -> float | None:
+    import math
+
+    if value is None or str(value).strip().lower() == "none":
+        return None
+    try:
+        limit = float(value)
+    except ValueError:
+        raise CliError(f"--max-expected-false-matches must be a number >= 0 or 'none', not {value!r}") from None
+    if not math.isfinite(limit) or limit < 0:
+        raise CliError(f"--max-expected-false-matches must be a number >= 0 or 'none', not {value!r}")
+    return limit
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option("--data", "data_dir", default="./data", show_default=True, type=click.Path(path_type=Path),
+              help="Data folder (the embedded SQLite store).")
+@click.option("--buckets", "buckets_dir", default=None, type=click.Path(path_type=Path),
+              help="Folder whose subfolders serve as S3 buckets for S3Object image inputs.")
+@click.option("--upsample", default=None, type=int, help="HOG detector upsampling (default: measured default).")
+@click.option("--engine", type=click.Choice(["onnx", "dlib"]), default="onnx", show_default=True,
+              help="Embedding runtime: onnx (dlib's network on ONNX Runtime, batched) or dlib (the reference).")
+@click.option("--face-model", type=click.Choice(["faceledger-fusion-v1", "dlib-resnet-v1"]), default=None,
+              help="Face model of new collections (default: faceledger-fusion-v1; dlib-resnet-v1 with --engine "
+                   "dlib). Existing collections keep theirs: see docs/models.md.")
+@click.option("--dev", is_flag=True, help="Development mode: no signature checks (refused off loopback).")
+@click.option("--retention-interval", default=3600.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds between retention sweeps (0: never).")
+@click.option("--log-level", default="info", show_default=True)
+@click.option("--max-expected-false-matches", "max_efm", default="0.001", show_default=True,
+              help="Default limit on the expected false matches per 1:N search: the threshold is raised for the "
+                   "collection's size until FMR x faces searched meets it (per request: header "
+                   "X-Faceledger-Max-Expected-False-Matches). 'none': no limit (Rekognition's behaviour).")
+@click.option("--min-margin", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Margin rule: a 1:N search answers only when its best identity is this many decades of FMR "
+                   "less likely to be a chance match than the runner-up, else it is ambiguous and returns no "
+                   "match (per request: header X-Faceledger-Min-Margin). 0: off.")
+@click.option("--calibration", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Similarity calibration from `faceledger eval calibrate` (default: the packaged table).")
+def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsample: int | None, engine: str,
+          face_model: str | None, dev: bool, retention_interval: float, log_level: str, max_efm: str | None = "0.001",
+          min_margin: float = 1.0, calibration: Path | None = None) -> None:
+    """Serve the Rekognition API over HTTP, every request signed with a faceledger key.
+
+    On first start (no key yet) an admin key is created, printed once and written as the
+    `faceledger` profile of DATA/credentials (an AWS shared credentials file).
+    """
+    import uvicorn
+
+    from ..api import create_app
+    from ..service import Service, ServiceConfig
+
+    if dev and not _is_loopback(host):
+        raise CliError(f"--dev (no authentication) is refused on {host}: it is allowed on loopback only")
+    limit = _false_match_limit(max_efm)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    service = Service(ServiceConfig(data_dir=data_dir, buckets_dir=buckets_dir, detector_upsample=upsample,
+                                    engine=engine, face_model=face_model, max_expected_false_matches=limit,
+                                    min_margin=min_margin,
+                                    calibration=calibration))
+    if engine == "dlib" and face_model not in (None, "dlib-resnet-v1"):
+        raise CliError(f"--face-model {face_model} needs --engine onnx")
+    if calibration is not None:
+        try:
+            service.scale  # load and check it now, not on the first search
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    if not _is_loopback(host):
+        click.echo(f"warning: listening on {host}, reachable from other machines", err=True)
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    click.echo(f"faceledger {__version__} serving Rekognition on {url} (data: {data_dir.resolve()}; "
+               f"face model of new collections: {service.model_version})")
+    click.echo(f"  Similarity calibration: {service.calibration_source()}"
+               + (f"; max expected false matches per search: {limit:g}" if limit is not None
+                  else "; no limit on expected false matches (--max-expected-false-matches none)")
+               + (f"; margin rule {min_margin:g} decade(s) of FMR" if min_margin > 0 else "; margin rule off"))
+    if dev:
+        click.echo(
+            "  DEVELOPMENT MODE: requests are not authenticated (any signed request is accepted).\n"
+            f"  boto3:   boto3.client('rekognition', endpoint_url='{url}', region_name='us-east-1',\n"
+            f"                        aws_access_key_id='local', aws_secret_access_key='local')"
+        )
+    else:
+        credentials = data_dir / "credentials"
+        admin = service.ensure_admin_key()
+        if admin is not None:
+            key_id, secret = admin
+            _write_credentials(credentials, "faceledger", key_id, secret)
+            click.echo(
+                "  first start: created the admin key (shown once, also saved as profile 'faceledger' in "
+                f"{credentials.resolve()}):\n"
+                f"    aws_access_key_id     = {key_id}\n"
+                f"    aws_secret_access_key = {secret}"
+            )
+        creds = credentials.resolve()
+        click.echo(
+            f"  AWS CLI: AWS_SHARED_CREDENTIALS_FILE={creds} aws --profile faceledger rekognition "
+            f"list-collections --endpoint-url {url} --region us-east-1\n"
+            f"  boto3:   boto3.Session(profile_name='faceledger')  # with AWS_SHARED_CREDENTIALS_FILE={creds}\n"
+            f"           .client('rekognition', endpoint_url='{url}', region_name='us-east-1')\n"
+            f"  more keys: faceledger keys create --data {data_dir} --name NAME [--policy FILE]"
+        )
+    app = create_app(service, authenticate=not dev, retention_interval_s=retention_interval or None)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def _write_credentials(path: Path, profile: str, key_id: str, secret: str) -> None:
+    """Add (or replace) ``profile`` in an AWS shared credentials file, mode 0600."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    if path.exists():
+        config.read(path)
+    config[profile] = {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        config.write(f)
+    os.chmod(path, 0o600)
+
+
+# --------------------------------------------------------------------------------------------------
+# Client commands: the same Rekognition operations over a local data folder or a running server.
