@@ -287,6 +287,80 @@ def test_bad_base64(bad: str) -> None:
     assert "image.bytes" in info.value.message
 
 
+# ------------------------------------------------------------------ request bodies (strict JSON)
+
+
+def body_error(raw: bytes) -> str:
+    with pytest.raises(errors.SerializationException) as info:
+        model.decode_body(raw)
+    return info.value.message
+
+
+def test_decode_body_reads_json_objects() -> None:
+    assert model.decode_body(b"") == {} and model.decode_body(b" \n") == {}
+    assert model.decode_body(b'{"MaxResults": 2, "X": [1.5, "\\ud83d\\ude00", -0]}') == {
+        "MaxResults": 2, "X": [1.5, "\U0001f600", 0]}
+    nested = b"[" * model.MAX_JSON_DEPTH + b"]" * model.MAX_JSON_DEPTH
+    assert model.decode_body(nested) == json.loads(nested)
+    in_text = json.dumps({"ExternalImageId": "[" * 10_000 + "{" * 10_000}).encode()  # brackets in a string
+    assert model.decode_body(in_text)["ExternalImageId"].startswith("[[[")
+
+
+@pytest.mark.parametrize(("raw", "says"), [
+    (b"NaN", "nan"),
+    (b'{"FaceMatchThreshold": Infinity}', "infinity"),
+    (b'{"FaceMatchThreshold": -Infinity}', "infinity"),
+    (b'{"FaceMatchThreshold": 1e400}', "out of range"),
+    (b'{"MaxFaces": ' + b"9" * 5000 + b"}", "5000 digits"),
+    (b"[" * 100_000 + b"]" * 100_000, "nest deeper than 32"),
+    (b'{"a":' * 33 + b"1" + b"}" * 33, "nest deeper than 32"),
+    (b"[" * 100_000, "nest deeper"),
+    (b'{"CollectionId": "\\ud800"}', "\\ud800"),
+    (b'{"\\udc80x": 1}', "\\udc80"),
+    (b'{"CollectionId": "\xff"}', "not utf-8"),
+    ("\ufeff{}".encode(), "bom"),
+    ("{}".encode("utf-16"), "not utf-8"),
+    (b"{}x", "extra data"),
+])
+def test_decode_body_refuses_what_is_not_strict_json(raw: bytes, says: str) -> None:
+    message = body_error(raw)
+    assert message.startswith("Request body is not valid JSON")
+    assert says in message.lower(), message
+
+
+@pytest.mark.parametrize("raw", [
+    b'"\\' * 1_000_000,  # a million unterminated strings, each after a quote: still one pass
+    b"[" + b'"a",' * 500_000 + b"[]]",
+    b"[" * 1_000_000 + b"]" * 1_000_000,
+])
+def test_decode_body_hostile_shapes_are_refused_or_read(raw: bytes) -> None:
+    try:
+        model.decode_body(raw)
+    except errors.SerializationException as exc:
+        assert exc.message.startswith("Request body is not valid JSON")
+
+
+# ------------------------------------------------------------------ in-process values past the model's types
+
+
+@pytest.mark.parametrize(("params", "says"), [
+    ({"CollectionId": "c", "Image": {"Bytes": JPEG}, "MaxFaces": 2**31}, "less than or equal to 2147483647"),
+    ({"CollectionId": "c", "Image": {"Bytes": JPEG}, "MaxFaces": -(2**70)}, "greater than or equal to 1"),
+    ({"CollectionId": "c", "Image": {"Bytes": JPEG}, "FaceMatchThreshold": 10**400}, "finite"),
+    ({"CollectionId": "c", "Image": {"Bytes": JPEG}, "FaceMatchThreshold": float("nan")}, "finite"),
+    ({"CollectionId": "c\ud800", "Image": {"Bytes": JPEG}}, "unpaired surrogate"),
+    ({"CollectionId": "c", "Image": {"S3Object": {"Bucket": "bucket", "Name": "\udc80.jpg"}}}, "unpaired surrogate"),
+])
+def test_values_past_the_model_types_are_validation_errors(params: dict, says: str) -> None:
+    operation = "IndexFaces" if "MaxFaces" in params or "S3Object" in params["Image"] else "SearchFacesByImage"
+    assert says in validation_message(operation, params)
+
+
+def test_index_faces_max_faces_within_java_int() -> None:
+    params = {"CollectionId": "c", "Image": {"Bytes": JPEG}, "MaxFaces": 2**31 - 1}
+    assert parse_request("IndexFaces", params, wire=False)["MaxFaces"] == 2**31 - 1
+
+
 def test_error_shape() -> None:
     with pytest.raises(errors.ValidationException) as info:
         parse_request("DescribeCollection", {}, wire=True)

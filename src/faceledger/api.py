@@ -15,6 +15,8 @@ import contextlib
 import functools
 import json
 import logging
+import math
+import re
 from typing import Any, AsyncIterator
 
 import anyio
@@ -31,7 +33,6 @@ from .service.auth import HttpRequest
 from .service.errors import (
     ImageTooLargeException,
     InternalServerError,
-    SerializationException,
     UnknownOperationException,
 )
 
@@ -53,15 +54,19 @@ def _json(body: Any, status: int, request_id: str, headers: dict[str, str] | Non
     )
 
 
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _limit(value: str | None) -> float | None:
-    """X-Faceledger-Max-Expected-False-Matches or -Min-Margin: a number (NaN when unreadable: the search
-    refuses it)."""
+    """X-Faceledger-Max-Expected-False-Matches or -Min-Margin: a decimal number (NaN when it is not one, or
+    is not finite: the search refuses it)."""
     if value is None or not value.strip():
         return None
-    try:
-        return float(value)
-    except ValueError:
+    text = value.strip()
+    if len(text) > 64 or not _NUMBER.fullmatch(text):  # float() would take "1_000", "nan", "inf", "١"
         return float("nan")
+    number = float(text)
+    return number if math.isfinite(number) else float("nan")
 
 
 async def _read_body(request: Request) -> bytes:
@@ -166,10 +171,7 @@ def create_app(
                 context = await anyio.to_thread.run_sync(service.authenticate, http, context, name)
                 recorded = False
             operation = _operation(target)
-            try:
-                params = json.loads(raw) if raw.strip() else {}
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise SerializationException(f"Request body is not valid JSON: {exc}") from None
+            params = await anyio.to_thread.run_sync(model.decode_body, raw)  # strict JSON, depth-bounded
             call = functools.partial(service.call_with_meta, operation, params, context, wire=True)
             recorded = True
             response, meta = await anyio.to_thread.run_sync(call)

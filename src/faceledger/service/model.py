@@ -9,6 +9,11 @@ The service layer sees plain Python values, as boto3 users do: ``bytes`` for
 blobs and tz-aware UTC ``datetime`` for timestamps. On the wire (``wire=True``)
 blobs are base64 strings and timestamps epoch seconds.
 
+Request bodies are read with :func:`decode_body`: strict JSON (no NaN or Infinity, numbers within
+range, nesting at most ``MAX_JSON_DEPTH`` deep, UTF-8 text without unpaired surrogates), anything else
+``SerializationException``. Validation refuses strings with unpaired surrogates in-process too, and
+integers outside the Java int/long range that the model's integer/long shapes stand for.
+
 The model comes from the installed botocore; nothing is fetched.
 """
 
@@ -18,6 +23,7 @@ import base64
 import binascii
 import datetime as dt
 import functools
+import json
 import logging
 import math
 import re
@@ -26,6 +32,7 @@ import unicodedata
 from typing import Any
 
 import botocore.session
+import numpy as np
 from botocore.model import ListShape, MapShape, OperationModel, ServiceModel, Shape, StructureShape
 from botocore.utils import parse_timestamp
 
@@ -44,6 +51,8 @@ __all__ = [
     "parse_request",
     "serialize_response",
     "check_response",
+    "decode_body",
+    "MAX_JSON_DEPTH",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,6 +66,12 @@ IMAGE_BLOB_SHAPE = "ImageBlob"
 _OPERATIONS: frozenset[str] = frozenset(SERVICE_MODEL.operation_names)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _MAX_SHOWN = 1024  # characters of a value quoted in an error message
+#: Deepest nesting of arrays and objects a request body may have (Rekognition's deepest input is 4).
+MAX_JSON_DEPTH = 32
+#: Longest integer literal a request body may have (every integer of the model fits in 19 digits).
+_MAX_INT_DIGITS = 40
+# Java's int and long, the types the model's integer and long shapes stand for.
+_INT_RANGE = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 
 
 def operation_names() -> frozenset[str]:
@@ -185,6 +200,17 @@ def _show(value: Any) -> str:
     return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
 
 
+def _unpaired_surrogate(text: str) -> bool:
+    """Whether ``text`` has a lone UTF-16 surrogate (JSON's ``"\\ud800"``): no UTF-8, no SQLite text."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 class _Parser:
     """One request's walk: converts values and collects validation problems."""
 
@@ -284,6 +310,8 @@ class _Parser:
         if kind == "string":
             if not isinstance(value, str):
                 return value, ["Member must be of type string"]
+            if _unpaired_surrogate(value):
+                return value, ["Member must be a valid Unicode string (it has an unpaired surrogate)"]
             problems = self.size(shape, len(value))
             pattern = meta.get("pattern")
             if pattern is not None and (compiled := _compiled(pattern)) is not None:
@@ -297,13 +325,17 @@ class _Parser:
         if kind in ("integer", "long"):
             if isinstance(value, bool) or not isinstance(value, int):
                 return value, [f"Member must be of type {kind}"]
-            return value, self.range(shape, value)
+            return value, self.range(shape, value, *_INT_RANGE[kind])
         if kind in ("float", "double"):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return value, [f"Member must be of type {kind}"]
-            if not math.isfinite(value):
+            try:
+                number = float(value)  # an int past 1.8e308 raises OverflowError
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):
                 return value, ["Member must be a finite number"]
-            return float(value), self.range(shape, value)
+            return number, self.range(shape, value)
         if kind == "blob":
             return self.blob(shape, value, path)
         if kind == "timestamp":
@@ -311,12 +343,16 @@ class _Parser:
         return value, []  # a type this model does not use (document, ...): passed through
 
     @staticmethod
-    def range(shape: Shape, value: int | float) -> list[str]:
+    def range(shape: Shape, value: int | float, low: int | None = None, high: int | None = None) -> list[str]:
+        """Problems with ``value`` against the shape's min/max (and, for integer and long, the range of
+        Java's int and long that they stand for: ``low``..``high``)."""
         problems = []
-        if "min" in shape.metadata and value < shape.metadata["min"]:
-            problems.append(f"Member must have value greater than or equal to {shape.metadata['min']}")
-        if "max" in shape.metadata and value > shape.metadata["max"]:
-            problems.append(f"Member must have value less than or equal to {shape.metadata['max']}")
+        low = shape.metadata.get("min", low)
+        high = shape.metadata.get("max", high)
+        if low is not None and value < low:
+            problems.append(f"Member must have value greater than or equal to {low}")
+        if high is not None and value > high:
+            problems.append(f"Member must have value less than or equal to {high}")
         return problems
 
     def blob(self, shape: Shape, value: Any, path: str) -> tuple[Any, list[str]]:
@@ -382,6 +418,84 @@ def parse_request(operation: str, params: Any, *, wire: bool) -> dict[str, Any]:
         noun = "error" if count == 1 else "errors"
         raise ValidationException(f"{count} validation {noun} detected: " + "; ".join(parser.errors))
     return result
+
+
+# --------------------------------------------------------------------------- request bodies
+
+_STRING_LITERAL = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?')  # always matches from a quote: linear
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _nesting_over(raw: bytes, limit: int) -> bool:
+    """Whether the arrays and objects of JSON text ``raw`` nest deeper than ``limit`` (brackets inside
+    strings do not count). Linear in ``len(raw)``, and free for bodies with few brackets."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    skeleton = _STRING_LITERAL.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    if len(skeleton) <= limit:
+        return False
+    brackets = np.frombuffer(skeleton, dtype=np.uint8)
+    steps = ((brackets == ord("[")) | (brackets == ord("{"))).astype(np.int8) * 2 - 1
+    return int(np.cumsum(steps, dtype=np.int32).max()) > limit
+
+
+def _constant(name: str) -> Any:
+    raise _Unreadable(f"{name} is not a JSON number")
+
+
+def _integer(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > _MAX_INT_DIGITS:
+        raise _Unreadable(f"the number {text[:20]}... ({digits} digits) is out of range")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _Unreadable(f"the number {text[:40]} is out of range")
+    return number
+
+
+def decode_body(raw: bytes) -> Any:
+    """A request body as the JSON value it holds; ``SerializationException`` unless it is strict JSON.
+
+    Empty (or all-whitespace) is ``{}``. Refused: text that is not UTF-8 (a BOM too), not JSON, ``NaN``,
+    ``Infinity`` and numbers that overflow a double (``1e400``) or have over 40 digits, arrays and objects
+    nested deeper than ``MAX_JSON_DEPTH``, and strings (member names too) with an unpaired UTF-16
+    surrogate (``"\\ud800"``). Time and memory are linear in ``len(raw)``.
+    """
+    if not raw.strip():
+        return {}
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SerializationException(
+            f"Request body is not valid JSON: it is not UTF-8 (byte 0x{raw[exc.start]:02x} at {exc.start})"
+        ) from None
+    if _nesting_over(raw, MAX_JSON_DEPTH):
+        raise SerializationException(
+            f"Request body is not valid JSON: arrays and objects nest deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        value = json.loads(text, parse_constant=_constant, parse_int=_integer, parse_float=_float)
+    except _Unreadable as exc:
+        raise SerializationException(f"Request body is not valid JSON: {exc}") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise SerializationException(f"Request body is not valid JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = "".join(f"\\u{ord(c):04x}" for c in exc.object[exc.start:exc.end])
+            raise SerializationException(
+                f"Request body is not valid JSON: a string has an unpaired UTF-16 surrogate ({bad})"
+            ) from None
+    return value
 
 
 # --------------------------------------------------------------------------- responses
