@@ -45,7 +45,7 @@ def validate_policy(policy: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "MinFaceMatchThreshold" in policy:
         v = policy["MinFaceMatchThreshold"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 100:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 100 or not math.isfinite(v):
             raise ValidationException(f"Value {v!r} at 'policy.minFaceMatchThreshold' failed to satisfy constraint: "
                                       "Member must be a number between 0 and 100")
         out["MinFaceMatchThreshold"] = float(v)
@@ -54,12 +54,12 @@ def validate_policy(policy: Any) -> dict[str, Any]:
             raise ValidationException(f"Value {policy['BelowMinimum']!r} at 'policy.belowMinimum' failed to satisfy "
                                       "constraint: Member must satisfy enum value set: [REFUSE, RAISE]")
         out["BelowMinimum"] = policy["BelowMinimum"]
-    for key, low in (("MaxFaces", 1), ("RetentionDays", 1)):
+    for key, low, high in (("MaxFaces", 1, 4096), ("RetentionDays", 1, 36500)):
         if key in policy:
             v = policy[key]
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
                 raise ValidationException(f"Value {v!r} at 'policy.{key[0].lower() + key[1:]}' failed to satisfy "
-                                          f"constraint: Member must be an integer greater than or equal to {low}")
+                                          f"constraint: Member must be an integer from {low} to {high}")
             out[key] = v
     if "RequirePurpose" in policy:
         if not isinstance(policy["RequirePurpose"], bool):
@@ -117,7 +117,7 @@ def _require(params: Any, member: str, pattern: re.Pattern, name: str) -> str:
     if not isinstance(params, dict):
         raise ValidationException("Request must be a JSON object")
     value = params.get(member)
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise ValidationException(
             f"Value {value!r} at '{member[0].lower() + member[1:]}' failed to satisfy constraint: Member must "
             f"satisfy regular expression pattern: {pattern.pattern[1:-1].replace('{1,255}', '+')}"

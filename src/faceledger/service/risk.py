@@ -93,7 +93,8 @@ def reach(threshold: float, margin: float) -> float:
     """The lowest Similarity a runner-up can have and still make a match at ``threshold`` ambiguous."""
     if margin <= 0:
         return threshold
-    return float(similarity_from_fmr(min(1.0, fmr_from_similarity(threshold) * 10.0 ** margin)))
+    # in decades, so that a huge margin cannot overflow: FMR x 10**margin, at most 1
+    return float(similarity_from_fmr(10.0 ** min(0.0, math.log10(fmr_from_similarity(threshold)) + margin)))
 
 
 def ambiguous(inv, best_distance: float, runner_up_distance: float | None, margin: float) -> bool:
