@@ -54,6 +54,20 @@ def _closed_within(sock: socket.socket, seconds: float) -> float | None:
     return None
 
 
+def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One HTTP response's head and body (by Content-Length)."""
+    sock.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head, body
+
+
 def _is_closed(sock: socket.socket) -> bool:
     return _closed_within(sock, 0.3) is not None
 
@@ -267,3 +281,77 @@ def test_server_limit_options_are_documented():
     for option in ("--max-connections", "--header-timeout", "--keep-alive-timeout", "--body-timeout",
                    "--max-header-bytes", "--analysis-workers", "--analysis-queue", "--log-interval"):
         assert option in doc, option
+
+
+def test_an_unread_body_is_not_read_on_after_the_answer(limited):
+    """A body declared over the 8 MB limit is refused at once, and the connection closed: the client cannot
+    go on trickling the rest into it."""
+    sock = _connect(limited)
+    try:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-amz-json-1.1\r\n"
+                     b"X-Amz-Target: RekognitionService.DetectFaces\r\nContent-Length: 100000000\r\n\r\n{")
+        head, body = _read_response(sock)
+        assert head.startswith(b"HTTP/1.1 400"), head
+        assert json.loads(body)["__type"] == "ImageTooLargeException"
+        start = time.monotonic()
+        closed = False
+        while time.monotonic() - start < 5:
+            try:
+                sock.sendall(b"x" * 1000)
+            except OSError:
+                closed = True
+                break
+            if _closed_within(sock, 0.1) is not None:
+                closed = True
+                break
+        assert closed, "the server kept reading a body it had refused"
+    finally:
+        sock.close()
+
+
+def test_a_client_that_stops_reading_its_response_is_disconnected():
+    """The server's side of a slow client: a 64 MB response to a client that reads nothing is abandoned after
+    the body timeout (here 1 s) instead of holding its connection and task for ever."""
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from faceledger.httpserver import ServerLimits, bind, server
+
+    big = b"x" * (64 * 1024 * 1024)
+    app = Starlette(routes=[Route("/big", lambda request: Response(big))])
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    srv = server(app, ServerLimits(body_timeout=1.0, header_timeout=30), log_level="warning")
+    runner = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    runner.start()
+    try:
+        for _ in range(100):
+            if srv.started:
+                break
+            time.sleep(0.05)
+        reader = socket.socket()
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.connect(("127.0.0.1", port))
+        reader.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(4)  # reads nothing for longer than the body timeout
+        received, reader_closed = 0, False
+        reader.settimeout(5)
+        try:
+            while True:
+                chunk = reader.recv(1 << 20)
+                if not chunk:
+                    reader_closed = True
+                    break
+                received += len(chunk)
+        except ConnectionResetError:
+            reader_closed = True
+        except socket.timeout:
+            pass
+        reader.close()
+        assert reader_closed and received < len(big), (received, reader_closed)
+        assert not srv.server_state.connections, "the stalled connection is still held"
+    finally:
+        srv.should_exit = True
+        runner.join(10)
+        sock.close()

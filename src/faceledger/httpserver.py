@@ -14,7 +14,9 @@ ever, and answers a connection over ``limit_concurrency`` only once it has sent 
   the process's descriptor limit (``ulimit -n``, raised to its hard limit first);
 * request heads larger than ``max_header_bytes`` are refused (400, h11's limit);
 * the request body must arrive within ``body_timeout`` seconds (enforced by the app, see
-  :mod:`faceledger.api`: 408 ``RequestTimeoutException`` and the connection closed);
+  :mod:`faceledger.api`: 408 ``RequestTimeoutException`` and the connection closed); a request answered
+  before its body was read (too large, too slow) closes its connection; a client that stops reading
+  its response for ``body_timeout`` seconds is disconnected;
 * image analyses run at most ``analysis_workers`` at a time with at most ``analysis_queue`` waiting;
   beyond that ``ProvisionedThroughputExceededException`` (HTTP 400) (also :mod:`faceledger.api`);
 * a warning or error repeated with the same text is logged once per ``log_interval`` seconds, with
@@ -34,7 +36,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["RepeatFilter", "ServerLimits", "bind", "descriptor_budget", "log_config", "serve"]
+__all__ = ["RepeatFilter", "ServerLimits", "bind", "descriptor_budget", "log_config", "serve", "server"]
 
 log = logging.getLogger("faceledger.server")
 
@@ -137,6 +139,7 @@ def _protocol_class(limits: ServerLimits) -> type:
 
     class GuardedH11Protocol(H11Protocol):
         _head_timer: Any = None
+        _write_timer: Any = None
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -148,6 +151,9 @@ def _protocol_class(limits: ServerLimits) -> type:
         def connection_lost(self, exc: Exception | None) -> None:
             live.pop(self, None)
             self._cancel_head_deadline()
+            if self._write_timer is not None:
+                self._write_timer.cancel()
+                self._write_timer = None
             super().connection_lost(exc)
 
         def handle_events(self) -> None:
@@ -157,8 +163,28 @@ def _protocol_class(limits: ServerLimits) -> type:
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            if self.transport.is_closing():
+                return
+            if self.conn.their_state is h11.SEND_BODY and self.cycle is not None and self.cycle.response_complete:
+                self._close()  # answered without reading the whole body (too large, too slow): do not read on
+            elif self.conn.their_state is h11.IDLE:
                 self._arm_head_deadline(limits.keep_alive_timeout + limits.header_timeout)
+
+        # -- a client that stops reading its response: abandoned after body_timeout
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self._write_timer is None:
+                self._write_timer = self.loop.call_later(limits.body_timeout, self._write_deadline_passed)
+
+        def resume_writing(self) -> None:
+            if self._write_timer is not None:
+                self._write_timer.cancel()
+                self._write_timer = None
+            super().resume_writing()
+
+        def _write_deadline_passed(self) -> None:
+            self._write_timer = None
+            self.transport.abort()  # connection_lost() then ends the response's task
 
         # -- the head deadline
         def _arm_head_deadline(self, seconds: float) -> None:
@@ -180,7 +206,9 @@ def _protocol_class(limits: ServerLimits) -> type:
             return self.conn.their_state is h11.IDLE and (self.cycle is None or self.cycle.response_complete)
 
         def _close(self) -> None:
-            if not self.transport.is_closing():
+            if self.transport.get_write_buffer_size():  # a reader that stopped: close() would wait for it
+                self.transport.abort()
+            elif not self.transport.is_closing():
                 try:
                     self.conn.send(h11.ConnectionClosed())
                 except h11.LocalProtocolError:
@@ -261,6 +289,11 @@ def log_config(level: str = "info", interval: float = 60.0) -> dict:
 
 def serve(app: Any, sock: socket.socket, limits: ServerLimits, *, log_level: str = "info") -> None:
     """Run ``app`` on the bound socket ``sock`` (see :func:`bind`) with ``limits`` until a signal stops it."""
+    server(app, limits, log_level=log_level).run(sockets=[sock])
+
+
+def server(app: Any, limits: ServerLimits, *, log_level: str = "info") -> Any:
+    """The ``uvicorn.Server`` of :func:`serve` (``.run(sockets=[sock])``; ``.should_exit = True`` stops it)."""
     import uvicorn
 
     config = uvicorn.Config(
@@ -274,5 +307,4 @@ def serve(app: Any, sock: socket.socket, limits: ServerLimits, *, log_level: str
         backlog=BACKLOG,
         server_header=False,
     )
-    server = uvicorn.Server(config)
-    server.run(sockets=[sock])
+    return uvicorn.Server(config)
