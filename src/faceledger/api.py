@@ -29,11 +29,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .httpserver import ServerLimits
 from .service import RequestContext, RekognitionError, Service
 from .service import model
 from .service import risk
 from .service.auth import HttpRequest
-from .httpserver import ServerLimits
 from .service.errors import (
     ImageTooLargeException,
     InternalServerError,
@@ -196,7 +196,8 @@ def create_app(
 
     limits = (limits or ServerLimits()).resolved()
     analysis = AnalysisQueue(limits.analysis_workers, limits.analysis_queue)
-    face_models = face_models_for(service.config.engine)
+    # the server's model first (it may be an engine given to the Service), then the others collections may use
+    face_models = list(dict.fromkeys([service.model_version, *face_models_for(service.config.engine)]))
     models_state: dict[str, Any] = {"ready": None if not preload_models else False, "face_models": face_models,
                                     "cache": str(cache_dir()), "error": None}
 

@@ -79,6 +79,7 @@ def bind(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port`` but not yet listening: the port is claimed (OSError when it is
     in use) before anything else happens, and connections are refused until :func:`serve` listens."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)  # "localhost": 127.0.0.1, where clients look first
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
