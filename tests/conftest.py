@@ -73,7 +73,7 @@ class Server:
         self._log_file = open(self.log, "wb")
         self.process = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env,
                                         preexec_fn=preexec_fn)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 600  # a fresh machine fetches and converts the models before listening
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()}")

@@ -157,6 +157,7 @@ def _filled_cache() -> Path:
     return cache
 
 
+@pytest.mark.slow
 def test_offline_with_a_copied_cache_serve_works(tmp_path):
     """The documented offline procedure: copy a filled model cache; no registry is reachable."""
     copy = tmp_path / "copied-cache"

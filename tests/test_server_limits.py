@@ -216,6 +216,7 @@ def test_full_analysis_queue_throttles_image_calls_not_cheap_ones(limited):
     assert cheap and all(not isinstance(c, ClientError) for c in cheap), cheap
 
 
+@pytest.mark.slow
 def test_descriptor_limit_does_not_stop_signed_calls_or_flood_the_log(tmp_path):
     """With `ulimit -n` 512 the server lowers its connection limit to fit; 700 idle connections later
     signed calls still work and the log stays small."""
