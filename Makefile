@@ -22,7 +22,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
-	mkdir -p $(DATA) $(BUCKETS)
+	mkdir -p $(BUCKETS)
 	$(BIN)/faceledger serve --host $(HOST) --port $(PORT) --data $(DATA) --buckets $(BUCKETS)
 
 test: $(VENV)/.installed-test

@@ -56,7 +56,7 @@ class Server:
     """
 
     def __init__(self, data_dir: Path, buckets_dir: Path, extra: list[str] | None = None, *,
-                 dev: bool = False) -> None:
+                 dev: bool = False, env: dict[str, str] | None = None, preexec_fn=None) -> None:
         self.data_dir, self.buckets_dir = data_dir, buckets_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -71,8 +71,9 @@ class Server:
         cmd = [sys.executable, "-m", "faceledger", "serve", "--port", str(self.port),
                "--data", str(data_dir), "--buckets", str(buckets_dir), "--log-level", "warning", *(extra or [])]
         self._log_file = open(self.log, "wb")
-        self.process = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+        self.process = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env,
+                                        preexec_fn=preexec_fn)
+        deadline = time.monotonic() + 600  # a fresh machine fetches and converts the models before listening
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()}")

@@ -6,7 +6,12 @@ answers with the operation's JSON, or an AWS error body
 (``{"__type": ..., "message": ...}``) that botocore turns into ClientError.
 Every request's SigV4 signature is checked against faceledger's keys first
 (unless the app runs in development mode, loopback only). Operations run in
-worker threads, so inference never blocks the event loop.
+worker threads, so inference never blocks the event loop; image analyses
+(the operations that take an ``Image``) on a pool of their own, bounded
+(:class:`AnalysisQueue`), so that they never hold up cheap calls.
+
+``GET /health``: ``{"status": "ok" | "unavailable", "reasons": [...], "storage": {...},
+"models": {...}, ...}``, HTTP 200 when ok, else 503 (a full disk, models not loaded).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import json
 import logging
 import math
 import re
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import anyio
 import anyio.to_thread
@@ -26,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .httpserver import ServerLimits
 from .service import RequestContext, RekognitionError, Service
 from .service import model
 from .service import risk
@@ -33,7 +39,10 @@ from .service.auth import HttpRequest
 from .service.errors import (
     ImageTooLargeException,
     InternalServerError,
+    ProvisionedThroughputExceededException,
+    RequestTimeoutException,
     UnknownOperationException,
+    unavailable,
 )
 
 log = logging.getLogger("faceledger.api")
@@ -69,17 +78,65 @@ def _limit(value: str | None) -> float | None:
     return number if math.isfinite(number) else float("nan")
 
 
-async def _read_body(request: Request) -> bytes:
+async def _read_body(request: Request, timeout: float | None = None) -> bytes:
+    """The request body, at most MAX_BODY_BYTES, all of it within ``timeout`` seconds (None: no limit), else
+    RequestTimeoutException (the answer then closes the connection: a slow client cannot hold it)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise ImageTooLargeException(f"Request body of {declared} bytes is over the {MAX_BODY_BYTES} byte limit")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ImageTooLargeException(f"Request body is over the {MAX_BODY_BYTES} byte limit")
-        chunks.append(chunk)
+    try:
+        with anyio.fail_after(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise ImageTooLargeException(f"Request body is over the {MAX_BODY_BYTES} byte limit")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeoutException(
+            f"The request body was not received within {timeout:g} s ({size} bytes arrived); closing the "
+            "connection") from None
     return b"".join(chunks)
+
+
+def _image_operations() -> frozenset[str]:
+    """The operations that analyse an image: those with a member of botocore's ``Image`` shape."""
+    sm = model.SERVICE_MODEL
+    ops = set()
+    for name in sm.operation_names:
+        shape = sm.operation_model(name).input_shape
+        if shape is not None and any(m.name == "Image" for m in shape.members.values()):
+            ops.add(name)
+    return frozenset(ops)
+
+
+IMAGE_OPERATIONS = _image_operations()
+
+
+class AnalysisQueue:
+    """At most ``workers`` image analyses run at once (on threads of their own) and at most ``queue`` wait;
+    one more is refused at once with ProvisionedThroughputExceededException, which botocore retries with
+    backoff. Other operations pass through (anyio's default thread pool)."""
+
+    def __init__(self, workers: int, queue: int) -> None:
+        self.workers, self.queue = max(1, int(workers)), max(0, int(queue))
+        self.limiter = anyio.CapacityLimiter(self.workers)
+        self.admitted = 0  # running or waiting; only touched on the event loop
+
+    @contextlib.contextmanager
+    def admit(self, operation: str) -> Iterator[anyio.CapacityLimiter | None]:
+        if operation not in IMAGE_OPERATIONS:
+            yield None
+            return
+        if self.admitted >= self.workers + self.queue:
+            raise ProvisionedThroughputExceededException(
+                f"This server is analysing {self.workers} image(s) with {self.queue} more waiting, the most it "
+                "takes at once; retry later")
+        self.admitted += 1
+        try:
+            yield self.limiter
+        finally:
+            self.admitted -= 1
 
 
 def _context(request: Request) -> RequestContext:
@@ -130,12 +187,24 @@ def create_app(
     preload_models: bool = True,
     authenticate: bool = True,
     retention_interval_s: float | None = 3600.0,
+    limits: ServerLimits | None = None,
 ) -> Starlette:
     """The ASGI app over ``service``; models load once, at start-up unless ``preload_models`` is off.
 
     ``authenticate=False`` is development mode (no signature checks; the CLI allows it on loopback
-    only). ``retention_interval_s``: how often the retention sweep runs (None: never).
+    only). ``retention_interval_s``: how often the retention sweep runs (None: never). ``limits``: the
+    body timeout and the image-analysis queue (:class:`faceledger.httpserver.ServerLimits`; its defaults).
+    Start-up fails (the lifespan raises) when a face model cannot be loaded.
     """
+    from .vision.models import face_models_for
+    from .vision.npm import cache_dir
+
+    limits = (limits or ServerLimits()).resolved()
+    analysis = AnalysisQueue(limits.analysis_workers, limits.analysis_queue)
+    # the server's model first (it may be an engine given to the Service), then the others collections may use
+    face_models = list(dict.fromkeys([service.model_version, *face_models_for(service.config.engine)]))
+    models_state: dict[str, Any] = {"ready": None if not preload_models else False, "face_models": face_models,
+                                    "cache": str(cache_dir()), "error": None}
 
     async def sweep_forever() -> None:
         from .service import RequestContext as Ctx
@@ -151,7 +220,17 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if preload_models:
-            await anyio.to_thread.run_sync(lambda: service.engine)
+            def load() -> None:
+                for face_model in face_models:
+                    service.engine_for(face_model)  # fetched, converted, run once; or ServiceUnavailable
+
+            try:
+                await anyio.to_thread.run_sync(load)
+            except RekognitionError as exc:
+                models_state["error"] = exc.message
+                log.error("%s", exc.message)
+                raise
+            models_state["ready"] = True
         async with anyio.create_task_group() as tasks:
             if retention_interval_s:
                 tasks.start_soon(sweep_forever)
@@ -164,7 +243,7 @@ def create_app(
         name = target.split(".", 1)[-1][:128] or "(none)"
         recorded = False  # authenticate and Service.call record what they refuse; the rest is recorded here
         try:
-            raw = await _read_body(request)
+            raw = await _read_body(request, limits.body_timeout)
             if authenticate:
                 http = HttpRequest(request.method, request.url.path, request.url.query, request.headers, raw)
                 recorded = True
@@ -173,8 +252,9 @@ def create_app(
             operation = _operation(target)
             params = await anyio.to_thread.run_sync(model.decode_body, raw)  # strict JSON, depth-bounded
             call = functools.partial(service.call_with_meta, operation, params, context, wire=True)
-            recorded = True
-            response, meta = await anyio.to_thread.run_sync(call)
+            with analysis.admit(operation) as limiter:  # image analyses: bounded, else refused (recorded)
+                recorded = True
+                response, meta = await anyio.to_thread.run_sync(call, limiter=limiter)
             if target.startswith(FACELEDGER_PREFIX):
                 body = json.loads(json.dumps(response, default=_plain))
             else:
@@ -183,16 +263,31 @@ def create_app(
         except RekognitionError as exc:
             if not recorded:
                 await anyio.to_thread.run_sync(service.record_refusal, name, context, exc)
-            return _json(exc.to_body(), exc.status, context.request_id)
-        except Exception:  # a bug: log it, never show a traceback to the client
-            log.exception("request %s failed", context.request_id)
+            close = {"Connection": "close"} if isinstance(exc, RequestTimeoutException) else None
+            return _json(exc.to_body(), exc.status, context.request_id, close)
+        except Exception as exc:
+            down = unavailable(exc)  # the storage failed (full disk): a 503 that says so; the cause in the log
+            if down is not None:
+                log.error("request refused, storage unavailable: %s", exc)
+                return _json(down.to_body(), down.status, context.request_id)
+            log.exception("request %s failed", context.request_id)  # a bug: never a traceback to the client
             err = InternalServerError("Internal server error")
             return _json(err.to_body(), err.status, context.request_id)
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "calibration": service.calibration_source(),
-                             "max_expected_false_matches": service.config.max_expected_false_matches,
-                             "min_margin": service.config.min_margin, "face_model": service.model_version})
+        status_of = getattr(service.store, "storage_status", None)
+        storage = await anyio.to_thread.run_sync(status_of) if status_of is not None else {"ok": True}
+        reasons = []
+        if not storage.get("ok", True):
+            reasons.append(f"storage: {storage.get('reason')}")
+        if models_state["ready"] is False:
+            reasons.append(f"models: {models_state['error'] or 'not loaded yet'}")
+        body = {"status": "unavailable" if reasons else "ok", "reasons": reasons, "storage": storage,
+                "models": models_state, "calibration": service.calibration_source(),
+                "max_expected_false_matches": service.config.max_expected_false_matches,
+                "min_margin": service.config.min_margin, "face_model": service.model_version,
+                "analysis": {"workers": analysis.workers, "queue": analysis.queue, "admitted": analysis.admitted}}
+        return JSONResponse(body, status_code=503 if reasons else 200)
 
     return Starlette(
         lifespan=lifespan,

@@ -22,6 +22,7 @@ from .service import RequestContext, RekognitionError, Service, ServiceConfig
 from .service import model
 
 from .service import risk
+from .service.errors import unavailable
 from .service.governance import EXTENSIONS
 
 _METHODS = {xform_name(name): name for name in model.operation_names()}
@@ -77,13 +78,17 @@ class Client:
         )
         try:
             response, meta = self._service.call_with_meta(operation, params, context)
-        except RekognitionError as exc:
+        except Exception as exc:
+            # a storage failure (full disk) is a 503 InternalServerError, as over HTTP
+            err = exc if isinstance(exc, RekognitionError) else unavailable(exc)
+            if err is None:
+                raise
             error = {
-                "Error": {"Code": exc.code, "Message": exc.message},
-                "ResponseMetadata": {"RequestId": context.request_id, "HTTPStatusCode": exc.status},
-                "message": exc.message,
+                "Error": {"Code": err.code, "Message": err.message},
+                "ResponseMetadata": {"RequestId": context.request_id, "HTTPStatusCode": err.status},
+                "message": err.message,
             }
-            raise self.exceptions.from_code(exc.code)(error, operation) from None
+            raise self.exceptions.from_code(err.code)(error, operation) from (None if err is exc else exc)
         response = copy.deepcopy(response)
         response["ResponseMetadata"] = {
             "RequestId": context.request_id,

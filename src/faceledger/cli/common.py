@@ -63,7 +63,9 @@ class App:
     def _local_client(self) -> Any:
         from ..client import Client
         from ..service import RequestContext, Service, ServiceConfig
+        from ..store.files import private_umask
 
+        private_umask()  # what this process writes in the data folder is the owner's alone
         context = RequestContext(transport="cli", purpose=self.purpose, case_reference=self.case)
         if self.stateless:  # detect and compare never touch a collection: leave no ./data behind
             from ..store.sqlite import SQLiteStore
@@ -297,7 +299,9 @@ _DATA_OPTION = click.option("--data", "data_dir", default="./data", show_default
 
 def _local_service(data_dir: Path, must_exist: bool = True) -> Any:
     from ..service import Service, ServiceConfig
+    from ..store.files import private_umask
 
+    private_umask()  # what this process writes in the data folder is the owner's alone
     if must_exist and not (data_dir / "faceledger.db").exists():
         raise CliError(f"no faceledger data in {data_dir} (no faceledger.db)")
     return Service(ServiceConfig(data_dir=data_dir))

@@ -31,8 +31,7 @@ def keys_create(data_dir: Path, name: str, policy_file: Path | None, as_json: bo
     from ..service import RequestContext
     from ..service.errors import RekognitionError
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    service = _local_service(data_dir, must_exist=False)
+    service = _local_service(data_dir, must_exist=False)  # creates the data folder, 0700
     try:
         policy = policy_file.read_text() if policy_file else None
         key_id, secret = service.create_access_key(name, policy, RequestContext(transport="cli"))

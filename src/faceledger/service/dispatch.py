@@ -25,7 +25,8 @@ from typing import Any, Callable
 
 from ..store import FaceStore
 from ..store.sqlite import SQLiteStore
-from ..vision import FaceEngine, default_engine
+from ..vision import FaceEngine
+from ..vision.models import ModelsUnavailable, prepare_engine
 from ..vision.engine import FACE_MODELS, default_face_model
 from ..vision.similarity import SimilarityScale
 from . import auth, governance, model
@@ -34,6 +35,7 @@ from .errors import (
     IdempotentParameterMismatchException,
     InvalidParameterException,
     RekognitionError,
+    ServiceUnavailable,
     UnknownOperationException,
     ValidationException,
 )
@@ -151,7 +153,10 @@ class Service:
             with self._lock:
                 eng = self._engines.get(face_model)
                 if eng is None:
-                    eng = default_engine(self.config.detector_upsample, self.config.engine, face_model)
+                    try:  # fetched, converted, loaded and run once (vision.models), or a clear 503
+                        eng = prepare_engine(self.config.detector_upsample, self.config.engine, face_model)
+                    except ModelsUnavailable as exc:
+                        raise ServiceUnavailable(str(exc)) from exc
                     self._engines[face_model] = eng
         return eng
 

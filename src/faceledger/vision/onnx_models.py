@@ -54,12 +54,10 @@ _convert_lock = threading.Lock()
 
 
 def model_cache_dir() -> Path:
-    env = os.environ.get("FACELEDGER_MODEL_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "faceledger" / "models"
+    """The model cache (the same folder as the npm files': :func:`faceledger.vision.npm.cache_dir`)."""
+    from .npm import cache_dir
+
+    return cache_dir()
 
 
 def _sha256(path: Path) -> str:
@@ -68,6 +66,12 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def resnet_onnx_target(source_sha256: str, cache_dir: Path | None = None) -> Path:
+    """Where :func:`resnet_onnx_path` keeps the conversion of the dlib file with this SHA-256."""
+    cache = Path(cache_dir) if cache_dir is not None else model_cache_dir()
+    return cache / f"dlib_resnet_v1-{source_sha256[:16]}-c{CONVERTER_VERSION}.onnx"
 
 
 def resnet_onnx_path(source: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
@@ -80,7 +84,7 @@ def resnet_onnx_path(source: str | Path | None = None, cache_dir: str | Path | N
     source = Path(source)
     digest = _sha256(source)
     cache = Path(cache_dir) if cache_dir is not None else model_cache_dir()
-    target = cache / f"dlib_resnet_v1-{digest[:16]}-c{CONVERTER_VERSION}.onnx"
+    target = resnet_onnx_target(digest, cache)
     if target.is_file():
         return target
     with _convert_lock:

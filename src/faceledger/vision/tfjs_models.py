@@ -65,13 +65,18 @@ def blazeface_confidence(score: float, threshold: float) -> float:
 _lock = threading.Lock()
 
 
-def cached_onnx(key: str, build) -> Path:
-    """``<cache>/onnx/<key>-c<converter version>.onnx``, built by ``build()`` (-> ModelProto) when missing."""
+def cached_onnx_path(key: str) -> Path:
+    """``<cache>/onnx/<key>-c<converter version>.onnx``: where :func:`cached_onnx` keeps a converted model."""
     from . import npm
 
     from .tfjs.convert import CONVERTER_VERSION
 
-    path = npm.cache_dir() / "onnx" / f"{key}-c{CONVERTER_VERSION}.onnx"
+    return npm.cache_dir() / "onnx" / f"{key}-c{CONVERTER_VERSION}.onnx"
+
+
+def cached_onnx(key: str, build) -> Path:
+    """``<cache>/onnx/<key>-c<converter version>.onnx``, built by ``build()`` (-> ModelProto) when missing."""
+    path = cached_onnx_path(key)
     if not path.is_file():
         with _lock:
             if not path.is_file():

