@@ -220,3 +220,30 @@ def test_more_than_100_faces(rekognition, collection_id, crowd_of_144):
     # SearchUsersByImage: the largest face searched, the next 99 unsearched
     users = rekognition.search_users_by_image(CollectionId=collection_id, Image=image)
     assert len(users["UnsearchedFaces"]) == 99
+
+
+def test_a_database_of_an_earlier_version_opens_and_its_faces_are_kept(tmp_path, two_people):
+    """Faces stored before image digests existed: the column is added, they stay searchable, and an image
+    indexed again is stored (nothing to match it with) and is a repeat from then on."""
+    import sqlite3
+
+    import faceledger
+
+    data = tmp_path / "old"
+    with faceledger.Client(data_dir=data) as client:
+        client.create_collection(CollectionId="c")
+        first = client.index_faces(CollectionId="c", Image={"Bytes": two_people}, ExternalImageId="p",
+                                   QualityFilter="NONE")
+    con = sqlite3.connect(data / "faceledger.db")
+    con.execute("ALTER TABLE faces DROP COLUMN image_digest")  # as an earlier version created it
+    con.commit()
+    con.close()
+    with faceledger.Client(data_dir=data) as client:
+        assert [f["FaceId"] for f in client.list_faces(CollectionId="c")["Faces"]] == sorted(face_ids(first))
+        again = client.index_faces(CollectionId="c", Image={"Bytes": two_people}, ExternalImageId="p",
+                                   QualityFilter="NONE")
+        assert not set(face_ids(again)) & set(face_ids(first))
+        third = client.index_faces(CollectionId="c", Image={"Bytes": two_people}, ExternalImageId="p",
+                                   QualityFilter="NONE")
+        assert face_ids(third) == face_ids(again)
+        assert client.describe_collection(CollectionId="c")["FaceCount"] == 4
