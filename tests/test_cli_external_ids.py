@@ -199,7 +199,10 @@ def test_erase_erases_only_the_faces_it_showed(two_collections: Path) -> None:
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
 @pytest.mark.parametrize("answer, erased", [("n", False), ("y", True)])
 def test_erase_asks_on_a_terminal(two_collections: Path, answer: str, erased: bool) -> None:
-    master, slave = os.openpty()
+    try:
+        master, slave = os.openpty()
+    except OSError as exc:  # a container without /dev/ptmx
+        pytest.skip(f"no pseudo-terminal here: {exc}")
     try:
         os.write(master, f"{answer}\n".encode())
         env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
