@@ -21,12 +21,29 @@ from botocore.config import Config
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FACELEDGER_TEST_DATA", REPO.parent / "shared" / "data"))
 
+#: The test photos: real photographs from public research datasets, never copied into the repository. They are
+#: read from $FACELEDGER_TEST_DATA, else from ../shared/data next to the repository. A test that needs a part
+#: that is missing is skipped (the others run). The parts, and where each comes from:
+TEST_DATA_PARTS = {
+    "lfw_dev": "Labeled Faces in the Wild, deep-funneled colour JPEGs (vis-www.cs.umass.edu/lfw; all of it or "
+               "a subset), one folder a person (Name/Name_0001.jpg), and pairs_dev.txt: verification pairs over "
+               "them in LFW's pairs.txt format",
+    "groups": "group photos: two_people.jpg (face_recognition's examples), facenet_pytorch_multiface.jpg "
+              "(facenet-pytorch's examples), linzaer_imgs/ (Ultra-Light-Fast-Generic-Face-Detector-1MB's imgs/), "
+              "dlib_faces/ (dlib's examples/faces)",
+    "small_identities": "face_recognition_knn_examples/ (face_recognition's examples/knn_examples: train/<person>/, "
+                        "test/)",
+}
+
 
 def shared_data(*parts: str) -> Path:
-    """A path under ../shared/data, or skip the test when that folder is not here."""
+    """A path under the test data folder (TEST_DATA_PARTS), or skip the test when it is not there."""
     path = DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"test data {path} is missing (real face images live in ../shared/data; see its README)")
+        what = TEST_DATA_PARTS.get(parts[0], "") if parts else ""
+        pytest.skip(f"test data {path} is missing: set FACELEDGER_TEST_DATA to a folder with the test photos "
+                    f"(default ../shared/data next to the repository){'; ' + parts[0] + ': ' + what if what else ''}"
+                    " (tests/conftest.py, TEST_DATA_PARTS, lists every part)")
     return path
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 from click.testing import CliRunner
 
@@ -86,3 +88,73 @@ def test_eval_calibrate_table_loads(slice_, tmp_path):
     assert 0.3 < scale.max_distance(80) < scale.max_distance(60) < 1.0
     with pytest.raises(ValueError, match="model"):
         load_calibration(tmp_path / "cal.json", "another-model")
+
+
+@pytest.fixture(scope="module")
+def with_faceless(tmp_path_factory) -> tuple[Path, Path]:
+    """6 lfw_dev people and one "person" whose two images have no face (built here: flat grey and noise),
+    with a pairs file (2 folds) that lists a matched and a mismatched pair of the faceless images."""
+    import numpy as np
+    from PIL import Image
+
+    lfw = shared_data("lfw_dev")
+    root = tmp_path_factory.mktemp("faceless")
+    ds = root / "ds"
+    people = sorted(p for p in lfw.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 2)[:6]
+    for p in people:
+        (ds / p.name).mkdir(parents=True)
+        for f in sorted(p.glob("*.jpg"))[:2]:
+            (ds / p.name / f.name).symlink_to(f)
+    (ds / "No_Face").mkdir()
+    rng = np.random.default_rng(0)
+    Image.new("RGB", (250, 250), (128, 128, 128)).save(ds / "No_Face" / "No_Face_0001.jpg")
+    Image.fromarray(rng.integers(0, 255, (250, 250, 3), dtype=np.uint8)).save(ds / "No_Face" / "No_Face_0002.jpg")
+    n = [p.name for p in people]
+    fold0 = [f"{n[0]}\t1\t2", f"{n[1]}\t1\t2", "No_Face\t1\t2",
+             f"{n[0]}\t1\t{n[1]}\t1", f"{n[2]}\t1\t{n[3]}\t1", f"{n[4]}\t1\t{n[5]}\t1"]
+    fold1 = [f"{n[2]}\t1\t2", f"{n[3]}\t1\t2", f"{n[4]}\t1\t2",
+             f"{n[1]}\t2\t{n[2]}\t2", "No_Face\t1\t" + f"{n[5]}\t2", f"{n[3]}\t2\t{n[0]}\t2"]
+    (root / "pairs.txt").write_text("2\t3\n" + "\n".join(fold0 + fold1) + "\n")
+    return ds, root / "pairs.txt"
+
+
+def test_eval_verify_decides_every_pair(with_faceless, tmp_path):
+    ds, pairs = with_faceless
+    out = tmp_path / "v"
+    text = _run(["eval", "verify", "--dataset", str(ds), "--pairs", str(pairs), "--out", str(out)],
+                ds.parent / "cache")
+    r = json.loads((out / "report.json").read_text())
+    assert r["failures_to_enrol"] == 2
+    assert r["pairs"]["total"] == 12 and r["pairs"]["failure_to_enrol"] == {"matched": 1, "mismatched": 1,
+                                                                          "decided": "different"}
+    assert r["pairs"]["matched"] == 5 and r["pairs"]["mismatched"] == 5  # enrolled: EER and TAR use these
+    # the headline counts all 12 pairs: the faceless matched pair is an error, the mismatched one is right
+    folds = r["accuracy_folds"]
+    assert r["accuracy"] == pytest.approx(np.mean(folds["folds"]))
+    enrolled_right = [round(a * 5) for a in folds["enrolled"]["folds"]]  # 5 enrolled pairs a fold
+    assert folds["folds"] == pytest.approx([enrolled_right[0] / 6, (enrolled_right[1] + 1) / 6])
+    assert folds["fte_as_error"]["folds"] == pytest.approx([enrolled_right[0] / 6, enrolled_right[1] / 6])
+    assert r["accuracy_fte_as_error"] <= r["accuracy"] and r["accuracy"] < r["accuracy_enrolled_only"] + 1e-9
+    assert "all 12 pairs; 2 with an image without a face, decided 'different'" in text
+    assert "enrolled pairs only (10)" in text and "failures to enrol counted as errors" in text
+    page = (out / "report.html").read_text()
+    assert "decided &#x27;different&#x27;" in page or "decided 'different'" in page
+
+
+def test_eval_fails_before_embedding_when_matplotlib_is_missing(with_faceless, tmp_path):
+    """The report needs matplotlib: without it, eval says how to install it at once (no minutes of embedding
+    first). The missing package is simulated in a subprocess by blocking its import."""
+    import subprocess
+    import sys
+
+    ds, pairs = with_faceless
+    cache = tmp_path / "cache"
+    code = ("import sys; sys.modules['matplotlib'] = None; from faceledger.cli import main; "
+            "main(sys.argv[1:], prog_name='faceledger')")
+    for args in (["verify", "--pairs", str(pairs)], ["identify", "--gallery-size", "0", "--nonmated", "2"]):
+        proc = subprocess.run([sys.executable, "-c", code, "eval", *args, "--dataset", str(ds), "--out",
+                               str(tmp_path / "out"), "--cache", str(cache)], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert "pip install 'faceledger[eval]'" in proc.stderr and "Traceback" not in proc.stderr
+        assert not cache.exists() and not (tmp_path / "out").exists()  # nothing embedded, nothing written

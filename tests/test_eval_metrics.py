@@ -142,3 +142,23 @@ def test_margin_rule_in_eval_identify_answers_as_the_service():
     res = {"thresholds": {"x": {"distance": 0.45}}}
     _, fp = _apply_margin_rule(res, "x", G, gl, mated, ml, strangers, scale, 0.0)
     assert fp.tolist() == [True, True]
+
+
+def test_ten_fold_accuracy_decides_every_pair_a_failure_to_enrol_as_different():
+    """The standard protocol decides every listed pair: a pair with an image that gave no face (inf) is
+    "different": right for a mismatched pair, an error for a matched one. Beside it, the accuracy over the
+    enrolled pairs and the strictest reading (every failure to enrol an error), at the same thresholds."""
+    inf = np.inf
+    d = np.array([0.1, 0.9, inf, 0.2, 0.8, inf])
+    same = np.array([1, 0, 1, 1, 0, 0], bool)
+    folds = np.array([0, 0, 0, 1, 1, 1])
+    r = M.ten_fold_accuracy(d, same, folds)
+    assert r["folds"] == pytest.approx([2 / 3, 1.0])  # fold 0: the matched pair without a face is an error
+    assert r["mean"] == pytest.approx(5 / 6)
+    assert r["enrolled"]["folds"] == [1.0, 1.0] and r["enrolled"]["mean"] == 1.0
+    assert r["fte_as_error"]["folds"] == pytest.approx([2 / 3, 2 / 3])  # the mismatched one counted wrong too
+    assert (r["pairs"], r["failures_to_enrol"], r["failures_to_enrol_matched"]) == (6, 2, 1)
+    assert all(np.isfinite(r["thresholds"]))  # chosen among finite distances only
+    # without failures to enrol the three readings are one
+    finite = M.ten_fold_accuracy(d[np.isfinite(d)], same[np.isfinite(d)], folds[np.isfinite(d)])
+    assert finite["mean"] == finite["enrolled"]["mean"] == finite["fte_as_error"]["mean"] == 1.0

@@ -250,9 +250,10 @@ def test_erase_cli(tmp_path, aaron):
     with faceledger.Client(data_dir=data) as client:
         client.create_collection(CollectionId="a")
         client.index_faces(CollectionId="a", Image={"Bytes": aaron[0]}, ExternalImageId="gone")
-    out = _run(0, "erase", "--external-image-id", "gone", "--data", data).stdout
+    out = _run(0, "erase", "--external-image-id", "gone", "--data", data, "--yes").stdout
     assert "erased 1 face of gone" in out
-    assert "ValidationException" in _run(2, "erase", "--external-image-id", "bad id!", "--data", data).stderr
+    assert "ValidationException" in _run(2, "erase", "--external-image-id", "bad id!", "--data", data,
+                                         "--yes").stderr
 
 
 # ---------------------------------------------------------------------------- encryption

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import re
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -27,8 +26,6 @@ PER_IMAGE_ERRORS = {
     "InvalidParameterException",
     "InvalidS3ObjectException",
 }
-EXTERNAL_ID_MAX = 255
-_EXTERNAL_ID_BAD = re.compile(r"[^a-zA-Z0-9_.\-:]")
 
 
 class CliError(Exception):
@@ -49,10 +46,8 @@ class App:
         self.endpoint, self.region, self.as_json = endpoint, region, as_json
         self.stateless = False  # set by commands that need no data folder
         self._client: Any = None
-        from rich.console import Console
-
-        self.out = Console(highlight=False, soft_wrap=True)
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.out = console()
+        self.err = console(stderr=True)
 
     @property
     def client(self) -> Any:
@@ -121,12 +116,22 @@ class App:
             body = {"message": response.text}
         if response.status_code != 200:
             error = {"Code": body.get("__type", "Unknown").split("#")[-1], "Message": body.get("message", "")}
-            raise ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": response.status_code}},
-                              operation)
+            raise self._explained(ClientError(
+                {"Error": error, "ResponseMetadata": {"HTTPStatusCode": response.status_code}}, operation))
         return body
 
+    def _explained(self, exc: ClientError) -> ClientError:
+        """``exc``, its message followed by how to give credentials when --endpoint refused the ones sent."""
+        error = exc.response.setdefault("Error", {})
+        if self.endpoint and error.get("Code") in CREDENTIAL_ERRORS:
+            error["Message"] = (error.get("Message") or "").rstrip() + "\n" + credentials_hint(self.endpoint)
+        return exc
+
     def call(self, method: str, **params: Any) -> dict[str, Any]:
-        response = getattr(self.client, method)(**params)
+        try:
+            response = getattr(self.client, method)(**params)
+        except ClientError as exc:
+            raise self._explained(exc) from None
         headers = (response.pop("ResponseMetadata", None) or {}).get("HTTPHeaders") or {}
         self.last_headers = {k.lower(): v for k, v in headers.items()}
         return response
@@ -171,6 +176,8 @@ class App:
             numeric = name in ("Similarity", "Confidence", "#", "Sharpness", "Brightness", "Roll", "Yaw", "Pitch")
             if name in ("FaceId", "ImageId"):  # a UUID stays whole on one line
                 table.add_column(name, no_wrap=True, min_width=36)
+            elif name.endswith("Id"):  # other ids: whole unless a terminal is too narrow for them
+                table.add_column(name, no_wrap=True, overflow="fold")
             else:
                 table.add_column(name, justify="right" if numeric else "left", overflow="fold")
         return table
@@ -178,6 +185,43 @@ class App:
     def close(self) -> None:
         if self._client is not None and hasattr(self._client, "close"):
             self._client.close()
+
+
+#: What a server answers to a request it cannot tie to one of its keys (docs/accountability.md).
+CREDENTIAL_ERRORS = {"UnrecognizedClientException", "InvalidSignatureException", "IncompleteSignatureException",
+                     "MissingAuthenticationTokenException"}
+
+
+def credentials_hint(endpoint: str) -> str:
+    """How to give --endpoint a key of that server (which credentials were sent, where keys come from)."""
+    import os
+
+    import boto3
+
+    found = boto3.Session().get_credentials()
+    sent = ("no credentials were configured, so 'local'/'local' was sent (only `faceledger serve --dev` "
+            "accepts it)" if found is None else f"the credentials sent came from {found.method}")
+    profile = os.environ.get("AWS_PROFILE")
+    return (f"{endpoint} did not accept the key: {sent}{f' (AWS_PROFILE={profile})' if profile else ''}. "
+            "Give a key of that server: the admin key of its first start is the profile 'faceledger' in "
+            "its data folder's credentials file (export AWS_SHARED_CREDENTIALS_FILE=DATA/credentials "
+            "AWS_PROFILE=faceledger), or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY of a key from "
+            "`faceledger keys create --data DATA --name NAME --json`.")
+
+
+def console(stderr: bool = False) -> Any:
+    """A rich Console for stdout (or stderr). On a terminal, lines fit its width; otherwise (a pipe, a file)
+    nothing is wrapped or cut: tables take the width their cells need, so ids stay whole on one line."""
+    from rich.console import Console
+
+    out = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not out.is_terminal:
+        out = Console(stderr=stderr, highlight=False, soft_wrap=True, width=NOT_A_TERMINAL_WIDTH)
+    return out
+
+
+#: The width of output that is not a terminal: wider than any table faceledger prints.
+NOT_A_TERMINAL_WIDTH = 10_000
 
 
 def add_purpose_headers(client: Any, purpose: str | None, case: str | None) -> None:

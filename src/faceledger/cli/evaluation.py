@@ -6,7 +6,18 @@ from pathlib import Path
 
 import click
 
+from .common import CliError
 from .main import main
+
+
+def _check_report_dependencies() -> None:
+    """Fail at once, not after minutes of embedding, when the report cannot be drawn."""
+    from ..evaluation.report import MissingDependency, require_plotting
+
+    try:
+        require_plotting()
+    except MissingDependency as exc:
+        raise CliError(str(exc)) from None
 
 
 @main.group("eval")
@@ -40,10 +51,16 @@ def eval_verify(dataset: Path, pairs_file: Path, impostors: int, groups_file: Pa
     """1:1 verification: 10-fold accuracy, ROC/DET, EER, TAR at FAR 1e-2/1e-3/1e-4 (counts, 95% CIs)."""
     from ..evaluation import run
 
+    _check_report_dependencies()
     r = run.verify(dataset, pairs_file, out_dir, impostors=impostors, groups_file=groups_file, seed=seed,
                    cache_dir=cache_dir)
-    click.echo(f"accuracy (10-fold) {r['accuracy']:.4f} +- {r['accuracy_std']:.4f}; EER {r['eer']:.4f}; "
-               f"{r['pairs']['matched']} matched, {r['pairs']['impostors_used']} impostor pairs")
+    p, fte = r["pairs"], r["pairs"]["failure_to_enrol"]
+    n_fte = fte["matched"] + fte["mismatched"]
+    click.echo(f"accuracy (10-fold, all {p['total']} pairs; {n_fte} with an image without a face, decided "
+               f"'different') {r['accuracy']:.4f} +- {r['accuracy_std']:.4f}")
+    click.echo(f"  enrolled pairs only ({p['total'] - n_fte}) {r['accuracy_enrolled_only']:.4f}; failures to enrol "
+               f"counted as errors {r['accuracy_fte_as_error']:.4f}")
+    click.echo(f"EER {r['eer']:.4f}; {p['matched']} matched, {p['impostors_used']} impostor pairs (enrolled)")
     for name, v in r["tar_at_far_detail"].items():
         lo, hi = v["tar"]["ci95"]
         click.echo(f"  TAR at FAR {name}: {v['tar']['rate']:.4f} ({v['tar']['k']}/{v['tar']['n']}, 95% CI "
@@ -67,6 +84,7 @@ def eval_identify(dataset: Path, gallery_size: int, nonmated: int, groups_file: 
     """1:N identification: FNIR and FPIR at Similarity 80/90/95/99 and the default policy."""
     from ..evaluation import run
 
+    _check_report_dependencies()
     try:
         r = run.identify(dataset, out_dir, gallery_size=gallery_size, nonmated=nonmated, groups_file=groups_file,
                          seed=seed, cache_dir=cache_dir)

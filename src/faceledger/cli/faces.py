@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
-import unicodedata
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -13,9 +11,9 @@ from typing import Any
 import click
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..external_ids import describe as describe_external_id
+from ..external_ids import external_image_id
 from .common import (
-    _EXTERNAL_ID_BAD,
-    EXTERNAL_ID_MAX,
     IMAGE_SUFFIXES,
     PER_IMAGE_ERRORS,
     App,
@@ -31,18 +29,28 @@ from .common import (
 )
 from .main import main
 
+__all__ = ["external_image_id", "image_files", "refuse_colliding_ids"]
 
-def external_image_id(relative: str) -> str:
-    """A relative path as an ExternalImageId (``[a-zA-Z0-9_.\\-:]+``, at most 255 characters).
 
-    Path separators become ``:``, whitespace ``_``, accented letters lose their accents and any
-    other character becomes ``_``; a longer id keeps its last 255 characters (the file's name).
-    """
-    text = relative.replace("\\", "/").replace("/", ":")
-    text = re.sub(r"\s", "_", text)
-    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    text = _EXTERNAL_ID_BAD.sub("_", text) or "_"
-    return text[-EXTERNAL_ID_MAX:]
+def refuse_colliding_ids(files: list[tuple[Path, str]]) -> list[str]:
+    """The ExternalImageId of each (file, relative name); CliError, before anything is indexed, when two
+    files would get the same one (the same relative name under two folders given, or names equal in
+    Unicode NFC): `erase --external-image-id` would then erase both."""
+    ids = [external_image_id(relative) for _, relative in files]
+    by_id: dict[str, list[Path]] = {}
+    for (path, _), ext_id in zip(files, ids):
+        by_id.setdefault(ext_id, []).append(path)
+    clashes = {ext_id: paths for ext_id, paths in by_id.items() if len(paths) > 1}
+    if clashes:
+        lines = [f"  {ext_id}: " + ", ".join(str(p) for p in paths) for ext_id, paths in list(clashes.items())[:10]]
+        more = f"\n  ... and {len(clashes) - 10} more" if len(clashes) > 10 else ""
+        raise CliError(
+            f"{sum(len(p) for p in clashes.values())} files would share {len(clashes)} ExternalImageId"
+            f"{'s' if len(clashes) > 1 else ''} (an id is the path relative to the folder given), and "
+            "`faceledger erase` would erase them together; nothing was indexed:\n" + "\n".join(lines) + more +
+            "\nGive their common parent folder instead (its sub-folder names become part of the ids), or "
+            "rename the files.")
+    return ids
 
 
 def image_files(paths: tuple[Path, ...]) -> list[tuple[Path, str]]:
@@ -103,9 +111,12 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
     """Index the faces of images (files, or folders recursively) into COLLECTION_ID.
 
     Each image's ExternalImageId is its path relative to the folder given (a file given directly:
-    its name), with '/' as ':' and spaces as '_'.
+    its name), encoded to fit Rekognition's pattern: '/' as ':', letters, digits and _ . - as they
+    are, any other byte as '::' and two hex digits (docs/cli.md). Two files that would get the same
+    id stop the run before anything is indexed.
     """
     files = image_files(paths)
+    ext_ids = dict(zip((path for path, _ in files), refuse_colliding_ids(files)))
     if not files:
         app.err.print("warning: no JPEG or PNG images in " + ", ".join(map(str, paths)), markup=False)
     app.call("describe_collection", CollectionId=collection_id)  # a missing collection fails before any work
@@ -179,8 +190,8 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
                 nxt = next(todo, None)
                 if nxt is None:
                     break
-                path, relative = nxt
-                ext_id = external_image_id(relative)
+                path, _ = nxt
+                ext_id = ext_ids[path]
                 pending.append((path, {"Path": str(path), "ExternalImageId": ext_id},
                                 pool.submit(index_one, path, ext_id)))
             if not pending:
@@ -350,9 +361,13 @@ def faces_list(app: App, collection_id: str, user_id: str | None) -> None:
         app.out.print(f"no faces in {collection_id}" + (f" for user {user_id}" if user_id else ""))
         return
     with_users = any(face.get("UserId") for face in found)
-    table = app.table("FaceId", "ExternalImageId", *(["UserId"] if with_users else []))
+    # ids `faceledger index` escaped (non-ASCII names, spaces): the file they name, decoded
+    with_files = any("::" in face.get("ExternalImageId", "") for face in found)
+    table = app.table("FaceId", "ExternalImageId", *(["File"] if with_files else []),
+                      *(["UserId"] if with_users else []))
     for face in found:
-        table.add_row(face.get("FaceId", ""), face.get("ExternalImageId", ""),
+        ext_id = face.get("ExternalImageId", "")
+        table.add_row(face.get("FaceId", ""), ext_id, *([describe_external_id(ext_id)] if with_files else []),
                       *([face.get("UserId", "")] if with_users else []))
     app.out.print(table)
     app.out.print(f"{len(found)} face{'s' if len(found) != 1 else ''}")

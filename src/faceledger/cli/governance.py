@@ -9,6 +9,7 @@ import click
 
 from .common import (
     App,
+    CliError,
     client_command,
 )
 from .main import main
@@ -67,16 +68,65 @@ def policy_delete(app: App, collection_id: str) -> None:
 
 @client_command(main, "erase")
 @click.option("--external-image-id", required=True, help="Erase every face with this ExternalImageId.")
-def erase(app: App, external_image_id: str) -> None:
-    """Erase every face of an ExternalImageId in every collection, overwriting it on disk; prints a receipt."""
-    r = app.extension("EraseFaces", ExternalImageId=external_image_id)
+@click.option("--yes", "-y", is_flag=True, help="Erase without asking (needed when stdin is not a terminal).")
+@click.option("--dry-run", is_flag=True, help="Show what would be erased, erase nothing.")
+def erase(app: App, external_image_id: str, yes: bool, dry_run: bool) -> None:
+    """Erase every face of an ExternalImageId in every collection, overwriting it on disk; prints a receipt.
+
+    First shows the faces and collections it will erase and asks for confirmation (--yes: do not ask;
+    without a terminal, --yes is required). Only the faces shown are erased.
+    """
+    preview = app.extension("EraseFaces", ExternalImageId=external_image_id, DryRun=True)
+    faces = preview.get("Faces", [])
+    if dry_run and app.as_json:
+        return app.print_json(preview)
+    show = app.err if app.as_json else app.out  # --json: stdout carries the receipt only
+    _print_erasure_preview(app, show, external_image_id, faces, dry_run)
+    if dry_run:
+        return
+    if faces and not yes:
+        import sys
+
+        if not sys.stdin.isatty():
+            raise CliError(f"erase asks before erasing {len(faces)} face{'s' if len(faces) != 1 else ''} and "
+                           "stdin is not a terminal: run it again with --yes to erase them (--dry-run only shows "
+                           "them)")
+        if not click.confirm(f"Erase {'this face' if len(faces) == 1 else f'these {len(faces)} faces'}? "
+                             "This cannot be undone", default=False, err=True):
+            raise CliError("nothing erased", 1)
+    r = app.extension("EraseFaces", ExternalImageId=external_image_id, FaceIds=[f["FaceId"] for f in faces])
     if app.as_json:
         return app.print_json(r)
-    faces = r.get("ErasedFaces", [])
-    app.out.print(f"erased {len(faces)} face{'s' if len(faces) != 1 else ''} of {external_image_id} "
+    erased = r.get("ErasedFaces", [])
+    app.out.print(f"erased {len(erased)} face{'s' if len(erased) != 1 else ''} of {external_image_id} "
                   f"(receipt {r.get('ErasureId')})", markup=False)
-    for face in faces:
+    for face in erased:
         app.out.print(f"  {face['CollectionId']} {face['FaceId']}", markup=False)
+    if len(erased) < len(faces):
+        app.out.print(f"  {len(faces) - len(erased)} of the faces shown were deleted meanwhile", markup=False)
+
+
+def _print_erasure_preview(app: App, out, external_image_id: str, faces: list[dict[str, Any]],
+                           dry_run: bool) -> None:
+    """The faces (and collections) an erasure touches, with the file an escaped id names."""
+    from ..external_ids import describe
+
+    named = describe(external_image_id)
+    what = external_image_id + (f" (file {named})" if named != external_image_id else "")
+    if not faces:
+        out.print(f"no face has ExternalImageId {what}", markup=False)
+        return
+    collections = sorted({f["CollectionId"] for f in faces})
+    verb = "would erase" if dry_run else "will erase"
+    out.print(f"{verb} {len(faces)} face{'s' if len(faces) != 1 else ''} of ExternalImageId {what} in "
+              f"{len(collections)} collection{'s' if len(collections) != 1 else ''} "
+              f"({', '.join(collections)}):", markup=False)
+    with_users = any(f.get("UserId") for f in faces)
+    table = app.table("CollectionId", "FaceId", "ImageId", *(["UserId"] if with_users else []))
+    for f in faces:
+        table.add_row(f["CollectionId"], f["FaceId"], f.get("ImageId", ""),
+                      *([f.get("UserId", "")] if with_users else []))
+    out.print(table)
 
 
 @main.group()

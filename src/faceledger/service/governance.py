@@ -32,6 +32,7 @@ SEARCHES = {
 POLICY_MEMBERS = {"MinFaceMatchThreshold", "BelowMinimum", "MaxFaces", "RequirePurpose", "RetentionDays"}
 _COLLECTION_ID = re.compile(r"^[a-zA-Z0-9_.\-]{1,255}$")
 _EXTERNAL_ID = re.compile(r"^[a-zA-Z0-9_.\-:]{1,255}$")
+_FACE_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def validate_policy(policy: Any) -> dict[str, Any]:
@@ -158,16 +159,35 @@ def delete_collection_policy(inv, params: dict[str, Any]) -> dict[str, Any]:
     return {"CollectionId": cid}
 
 
+def _erased(face) -> dict[str, Any]:
+    out = {"CollectionId": face.collection_id, "FaceId": face.face_id, "ImageId": face.image_id}
+    if face.user_id is not None:
+        out["UserId"] = face.user_id
+    return out
+
+
 def erase_faces(inv, params: dict[str, Any]) -> dict[str, Any]:
-    """Every face of an ExternalImageId, in every collection, overwritten on disk; a receipt."""
+    """Every face of an ExternalImageId, in every collection, overwritten on disk; a receipt.
+
+    ``FaceIds`` (optional): only those of them (what a preview showed: faces indexed since are left);
+    ``DryRun: true``: erase nothing, return the faces that would be erased (``Faces``)."""
     external = _require(params, "ExternalImageId", _EXTERNAL_ID, "externalImageId")
-    _only(params, "ExternalImageId")
-    erased = inv.store.erase_external_image_id(external)
+    _only(params, "ExternalImageId", "FaceIds", "DryRun")
+    dry_run = params.get("DryRun", False)
+    if not isinstance(dry_run, bool):
+        raise ValidationException("DryRun must be true or false")
+    face_ids = params.get("FaceIds")
+    if face_ids is not None and (not isinstance(face_ids, list) or
+                                 not all(isinstance(f, str) and _FACE_ID.match(f) for f in face_ids)):
+        raise ValidationException("FaceIds must be a list of face ids (UUIDs)")
+    erased = inv.store.erase_external_image_id(external, face_ids=face_ids, dry_run=dry_run)
+    if dry_run:
+        return {"ExternalImageId": external, "DryRun": True, "Faces": [_erased(f) for f in erased]}
     receipt: dict[str, Any] = {
         "ErasureId": str(uuid.uuid4()),
         "ExternalImageId": external,
         "ErasedAt": inv.now(),
-        "ErasedFaces": [{"CollectionId": f.collection_id, "FaceId": f.face_id} for f in erased],
+        "ErasedFaces": [_erased(f) for f in erased],
         "SecureDelete": True,
     }
     # After COMMIT: copy the WAL into the database and truncate it, so no page image of the

@@ -150,12 +150,14 @@ def load_image(image: dict[str, Any], config: ServiceConfig, member: str = "Imag
         data = image["Bytes"]
         if len(data) > MAX_BYTES:
             raise ImageTooLargeException(f"{member}.Bytes is {len(data)} bytes, over the 5 MB limit")
+        source = f"{member}.Bytes"
     else:
         data = _read_s3_object(image["S3Object"], config)
+        source = f"{member}.S3Object s3://{image['S3Object']['Bucket']}/{image['S3Object']['Name']}"
     try:
         decoded = decode_image(data, max_pixels=config.max_image_pixels)
     except ImageTooLarge as exc:
-        raise ImageTooLargeException(f"{member}: {exc}") from None
+        raise ImageTooLargeException(f"{source}: {exc}") from None
     except InvalidImageFormat as exc:
-        raise InvalidImageFormatException(f"{member}: {exc}") from None
+        raise InvalidImageFormatException(f"{source}: {exc}") from None
     return InputImage(decoded, hashlib.sha256(data).hexdigest())

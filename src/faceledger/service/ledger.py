@@ -115,6 +115,9 @@ def build_entry(
     meta = dict(meta or {})
     if meta.pop("IdempotentReplay", False):  # a retried call answered from its ClientRequestToken
         detail["IdempotentReplay"] = True
+    repeat = meta.pop("Repeat", None)
+    if repeat:  # IndexFaces of an image already indexed: which faces were there, which were added
+        detail["Repeat"] = repeat
     if meta:  # the operation's side channel: ExpectedFalseMatches, ThresholdUsed, FacesSearched, ...
         detail["Search"] = meta
     return LedgerEntry(

@@ -37,6 +37,9 @@ class FaceRecord:
     created_at: datetime
     user_id: str | None = None
     embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # What makes two IndexFaces calls "the same image" (see faceledger.service.operations.faces.image_digest);
+    # kept for faces indexed with an ExternalImageId only. None: not recorded.
+    image_digest: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,9 @@ class FaceStore(Protocol):
         user_id: str | None = None,
     ) -> Page[FaceRecord]: ...
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> list[str]: ...
+    def image_faces(
+        self, collection_id: str, external_image_id: str, image_digest: str, *, lock: bool = False
+    ) -> list[FaceRecord]: ...  # the faces an earlier IndexFaces stored for this image (lock: in the write)
     def nearest(
         self,
         collection_id: str,
@@ -149,7 +155,9 @@ class FaceStore(Protocol):
     def put_collection_policy(self, collection_id: str, policy: dict | None) -> bool: ...
     def collection_policies(self) -> dict[str, dict]: ...
     def delete_faces_created_before(self, collection_id: str, cutoff: datetime) -> list[FaceRecord]: ...
-    def erase_external_image_id(self, external_image_id: str) -> list[FaceRecord]: ...
+    def erase_external_image_id(
+        self, external_image_id: str, *, face_ids: Sequence[str] | None = None, dry_run: bool = False
+    ) -> list[FaceRecord]: ...
     def checkpoint(self) -> bool: ...
 
     def close(self) -> None: ...

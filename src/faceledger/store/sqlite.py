@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS faces (
     face_model_version TEXT NOT NULL,
     created_at REAL NOT NULL,
     user_id TEXT,
-    embedding BLOB NOT NULL
+    embedding BLOB NOT NULL,
+    image_digest TEXT
 );
 CREATE INDEX IF NOT EXISTS faces_by_collection ON faces(collection_id, face_id);
 CREATE INDEX IF NOT EXISTS faces_by_user ON faces(collection_id, user_id);
@@ -124,8 +125,15 @@ CREATE TABLE IF NOT EXISTS health_probe (
 
 _FACE_COLUMNS = (
     "face_id, collection_id, image_id, external_image_id, box_width, box_height, box_left, box_top, "
-    "confidence, face_model_version, created_at, user_id"
+    "confidence, face_model_version, created_at, user_id, image_digest"
 )
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database created by an earlier version up to SCHEMA (columns added since)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(faces)")}
+    if "image_digest" not in columns:  # duplicate detection in IndexFaces; older faces have none
+        conn.execute("ALTER TABLE faces ADD COLUMN image_digest TEXT")
 
 
 def _ts(value: float) -> datetime:
@@ -195,6 +203,7 @@ def _face(row: sqlite3.Row, embedding: bytes | None = None) -> FaceRecord:
         created_at=_ts(row["created_at"]),
         user_id=row["user_id"],
         embedding=None if embedding is None else np.frombuffer(embedding, dtype=np.float32),
+        image_digest=row["image_digest"],
     )
 
 
@@ -232,6 +241,7 @@ class SQLiteStore:
         self._matrices_lock = threading.Lock()
         with self._storage_errors():
             self._conn().executescript(SCHEMA)
+            _migrate(self._conn())
 
     # -- connections and transactions -------------------------------------------------
 
@@ -475,6 +485,7 @@ class SQLiteStore:
                     f.face_model_version,
                     f.created_at.timestamp(),
                     f.user_id,
+                    f.image_digest,
                     self._seal(f.face_id, np.ascontiguousarray(f.embedding, dtype=np.float32).tobytes()),
                 )
             )
@@ -484,7 +495,7 @@ class SQLiteStore:
                 if db.execute("SELECT 1 FROM collections WHERE collection_id = ?", (cid,)).fetchone() is None:
                     return False
             db.executemany(
-                f"INSERT INTO faces ({_FACE_COLUMNS}, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                f"INSERT INTO faces ({_FACE_COLUMNS}, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
             )
             for cid in collection_ids:
                 self._bump(db, cid)
@@ -551,6 +562,25 @@ class SQLiteStore:
                 )
                 self._bump(db, collection_id)
         return found
+
+    def image_faces(
+        self, collection_id: str, external_image_id: str, image_digest: str, *, lock: bool = False
+    ) -> list[FaceRecord]:
+        """The faces stored for one image (the same ExternalImageId and image digest) in a collection,
+        largest box first. ``lock``: read inside the write transaction (inside a unit of work it holds
+        the write lock until the unit commits, so a concurrent IndexFaces of the same image waits, then
+        sees these faces)."""
+        sql = (f"SELECT {_FACE_COLUMNS} FROM faces WHERE external_image_id = ? AND collection_id = ? "
+               "AND image_digest = ?")
+        args = (external_image_id, collection_id, image_digest)
+        if lock:
+            with self._write() as db:
+                rows = db.execute(sql, args).fetchall()
+        else:
+            rows = self._conn().execute(sql, args).fetchall()
+        faces = [_face(r) for r in rows]
+        faces.sort(key=lambda f: (-f.bounding_box[0] * f.bounding_box[1], f.face_id))
+        return faces
 
     def _matrix(self, collection_id: str) -> _Matrix:
         conn = self._conn()
@@ -855,19 +885,29 @@ class SQLiteStore:
         self._forget_matrix(collection_id)
         return [_face(r) for r in rows]
 
-    def erase_external_image_id(self, external_image_id: str) -> list[FaceRecord]:
-        """Delete (and return) every face with this ExternalImageId, in every collection."""
-        with self._write() as db:
+    def erase_external_image_id(
+        self, external_image_id: str, *, face_ids: Sequence[str] | None = None, dry_run: bool = False
+    ) -> list[FaceRecord]:
+        """Delete (and return) every face with this ExternalImageId, in every collection; ``face_ids``:
+        only those of them; ``dry_run``: delete nothing, return what would be deleted."""
+        with self._read() if dry_run else self._write() as db:
             rows = db.execute(
                 f"SELECT {_FACE_COLUMNS} FROM faces WHERE external_image_id = ? ORDER BY collection_id, face_id",
                 (external_image_id,),
             ).fetchall()
-            if rows:
-                db.execute("DELETE FROM faces WHERE external_image_id = ?", (external_image_id,))
+            if face_ids is not None:
+                wanted = set(face_ids)
+                rows = [r for r in rows if r["face_id"] in wanted]
+            if rows and not dry_run:
+                ids = [r["face_id"] for r in rows]
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start:start + 500]
+                    db.execute(f"DELETE FROM faces WHERE face_id IN ({','.join('?' * len(chunk))})", chunk)
                 for cid in {r["collection_id"] for r in rows}:
                     self._bump(db, cid)
-        for cid in {r["collection_id"] for r in rows}:
-            self._forget_matrix(cid)
+        if not dry_run:
+            for cid in {r["collection_id"] for r in rows}:
+                self._forget_matrix(cid)
         return [_face(r) for r in rows]
 
     def _forget_matrix(self, collection_id: str) -> None:

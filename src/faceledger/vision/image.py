@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # Never accept a truncated image silently (Pillow's default, made explicit in case
 # another module flipped it).
@@ -110,7 +110,10 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from exc
     except Exception as exc:  # UnidentifiedImageError, OSError, SyntaxError, ...
-        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the data", str(exc))
+        if isinstance(exc, UnidentifiedImageError):  # Pillow names its buffer: "cannot identify image file <_io..."
+            reason = "no image format recognised in its first bytes"
+        else:
+            reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "its bytes", str(exc))
         raise InvalidImageFormat(
             f"not a decodable image ({len(data)} bytes): {reason}; only complete JPEG and PNG files are accepted"
         ) from exc

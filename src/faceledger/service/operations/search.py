@@ -20,16 +20,23 @@ from ..risk import (
     reach,
     search_threshold,
 )
-from ._common import require_collection
+from ._common import MAX_FACES_PER_IMAGE, embed_faces, require_collection
 
 DEFAULT_THRESHOLD = 80.0
 DEFAULT_MAX_FACES = 80
-COMPARE_MAX_TARGET_FACES = 100
+#: CompareFaces "compares a face in the source input image with each of the 100 largest faces detected in the
+#: target input image" (botocore's documentation): the smaller ones are neither matched nor unmatched.
+COMPARE_MAX_TARGET_FACES = MAX_FACES_PER_IMAGE
 
 
-def largest_face(inv: Invocation, image: InputImage, quality_filter: str, member: str = "image") -> FaceAnalysis:
-    """The largest face of an image, embedded; InvalidParameterException when there is none fit to search."""
-    faces = inv.engine.analyze(image.image.pixels, embed=True, max_faces=1)
+def largest_face(inv: Invocation, image: InputImage, quality_filter: str, member: str = "image",
+                 found: list[FaceAnalysis] | None = None) -> FaceAnalysis:
+    """The largest face of an image, embedded; InvalidParameterException when there is none fit to search.
+    ``found``: the image's faces, largest first, when the caller has analysed it already (not embedded)."""
+    if found is None:
+        faces = inv.engine.analyze(image.image.pixels, embed=True, max_faces=1)
+    else:
+        faces = found[:1]
     if not faces:
         raise InvalidParameterException(f"There are no faces in the {member}. Should be at least 1.")
     reasons = failing_reasons(faces[0], quality_filter)
@@ -37,6 +44,8 @@ def largest_face(inv: Invocation, image: InputImage, quality_filter: str, member
         raise InvalidParameterException(
             f"The largest face in the {member} does not pass QualityFilter {quality_filter}: {', '.join(reasons)}"
         )
+    if faces[0].embedding is None:
+        embed_faces(inv, image.image.pixels, faces)
     return faces[0]
 
 

@@ -22,7 +22,7 @@ from ..errors import (
     ServiceQuotaExceededException,
 )
 from ..images import load_image
-from ._common import require_collection
+from ._common import MAX_FACES_PER_IMAGE, require_collection
 from ..risk import ambiguous, margin_of, reach, search_threshold
 from .search import largest_face
 
@@ -217,8 +217,11 @@ def search_users_by_image(inv: Invocation, req: dict[str, Any]) -> dict[str, Any
     collection = require_collection(inv, req["CollectionId"])
     inv = inv.for_model(collection.face_model_version)
     image = load_image(req["Image"], inv.config)
-    face = largest_face(inv, image, req.get("QualityFilter", "NONE"))
-    others = inv.engine.analyze(image.image.pixels, embed=False)[1:]
+    # one detection: the largest face is searched, the next 99 largest are UnsearchedFaces (the limit of
+    # the operations that return many faces, MAX_FACES_PER_IMAGE)
+    found = inv.engine.analyze(image.image.pixels, embed=False, max_faces=MAX_FACES_PER_IMAGE)
+    face = largest_face(inv, image, req.get("QualityFilter", "NONE"), found=found)
+    others = found[1:]
     return {
         "UserMatches": user_matches(inv, collection.collection_id, [face.embedding], req),
         "FaceModelVersion": collection.face_model_version,
