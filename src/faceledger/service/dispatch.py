@@ -16,6 +16,7 @@ Signatures (HTTP) are checked before, by :meth:`Service.authenticate`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass, field, replace
@@ -29,7 +30,7 @@ from ..vision import FaceEngine
 from ..vision.models import ModelsUnavailable, prepare_engine
 from ..vision.engine import FACE_MODELS, default_face_model
 from ..vision.similarity import SimilarityScale
-from . import auth, governance, model
+from . import auth, governance, model, tokens
 from .context import RequestContext, ServiceConfig
 from .errors import (
     IdempotentParameterMismatchException,
@@ -303,6 +304,12 @@ class Service:
 
     def _server_key(self) -> bytes:
         return auth.server_key(Path(self.config.data_dir))
+
+    @functools.cached_property
+    def pagination_key(self) -> bytes:
+        """The key NextTokens are tagged with (see :mod:`.tokens`): derived from the server key, so tokens
+        outlive a restart and are accepted by every server sharing that key."""
+        return tokens.pagination_key(self._server_key())
 
     def authenticate(self, http: auth.HttpRequest, context: RequestContext, operation: str) -> RequestContext:
         """Check the request's SigV4 signature; the context of the verified key, or raise (recorded)."""

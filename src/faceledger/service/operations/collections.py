@@ -45,13 +45,13 @@ def describe_collection(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
 
 @operation("ListCollections")
 def list_collections(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
-    after = tokens.decode("ListCollections", None, req.get("NextToken"))
+    after = tokens.decode(inv.service.pagination_key, "ListCollections", None, req.get("NextToken"))
     page = inv.store.list_collections(after, req.get("MaxResults", DEFAULT_LIST_SIZE))
     out: dict[str, Any] = {
         "CollectionIds": [c.collection_id for c in page.items],
         "FaceModelVersions": [c.face_model_version for c in page.items],
     }
-    return tokens.with_next_token(out, "ListCollections", None, page.cursor)
+    return tokens.with_next_token(inv.service.pagination_key, out, "ListCollections", None, page.cursor)
 
 
 @operation("DeleteCollection")

@@ -148,7 +148,7 @@ def index_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
 @operation("ListFaces")
 def list_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     collection = require_collection(inv, req["CollectionId"])
-    after = tokens.decode("ListFaces", collection.collection_id, req.get("NextToken"))
+    after = tokens.decode(inv.service.pagination_key, "ListFaces", collection.collection_id, req.get("NextToken"))
     page = inv.store.list_faces(
         collection.collection_id,
         after=after,
@@ -160,7 +160,7 @@ def list_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
         "Faces": [shapes.stored_face(f) for f in page.items],
         "FaceModelVersion": collection.face_model_version,
     }
-    return tokens.with_next_token(out, "ListFaces", collection.collection_id, page.cursor)
+    return tokens.with_next_token(inv.service.pagination_key, out, "ListFaces", collection.collection_id, page.cursor)
 
 
 @operation("DeleteFaces")

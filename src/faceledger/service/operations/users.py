@@ -64,10 +64,10 @@ def delete_user(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
 @operation("ListUsers")
 def list_users(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     cid = require_collection(inv, req["CollectionId"]).collection_id
-    after = tokens.decode("ListUsers", cid, req.get("NextToken"))
+    after = tokens.decode(inv.service.pagination_key, "ListUsers", cid, req.get("NextToken"))
     page = inv.store.list_users(cid, after, req.get("MaxResults", DEFAULT_LIST_SIZE))
     out: dict[str, Any] = {"Users": [{"UserId": u.user_id, "UserStatus": user_status(u)} for u in page.items]}
-    return tokens.with_next_token(out, "ListUsers", cid, page.cursor)
+    return tokens.with_next_token(inv.service.pagination_key, out, "ListUsers", cid, page.cursor)
 
 
 @operation("AssociateFaces")
