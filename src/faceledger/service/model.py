@@ -23,7 +23,7 @@ import math
 import re
 import sys
 import unicodedata
-from typing import Any
+from typing import Any, Callable
 
 import botocore.session
 from botocore.model import ListShape, MapShape, OperationModel, ServiceModel, Shape, StructureShape
@@ -34,6 +34,7 @@ from faceledger.service.errors import (
     SerializationException,
     UnknownOperationException,
     ValidationException,
+    preview,
 )
 
 __all__ = [
@@ -56,7 +57,9 @@ IMAGE_BLOB_SHAPE = "ImageBlob"
 
 _OPERATIONS: frozenset[str] = frozenset(SERVICE_MODEL.operation_names)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-_MAX_SHOWN = 1024  # characters of a value quoted in an error message
+#: Problems spelled out in one ValidationException (the rest are counted): a request with a million bad list
+#: items gets a message of a few KB, not a million lines.
+MAX_LISTED_ERRORS = 10
 
 
 def operation_names() -> frozenset[str]:
@@ -171,18 +174,9 @@ def _join(path: str, name: str) -> str:
 
 
 def _show(value: Any) -> str:
-    """A value as AWS quotes it in a validation message (Java's toString, roughly)."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, (bytes, bytearray)):
-        text = f"<{len(value)} bytes>"
-    elif isinstance(value, list):
-        text = "[" + ", ".join(_show(v) for v in value) + "]"
-    elif isinstance(value, dict):
-        text = "{" + ", ".join(f"{_show(k)}={_show(v)}" for k, v in value.items()) + "}"
-    else:
-        text = str(value)
-    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
+    """A value as AWS quotes it in a validation message (Java's toString, roughly): at most about
+    errors.QUOTE_CHARS characters, its length or number of items given when it is cut."""
+    return preview(value)
 
 
 class _Parser:
@@ -190,11 +184,21 @@ class _Parser:
 
     def __init__(self, wire: bool) -> None:
         self.wire = wire
-        self.errors: list[str] = []
+        self.errors: list[str] = []  # the first MAX_LISTED_ERRORS problems, spelled out
+        self.count = 0  # all of them
+
+    def problem(self, message: Callable[[], str]) -> None:
+        """Count one problem; spell it out (``message()``) only while fewer than MAX_LISTED_ERRORS are."""
+        self.count += 1
+        if len(self.errors) < MAX_LISTED_ERRORS:
+            self.errors.append(message())
 
     def fail(self, value: Any, path: str, constraint: str) -> None:
-        shown = "null" if value is None else f"'{_show(value)}'"
-        self.errors.append(f"Value {shown} at '{path}' failed to satisfy constraint: {constraint}")
+        def message() -> str:
+            shown = "null" if value is None else f"'{_show(value)}'"
+            return f"Value {shown} at '{path}' failed to satisfy constraint: {constraint}"
+
+        self.problem(message)
 
     # Each method returns the converted value (or the input as-is when it is bad).
 
@@ -220,7 +224,8 @@ class _Parser:
         for name, member_value in value.items():
             if name not in members:
                 where = f" at '{path}'" if path else ""
-                self.errors.append(f"Unknown parameter{where}: '{name}', must be one of: {', '.join(members)}")
+                self.problem(lambda: f"Unknown parameter{where}: '{_show(name)}', must be one of: "
+                                     f"{', '.join(members)}")
                 continue
             if member_value is None:  # JSON null is absence
                 continue
@@ -260,7 +265,7 @@ class _Parser:
                 self.fail(None, path, "Map value must satisfy constraint: [Member must not be null]")
                 continue
             if shape.value.type_name in ("structure", "list", "map"):
-                result[key] = self.value(shape.value, item, f"{path}.{key}")
+                result[key] = self.value(shape.value, item, f"{path}.{_show(key)}")
                 continue
             item, item_problems = self.scalar(shape.value, item, path)
             if item_problems:
@@ -377,10 +382,12 @@ def parse_request(operation: str, params: Any, *, wire: bool) -> dict[str, Any]:
         shape = StructureShape("Empty", {"type": "structure", "members": {}})
     parser = _Parser(wire)
     result = parser.structure(shape, params, "")  # type: ignore[arg-type]
-    if parser.errors:
-        count = len(parser.errors)
+    if parser.count:
+        count = parser.count
         noun = "error" if count == 1 else "errors"
-        raise ValidationException(f"{count} validation {noun} detected: " + "; ".join(parser.errors))
+        more = count - len(parser.errors)
+        raise ValidationException(f"{count} validation {noun} detected: " + "; ".join(parser.errors)
+                                  + (f"; and {more} more" if more else ""))
     return result
 
 
