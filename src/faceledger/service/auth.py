@@ -6,8 +6,8 @@
 * Signatures are checked with botocore's own SigV4 implementation on a reconstructed request
   (exactly the headers the client signed, its ``X-Amz-Date``, and the SHA-256 of the body as
   received) and compared in constant time. What a valid signature binds: the method, path and
-  query, ``Host``, ``X-Amz-Date``, ``X-Amz-Target`` (all three must be signed), every
-  ``X-Faceledger-*`` header present (an unsigned one is refused), and the body (a client's
+  query, ``Host`` and ``X-Amz-Date`` (must be signed), ``X-Amz-Target`` and every
+  ``X-Faceledger-*`` header when present (an unsigned one is refused), and the body (a client's
   ``X-Amz-Content-SHA256`` is checked against the body, never trusted; ``UNSIGNED-PAYLOAD`` is
   refused).
 * Policies are a subset of IAM's JSON: ``Statement: [{Effect, Action, Resource}]`` with ``*``
@@ -53,10 +53,12 @@ AUTH_ERRORS: tuple[type[ClientFault], ...] = (
 
 MAX_CLOCK_SKEW = timedelta(minutes=15)
 SIGNING_SERVICE = "rekognition"
-#: Headers every signature must cover: where the request goes, when it was made, which operation it runs.
-REQUIRED_SIGNED_HEADERS = ("host", "x-amz-date", "x-amz-target")
-#: Headers that change what a request does or how it is recorded (purpose, case, search limits): present
-#: in a request, they must be signed.
+#: Headers every signature must cover: where the request goes, when it was made.
+REQUIRED_SIGNED_HEADERS = ("host", "x-amz-date")
+#: Headers that choose what a request does or how it is recorded (the operation; purpose, case, search
+#: limits): present in a request, they must be signed. (Without X-Amz-Target no operation runs:
+#: UnknownOperationException, as AWS answers.)
+SIGNED_IF_PRESENT = ("x-amz-target",)
 SIGNED_IF_PRESENT_PREFIX = "x-faceledger-"
 CONTENT_SHA256_HEADER = "x-amz-content-sha256"
 ADMIN_POLICY: dict[str, Any] = {
@@ -295,8 +297,8 @@ def verify_signature(
     """Check the request's SigV4 signature; returns (access key id, region).
 
     ``lookup_secret(access_key_id)`` gives the secret or None for an unknown or revoked key. Refused
-    (InvalidSignatureException) besides a wrong signature: Host, X-Amz-Date or X-Amz-Target not signed; an
-    X-Faceledger-* header not signed; an X-Amz-Content-SHA256 that is not the SHA-256 of the body received.
+    (InvalidSignatureException) besides a wrong signature: Host or X-Amz-Date not signed; X-Amz-Target or an
+    X-Faceledger-* header present and not signed; an X-Amz-Content-SHA256 that is not the SHA-256 of the body received.
     """
     headers = request.headers
     auth = headers.get("authorization")
@@ -323,11 +325,12 @@ def verify_signature(
     if day != amz_date[:8]:
         raise InvalidSignatureException(f"Credential date {preview(day, 64)} does not match X-Amz-Date {amz_date}")
     signed = [h for h in parts["SignedHeaders"].lower().split(";") if h]
-    missing = [h for h in REQUIRED_SIGNED_HEADERS if h not in signed]
+    missing = [h for h in REQUIRED_SIGNED_HEADERS + SIGNED_IF_PRESENT
+               if h not in signed and (h in REQUIRED_SIGNED_HEADERS or _values(headers, h))]
     if missing:
         raise InvalidSignatureException(
             f"The request must sign the {', '.join(missing)} header{'s' if len(missing) > 1 else ''} "
-            f"(SignedHeaders must include {';'.join(REQUIRED_SIGNED_HEADERS)})")
+            f"(SignedHeaders must include {';'.join(REQUIRED_SIGNED_HEADERS + SIGNED_IF_PRESENT)})")
     unsigned = sorted({name.lower() for name in headers.keys()
                        if name.lower().startswith(SIGNED_IF_PRESENT_PREFIX) and name.lower() not in signed})
     if unsigned:
