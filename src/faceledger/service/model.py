@@ -18,6 +18,7 @@ import base64
 import binascii
 import datetime as dt
 import functools
+import itertools
 import logging
 import math
 import re
@@ -60,6 +61,10 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 #: Problems spelled out in one ValidationException (the rest are counted): a request with a million bad list
 #: items gets a message of a few KB, not a million lines.
 MAX_LISTED_ERRORS = 10
+#: faceledger's limit on a request list or map that the model leaves unbounded (IndexFaces'
+#: DetectionAttributes, DetectFaces' Attributes: 15 values exist), so that validation costs what it would for
+#: a bounded one; longer is a ValidationException like any length constraint.
+MAX_UNBOUNDED_ITEMS = 1000
 
 
 def operation_names() -> frozenset[str]:
@@ -179,6 +184,17 @@ def _show(value: Any) -> str:
     return preview(value)
 
 
+def _max_length(shape: Shape) -> int:
+    """The most items a list or map may have: the model's ``max``, else MAX_UNBOUNDED_ITEMS."""
+    return shape.metadata.get("max", MAX_UNBOUNDED_ITEMS)
+
+
+def _within_max(shape: Shape, items: Any) -> Any:
+    """The items of a list or map to check one by one: those past its maximum length are not (the request is
+    refused for its length already), so a list of a million items costs what 4096 do."""
+    return itertools.islice(items, _max_length(shape))
+
+
 class _Parser:
     """One request's walk: converts values and collects validation problems."""
 
@@ -221,9 +237,12 @@ class _Parser:
             return value
         members = shape.members
         result: dict[str, Any] = {}
+        where = f" at '{path}'" if path else ""
         for name, member_value in value.items():
             if name not in members:
-                where = f" at '{path}'" if path else ""
+                if len(self.errors) >= MAX_LISTED_ERRORS:  # counted only: the cheap path for many of them
+                    self.count += 1
+                    continue
                 self.problem(lambda: f"Unknown parameter{where}: '{_show(name)}', must be one of: "
                                      f"{', '.join(members)}")
                 continue
@@ -242,7 +261,7 @@ class _Parser:
         for constraint in self.size(shape, len(value)):
             self.fail(value, path, constraint)
         items = []
-        for index, item in enumerate(value, start=1):
+        for index, item in enumerate(_within_max(shape, value), start=1):
             item_path = f"{path}.{index}.member"
             if item is None:
                 self.fail(None, item_path, "Member must not be null")
@@ -257,7 +276,7 @@ class _Parser:
         for constraint in self.size(shape, len(value)):
             self.fail(value, path, constraint)
         result: dict[Any, Any] = {}
-        for key, item in value.items():
+        for key, item in _within_max(shape, value.items()):
             key, key_problems = self.scalar(shape.key, key, path)
             if key_problems:
                 self.fail(key, path, f"Map keys must satisfy constraint: [{', '.join(key_problems)}]")
@@ -280,6 +299,8 @@ class _Parser:
             problems.append(f"Member must have length greater than or equal to {shape.metadata['min']}")
         if "max" in shape.metadata and size > shape.metadata["max"]:
             problems.append(f"Member must have length less than or equal to {shape.metadata['max']}")
+        elif shape.type_name in ("list", "map") and size > _max_length(shape):
+            problems.append(f"Member must have length less than or equal to {_max_length(shape)}")
         return problems
 
     def scalar(self, shape: Shape, value: Any, path: str) -> tuple[Any, list[str]]:
