@@ -128,12 +128,16 @@ class Server:
         self._log_file.close()
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("server")
+def serve_in(root: Path) -> Iterator[Server]:
+    """A live server on ``root``/data and ``root``/buckets for a fixture's lifetime (``yield from``)."""
     srv = Server(root / "data", root / "buckets")
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from serve_in(tmp_path_factory.mktemp("server"))
 
 
 #: Request headers that turn faceledger's default search policy off (no limit on expected false matches, no

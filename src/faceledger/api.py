@@ -5,9 +5,10 @@
 answers with the operation's JSON, or an AWS error body
 (``{"__type": ..., "message": ...}``) that botocore turns into ClientError.
 Every request's SigV4 signature is checked against faceledger's keys first
-(unless the app runs in development mode, loopback only). Operations run in
-worker threads, so inference never blocks the event loop; image analyses
-(the operations that take an ``Image``) on a pool of their own, bounded
+(unless the app runs in development mode, loopback only); the signature must
+cover Host, X-Amz-Date, X-Amz-Target, every X-Faceledger-* header and the body
+(docs/accountability.md). Operations run in worker threads, so inference never
+blocks the event loop; image analyses (the operations that take an ``Image``) on a pool of their own, bounded
 (:class:`AnalysisQueue`), so that they never hold up cheap calls.
 
 ``GET /health``: ``{"status": "ok" | "unavailable", "reasons": [...], "storage": {...},
@@ -36,12 +37,14 @@ from .service import RequestContext, RekognitionError, Service
 from .service import model
 from .service import risk
 from .service.auth import HttpRequest
+from .service.dispatch import unauthenticated
 from .service.errors import (
     ImageTooLargeException,
     InternalServerError,
     ProvisionedThroughputExceededException,
     RequestTimeoutException,
     UnknownOperationException,
+    preview,
     unavailable,
 )
 
@@ -139,19 +142,22 @@ class AnalysisQueue:
             self.admitted -= 1
 
 
-def _context(request: Request) -> RequestContext:
+def _context(request: Request, authenticate: bool) -> RequestContext:
+    """The request's context before its signature is checked: with ``authenticate`` the principal is
+    ``unauthenticated[:<claimed key>]`` until :meth:`Service.authenticate` replaces it with the verified key;
+    the X-Faceledger-* headers read here are refused there unless signed."""
     headers = request.headers
     auth = headers.get("authorization", "")
     key_id = None
     if "Credential=" in auth:
-        key_id = auth.split("Credential=", 1)[1].split("/", 1)[0] or None
+        key_id = auth.split("Credential=", 1)[1].split("/", 1)[0][:128] or None
     return RequestContext(
         transport="http",
         source_ip=request.client.host if request.client else None,
         access_key_id=key_id,
         purpose=headers.get("x-faceledger-purpose"),
         case_reference=headers.get("x-faceledger-case"),
-        principal=f"dev:{key_id or 'anonymous'}",  # replaced by the verified key unless in dev mode
+        principal=unauthenticated(headers) if authenticate else f"dev:{key_id or 'anonymous'}",
         max_expected_false_matches=_limit(headers.get(risk.HEADER_LIMIT)),
         min_margin=_limit(headers.get(risk.HEADER_MARGIN)),
     )
@@ -169,7 +175,7 @@ def _operation(target: str) -> str:
         from .service.governance import EXTENSIONS
 
         if operation in EXTENSIONS:  # faceledger's operations only under their own prefix
-            raise UnknownOperationException(f"Unknown operation: {operation}")
+            raise UnknownOperationException(f"Unknown operation: {preview(operation, 128)}")
         return operation  # an unknown one: Service.call answers UnknownOperationException, and records it
     if target.startswith(FACELEDGER_PREFIX):
         from .service.governance import EXTENSIONS
@@ -177,8 +183,8 @@ def _operation(target: str) -> str:
         operation = target[len(FACELEDGER_PREFIX) :]
         if operation in EXTENSIONS:
             return operation
-        raise UnknownOperationException(f"Unknown faceledger operation: {operation!r}")
-    raise UnknownOperationException(f"Unknown or missing X-Amz-Target: {target!r}")
+        raise UnknownOperationException(f"Unknown faceledger operation: '{preview(operation, 128)}'")
+    raise UnknownOperationException(f"Unknown or missing X-Amz-Target: '{preview(target, 128)}'")
 
 
 def create_app(
@@ -217,6 +223,14 @@ def create_app(
                 log.exception("retention sweep failed")
             await anyio.sleep(retention_interval_s)
 
+    async def flush_refusals_forever() -> None:
+        while True:  # the aggregate rows of refused, unauthenticated requests, once a window
+            await anyio.sleep(service.refusals.window_s)
+            try:
+                await anyio.to_thread.run_sync(service.flush_refusals)
+            except Exception:
+                log.exception("could not record refusal counts in the ledger")
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if preload_models:
@@ -234,11 +248,13 @@ def create_app(
         async with anyio.create_task_group() as tasks:
             if retention_interval_s:
                 tasks.start_soon(sweep_forever)
+            tasks.start_soon(flush_refusals_forever)
             yield
             tasks.cancel_scope.cancel()
+        await anyio.to_thread.run_sync(functools.partial(service.flush_refusals, force=True))
 
     async def rekognition(request: Request) -> Response:
-        context = _context(request)
+        context = _context(request, authenticate)
         target = request.headers.get("x-amz-target", "")
         name = target.split(".", 1)[-1][:128] or "(none)"
         recorded = False  # authenticate and Service.call record what they refuse; the rest is recorded here

@@ -95,7 +95,6 @@ def verify(dataset: Path, pairs_file: Path, out: Path, *, impostors: int = 0, gr
     # the enrolled pairs (their k/n say how many)
     enrolled = np.array([p.a in pos and p.b in pos for p in pairs], bool)
     kept = [p for p, e in zip(pairs, enrolled) if e]
-    fold = np.array([p.fold for p in kept])
     same = np.array([p.same for p in kept], bool)
     d = M.pair_distances(emb.vectors, np.array([(pos[p.a], pos[p.b]) for p in kept]).reshape(-1, 2))
     gen, imp = d[same], d[~same]

@@ -4,7 +4,12 @@
   (``FACELEDGER_SERVER_KEY``, base64 of 32 bytes, or else ``<data>/server.key``, created with
   mode 0600 on first use), so a copy of the database alone does not give the secrets away.
 * Signatures are checked with botocore's own SigV4 implementation on a reconstructed request
-  (only the headers the client signed, its ``X-Amz-Date``) and compared in constant time.
+  (exactly the headers the client signed, its ``X-Amz-Date``, and the SHA-256 of the body as
+  received) and compared in constant time. What a valid signature binds: the method, path and
+  query, ``Host`` and ``X-Amz-Date`` (must be signed), ``X-Amz-Target`` and every
+  ``X-Faceledger-*`` header when present (an unsigned one is refused), and the body (a client's
+  ``X-Amz-Content-SHA256`` is checked against the body, never trusted; ``UNSIGNED-PAYLOAD`` is
+  refused).
 * Policies are a subset of IAM's JSON: ``Statement: [{Effect, Action, Resource}]`` with ``*``
   and ``?`` wildcards; an explicit Deny wins; no matching Allow, no access.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import hashlib
 import hmac
 import json
 import os
@@ -26,11 +32,12 @@ from typing import Any, Mapping
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.compat import HTTPHeaders
 from botocore.credentials import Credentials
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .errors import AccessDeniedException, ClientFault, ValidationException, _error
+from .errors import AccessDeniedException, ClientFault, ValidationException, _error, clip, preview
 
 UnrecognizedClientException = _error("UnrecognizedClientException")
 InvalidSignatureException = _error("InvalidSignatureException")
@@ -46,6 +53,14 @@ AUTH_ERRORS: tuple[type[ClientFault], ...] = (
 
 MAX_CLOCK_SKEW = timedelta(minutes=15)
 SIGNING_SERVICE = "rekognition"
+#: Headers every signature must cover: where the request goes, when it was made.
+REQUIRED_SIGNED_HEADERS = ("host", "x-amz-date")
+#: Headers that choose what a request does or how it is recorded (the operation; purpose, case, search
+#: limits): present in a request, they must be signed. (Without X-Amz-Target no operation runs:
+#: UnknownOperationException, as AWS answers.)
+SIGNED_IF_PRESENT = ("x-amz-target",)
+SIGNED_IF_PRESENT_PREFIX = "x-faceledger-"
+CONTENT_SHA256_HEADER = "x-amz-content-sha256"
 ADMIN_POLICY: dict[str, Any] = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Action": ["rekognition:*", "faceledger:*"], "Resource": "*"}],
@@ -183,7 +198,8 @@ def authorize(policy: Policy, principal: str, action: str, resource: str) -> Non
     if decision != "Allow":
         why = "an explicit deny in its policy" if decision == "Deny" else "no policy statement allows it"
         raise AccessDeniedException(
-            f"User: {principal} is not authorized to perform: {action} on resource: {resource} because {why}"
+            f"User: {clip(principal, 256)} is not authorized to perform: {clip(action, 256)} on resource: "
+            f"{clip(resource, 512)} because {why}"
         )
 
 
@@ -225,9 +241,54 @@ def _parse_authorization(value: str) -> dict[str, str]:
     if missing:
         raise IncompleteSignatureException(
             f"Authorization header requires '{', '.join(missing)}' parameter(s). Authorization="
-            f"{value[:200]}"
+            f"{preview(value, 200)}"
         )
     return parts
+
+
+class _Verifier(SigV4Auth):
+    """botocore's SigV4 over exactly the headers the client signed (all their values, none dropped: botocore's
+    signer leaves out some, e.g. User-Agent, that other SDKs sign) and over the SHA-256 of the body received."""
+
+    def __init__(self, credentials: Credentials, region: str, signed: list[str], payload_sha256: str) -> None:
+        super().__init__(credentials, SIGNING_SERVICE, region)
+        self._signed, self._payload = signed, payload_sha256
+
+    def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
+        chosen = HTTPHeaders()
+        for name in self._signed:
+            for value in request.headers.get_all(name) or [""]:
+                chosen[name] = value
+        return chosen
+
+    def payload(self, request: AWSRequest) -> str:
+        return self._payload
+
+
+def _values(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every value of header ``name`` in arrival order (a repeated header signs as its values joined by ",")."""
+    getlist = getattr(headers, "getlist", None)
+    if getlist is not None:
+        return list(getlist(name))
+    value = headers.get(name)
+    return [] if value is None else [value]
+
+
+def payload_sha256(headers: Mapping[str, str], body: bytes) -> str:
+    """The hex SHA-256 of ``body``, the payload hash a signature must cover.
+
+    A client's ``X-Amz-Content-SHA256`` is never trusted: it must equal the hash of the bytes received
+    (``UNSIGNED-PAYLOAD`` and the streaming forms are refused), else InvalidSignatureException."""
+    computed = hashlib.sha256(body).hexdigest()
+    claimed = _values(headers, CONTENT_SHA256_HEADER)
+    if claimed and claimed != [computed]:
+        if any(v.strip().upper() == "UNSIGNED-PAYLOAD" or v.strip().upper().startswith("STREAMING-")
+               for v in claimed):
+            raise InvalidSignatureException(
+                "The provided 'x-amz-content-sha256' header does not match what was computed. faceledger "
+                f"verifies the SHA-256 of every body: {preview(claimed[0], 64)} is not accepted; sign the payload")
+        raise InvalidSignatureException("The provided 'x-amz-content-sha256' header does not match what was computed.")
+    return computed
 
 
 def verify_signature(
@@ -235,7 +296,9 @@ def verify_signature(
 ) -> tuple[str, str]:
     """Check the request's SigV4 signature; returns (access key id, region).
 
-    ``lookup_secret(access_key_id)`` gives the secret or None for an unknown or revoked key.
+    ``lookup_secret(access_key_id)`` gives the secret or None for an unknown or revoked key. Refused
+    (InvalidSignatureException) besides a wrong signature: Host or X-Amz-Date not signed; X-Amz-Target or an
+    X-Faceledger-* header present and not signed; an X-Amz-Content-SHA256 that is not the SHA-256 of the body received.
     """
     headers = request.headers
     auth = headers.get("authorization")
@@ -245,7 +308,8 @@ def verify_signature(
     scope = parts["Credential"].split("/")
     if len(scope) != 5 or scope[4] != "aws4_request":
         raise IncompleteSignatureException(
-            f"Credential should be scoped to a valid region, service and aws4_request: {parts['Credential']}"
+            "Credential should be scoped to a valid region, service and aws4_request: "
+            f"{preview(parts['Credential'], 200)}"
         )
     key_id, day, region, service, _ = scope
     if service != SIGNING_SERVICE:
@@ -256,12 +320,24 @@ def verify_signature(
     try:
         when = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
     except ValueError:
-        raise IncompleteSignatureException(f"X-Amz-Date {amz_date!r} is not in the ISO 8601 basic format") from None
+        raise IncompleteSignatureException(
+            f"X-Amz-Date '{preview(amz_date, 64)}' is not in the ISO 8601 basic format") from None
     if day != amz_date[:8]:
-        raise InvalidSignatureException(f"Credential date {day} does not match X-Amz-Date {amz_date}")
+        raise InvalidSignatureException(f"Credential date {preview(day, 64)} does not match X-Amz-Date {amz_date}")
     signed = [h for h in parts["SignedHeaders"].lower().split(";") if h]
-    if "host" not in signed or "x-amz-date" not in signed:
-        raise InvalidSignatureException("The request must sign the host and x-amz-date headers")
+    missing = [h for h in REQUIRED_SIGNED_HEADERS + SIGNED_IF_PRESENT
+               if h not in signed and (h in REQUIRED_SIGNED_HEADERS or _values(headers, h))]
+    if missing:
+        raise InvalidSignatureException(
+            f"The request must sign the {', '.join(missing)} header{'s' if len(missing) > 1 else ''} "
+            f"(SignedHeaders must include {';'.join(REQUIRED_SIGNED_HEADERS + SIGNED_IF_PRESENT)})")
+    unsigned = sorted({name.lower() for name in headers.keys()
+                       if name.lower().startswith(SIGNED_IF_PRESENT_PREFIX) and name.lower() not in signed})
+    if unsigned:
+        raise InvalidSignatureException(
+            f"Headers present in the request were not signed: {preview(', '.join(unsigned), 200)}. faceledger acts "
+            "on X-Faceledger-* headers only when the signature covers them: add them before signing (boto3: the "
+            "before-sign event)")
     if abs(now - when) > MAX_CLOCK_SKEW:
         raise InvalidSignatureException(
             f"Signature expired: {amz_date} is now earlier than "
@@ -270,14 +346,17 @@ def verify_signature(
             f"Signature not yet current: {amz_date} is still later than "
             f"{(now + MAX_CLOCK_SKEW).strftime('%Y%m%dT%H%M%SZ')} ({now.strftime('%Y%m%dT%H%M%SZ')} + 15 min.)"
         )
+    body_sha256 = payload_sha256(headers, request.body)
     secret = lookup_secret(key_id)
     if secret is None:
         raise UnrecognizedClientException("The security token included in the request is invalid.")
-    url = f"http://{headers.get('host', 'localhost')}{request.path}" + (f"?{request.query}" if request.query else "")
-    rebuilt = AWSRequest(method=request.method, url=url, data=request.body,
-                         headers={h: headers.get(h, "") for h in signed})
+    rebuilt = AWSRequest(method=request.method, url="http://host" + request.path
+                         + (f"?{request.query}" if request.query else ""))
+    for name in dict.fromkeys(signed):
+        for value in _values(headers, name):
+            rebuilt.headers[name] = value
     rebuilt.context["timestamp"] = amz_date
-    signer = SigV4Auth(Credentials(key_id, secret), service, region)
+    signer = _Verifier(Credentials(key_id, secret), region, list(dict.fromkeys(signed)), body_sha256)
     canonical = signer.canonical_request(rebuilt)
     expected = signer.signature(signer.string_to_sign(rebuilt, canonical), rebuilt)
     if not hmac.compare_digest(expected.encode("ascii"), parts["Signature"].encode("ascii", "replace")):

@@ -5,13 +5,16 @@ botocore's Rekognition model, runs the operation's function and returns its
 response dict. Transports (HTTP, CLI, the in-process Client) call nothing else,
 so authorization, collection policies and the audit ledger wrap this one method:
 
-* the caller's key policy is checked (``rekognition:<Op>`` / ``faceledger:<Op>`` on the
-  collection's ARN, or ``*``), then the collection's policy;
+* the caller's key policy is checked first (``rekognition:<Op>`` / ``faceledger:<Op>`` on the
+  collection's ARN, or ``*``), on a cheap look at the parameters (``CollectionId`` or
+  ``ResourceArn``), before anything that costs in proportion to the request (validation, image
+  decoding); then the request is validated; then the collection's policy;
 * the operation runs inside the store's unit of work: its writes share one transaction, and the
   ledger entry is appended to that transaction before it commits (a failed or denied call rolls
   its writes back and is recorded in a small transaction of its own).
 
-Signatures (HTTP) are checked before, by :meth:`Service.authenticate`.
+Signatures (HTTP) are checked before, by :meth:`Service.authenticate`. Refusals of requests that
+are not authenticated are recorded through a per-source limit (:mod:`faceledger.service.refusals`).
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ from .errors import (
     ServiceUnavailable,
     UnknownOperationException,
     ValidationException,
+    preview,
 )
 from .ledger import build_entry, collection_of
+from .refusals import AGGREGATE_OPERATION, AGGREGATE_RESULT, Aggregate, RefusalLimiter
 
 log = logging.getLogger("faceledger.service")
 
@@ -139,6 +144,7 @@ class Service:
             config.face_model or default_face_model(config.engine))
         self._scales: dict[str, SimilarityScale] = {}
         self._lock = threading.Lock()
+        self.refusals = RefusalLimiter()
 
     @property
     def engine(self) -> FaceEngine:
@@ -203,21 +209,35 @@ class Service:
 
     # -- the dispatch point -----------------------------------------------------------------
 
-    def _resolve(self, operation_name: str, params: Any, wire: bool) -> tuple[str, Handler, Any]:
+    def _handler(self, operation_name: str) -> tuple[str, Handler]:
+        """(IAM namespace, the operation's function); UnknownOperationException. Cheap: no look at the params."""
         if operation_name in governance.EXTENSIONS:
-            if params is not None and not isinstance(params, dict):
-                raise ValidationException("Request must be a JSON object")
-            return "faceledger", governance.EXTENSIONS[operation_name], dict(params or {})
+            return "faceledger", governance.EXTENSIONS[operation_name]
         handler = OPERATIONS.get(operation_name)
         if handler is None:
             if operation_name in model.operation_names():
                 raise UnknownOperationException(f"faceledger does not implement {operation_name}")
-            raise UnknownOperationException(f"Unknown operation: {operation_name}")
-        return "rekognition", handler, model.parse_request(operation_name, params, wire=wire)
+            raise UnknownOperationException(f"Unknown operation: {preview(operation_name, 128)}")
+        return "rekognition", handler
+
+    def _validate(self, operation_name: str, namespace: str, params: Any, wire: bool) -> Any:
+        """The request, validated against the model (faceledger's operations check their own members)."""
+        if namespace == "faceledger":
+            if params is not None and not isinstance(params, dict):
+                raise ValidationException("Request must be a JSON object")
+            return dict(params or {})
+        return model.parse_request(operation_name, params, wire=wire)
+
+    def _resolve(self, operation_name: str, params: Any, wire: bool) -> tuple[str, Handler, Any]:
+        namespace, handler = self._handler(operation_name)
+        return namespace, handler, self._validate(operation_name, namespace, params, wire)
 
     def resource_of(self, request: Any) -> str:
+        """The IAM resource a request acts on: its collection's ARN (``CollectionId``, or the collection of a
+        ``ResourceArn``), else ``*``. Cheap on unvalidated params: an id past the model's 255 characters (an
+        invalid one, refused by validation next) is cut to 256 before it is matched against policies."""
         cid = collection_of(request)
-        return self.config.collection_arn(cid) if cid is not None else "*"
+        return self.config.collection_arn(cid[:256]) if cid is not None else "*"
 
     def call(
         self, operation_name: str, params: Any, context: RequestContext | None = None, *, wire: bool = False
@@ -232,13 +252,16 @@ class Service:
         context = context or RequestContext()
         meta: dict[str, Any] = {}
         request: Any = params
+        validated = False
         notes: list[str] = []
         with self.store.unit_of_work() as unit:
             try:
-                namespace, handler, request = self._resolve(operation_name, params, wire)
-                if context.policy is not None:
+                namespace, handler = self._handler(operation_name)
+                if context.policy is not None:  # before any work in proportion to the request's size
                     auth.authorize(context.policy, context.who(), f"{namespace}:{operation_name}",
-                                   self.resource_of(request))
+                                   self.resource_of(params))
+                request = self._validate(operation_name, namespace, params, wire)
+                validated = True
                 cid = collection_of(request)
                 if cid is not None and operation_name in governance.SEARCHES:
                     notes = governance.enforce(self.store.get_collection_policy(cid), operation_name, request,
@@ -253,7 +276,8 @@ class Service:
                 else:
                     raise
                 try:
-                    unit.commit(self._entry(operation_name, context, request, None, result, message, notes))
+                    unit.commit(self._entry(operation_name, context, request, None, result, message, notes,
+                                            validated=validated))
                 except Exception:  # never hide the call's own error behind the ledger's
                     log.exception("could not record %s %s in the ledger", operation_name, result)
                 raise
@@ -289,16 +313,42 @@ class Service:
         return response
 
     def _entry(self, operation: str, context: RequestContext, request: Any, response: Any, result: str,
-               message: str | None, notes: list[str], meta: dict[str, Any] | None = None):
+               message: str | None, notes: list[str], meta: dict[str, Any] | None = None, *, validated: bool = True):
         return build_entry(when=self.clock(), operation=operation, context=context, request=request,
-                           response=response, result=result, message=message, notes=notes, meta=meta)
+                           response=response, result=result, message=message, notes=notes, meta=meta,
+                           validated=validated)
 
     def record_refusal(self, operation: str, context: RequestContext, exc: RekognitionError) -> None:
-        """Record a request refused before dispatch (unreadable body, unknown target, ...)."""
+        """Record a request refused before dispatch (unreadable body, unknown target, bad signature, ...).
+
+        A request that is not authenticated (principal ``unauthenticated[:<claimed key>]``) goes through the
+        per-source limit (:mod:`faceledger.service.refusals`): recorded in full, or counted into its source's
+        aggregate row. Never raises: a refusal the ledger cannot take is logged."""
         try:
+            if (context.principal or "").startswith(UNAUTHENTICATED):
+                full, closed = self.refusals.admit(self.clock().timestamp(), context.source_ip, context.who(),
+                                                   exc.code, operation)
+                self._write_aggregates(closed)
+                if not full:
+                    return
             self.store.append_ledger(self._entry(operation, context, None, None, exc.code, exc.message, []))
         except Exception:
-            log.exception("could not record a refused %s in the ledger", operation)
+            log.exception("could not record a refused %s in the ledger", preview(operation, 128))
+
+    def flush_refusals(self, *, force: bool = False) -> int:
+        """Write the aggregate rows of refusal windows that are over (``force``: of the current one too, as at
+        shutdown); the number of rows written. The server calls it once a window."""
+        closed = self.refusals.flush(self.clock().timestamp(), force=force)
+        self._write_aggregates(closed)
+        return len(closed)
+
+    def _write_aggregates(self, aggregates: list[Aggregate]) -> None:
+        for aggregate in aggregates:
+            context = RequestContext(transport="http", source_ip=aggregate.source, principal=UNAUTHENTICATED)
+            entry = build_entry(when=self.clock(), operation=AGGREGATE_OPERATION, context=context, request=None,
+                                response=None, result=AGGREGATE_RESULT)
+            detail = {**entry.detail, **aggregate.detail(self.refusals.max_reasons)}
+            self.store.append_ledger(replace(entry, detail=detail))
 
     # -- authentication and keys -------------------------------------------------------------
 
@@ -327,13 +377,7 @@ class Service:
             key_id, _ = auth.verify_signature(http, lookup, self.clock())
             policy = auth.Policy.parse(found["record"].policy)
         except RekognitionError as exc:
-            claimed = None
-            header = http.headers.get("authorization") or ""
-            if "Credential=" in header:
-                claimed = header.split("Credential=", 1)[1].split("/", 1)[0][:128] or None
-            denied = replace(context, principal=f"unauthenticated:{claimed}" if claimed else "unauthenticated")
-            self.store.append_ledger(build_entry(when=self.clock(), operation=operation, context=denied,
-                                                 request=None, response=None, result=exc.code, message=exc.message))
+            self.record_refusal(operation, replace(context, principal=unauthenticated(http.headers)), exc)
             raise
         return replace(context, access_key_id=key_id, principal=key_id, policy=policy)
 
@@ -393,7 +437,23 @@ class Service:
             yield row
 
     def close(self) -> None:
+        try:
+            self.flush_refusals(force=True)
+        except Exception:
+            log.exception("could not record the last refusal counts in the ledger")
         self.store.close()
+
+
+#: The principal of a request whose signature is missing, wrong, or not checked yet.
+UNAUTHENTICATED = "unauthenticated"
+
+
+def unauthenticated(headers: Any) -> str:
+    """``unauthenticated:<the key id the Authorization header claims>`` (cut to 128 characters), or
+    ``unauthenticated``."""
+    header = headers.get("authorization") or ""
+    claimed = header.split("Credential=", 1)[1].split("/", 1)[0][:128] if "Credential=" in header else ""
+    return f"{UNAUTHENTICATED}:{claimed}" if claimed else UNAUTHENTICATED
 
 
 def calibration_model(path: Path) -> str | None:

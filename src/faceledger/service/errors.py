@@ -8,14 +8,81 @@ subclasses, so callers see the same thing whichever way they talk to us.
 
 from __future__ import annotations
 
+import itertools
+from typing import Any
+
+#: The longest message an error carries (characters); a longer one is cut, saying how long it was. Messages
+#: that quote client values quote at most a short prefix of each (:func:`preview`), so this is a backstop.
+MAX_MESSAGE_CHARS = 8192
+#: How much of one value a message quotes (characters).
+QUOTE_CHARS = 256
+
+
+def clip(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters and how long it was: ``abc...(12345 characters)``."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text)} characters)"
+
+
+def preview(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """A client value as an error message quotes it (Java's toString, roughly), in at most about ``limit``
+    characters whatever its size: a long string is cut and its length given, a list or object stops at the
+    first item that does not fit and gives its number of items. Costs O(limit), not O(size of value)."""
+    if not isinstance(value, (list, tuple, dict)):
+        return _text(value, limit)
+    out: list[str] = []
+    left, cut = limit, False
+
+    def put(text: str) -> bool:
+        nonlocal left
+        if len(text) > left:
+            return False
+        out.append(text)
+        left -= len(text)
+        return True
+
+    def walk(v: Any) -> bool:
+        nonlocal cut
+        if not isinstance(v, (list, tuple, dict)):
+            return put(_text(v, max(left - 24, 16)))
+        is_map = isinstance(v, dict)
+        if not put("{" if is_map else "["):
+            return False
+        for i, item in enumerate(itertools.islice(v.items() if is_map else v, limit)):
+            if not ((not i or put(", ")) and (walk(item[0]) and put("=") and walk(item[1]) if is_map
+                                              else walk(item))):
+                if not cut:
+                    out.append(f"...({len(v)} items)")
+                    cut = True
+                return False
+        return put("}" if is_map else "]")
+
+    walk(value)
+    return "".join(out)
+
+
+def _text(value: Any, limit: int) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, str):
+        return clip(value, limit)
+    if isinstance(value, int) and value.bit_length() > 4 * limit:
+        return f"<an integer of {value.bit_length()} bits>"  # str() of a huge int is slow, or refused
+    return str(value)
+
 
 class RekognitionError(Exception):
-    """Base class: an error with an AWS error code, an HTTP status and a message."""
+    """Base class: an error with an AWS error code, an HTTP status and a message (at most
+    MAX_MESSAGE_CHARS characters: a longer one is cut, saying how long it was)."""
 
     code: str = "InternalServerError"
     status: int = 500
 
     def __init__(self, message: str) -> None:
+        message = clip(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
 
@@ -77,6 +144,8 @@ def unavailable(exc: BaseException) -> ServiceUnavailable | None:
                               f"out and nothing was changed; stored data is intact; {retry}")
 
 __all__ = [
+    "clip",
+    "preview",
     "RekognitionError",
     "ClientFault",
     "InvalidParameterException",

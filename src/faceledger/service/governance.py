@@ -21,7 +21,13 @@ from datetime import timedelta
 from typing import Any, Callable
 
 from .context import RequestContext
-from .errors import AccessDeniedException, InvalidParameterException, ResourceNotFoundException, ValidationException
+from .errors import (
+    AccessDeniedException,
+    InvalidParameterException,
+    ResourceNotFoundException,
+    ValidationException,
+    preview,
+)
 
 SEARCHES = {
     "SearchFaces": ("FaceMatchThreshold", "MaxFaces", 80.0, 80),
@@ -41,26 +47,26 @@ def validate_policy(policy: Any) -> dict[str, Any]:
     unknown = set(policy) - POLICY_MEMBERS
     if unknown:
         raise ValidationException(
-            f"Unknown policy members: {', '.join(sorted(unknown))} (known: {', '.join(sorted(POLICY_MEMBERS))})"
+            f"Unknown policy members: {_names(unknown)} (known: {', '.join(sorted(POLICY_MEMBERS))})"
         )
     out: dict[str, Any] = {}
     if "MinFaceMatchThreshold" in policy:
         v = policy["MinFaceMatchThreshold"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 100 or not math.isfinite(v):
-            raise ValidationException(f"Value {v!r} at 'policy.minFaceMatchThreshold' failed to satisfy constraint: "
-                                      "Member must be a number between 0 and 100")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 100:
+            raise ValidationException(f"Value '{preview(v)}' at 'policy.minFaceMatchThreshold' failed to satisfy "
+                                      "constraint: Member must be a number between 0 and 100")
         out["MinFaceMatchThreshold"] = float(v)
     if "BelowMinimum" in policy:
         if policy["BelowMinimum"] not in ("REFUSE", "RAISE"):
-            raise ValidationException(f"Value {policy['BelowMinimum']!r} at 'policy.belowMinimum' failed to satisfy "
-                                      "constraint: Member must satisfy enum value set: [REFUSE, RAISE]")
+            raise ValidationException(f"Value '{preview(policy['BelowMinimum'])}' at 'policy.belowMinimum' failed "
+                                      "to satisfy constraint: Member must satisfy enum value set: [REFUSE, RAISE]")
         out["BelowMinimum"] = policy["BelowMinimum"]
     for key, low, high in (("MaxFaces", 1, 4096), ("RetentionDays", 1, 36500)):
         if key in policy:
             v = policy[key]
             if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
-                raise ValidationException(f"Value {v!r} at 'policy.{key[0].lower() + key[1:]}' failed to satisfy "
-                                          f"constraint: Member must be an integer from {low} to {high}")
+                raise ValidationException(f"Value '{preview(v)}' at 'policy.{key[0].lower() + key[1:]}' failed to "
+                                          f"satisfy constraint: Member must be an integer from {low} to {high}")
             out[key] = v
     if "RequirePurpose" in policy:
         if not isinstance(policy["RequirePurpose"], bool):
@@ -120,7 +126,7 @@ def _require(params: Any, member: str, pattern: re.Pattern, name: str) -> str:
     value = params.get(member)
     if not isinstance(value, str) or not pattern.fullmatch(value):
         raise ValidationException(
-            f"Value {value!r} at '{member[0].lower() + member[1:]}' failed to satisfy constraint: Member must "
+            f"Value '{preview(value)}' at '{member[0].lower() + member[1:]}' failed to satisfy constraint: Member must "
             f"satisfy regular expression pattern: {pattern.pattern[1:-1].replace('{1,255}', '+')}"
             if value is not None else f"1 validation error detected: Value null at '{name}' failed to satisfy "
             "constraint: Member must not be null"
@@ -131,7 +137,14 @@ def _require(params: Any, member: str, pattern: re.Pattern, name: str) -> str:
 def _only(params: dict[str, Any], *members: str) -> None:
     unknown = set(params) - set(members)
     if unknown:
-        raise ValidationException(f"Unknown members: {', '.join(sorted(unknown))}")
+        raise ValidationException(f"Unknown members: {_names(unknown)}")
+
+
+def _names(names: set[str], shown: int = 10) -> str:
+    """Member names for a message: the first ``shown`` (each cut to 64 characters) and how many more."""
+    first = sorted(names)[:shown]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(preview(n, 64) for n in first) + more
 
 
 def put_collection_policy(inv, params: dict[str, Any]) -> dict[str, Any]:

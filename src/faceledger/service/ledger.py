@@ -2,16 +2,32 @@
 
 Never an image: its SHA-256 (or the S3 location it was read from). Faces are recorded with
 their ids, ExternalImageId and, for matches, their Similarity; users with their ids.
+
+Every field is bounded whatever the request held: a request that failed validation has each value it
+quotes cut to MAX_INVALID_CHARS characters and MAX_INVALID_ITEMS items (saying how long it was), a valid
+one is within the model's limits; text columns are cut to MAX_COLUMN_CHARS, the error message to
+errors.MAX_MESSAGE_CHARS; the store caps the whole entry (store.ledger.MAX_DETAIL_CHARS).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import datetime
 from typing import Any
 
 from ..store.ledger import LedgerEntry
 from .context import RequestContext
+from .errors import MAX_MESSAGE_CHARS, clip
+
+#: Longest text column (principal, purpose, case, operation, collection id, source), in characters.
+MAX_COLUMN_CHARS = 1024
+#: How much of a value of a request that failed validation the entry quotes: characters of a string, items of
+#: a list or object, levels of nesting.
+MAX_INVALID_CHARS, MAX_INVALID_ITEMS, MAX_INVALID_DEPTH = 256, 16, 4
+#: The same for a valid request: within the model's limits already (FaceIds: 4096 ids), a backstop.
+MAX_VALID_CHARS, MAX_VALID_ITEMS, MAX_VALID_DEPTH = 2048, 4096, 8
+MAX_NOTES = 32
 
 _SKIP = {"FaceDetail", "FaceDetails", "BoundingBox", "Landmarks", "Pose", "Quality", "SearchedFaceBoundingBox",
          "SourceImageFace", "UnmatchedFaces", "Tags"}
@@ -44,6 +60,35 @@ def _walk(value: Any, similarity: float | None, faces: list, users: list) -> Non
             _walk(item, similarity, faces, users)
 
 
+def bounded(value: Any, chars: int, items: int, depth: int) -> Any:
+    """``value`` (JSON-like) with strings cut to ``chars`` characters, lists and objects to ``items`` items and
+    nesting to ``depth`` levels, each cut saying what it left out; O(what is kept)."""
+    if isinstance(value, str):
+        return clip(value, chars)
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, (list, tuple)):
+        if depth <= 0:
+            return f"<a list of {len(value)} items>"
+        kept = [bounded(v, chars, items, depth - 1) for v in value[:items]]
+        return kept + ([f"...({len(value)} items)"] if len(value) > items else [])
+    if isinstance(value, dict):
+        if depth <= 0:
+            return f"<an object of {len(value)} members>"
+        out = {}
+        for i, (k, v) in enumerate(value.items()):
+            if i == items:
+                out["..."] = f"({len(value)} members)"
+                break
+            out[clip(str(k), chars)] = bounded(v, chars, items, depth - 1)
+        return out
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"<an integer of {value.bit_length()} bits>"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # the ledger's JSON has no NaN or Infinity
+    return value
+
+
 def _images(request: dict[str, Any]) -> list[dict[str, str]]:
     out = []
     for member in _IMAGES:
@@ -54,7 +99,8 @@ def _images(request: dict[str, Any]) -> list[dict[str, str]]:
             out.append({"Member": member, "SHA256": hashlib.sha256(image["Bytes"]).hexdigest()})
         elif isinstance(image.get("S3Object"), dict):
             s3 = image["S3Object"]
-            out.append({"Member": member, "S3Object": f"s3://{s3.get('Bucket')}/{s3.get('Name')}"})
+            location = f"s3://{clip(str(s3.get('Bucket')), 256)}/{clip(str(s3.get('Name')), MAX_COLUMN_CHARS)}"
+            out.append({"Member": member, "S3Object": location})
     return out
 
 
@@ -81,19 +127,24 @@ def build_entry(
     message: str | None = None,
     notes: list[str] | None = None,
     meta: dict[str, Any] | None = None,
+    validated: bool = True,
 ) -> LedgerEntry:
-    detail: dict[str, Any] = {"RequestId": context.request_id}
+    """The entry of one call. ``request``: the call's parameters, ``validated`` when they passed the model's
+    validation (else each value quoted is cut harder: MAX_INVALID_*)."""
+    limits = (MAX_VALID_CHARS, MAX_VALID_ITEMS, MAX_VALID_DEPTH) if validated else (
+        MAX_INVALID_CHARS, MAX_INVALID_ITEMS, MAX_INVALID_DEPTH)
+    detail: dict[str, Any] = {"RequestId": clip(str(context.request_id), 64)}
     req = request if isinstance(request, dict) else {}
     images = _images(req)
     if images:
         detail["Images"] = images
     for key in _THRESHOLDS:
         if key in req:
-            detail["Threshold"] = {key: req[key]}
+            detail["Threshold"] = {key: bounded(req[key], *limits)}
     asked: dict[str, Any] = {}
     for key in ("FaceId", "FaceIds", "UserId", "ExternalImageId", "MaxFaces", "MaxUsers", "QualityFilter"):
         if key in req:
-            asked[key] = req[key]
+            asked[key] = bounded(req[key], *limits)
     if asked:
         detail["Request"] = asked
     if response is not None:
@@ -109,9 +160,10 @@ def build_entry(
         if users:
             detail["Users"] = users
     if message is not None:
-        detail["Message"] = message
+        detail["Message"] = clip(str(message), MAX_MESSAGE_CHARS)
     if notes:
-        detail["Notes"] = notes
+        detail["Notes"] = [clip(str(n), MAX_COLUMN_CHARS) for n in notes[:MAX_NOTES]] + (
+            [f"...({len(notes)} notes)"] if len(notes) > MAX_NOTES else [])
     meta = dict(meta or {})
     if meta.pop("IdempotentReplay", False):  # a retried call answered from its ClientRequestToken
         detail["IdempotentReplay"] = True
@@ -122,13 +174,17 @@ def build_entry(
         detail["Search"] = meta
     return LedgerEntry(
         time=when.isoformat(timespec="microseconds"),
-        principal=context.who(),
-        source=context.source_ip,
-        transport=context.transport,
-        operation=operation,
-        collection_id=collection_of(req),
-        purpose=context.purpose,
-        case_ref=context.case_reference,
-        result=result,
+        principal=_column(context.who()),
+        source=_column(context.source_ip),
+        transport=_column(context.transport),
+        operation=_column(operation),
+        collection_id=_column(collection_of(req)),
+        purpose=_column(context.purpose),
+        case_ref=_column(context.case_reference),
+        result=_column(result),
         detail=detail,
     )
+
+
+def _column(value: str | None) -> str | None:
+    return None if value is None else clip(str(value), MAX_COLUMN_CHARS)

@@ -23,13 +23,14 @@ import base64
 import binascii
 import datetime as dt
 import functools
+import itertools
 import json
 import logging
 import math
 import re
 import sys
 import unicodedata
-from typing import Any
+from typing import Any, Callable
 
 import botocore.session
 import numpy as np
@@ -41,6 +42,7 @@ from faceledger.service.errors import (
     SerializationException,
     UnknownOperationException,
     ValidationException,
+    preview,
 )
 
 __all__ = [
@@ -65,13 +67,19 @@ IMAGE_BLOB_SHAPE = "ImageBlob"
 
 _OPERATIONS: frozenset[str] = frozenset(SERVICE_MODEL.operation_names)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-_MAX_SHOWN = 1024  # characters of a value quoted in an error message
 #: Deepest nesting of arrays and objects a request body may have (Rekognition's deepest input is 4).
 MAX_JSON_DEPTH = 32
 #: Longest integer literal a request body may have (every integer of the model fits in 19 digits).
 _MAX_INT_DIGITS = 40
 # Java's int and long, the types the model's integer and long shapes stand for.
 _INT_RANGE = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+#: Problems spelled out in one ValidationException (the rest are counted): a request with a million bad list
+#: items gets a message of a few KB, not a million lines.
+MAX_LISTED_ERRORS = 10
+#: faceledger's limit on a request list or map that the model leaves unbounded (IndexFaces'
+#: DetectionAttributes, DetectFaces' Attributes: 15 values exist), so that validation costs what it would for
+#: a bounded one; longer is a ValidationException like any length constraint.
+MAX_UNBOUNDED_ITEMS = 1000
 
 
 def operation_names() -> frozenset[str]:
@@ -186,18 +194,20 @@ def _join(path: str, name: str) -> str:
 
 
 def _show(value: Any) -> str:
-    """A value as AWS quotes it in a validation message (Java's toString, roughly)."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, (bytes, bytearray)):
-        text = f"<{len(value)} bytes>"
-    elif isinstance(value, list):
-        text = "[" + ", ".join(_show(v) for v in value) + "]"
-    elif isinstance(value, dict):
-        text = "{" + ", ".join(f"{_show(k)}={_show(v)}" for k, v in value.items()) + "}"
-    else:
-        text = str(value)
-    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
+    """A value as AWS quotes it in a validation message (Java's toString, roughly): at most about
+    errors.QUOTE_CHARS characters, its length or number of items given when it is cut."""
+    return preview(value)
+
+
+def _max_length(shape: Shape) -> int:
+    """The most items a list or map may have: the model's ``max``, else MAX_UNBOUNDED_ITEMS."""
+    return shape.metadata.get("max", MAX_UNBOUNDED_ITEMS)
+
+
+def _within_max(shape: Shape, items: Any) -> Any:
+    """The items of a list or map to check one by one: those past its maximum length are not (the request is
+    refused for its length already), so a list of a million items costs what 4096 do."""
+    return itertools.islice(items, _max_length(shape))
 
 
 def _unpaired_surrogate(text: str) -> bool:
@@ -216,11 +226,21 @@ class _Parser:
 
     def __init__(self, wire: bool) -> None:
         self.wire = wire
-        self.errors: list[str] = []
+        self.errors: list[str] = []  # the first MAX_LISTED_ERRORS problems, spelled out
+        self.count = 0  # all of them
+
+    def problem(self, message: Callable[[], str]) -> None:
+        """Count one problem; spell it out (``message()``) only while fewer than MAX_LISTED_ERRORS are."""
+        self.count += 1
+        if len(self.errors) < MAX_LISTED_ERRORS:
+            self.errors.append(message())
 
     def fail(self, value: Any, path: str, constraint: str) -> None:
-        shown = "null" if value is None else f"'{_show(value)}'"
-        self.errors.append(f"Value {shown} at '{path}' failed to satisfy constraint: {constraint}")
+        def message() -> str:
+            shown = "null" if value is None else f"'{_show(value)}'"
+            return f"Value {shown} at '{path}' failed to satisfy constraint: {constraint}"
+
+        self.problem(message)
 
     # Each method returns the converted value (or the input as-is when it is bad).
 
@@ -243,10 +263,14 @@ class _Parser:
             return value
         members = shape.members
         result: dict[str, Any] = {}
+        where = f" at '{path}'" if path else ""
         for name, member_value in value.items():
             if name not in members:
-                where = f" at '{path}'" if path else ""
-                self.errors.append(f"Unknown parameter{where}: '{name}', must be one of: {', '.join(members)}")
+                if len(self.errors) >= MAX_LISTED_ERRORS:  # counted only: the cheap path for many of them
+                    self.count += 1
+                    continue
+                self.problem(lambda: f"Unknown parameter{where}: '{_show(name)}', must be one of: "
+                                     f"{', '.join(members)}")
                 continue
             if member_value is None:  # JSON null is absence
                 continue
@@ -263,7 +287,7 @@ class _Parser:
         for constraint in self.size(shape, len(value)):
             self.fail(value, path, constraint)
         items = []
-        for index, item in enumerate(value, start=1):
+        for index, item in enumerate(_within_max(shape, value), start=1):
             item_path = f"{path}.{index}.member"
             if item is None:
                 self.fail(None, item_path, "Member must not be null")
@@ -278,7 +302,7 @@ class _Parser:
         for constraint in self.size(shape, len(value)):
             self.fail(value, path, constraint)
         result: dict[Any, Any] = {}
-        for key, item in value.items():
+        for key, item in _within_max(shape, value.items()):
             key, key_problems = self.scalar(shape.key, key, path)
             if key_problems:
                 self.fail(key, path, f"Map keys must satisfy constraint: [{', '.join(key_problems)}]")
@@ -286,7 +310,7 @@ class _Parser:
                 self.fail(None, path, "Map value must satisfy constraint: [Member must not be null]")
                 continue
             if shape.value.type_name in ("structure", "list", "map"):
-                result[key] = self.value(shape.value, item, f"{path}.{key}")
+                result[key] = self.value(shape.value, item, f"{path}.{_show(key)}")
                 continue
             item, item_problems = self.scalar(shape.value, item, path)
             if item_problems:
@@ -301,6 +325,8 @@ class _Parser:
             problems.append(f"Member must have length greater than or equal to {shape.metadata['min']}")
         if "max" in shape.metadata and size > shape.metadata["max"]:
             problems.append(f"Member must have length less than or equal to {shape.metadata['max']}")
+        elif shape.type_name in ("list", "map") and size > _max_length(shape):
+            problems.append(f"Member must have length less than or equal to {_max_length(shape)}")
         return problems
 
     def scalar(self, shape: Shape, value: Any, path: str) -> tuple[Any, list[str]]:
@@ -413,10 +439,12 @@ def parse_request(operation: str, params: Any, *, wire: bool) -> dict[str, Any]:
         shape = StructureShape("Empty", {"type": "structure", "members": {}})
     parser = _Parser(wire)
     result = parser.structure(shape, params, "")  # type: ignore[arg-type]
-    if parser.errors:
-        count = len(parser.errors)
+    if parser.count:
+        count = parser.count
         noun = "error" if count == 1 else "errors"
-        raise ValidationException(f"{count} validation {noun} detected: " + "; ".join(parser.errors))
+        more = count - len(parser.errors)
+        raise ValidationException(f"{count} validation {noun} detected: " + "; ".join(parser.errors)
+                                  + (f"; and {more} more" if more else ""))
     return result
 
 

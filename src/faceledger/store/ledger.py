@@ -3,6 +3,10 @@
 Each entry commits to the previous entry's hash, so editing, removing or reordering any
 stored entry breaks the chain at that entry. The hash covers every stored column
 (sequence number included) in one canonical JSON encoding.
+
+An entry's size is capped here, whatever the service put in it: a text column past
+MAX_COLUMN_CHARS is cut (saying how long it was), a ``detail`` whose JSON is past
+MAX_DETAIL_CHARS is replaced by its size, SHA-256 and member names (and its RequestId).
 """
 
 from __future__ import annotations
@@ -13,6 +17,11 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 GENESIS = "0" * 64
+#: The longest text column the store writes (characters): the service keeps them well under this.
+MAX_COLUMN_CHARS = 4096
+#: The longest ``detail`` JSON the store writes (characters). The largest legitimate detail is a ListFaces or
+#: SearchFaces answer of 4096 faces with 255-character ExternalImageIds and 128-character UserIds: about 2 MB.
+MAX_DETAIL_CHARS = 4 * 1024 * 1024
 
 #: The stored columns of an entry, in hashing order (``hash`` itself excluded).
 COLUMNS = (
@@ -46,19 +55,38 @@ def entry_hash(row: dict[str, Any]) -> str:
     return hashlib.sha256(canonical([row[c] for c in COLUMNS]).encode("utf-8")).hexdigest()
 
 
+def _capped(value: str | None) -> str | None:
+    if value is None or len(value) <= MAX_COLUMN_CHARS:
+        return value
+    return f"{value[:MAX_COLUMN_CHARS]}...({len(value)} characters)"
+
+
+def capped_detail(detail: dict[str, Any]) -> str:
+    """``detail`` as stored: its canonical JSON, or, past MAX_DETAIL_CHARS, a stand-in naming its size, hash
+    and members."""
+    text = canonical(detail)
+    if len(text) <= MAX_DETAIL_CHARS:
+        return text
+    stand_in = {"Oversized": {"Characters": len(text), "SHA256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                              "Members": sorted(str(k)[:64] for k in list(detail)[:64])}}
+    if isinstance(detail.get("RequestId"), str):
+        stand_in["RequestId"] = detail["RequestId"][:64]
+    return canonical(stand_in)
+
+
 def row_for(entry: LedgerEntry, seq: int, prev_hash: str) -> dict[str, Any]:
     row = {
         "seq": seq,
         "time": entry.time,
-        "principal": entry.principal,
-        "source": entry.source,
-        "transport": entry.transport,
-        "operation": entry.operation,
-        "collection_id": entry.collection_id,
-        "purpose": entry.purpose,
-        "case_ref": entry.case_ref,
-        "result": entry.result,
-        "detail": canonical(entry.detail),
+        "principal": _capped(entry.principal),
+        "source": _capped(entry.source),
+        "transport": _capped(entry.transport),
+        "operation": _capped(entry.operation),
+        "collection_id": _capped(entry.collection_id),
+        "purpose": _capped(entry.purpose),
+        "case_ref": _capped(entry.case_ref),
+        "result": _capped(entry.result),
+        "detail": capped_detail(entry.detail),
         "prev_hash": prev_hash,
     }
     row["hash"] = entry_hash(row)
