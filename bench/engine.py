@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--upsample", type=int, default=None,
                     help="faceledger: default_engine(upsample) (default: the engine's own detector; the "
                     "onnx engine's is BlazeFace); face_recognition always runs HOG at "
-                    f"--fr-upsample")
+                    "--fr-upsample")
     ap.add_argument("--fr-upsample", type=int, default=DEFAULT_UPSAMPLE)
     ap.add_argument("--chips", type=int, default=64, help="faces for the embedding-alone pass")
     ap.add_argument("--engine", choices=["onnx", "dlib"], default="onnx",
@@ -195,7 +195,7 @@ def main() -> None:
         rows.append((set_name, "detect+embed", "faces/s", n_faces_fl / t_fl_f, n_faces_fr / t_fr_f))
 
     print()
-    print(f"| set | pass | unit | faceledger | face_recognition | ratio fl/fr |")
+    print("| set | pass | unit | faceledger | face_recognition | ratio fl/fr |")
     print("|---|---|---|---|---|---|")
     for set_name, pas, unit, a, b in rows:
         ratio = a / b if b else float("nan")

@@ -9,7 +9,6 @@ import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import boto3
 import httpx
