@@ -279,3 +279,22 @@ def test_dev_mode_on_loopback_accepts_any_signature(tmp_path):
         assert "CollectionIds" in srv.client(key=("anything", "goes")).list_collections()
     finally:
         srv.stop()
+
+
+def test_policy_decision_before_the_resource_is_known():
+    """Policy.decide_anywhere: what can be refused before the body (and so the collection) is read."""
+    from faceledger.service.auth import Policy
+
+    arn = "arn:aws:rekognition:us-east-1:000000000000:collection/"
+    only_staff = Policy.parse({"Statement": [
+        {"Effect": "Allow", "Action": "rekognition:Search*", "Resource": arn + "staff"}]})
+    assert only_staff.decide_anywhere("rekognition:SearchFacesByImage") == "Allow"  # maybe, on staff
+    assert only_staff.decide_anywhere("rekognition:DeleteCollection") == "ImplicitDeny"
+    assert only_staff.decide("rekognition:SearchFacesByImage", arn + "other") == "ImplicitDeny"
+    deny_all = Policy.parse({"Statement": [
+        {"Effect": "Allow", "Action": "rekognition:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "rekognition:Delete*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "rekognition:IndexFaces", "Resource": arn + "staff"}]})
+    assert deny_all.decide_anywhere("rekognition:DeleteFaces") == "Deny"
+    assert deny_all.decide_anywhere("rekognition:IndexFaces") == "Allow"  # denied on staff only: the body decides
+    assert Policy.parse({"Statement": []}).decide_anywhere("rekognition:ListCollections") == "ImplicitDeny"

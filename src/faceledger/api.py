@@ -55,6 +55,19 @@ FACELEDGER_PREFIX = "Faceledger."
 CONTENT_TYPE = "application/x-amz-json-1.1"
 # 5 MB of image bytes is about 7 MB of base64; a request body past this cannot be valid.
 MAX_BODY_BYTES = 8 * 1024 * 1024
+#: A refusal made before the body is parsed (Service.precheck) names and records the collection when the body
+#: is at most this long and reads as JSON; a longer one is never parsed for it.
+PRECHECK_BYTES = 64 * 1024
+
+
+def _small_params(raw: bytes) -> object:
+    """A small body's params, read leniently to name a refusal's collection (Service.precheck), else None."""
+    if len(raw) > PRECHECK_BYTES:
+        return None
+    try:
+        return json.loads(raw)
+    except Exception:  # any body at all: this only names the collection of a refusal
+        return None
 
 
 def _json(body: Any, status: int, request_id: str, headers: dict[str, str] | None = None) -> Response:
@@ -266,6 +279,10 @@ def create_app(
                 context = await anyio.to_thread.run_sync(service.authenticate, http, context, name)
                 recorded = False
             operation = _operation(target)
+            # a key that may not call it anywhere: refused (and recorded) before the body is parsed or validated
+            recorded = True
+            await anyio.to_thread.run_sync(service.precheck, operation, context, lambda: _small_params(raw))
+            recorded = False
             params = await anyio.to_thread.run_sync(model.decode_body, raw)  # strict JSON, depth-bounded
             call = functools.partial(service.call_with_meta, operation, params, context, wire=True)
             with analysis.admit(operation) as limiter:  # image analyses: bounded, else refused (recorded)

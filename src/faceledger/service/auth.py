@@ -28,7 +28,7 @@ import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -191,6 +191,35 @@ class Policy:
                     return "Deny"
                 allowed = True
         return "Allow" if allowed else "ImplicitDeny"
+
+    def decide_anywhere(self, action: str) -> str:
+        """The decision for ``action`` when its resource is not known yet: "Deny" when a Deny statement for it
+        covers every resource (``*``), "ImplicitDeny" when no Allow statement names it on any resource, else
+        "Allow" (meaning only: some resource may be allowed; :meth:`decide` has the last word)."""
+        allowed = False
+        for st in self.statements:
+            if not any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in st.actions):
+                continue
+            if st.effect == "Deny" and "*" in st.resources:
+                return "Deny"
+            allowed = allowed or st.effect == "Allow"
+        return "Allow" if allowed else "ImplicitDeny"
+
+
+def authorize_anywhere(policy: Policy, principal: str, action: str,
+                       resource_hint: Callable[[], str | None] | None = None) -> None:
+    """AccessDeniedException when ``policy`` denies ``action`` on every resource: checked before a request body
+    is parsed, so that a key that may not call an operation cannot make the server parse or validate its body.
+    The message names the resource ``resource_hint()`` gives (denied there too), else "any resource"."""
+    decision = policy.decide_anywhere(action)
+    if decision != "Allow":
+        why = "an explicit deny in its policy" if decision == "Deny" else "no policy statement allows it"
+        resource = resource_hint() if resource_hint is not None else None
+        where = f"resource: {clip(resource, 512)}" if resource else "any resource"
+        raise AccessDeniedException(
+            f"User: {clip(principal, 256)} is not authorized to perform: {clip(action, 256)} on {where} "
+            f"because {why}"
+        )
 
 
 def authorize(policy: Policy, principal: str, action: str, resource: str) -> None:

@@ -239,6 +239,37 @@ class Service:
         cid = collection_of(request)
         return self.config.collection_arn(cid[:256]) if cid is not None else "*"
 
+    def precheck(self, operation_name: str, context: RequestContext,
+                 small_params: Callable[[], Any] | None = None) -> None:
+        """Before a request body is parsed: AccessDeniedException (recorded) when the caller's policy allows the
+        operation on no resource at all, so that a key that may not call it cannot make the server parse or
+        validate its body. ``small_params()``, called only for a refusal, gives the body's params when they are
+        cheap to read (a small body), so that the refusal names and records its collection. An unknown
+        operation passes (:meth:`call` answers it)."""
+        if context.policy is None:
+            return
+        try:
+            namespace, _ = self._handler(operation_name)
+        except UnknownOperationException:
+            return
+        seen: dict[str, Any] = {}
+
+        def resource() -> str | None:
+            seen["params"] = small_params() if small_params is not None else None
+            return self.resource_of(seen["params"]) if isinstance(seen["params"], dict) else None
+
+        try:
+            auth.authorize_anywhere(context.policy, context.who(), f"{namespace}:{operation_name}", resource)
+        except RekognitionError as exc:
+            cid = collection_of(seen.get("params"))
+            request = {"CollectionId": cid[:256]} if cid else None
+            try:
+                self.store.append_ledger(self._entry(operation_name, context, request, None, exc.code, exc.message,
+                                                     []))
+            except Exception:
+                log.exception("could not record a refused %s in the ledger", operation_name)
+            raise
+
     def call(
         self, operation_name: str, params: Any, context: RequestContext | None = None, *, wire: bool = False
     ) -> dict[str, Any]:
