@@ -53,6 +53,12 @@ class ServiceConfig:
     # with the dlib one). Existing collections are always searched with the model they were created with.
     face_model: str | None = None
     max_image_pixels: int = 36_000_000
+    # Rekognition's documented minimum: both sides at least 80 pixels (InvalidParameterException below).
+    min_image_side: int = 80
+    # Images are analysed at most this size (pixels, longest side): larger ones are scaled down while
+    # decoding, so a request's time and memory after decoding do not depend on the image (docs/api.md).
+    working_pixels: int = 1920 * 1080
+    working_side: int = 4096
     max_s3_object_bytes: int = 15 * 1024 * 1024
     embedding_key: bytes | None = field(default_factory=embedding_key_from_env, repr=False)
     # Largest acceptable expected number of false matches per 1:N search (None: no limit); the search's

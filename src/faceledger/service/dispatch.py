@@ -38,6 +38,7 @@ from .context import RequestContext, ServiceConfig
 from .errors import (
     IdempotentParameterMismatchException,
     InvalidParameterException,
+    ProvisionedThroughputExceededException,
     RekognitionError,
     ServiceUnavailable,
     UnknownOperationException,
@@ -54,6 +55,14 @@ Handler = Callable[["Invocation", dict[str, Any]], dict[str, Any]]
 #: How long a ClientRequestToken makes a repeated call return the first call's response.
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 OPERATIONS: dict[str, Handler] = {}
+
+
+def out_of_memory(operation_name: str) -> ProvisionedThroughputExceededException:
+    """What a request answers when the server runs out of memory while running it (a MemoryError): a
+    retryable capacity error, as Rekognition answers a request it has no capacity for, never a 500."""
+    return ProvisionedThroughputExceededException(
+        f"The server does not have the memory to run {operation_name} right now; try again later"
+    )
 
 
 def operation(name: str) -> Callable[[Handler], Handler]:
@@ -300,6 +309,10 @@ class Service:
                 response = self._run_idempotent(operation_name, handler, Invocation(self, context, meta), request)
             except BaseException as exc:
                 unit.rollback()
+                if isinstance(exc, MemoryError):  # the server's capacity, not the request: never a 500
+                    log.warning("%s ran out of memory; answered ProvisionedThroughputExceededException",
+                                operation_name)
+                    exc = out_of_memory(operation_name)
                 if isinstance(exc, RekognitionError):
                     result, message = exc.code, exc.message
                 elif isinstance(exc, Exception):
@@ -311,7 +324,7 @@ class Service:
                                             validated=validated))
                 except Exception:  # never hide the call's own error behind the ledger's
                     log.exception("could not record %s %s in the ledger", operation_name, result)
-                raise
+                raise exc
             unit.commit(self._entry(operation_name, context, request, response, "OK", None, notes, meta))
         return response, meta
 

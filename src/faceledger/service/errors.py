@@ -111,6 +111,9 @@ ConflictException = _error("ConflictException")
 IdempotentParameterMismatchException = _error("IdempotentParameterMismatchException")
 ServiceQuotaExceededException = _error("ServiceQuotaExceededException")
 AccessDeniedException = _error("AccessDeniedException")
+# The server lacks the memory for this request right now (a MemoryError while it ran): a capacity problem,
+# not the request's fault. HTTP 400 as Rekognition sends it; botocore's retry handlers retry it.
+ProvisionedThroughputExceededException = _error("ProvisionedThroughputExceededException")
 # Protocol-level errors: what AWS answers for a request it cannot route or parse.
 UnknownOperationException = _error("UnknownOperationException")
 SerializationException = _error("SerializationException")
@@ -161,6 +164,7 @@ __all__ = [
     "IdempotentParameterMismatchException",
     "ServiceQuotaExceededException",
     "AccessDeniedException",
+    "ProvisionedThroughputExceededException",
     "UnknownOperationException",
     "SerializationException",
     "InternalServerError",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..vision import DecodedImage, ImageTooLarge, InvalidImageFormat, decode_image
+from ..vision import DecodedImage, ImageTooLarge, ImageTooSmall, InvalidImageFormat, decode_image
 from .context import ServiceConfig
 from .errors import (
     ImageTooLargeException,
@@ -142,7 +142,11 @@ def _read_regular_file(path: Path, where: str, limit: int) -> bytes:
 
 
 def load_image(image: dict[str, Any], config: ServiceConfig, member: str = "Image") -> InputImage:
-    """Bytes or S3Object to pixels, with Rekognition's errors for everything that can go wrong."""
+    """Bytes or S3Object to pixels at the working size (``config.working_pixels``/``working_side``), with
+    Rekognition's errors for everything that can go wrong: ``ImageTooLargeException`` (over 5 MB of Bytes,
+    15 MB of S3 object, or ``config.max_image_pixels``), ``InvalidParameterException`` (a side under
+    ``config.min_image_side``), ``InvalidImageFormatException`` (not a complete JPEG or PNG).  Sizes are
+    judged from the header, before any pixel is decoded (vision.image.decode_image)."""
     has_bytes, has_s3 = "Bytes" in image, "S3Object" in image
     if has_bytes == has_s3:
         raise InvalidParameterException(f"{member} must have exactly one of Bytes or S3Object")
@@ -155,9 +159,12 @@ def load_image(image: dict[str, Any], config: ServiceConfig, member: str = "Imag
         data = _read_s3_object(image["S3Object"], config)
         source = f"{member}.S3Object s3://{image['S3Object']['Bucket']}/{image['S3Object']['Name']}"
     try:
-        decoded = decode_image(data, max_pixels=config.max_image_pixels)
+        decoded = decode_image(data, max_pixels=config.max_image_pixels, min_side=config.min_image_side,
+                               working_pixels=config.working_pixels, working_side=config.working_side)
     except ImageTooLarge as exc:
         raise ImageTooLargeException(f"{source}: {exc}") from None
+    except ImageTooSmall as exc:  # what Rekognition answers for an image under its 80-pixel minimum
+        raise InvalidParameterException(f"Request has invalid parameters: {source}: {exc}") from None
     except InvalidImageFormat as exc:
         raise InvalidImageFormatException(f"{source}: {exc}") from None
     return InputImage(decoded, hashlib.sha256(data).hexdigest())

@@ -12,7 +12,7 @@ from .engine import (
     Quality,
     default_engine,
 )
-from .image import DecodedImage, ImageError, ImageTooLarge, InvalidImageFormat, decode_image
+from .image import DecodedImage, ImageError, ImageTooLarge, ImageTooSmall, InvalidImageFormat, decode_image
 
 __all__ = [
     "DecodedImage",
@@ -23,6 +23,7 @@ __all__ = [
     "FaceEngine",
     "ImageError",
     "ImageTooLarge",
+    "ImageTooSmall",
     "InvalidImageFormat",
     "LandmarkModel",
     "Pose",

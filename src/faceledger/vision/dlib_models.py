@@ -333,12 +333,24 @@ class HogVerifiedDetector:
         cx, cy = (det.left + det.right) / 2, (det.top + det.bottom) / 2
         x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
         h, w = image.shape[:2]
-        crop = np.zeros((side, side, 3), np.uint8)
-        sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
-        if sx1 > sx0 and sy1 > sy0:
-            crop[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[sy0:sy1, sx0:sx1]
         size = 2 * self.box_px
-        crop = np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR))
+        sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+        if (sx0, sy0, sx1, sy1) == (x0, y0, x0 + side, y0 + side):  # the square lies inside the image
+            crop = np.asarray(Image.fromarray(np.ascontiguousarray(image[y0:y0 + side, x0:x0 + side]))
+                              .resize((size, size), Image.BILINEAR))
+        else:
+            # only the part inside the image is resampled, then placed on a black square: the cost is
+            # linear in the image's pixels, not in the square of a box as wide as the image
+            crop = np.zeros((size, size, 3), np.uint8)
+            k = size / side
+            ox0, oy0 = math.ceil((sx0 - x0) * k), math.ceil((sy0 - y0) * k)
+            ox1, oy1 = math.floor((sx1 - x0) * k), math.floor((sy1 - y0) * k)
+            if ox1 > ox0 and oy1 > oy0:
+                box = (x0 + ox0 / k - sx0, y0 + oy0 / k - sy0, x0 + ox1 / k - sx0, y0 + oy1 / k - sy0)
+                part = Image.fromarray(np.ascontiguousarray(image[sy0:sy1, sx0:sx1]))
+                crop[oy0:oy1, ox0:ox1] = np.asarray(part.resize((ox1 - ox0, oy1 - oy0), Image.BILINEAR,
+                                                                box=tuple(min(max(v, 0.0), lim) for v, lim in
+                                                                          zip(box, (sx1 - sx0, sy1 - sy0) * 2))))
         with self._m.hog() as detector:
             rects, scores, _ = detector.run(crop, 0, min(self.min_score, self.large_min_score, 0.0) - 0.5)
         best = -math.inf

@@ -142,14 +142,27 @@ def _windows(h: int, w: int, tile: int | None, overlap: float = 0.25) -> list[tu
 
 
 def _crop_square(img: np.ndarray, x0: int, y0: int, side: int, size: int) -> np.ndarray:
-    """The square window, zero-padded beyond the image (bottom/right), resized to size."""
+    """The square window, zero-padded beyond the image (bottom/right), resized to size x size.
+
+    Only the part of the window inside the image is resampled (bilinear, scale ``size / side``) and
+    then padded, so the cost is linear in the image's pixels whatever the window's side: the
+    whole-image window of a 20000x1 image is a 20000x1 resize, not a 20000x20000 square.  The padding
+    starts at the first output pixel not wholly covered by the image (the old pad-then-resize blended
+    that one partial row or column with black)."""
     from PIL import Image
 
     crop = img[y0:y0 + side, x0:x0 + side]
-    sq = np.zeros((side, side, 3), np.uint8)
-    sq[:crop.shape[0], :crop.shape[1]] = crop
-    if side != size:
-        sq = np.asarray(Image.fromarray(sq).resize((size, size), Image.BILINEAR))
+    if side == size:
+        sq = np.zeros((size, size, 3), np.uint8)
+        sq[:crop.shape[0], :crop.shape[1]] = crop
+        return sq
+    ch, cw = crop.shape[:2]
+    oh, ow = ch * size // side, cw * size // side  # output pixels wholly covered by the crop
+    sq = np.zeros((size, size, 3), np.uint8)
+    if oh > 0 and ow > 0:
+        box = (0.0, 0.0, ow * side / size, oh * side / size)
+        sq[:oh, :ow] = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((ow, oh), Image.BILINEAR,
+                                                                                     box=box))
     return sq
 
 
