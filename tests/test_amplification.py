@@ -50,6 +50,7 @@ def hostile(n: int) -> list[tuple[str, dict]]:
         ("SearchFaces", {"CollectionId": "c", "FaceId": UUID, "FaceMatchThreshold": "9" * n}),
         ("SearchFaces", {"CollectionId": "c", "FaceId": UUID, "MaxFaces": int("9" * 4000)}),
         ("DescribeCollection", {"CollectionId": "c", "Deep": [nested] * (n // 2000)}),
+        ("CreateCollection", {"CollectionId": "\ud800" * (n // 6)}),  # lone surrogates: 6 characters each in JSON
     ]
 
 
@@ -162,3 +163,40 @@ def test_an_allowed_key_gets_bounded_validation_errors_and_entries(server):
     rows = ledger_rows(server, key[0])
     assert max(row_size(r) for r in rows) < 16_384, max(row_size(r) for r in rows)
     assert "CollectionIds" in server.client().list_collections()  # and the server still answers
+
+
+def peak_rss_mb(server) -> float:
+    for line in open(f"/proc/{server.process.pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.slow
+def test_concurrent_expensive_bodies_are_parsed_one_at_a_time(tmp_path):
+    """Six 7.8 MB bodies of a million tiny JSON objects at once, from a key allowed on another collection (so the
+    body must be parsed to know its collection): parsed one at a time (the rest wait, or are refused with
+    ProvisionedThroughputExceededException), so the server's memory peak is about one parse, not six."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import Server
+
+    server = Server(tmp_path / "data", tmp_path / "buckets")
+    try:
+        arn = "arn:aws:rekognition:us-east-1:000000000000:collection/staff"
+        key = create_key(server.data_dir, "staff-only", {"Statement": [
+            {"Effect": "Allow", "Action": "rekognition:DescribeCollection", "Resource": arn}]})
+        body = b'{"CollectionId":"other","X":[' + b",".join([b"{}"] * 2_600_000) + b"]}"
+        before = peak_rss_mb(server)
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: send(server, signed_headers(
+                server, "RekognitionService.DescribeCollection", body, key=key), body), range(6)))
+        codes = [a.json()["__type"] for a in answers]
+        assert all(a.status_code == 400 for a in answers), codes
+        assert set(codes) <= {"AccessDeniedException", "ProvisionedThroughputExceededException"}, codes
+        assert "AccessDeniedException" in codes
+        rise = peak_rss_mb(server) - before
+        assert rise < 700, f"peak RSS rose {rise:.0f} MB for six concurrent expensive bodies"
+        assert "CollectionIds" in server.client().list_collections()
+    finally:
+        server.stop()

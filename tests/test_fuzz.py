@@ -609,6 +609,11 @@ def reported(world: World, lfw_image: bytes) -> list[Request]:
         "dotdot-only": ("..", "'..'"),
         "absolute": ("/etc/passwd", "absolute"),
         "dot": (".", "folder"),
+        # other S3 keys than the existing file notes.txt: never read as it (an S3 key is a plain string)
+        "trailing-slash": ("notes.txt/", "empty or '.' part"),
+        "double-slash": ("dir//../notes.txt", "'..'"),
+        "empty-part": ("dir//notes.txt", "empty or '.' part"),
+        "dot-part": ("./notes.txt", "empty or '.' part"),
         "slash": ("/", "absolute"),
         "newline": ("a\nb.jpg", "does not exist"),
         "backslash": ("..\\..\\x.jpg", "does not exist"),

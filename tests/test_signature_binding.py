@@ -298,3 +298,33 @@ def test_development_mode_takes_the_headers_as_sent(tmp_path):
     assert [(r["operation"], r["purpose"]) for r in rows if r["operation"] == "ListCollections"] == [
         ("ListCollections", "missing person report")]
 
+
+
+@pytest.mark.parametrize("header", ["X-Faceledger-Purpose", "X-Faceledger-Case"])
+def test_a_signed_value_with_a_comma_cannot_be_split_into_repeated_headers(srv, header):
+    """A repeated header signs as its values joined by ',': a signed 'missing person,urgent' replayed as two
+    headers would verify, and the ledger would record only 'missing person'. Repeats are refused."""
+    body = b"{}"
+    target = "RekognitionService.ListCollections"
+    signed = signed_headers(srv, target, body, signed=REQUIRED + ("content-type", header.lower()),
+                            extra={header: "missing person,urgent"})
+    assert send(srv, signed, body).status_code == 200
+    split = [(k, v) for k, v in signed.items() if k != header] + [(header, "missing person"), (header, "urgent")]
+    response = httpx.post(srv.url + "/", content=body, headers=split, timeout=30)
+    assert_refused(response, "InvalidSignatureException", "repeated", header.lower())
+
+
+def test_the_recorded_source_is_the_peer_never_x_forwarded_for(srv):
+    """uvicorn trusts X-Forwarded-For from loopback by default: the ledger's source (and the per-source limit on
+    refusals) would be whatever a local client says."""
+    body = b"{}"
+    headers = signed_headers(srv, "RekognitionService.ListCollections", body)
+    marker = f"xff-{uuid.uuid4().hex[:8]}"
+    extra = {"X-Forwarded-For": "203.0.113.7", "X-Real-IP": "203.0.113.8", "Forwarded": "for=203.0.113.9",
+             "User-Agent": marker}
+    response = send(srv, {**headers, **extra}, body)
+    assert response.status_code == 200, response.text
+    request_id = response.headers["x-amzn-RequestId"]
+    rows = [r for r in ledger(srv, "--key", srv.key_id, "--operation", "ListCollections")
+            if r["detail"].get("RequestId") == request_id]
+    assert len(rows) == 1 and rows[0]["source"] == "127.0.0.1", rows

@@ -307,5 +307,8 @@ def server(app: Any, limits: ServerLimits, *, log_level: str = "info") -> Any:
         h11_max_incomplete_event_size=limits.max_header_bytes,
         backlog=BACKLOG,
         server_header=False,
+        # the ledger's source and the per-source limit on refusals use the peer's address: never a client's
+        # X-Forwarded-For (uvicorn trusts it from loopback by default, so any local process could forge it)
+        proxy_headers=False,
     )
     return uvicorn.Server(config)

@@ -367,6 +367,12 @@ def verify_signature(
             f"Headers present in the request were not signed: {preview(', '.join(unsigned), 200)}. faceledger acts "
             "on X-Faceledger-* headers only when the signature covers them: add them before signing (boto3: the "
             "before-sign event)")
+    repeated = sorted({name.lower() for name in headers.keys() if name.lower().startswith(SIGNED_IF_PRESENT_PREFIX)
+                       and len(_values(headers, name)) > 1})
+    if repeated:  # the signature covers the values joined by commas; the ledger would record only the first
+        raise InvalidSignatureException(
+            f"Headers repeated in the request: {preview(', '.join(repeated), 200)}. Each X-Faceledger-* header "
+            "may appear once (its value is recorded exactly as signed)")
     if abs(now - when) > MAX_CLOCK_SKEW:
         raise InvalidSignatureException(
             f"Signature expired: {amz_date} is now earlier than "

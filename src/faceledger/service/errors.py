@@ -9,6 +9,7 @@ subclasses, so callers see the same thing whichever way they talk to us.
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 #: The longest message an error carries (characters); a longer one is cut, saying how long it was. Messages
@@ -83,6 +84,10 @@ class RekognitionError(Exception):
 
     def __init__(self, message: str) -> None:
         message = clip(message, MAX_MESSAGE_CHARS)
+        if len(json.dumps(message)) > MAX_MESSAGE_CHARS - 512:
+            # as JSON (backslashes, quotes, lone surrogates, control characters: up to 6 characters each) the
+            # answer would pass MAX_MESSAGE_CHARS: cut to what cannot, whatever the characters
+            message = clip(message.encode("ascii", "backslashreplace").decode("ascii"), (MAX_MESSAGE_CHARS - 512) // 6)
         super().__init__(message)
         self.message = message
 

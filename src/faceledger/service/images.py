@@ -55,6 +55,10 @@ def _name_problem(bucket: str, name: str) -> str | None:
         return "an absolute name leads out of the bucket"
     if ".." in name.split("/"):
         return "a '..' part leads out of the bucket"
+    if name.endswith("/") or "//" in name or "." in name.split("/"):
+        # S3 keys are plain strings: 'a.jpg/', 'x//a.jpg' and 'x/./a.jpg' are other keys than the file a path
+        # reading would open, so they name no object here
+        return "an empty or '.' part (a key ending in '/', '//' or '/./') names no file in the bucket folder"
     try:
         bucket.encode("utf-8")
         name.encode("utf-8")
