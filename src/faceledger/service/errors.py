@@ -87,7 +87,12 @@ class RekognitionError(Exception):
         if len(json.dumps(message)) > MAX_MESSAGE_CHARS - 512:
             # as JSON (backslashes, quotes, lone surrogates, control characters: up to 6 characters each) the
             # answer would pass MAX_MESSAGE_CHARS: cut to what cannot, whatever the characters
-            message = clip(message.encode("ascii", "backslashreplace").decode("ascii"), (MAX_MESSAGE_CHARS - 512) // 6)
+            # (its head and its tail: the tail often says why)
+            text = message.encode("ascii", "backslashreplace").decode("ascii")
+            keep = (MAX_MESSAGE_CHARS - 512) // 12
+            if len(text) > 2 * keep:
+                text = f"{text[:keep]}...({len(text) - 2 * keep} characters left out)...{text[-keep:]}"
+            message = text
         super().__init__(message)
         self.message = message
 
