@@ -50,6 +50,9 @@ def _false_match_limit(value: str | None) -> float | None:
 @click.option("--upsample", default=None, type=int, help="HOG detector upsampling (default: measured default).")
 @click.option("--engine", type=click.Choice(["onnx", "dlib"]), default="onnx", show_default=True,
               help="Embedding runtime: onnx (dlib's network on ONNX Runtime, batched) or dlib (the reference).")
+@click.option("--detector", type=click.Choice(["blazeface", "yunet", "hog"]), default=None,
+              help="Face detector of the onnx engine (default: blazeface, BlazeFace tiles checked by HOG; yunet: "
+                   "YuNet 2023mar with its own five landmarks; see docs/engine.md).")
 @click.option("--face-model", type=click.Choice(["faceledger-fusion-v1", "dlib-resnet-v1"]), default=None,
               help="Face model of new collections (default: faceledger-fusion-v1; dlib-resnet-v1 with --engine "
                    "dlib). Existing collections keep theirs: see docs/models.md.")
@@ -68,7 +71,7 @@ def _false_match_limit(value: str | None) -> float | None:
 @click.option("--calibration", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Similarity calibration from `faceledger eval calibrate` (default: the packaged table).")
 def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsample: int | None, engine: str,
-          face_model: str | None, dev: bool, retention_interval: float, log_level: str, max_efm: str | None = "0.001",
+          detector: str | None, face_model: str | None, dev: bool, retention_interval: float, log_level: str, max_efm: str | None = "0.001",
           min_margin: float = 1.0, calibration: Path | None = None) -> None:
     """Serve the Rekognition API over HTTP, every request signed with a faceledger key.
 
@@ -85,11 +88,14 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
     limit = _false_match_limit(max_efm)
     data_dir.mkdir(parents=True, exist_ok=True)
     service = Service(ServiceConfig(data_dir=data_dir, buckets_dir=buckets_dir, detector_upsample=upsample,
-                                    engine=engine, face_model=face_model, max_expected_false_matches=limit,
+                                    engine=engine, detector=detector, face_model=face_model,
+                                    max_expected_false_matches=limit,
                                     min_margin=min_margin,
                                     calibration=calibration))
     if engine == "dlib" and face_model not in (None, "dlib-resnet-v1"):
         raise CliError(f"--face-model {face_model} needs --engine onnx")
+    if detector not in (None, "hog") and (engine == "dlib" or upsample is not None):
+        raise CliError(f"--detector {detector} needs --engine onnx and no --upsample")
     if calibration is not None:
         try:
             service.scale  # load and check it now, not on the first search

@@ -151,7 +151,8 @@ class Service:
             with self._lock:
                 eng = self._engines.get(face_model)
                 if eng is None:
-                    eng = default_engine(self.config.detector_upsample, self.config.engine, face_model)
+                    eng = default_engine(self.config.detector_upsample, self.config.engine, face_model,
+                                         detector=self.config.detector)
                     self._engines[face_model] = eng
         return eng
 
