@@ -238,6 +238,39 @@ def nonface_eval(name: str, images: dict[str, np.ndarray]) -> tuple[int, int, in
     return dets, auto, n, where
 
 
+# ---------------------------------------------------------------- rotation
+
+
+def rotation_eval(name: str, data: Path, n_lfw: int, nonface: dict[str, np.ndarray]) -> dict:
+    """LFW images turned 0/90/180/270 degrees: share with a face (AUTO confidence) without and with the
+    rotation search (vision/rotation.py), and its cost there and on the non-face images (upright)."""
+    from faceledger.vision.dlib_models import Shape5Landmarks
+    from faceledger.vision.rotation import AUTO_CONFIDENCE, AnyRotation
+    from faceledger.vision.yunet import KeypointLandmarks
+
+    det = make(name)
+    anyrot = AnyRotation(det, KeypointLandmarks(Shape5Landmarks()))
+    files = sorted((data / "lfw_dev").glob("*/*.jpg"))
+    files = files[:: max(1, len(files) // n_lfw)][:n_lfw]
+    imgs = [decode_image(p.read_bytes()).pixels for p in files]
+    out = {}
+    for k in range(4):
+        row = {}
+        for label, d in (("plain", det), ("anyrotation", anyrot)):
+            found, t0 = 0, time.perf_counter()
+            for img in imgs:
+                found += any(x.confidence >= AUTO_CONFIDENCE for x in d.detect(np.ascontiguousarray(np.rot90(img, k))))
+            row[label] = (found, (time.perf_counter() - t0) / len(imgs))
+        out[90 * k] = row
+    for label, d in (("plain", det), ("anyrotation", anyrot)):
+        t0 = time.perf_counter()
+        for img in nonface.values():
+            d.detect(img)
+        out[f"nonface-{label}"] = (time.perf_counter() - t0) / max(1, len(nonface))
+    out["n"] = len(imgs)
+    return out
+
+
 # ---------------------------------------------------------------- pairs
 
 
@@ -251,7 +284,7 @@ class _Named:
         return self.inner.detect(image)
 
 
-def pairs_eval(data: Path, variants: list[str]) -> dict[str, dict]:
+def pairs_eval(data: Path, variants: list[str], folds: int = 10) -> dict[str, dict]:
     from faceledger.evaluation.datasets import read_pairs
     from faceledger.evaluation.embed import embed_dataset
     from faceledger.evaluation.metrics import ten_fold_accuracy
@@ -260,7 +293,7 @@ def pairs_eval(data: Path, variants: list[str]) -> dict[str, dict]:
     from faceledger.vision.yunet import KeypointLandmarks
 
     root = data / "lfw_dev"
-    pairs = read_pairs(root / "pairs_dev.txt")
+    pairs = [p for p in read_pairs(root / "pairs_dev.txt") if p.fold < folds]
     images = sorted({p.a for p in pairs} | {p.b for p in pairs})
     base = E.default_engine()
     out = {}
@@ -351,8 +384,11 @@ def main() -> None:
     ap.add_argument("--lfw", type=int, default=0, help="LFW images for failures to enrol (0: all)")
     ap.add_argument("--skip-lfw", action="store_true")
     ap.add_argument("--pairs", action="store_true", help="pairs_dev accuracy with each alignment")
+    ap.add_argument("--pair-folds", type=int, default=10, help="the first N folds of pairs_dev (600 pairs each)")
     ap.add_argument("--pair-variants", nargs="*", default=["default", "yunet-fp32+dlib5", "yunet-fp32+yunet5"])
     ap.add_argument("--fit-keypoints", action="store_true")
+    ap.add_argument("--rotation", type=int, default=0, metavar="N",
+                    help="rotation search on N LFW images turned 0/90/180/270 (0: skip)")
     args = ap.parse_args()
 
     if args.fit_keypoints:
@@ -395,10 +431,24 @@ def main() -> None:
         if lf and lf[3]:
             print(f"{name}: LFW no face: " + " ".join(lf[3][:40]) + (" ..." if len(lf[3]) > 40 else ""))
 
-    if args.pairs:
-        res = pairs_eval(args.data, args.pair_variants)
+    if args.rotation:
         print()
-        print("| alignment (fusion-v1) | pairs_dev 10-fold accuracy | pairs without a face | failures to enrol |")
+        print("| detector | turned | found (AUTO conf.), upright pass only | s/image | with the rotation search "
+              "| s/image |")
+        print("|---|---|---|---|---|---|")
+        for name in args.detectors:
+            r = rotation_eval(name, args.data, args.rotation, nonface)
+            for k in (0, 90, 180, 270):
+                (f0, t0), (f1, t1) = r[k]["plain"], r[k]["anyrotation"]
+                print(f"| {name} | {k} | {f0}/{r['n']} | {t0:.3f} | {f1}/{r['n']} | {t1:.3f} |")
+            print(f"| {name} | non-face images (upright) | - | {r['nonface-plain']:.3f} | - | "
+                  f"{r['nonface-anyrotation']:.3f} |")
+
+    if args.pairs:
+        res = pairs_eval(args.data, args.pair_variants, args.pair_folds)
+        print()
+        print(f"| alignment (fusion-v1) | pairs_dev accuracy ({args.pair_folds} folds, leave one out) "
+              "| pairs without a face | failures to enrol |")
         print("|---|---|---|---|")
         for v, r in res.items():
             print(f"| {v} | {100 * r['acc']:.2f}% +- {100 * r['std']:.2f} | {r['missing']} | "

@@ -307,3 +307,32 @@ def test_simple_api_without_pip(index, tmp_path):
     assert pypi._index_download(good, out, 10).read_bytes() == (index.folder / fn).read_bytes()
     with pytest.raises(npm.IntegrityError, match="publishes"):
         pypi._index_download(pypi.WheelSpec(good.name, "1.0", fn, "cd" * 32), out, 10)
+
+
+# ------------------------------------------------------------------------------------ through the service
+def test_service_with_detector_yunet(detector, tmp_path):
+    """ServiceConfig(detector="yunet") (serve --detector yunet): DetectFaces finds both faces; IndexFaces at AUTO
+    enrols nothing from the dogs' photo; a photo turned 90 degrees without an EXIF tag still gives its faces,
+    Roll about -90 and boxes in the turned photo's frame."""
+    import io
+
+    from faceledger import Client
+    from faceledger.service import Service, ServiceConfig
+
+    client = Client(service=Service(ServiceConfig(tmp_path / "data", detector="yunet")))
+    two = shared_data("groups", "two_people.jpg").read_bytes()
+    faces = client.detect_faces(Image={"Bytes": two})["FaceDetails"]
+    assert len(faces) == 2
+    for f in faces:
+        assert len(f["Landmarks"]) == 9 and f["Confidence"] > 90
+    client.create_collection(CollectionId="c")
+    dogs = shared_data("groups", "dlib_faces", "dogs.jpg").read_bytes()
+    assert client.index_faces(CollectionId="c", Image={"Bytes": dogs}, QualityFilter="AUTO")["FaceRecords"] == []
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(np.rot90(decode_image(two).pixels, 1))).save(buf, "PNG")
+    turned = client.detect_faces(Image={"Bytes": buf.getvalue()})["FaceDetails"]
+    assert len(turned) == 2
+    for f in turned:
+        assert abs(f["Pose"]["Roll"] + 90) < 20
+        box = f["BoundingBox"]  # ratios of the turned photo (661 wide, 1126 high): the face lies on its side
+        assert box["Width"] * 661 > box["Height"] * 1126 and 0 <= box["Top"] <= 1 and 0 <= box["Left"] <= 1

@@ -59,7 +59,8 @@ BLAZEFACE_HOG_CHECK_LARGE = 0.0
 #: boxes; lfw_dev failures to enrol 34 of 7,926 against HOG's 41 (docs/engine.md).
 ONNX_DETECTOR = "blazeface"
 #: Detectors the "onnx" engine can run (default_engine(detector=...)): "blazeface" (the above), "yunet"
-#: (YuNet 2023mar with its own five points, vision/yunet.py: yunet.yunet_detector()) and "hog".
+#: (YuNet 2023mar with its own five points, vision/yunet.py: yunet.yunet_detector(), searching the image
+#: turned 90/180/270 degrees when it finds no face upright: vision/rotation.py) and "hog".
 DETECTORS = ("blazeface", "yunet", "hog")
 
 #: HOG pyramid up-samplings used by default_engine() when none is given for the
@@ -409,9 +410,11 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
             landmarks: LandmarkModel = Shape5Landmarks(models)
             detector: FaceDetector  # type: ignore[no-redef]  (the choice is in ``choice``)
             if upsample is None and engine == "onnx" and choice == "yunet":
+                from .rotation import AnyRotation
                 from .yunet import KeypointLandmarks, yunet_detector
 
-                detector, landmarks = yunet_detector(), KeypointLandmarks(landmarks)
+                landmarks = KeypointLandmarks(landmarks)
+                detector = AnyRotation(yunet_detector(), landmarks)
             elif upsample is None and engine == "onnx" and choice == "blazeface":
                 detector = blazeface_detector()
             elif upsample is None:

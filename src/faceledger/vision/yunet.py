@@ -337,9 +337,10 @@ def keypoints_to_shape5(points: np.ndarray) -> np.ndarray:
 
 
 class KeypointLandmarks:
-    """The engine's LandmarkModel for a detector that finds five points itself: a
-    :class:`KeypointDetection`'s points through :func:`keypoints_to_shape5`; any other detection goes to
-    ``fallback`` (dlib's 5-point model by default)."""
+    """The engine's LandmarkModel for detectors that bring their own points: a detection's dlib-order
+    ``shape5`` when it has them (:class:`faceledger.vision.rotation.RotatedDetection`: located on the turned
+    image), else its five YuNet ``keypoints`` through :func:`keypoints_to_shape5`; any other detection goes
+    to ``fallback`` (dlib's 5-point model by default)."""
 
     name = "yunet-5pt"
 
@@ -347,6 +348,9 @@ class KeypointLandmarks:
         self._fallback = fallback
 
     def locate(self, image: np.ndarray, detection: Detection) -> np.ndarray:
+        shape5 = getattr(detection, "shape5", ())
+        if len(shape5) == 5:
+            return np.asarray(shape5, dtype=np.float64)
         kps = getattr(detection, "keypoints", ())
         if len(kps) == 5:
             return keypoints_to_shape5(np.asarray(kps))
