@@ -110,14 +110,35 @@ def test_int8bq_finds_the_same_faces(detector):
     assert np.all(_iou(a, b).max(axis=1) > 0.9)
 
 
-def test_no_face_on_animals(detector, engine_detector):
+def test_no_face_on_animals_at_auto(detector, engine_detector):
+    """YuNet alone takes dogs' faces for faces, at Confidence AUTO would enrol; the engine's detector reports
+    them below AUTO's bar (HOG does not confirm them), at every size and turn, and the same for the cat."""
+    from faceledger.service.quality import BARS
+
+    assert BARS["AUTO"].min_box_px == yunet.YUNET_CONFIRM_MIN_PX
+    assert BARS["AUTO"].min_confidence == yunet.YUNET_AUTO_CONFIDENCE
+    assert yunet.YUNET_UNCONFIRMED_CONFIDENCE < BARS["AUTO"].min_confidence
+
+    def auto_sized(dets):
+        return [d for d in dets if d.confidence >= 70 and d.width >= 36]
+
     dogs = _pixels("groups", "dlib_faces", "dogs.jpg")
-    # YuNet alone takes the dog's face for a face; the engine's detector (HOG's check of large boxes) does not
-    raw = detector.detect(dogs)
-    assert raw and max(d.width for d in raw) >= yunet.YUNET_HOG_CHECK_PX
-    assert engine_detector.detect(dogs) == []
+    assert auto_sized(detector.detect(dogs))  # the raw network: a dog's face, enrollable
     skd = pytest.importorskip("skimage.data")
-    assert engine_detector.detect(np.ascontiguousarray(skd.chelsea())) == []
+    h, w = dogs.shape[:2]
+    for img in (dogs, np.ascontiguousarray(skd.chelsea())):
+        for scale in (0.35, 0.5, 0.7, 1.0):  # (at 1.4x a real face, on a poster behind the dogs, becomes AUTO-sized)
+            sized = np.asarray(Image.fromarray(img).resize((round(img.shape[1] * scale), round(img.shape[0] * scale)),
+                                                          Image.BILINEAR))
+            for k in range(4):
+                found = engine_detector.detect(np.ascontiguousarray(np.rot90(sized, k)))
+                assert auto_sized(found) == [], (scale, k)
+
+
+def test_confirmation_keeps_real_faces(engine_detector):
+    img = _pixels("groups", "facenet_pytorch_multiface.jpg")
+    dets = engine_detector.detect(img)
+    assert len(dets) == 6 and all(d.confidence >= 70 for d in dets)
 
 
 def test_boxes_in_the_image_frame(detector):

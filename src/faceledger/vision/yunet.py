@@ -41,7 +41,7 @@ __all__ = [
     "YUNET_SCORE_THRESHOLD",
     "KeypointDetection",
     "KeypointLandmarks",
-    "LargeBoxHogCheck",
+    "HogConfirmed",
     "YuNetDetector",
     "keypoints_to_shape5",
     "yunet_detector",
@@ -69,12 +69,20 @@ YUNET_MAX_SIDE = 1280
 #: ... score >= 0.6 (Confidence 50; QualityFilter AUTO's 70 is a score of about 0.68), NMS at IoU 0.3 ...
 YUNET_SCORE_THRESHOLD = 0.6
 YUNET_IOU_THRESHOLD = 0.3
-#: ... and boxes at least this wide kept only when dlib's HOG scores above YUNET_HOG_CHECK_LARGE near their
-#: centre (dlib_models.HogVerifiedDetector's test): HOG sees a large frontal face well, so a low score there
-#: is a false face (groups/dlib_faces/dogs.jpg: YuNet 0.86, a 173-px dog's face); smaller boxes, which HOG
-#: cannot judge, are not checked.
-YUNET_HOG_CHECK_PX = 80
-YUNET_HOG_CHECK_LARGE = 0.0
+#: ... and a box that QualityFilter AUTO could enrol (at least YUNET_CONFIRM_MIN_PX wide, Confidence >= 70)
+#: but scores below YUNET_CONFIRM_SCORE needs dlib's HOG to confirm it (a HOG detection scoring above
+#: YUNET_HOG_CONFIRM near its centre: dlib_models.HogVerifiedDetector's test); unconfirmed, it is still
+#: reported, at Confidence YUNET_UNCONFIRMED_CONFIDENCE at most (LOW's bar 50 passes, MEDIUM/AUTO's 70
+#: does not).  YuNet takes dogs' faces for faces (groups/dlib_faces/dogs.jpg: 0.77-0.87 at 0.35x-1x, HOG
+#: finds nothing there) while lfw_dev's faces score 0.87-0.95 (0.5th percentile 0.898), and HOG confirms
+#: most of the rest; see docs/engine.md, "YuNet".
+YUNET_CONFIRM_SCORE = 0.9
+YUNET_CONFIRM_MIN_PX = 36.0  # QualityFilter MEDIUM/AUTO's smallest box (service/quality.py)
+YUNET_AUTO_CONFIDENCE = 70.0  # ... and its Confidence bar
+YUNET_HOG_CONFIRM = 0.0
+YUNET_UNCONFIRMED_CONFIDENCE = 60.0
+#: At most this many boxes are sent to HOG per image (largest first); the rest count as unconfirmed.
+YUNET_MAX_CONFIRMATIONS = 32
 
 
 @dataclass(frozen=True)
@@ -362,25 +370,42 @@ class KeypointLandmarks:
 
 
 # ------------------------------------------------------------------------------------ the engine's detector
-class LargeBoxHogCheck:
-    """``inner``'s detections, those at least ``large_px`` wide kept only when dlib's HOG scores above
-    ``min_score`` near their centre (:meth:`faceledger.vision.dlib_models.HogVerifiedDetector.hog_score`:
-    a crop twice the box's width, scaled so the box is 90 px); smaller boxes pass unchecked.  Keeps the
-    inner detections' type (their keypoints)."""
+class HogConfirmed:
+    """``inner``'s detections, each one that AUTO could enrol (``min_px`` wide or more, Confidence at least
+    ``auto_confidence``) and scoring below ``confirm_score`` checked by dlib's HOG
+    (:meth:`faceledger.vision.dlib_models.HogVerifiedDetector.hog_score`: a crop twice the box's width,
+    scaled so the box is 90 px; confirmed when a HOG detection near its centre scores above ``hog_min``).
+    An unconfirmed box is kept with its Confidence lowered to ``unconfirmed_confidence`` (when higher), so
+    DetectFaces still shows it and IndexFaces at AUTO does not enrol it.  At most ``max_checks`` boxes are
+    checked per image (the largest first; the others count as unconfirmed).  Keeps the detections' type."""
 
-    def __init__(self, inner, *, large_px: float = YUNET_HOG_CHECK_PX, min_score: float = YUNET_HOG_CHECK_LARGE,
-                 models=None) -> None:
+    def __init__(self, inner, *, confirm_score: float = YUNET_CONFIRM_SCORE, min_px: float = YUNET_CONFIRM_MIN_PX,
+                 auto_confidence: float = YUNET_AUTO_CONFIDENCE, hog_min: float = YUNET_HOG_CONFIRM,
+                 unconfirmed_confidence: float = YUNET_UNCONFIRMED_CONFIDENCE,
+                 max_checks: int = YUNET_MAX_CONFIRMATIONS, models=None) -> None:
         from .dlib_models import HogVerifiedDetector
 
         self.inner = inner
-        self.large_px = float(large_px)
-        self._check = HogVerifiedDetector(inner, min_score=min_score, models=models)
-        self.name = f"{inner.name}-hogcheck{min_score:g}-from{self.large_px:g}px"
+        self.confirm_score, self.min_px, self.auto_confidence = float(confirm_score), float(min_px), float(auto_confidence)
+        self.unconfirmed_confidence, self.max_checks = float(unconfirmed_confidence), int(max_checks)
+        self._hog = HogVerifiedDetector(inner, min_score=hog_min, models=models)
+        self.name = f"{inner.name}-confirm{self.confirm_score:g}-hog{hog_min:g}"
+
+    def needs_check(self, d: Detection) -> bool:
+        return d.width >= self.min_px and d.confidence >= self.auto_confidence and d.score < self.confirm_score
 
     def detect(self, image: np.ndarray) -> list[Detection]:
+        import dataclasses
+
         img = np.ascontiguousarray(image)
-        return [d for d in self.inner.detect(img)
-                if d.width < self.large_px or self._check.hog_score(img, d) > self._check.min_score]
+        dets = list(self.inner.detect(img))
+        todo = sorted((i for i, d in enumerate(dets) if self.needs_check(d)), key=lambda i: -dets[i].width)
+        for n, i in enumerate(todo):
+            d = dets[i]
+            if n < self.max_checks and self._hog.hog_score(img, d) > self._hog.min_score:
+                continue
+            dets[i] = dataclasses.replace(d, confidence=min(d.confidence, self.unconfirmed_confidence))
+        return dets
 
 
 _engine_detector = None
@@ -388,12 +413,13 @@ _engine_detector_lock = threading.Lock()
 
 
 def yunet_detector():
-    """The engine's YuNet (the YUNET_* settings) with the large-box HOG check, one per process."""
+    """The engine's YuNet (the YUNET_* settings) with HOG's confirmation (:class:`HogConfirmed`), one per
+    process."""
     global _engine_detector
     if _engine_detector is None:
         with _engine_detector_lock:
             if _engine_detector is None:
-                _engine_detector = LargeBoxHogCheck(YuNetDetector(
+                _engine_detector = HogConfirmed(YuNetDetector(
                     YUNET_VARIANT, max_side=YUNET_MAX_SIDE, score_threshold=YUNET_SCORE_THRESHOLD,
                     iou_threshold=YUNET_IOU_THRESHOLD))
     return _engine_detector
