@@ -63,14 +63,19 @@ def make(name: str, low: bool = False):
     """A detector by name; ``low``: the same at a low score threshold (for the threshold sweep)."""
     from faceledger.vision import engine
 
-    if name == "default" or name.startswith("blazeface-large"):
-        # today's default engine's detector; blazeface-large<N>: the same with the large-box HOG bar from N px
+    if name in ("default", "blazeface") or name.startswith("blazeface-large"):
+        # "blazeface": BlazeFace tiles + HOG check (the default engine's detector before vision/confirm.py);
+        # "default": the same with confirm.HogConfirmed (today's default engine); blazeface-large<N>: the HOG
+        # check's large-box bar from N px
+        from faceledger.vision.confirm import HogConfirmed
         from faceledger.vision.dlib_models import HogVerifiedDetector, load_models
         from faceledger.vision.tfjs_models import BlazeFaceDetector
 
-        if name == "default" and not low:
+        if name == "default":
+            return HogConfirmed(make("blazeface", low))
+        if name == "blazeface" and not low:
             return engine.blazeface_detector()
-        large = engine.BLAZEFACE_HOG_CHECK_LARGE_PX if name == "default" else float(name[len("blazeface-large"):])
+        large = engine.BLAZEFACE_HOG_CHECK_LARGE_PX if name == "blazeface" else float(name[len("blazeface-large"):])
         inner = BlazeFaceDetector(engine.BLAZEFACE_VARIANT, tile=engine.BLAZEFACE_TILE,
                                   score_threshold=LOW_THRESHOLD["blazeface"] if low else engine.BLAZEFACE_SCORE_THRESHOLD,
                                   iou_threshold=engine.BLAZEFACE_IOU_THRESHOLD)
@@ -85,7 +90,9 @@ def make(name: str, low: bool = False):
         kw = {"score_threshold": LOW_THRESHOLD["yunet"]} if low else {}
         det = yunet.YuNetDetector(variant, max_side=side, **kw)
         if parts[-1] == "confirm":  # the engine's: AUTO-sized boxes below score 0.9 confirmed by HOG
-            det = yunet.HogConfirmed(det)
+            from faceledger.vision.confirm import HogConfirmed
+
+            det = HogConfirmed(det, confirm_score=yunet.YUNET_CONFIRM_SCORE)
         elif parts[-1] == "hog":  # every box checked, as BlazeFace's
             from faceledger.vision.dlib_models import HogVerifiedDetector, load_models
 
@@ -97,8 +104,9 @@ def make(name: str, low: bool = False):
 
 
 def default_threshold(det) -> float:
-    inner = getattr(det, "inner", det)
-    return float(inner.score_threshold)
+    while not hasattr(det, "score_threshold"):
+        det = det.inner
+    return float(det.score_threshold)
 
 
 # ---------------------------------------------------------------- WIDER

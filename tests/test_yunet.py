@@ -114,10 +114,11 @@ def test_no_face_on_animals_at_auto(detector, engine_detector):
     """YuNet alone takes dogs' faces for faces, at Confidence AUTO would enrol; the engine's detector reports
     them below AUTO's bar (HOG does not confirm them), at every size and turn, and the same for the cat."""
     from faceledger.service.quality import BARS
+    from faceledger.vision import confirm
 
-    assert BARS["AUTO"].min_box_px == yunet.YUNET_CONFIRM_MIN_PX
-    assert BARS["AUTO"].min_confidence == yunet.YUNET_AUTO_CONFIDENCE
-    assert yunet.YUNET_UNCONFIRMED_CONFIDENCE < BARS["AUTO"].min_confidence
+    assert BARS["AUTO"].min_box_px == confirm.AUTO_MIN_PX
+    assert BARS["AUTO"].min_confidence == confirm.AUTO_CONFIDENCE
+    assert BARS["LOW"].min_confidence <= confirm.UNCONFIRMED_CONFIDENCE < BARS["AUTO"].min_confidence
 
     def auto_sized(dets):
         return [d for d in dets if d.confidence >= 70 and d.width >= 36]

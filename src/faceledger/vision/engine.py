@@ -416,7 +416,10 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
                 landmarks = KeypointLandmarks(landmarks)
                 detector = AnyRotation(yunet_detector(), landmarks)
             elif upsample is None and engine == "onnx" and choice == "blazeface":
-                detector = blazeface_detector()
+                from .confirm import HogConfirmed
+
+                # AUTO-sized boxes need HOG at its own threshold, else Confidence < AUTO's (vision/confirm.py)
+                detector = HogConfirmed(blazeface_detector())
             elif upsample is None:
                 detector = HogFaceDetector(
                     DEFAULT_UPSAMPLE,

@@ -41,7 +41,6 @@ __all__ = [
     "YUNET_SCORE_THRESHOLD",
     "KeypointDetection",
     "KeypointLandmarks",
-    "HogConfirmed",
     "YuNetDetector",
     "keypoints_to_shape5",
     "yunet_detector",
@@ -69,20 +68,12 @@ YUNET_MAX_SIDE = 1280
 #: ... score >= 0.6 (Confidence 50; QualityFilter AUTO's 70 is a score of about 0.68), NMS at IoU 0.3 ...
 YUNET_SCORE_THRESHOLD = 0.6
 YUNET_IOU_THRESHOLD = 0.3
-#: ... and a box that QualityFilter AUTO could enrol (at least YUNET_CONFIRM_MIN_PX wide, Confidence >= 70)
-#: but scores below YUNET_CONFIRM_SCORE needs dlib's HOG to confirm it (a HOG detection scoring above
-#: YUNET_HOG_CONFIRM near its centre: dlib_models.HogVerifiedDetector's test); unconfirmed, it is still
-#: reported, at Confidence YUNET_UNCONFIRMED_CONFIDENCE at most (LOW's bar 50 passes, MEDIUM/AUTO's 70
-#: does not).  YuNet takes dogs' faces for faces (groups/dlib_faces/dogs.jpg: 0.77-0.87 at 0.35x-1x, HOG
-#: finds nothing there) while lfw_dev's faces score 0.87-0.95 (0.5th percentile 0.898), and HOG confirms
-#: most of the rest; see docs/engine.md, "YuNet".
+#: ... and a box that QualityFilter AUTO could enrol but scores below YUNET_CONFIRM_SCORE needs dlib's HOG to
+#: confirm it, else its Confidence is lowered below AUTO's bar (confirm.HogConfirmed).  YuNet takes dogs'
+#: faces for faces (groups/dlib_faces/dogs.jpg: 0.77-0.87 at 0.35x-1x, HOG finds nothing there) while
+#: lfw_dev's faces score 0.87-0.95 (0.5th percentile 0.898), and HOG confirms most of the rest; see
+#: docs/engine.md, "YuNet".
 YUNET_CONFIRM_SCORE = 0.9
-YUNET_CONFIRM_MIN_PX = 36.0  # QualityFilter MEDIUM/AUTO's smallest box (service/quality.py)
-YUNET_AUTO_CONFIDENCE = 70.0  # ... and its Confidence bar
-YUNET_HOG_CONFIRM = 0.0
-YUNET_UNCONFIRMED_CONFIDENCE = 60.0
-#: At most this many boxes are sent to HOG per image (largest first); the rest count as unconfirmed.
-YUNET_MAX_CONFIRMATIONS = 32
 
 
 @dataclass(frozen=True)
@@ -370,44 +361,6 @@ class KeypointLandmarks:
 
 
 # ------------------------------------------------------------------------------------ the engine's detector
-class HogConfirmed:
-    """``inner``'s detections, each one that AUTO could enrol (``min_px`` wide or more, Confidence at least
-    ``auto_confidence``) and scoring below ``confirm_score`` checked by dlib's HOG
-    (:meth:`faceledger.vision.dlib_models.HogVerifiedDetector.hog_score`: a crop twice the box's width,
-    scaled so the box is 90 px; confirmed when a HOG detection near its centre scores above ``hog_min``).
-    An unconfirmed box is kept with its Confidence lowered to ``unconfirmed_confidence`` (when higher), so
-    DetectFaces still shows it and IndexFaces at AUTO does not enrol it.  At most ``max_checks`` boxes are
-    checked per image (the largest first; the others count as unconfirmed).  Keeps the detections' type."""
-
-    def __init__(self, inner, *, confirm_score: float = YUNET_CONFIRM_SCORE, min_px: float = YUNET_CONFIRM_MIN_PX,
-                 auto_confidence: float = YUNET_AUTO_CONFIDENCE, hog_min: float = YUNET_HOG_CONFIRM,
-                 unconfirmed_confidence: float = YUNET_UNCONFIRMED_CONFIDENCE,
-                 max_checks: int = YUNET_MAX_CONFIRMATIONS, models=None) -> None:
-        from .dlib_models import HogVerifiedDetector
-
-        self.inner = inner
-        self.confirm_score, self.min_px, self.auto_confidence = float(confirm_score), float(min_px), float(auto_confidence)
-        self.unconfirmed_confidence, self.max_checks = float(unconfirmed_confidence), int(max_checks)
-        self._hog = HogVerifiedDetector(inner, min_score=hog_min, models=models)
-        self.name = f"{inner.name}-confirm{self.confirm_score:g}-hog{hog_min:g}"
-
-    def needs_check(self, d: Detection) -> bool:
-        return d.width >= self.min_px and d.confidence >= self.auto_confidence and d.score < self.confirm_score
-
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        import dataclasses
-
-        img = np.ascontiguousarray(image)
-        dets = list(self.inner.detect(img))
-        todo = sorted((i for i, d in enumerate(dets) if self.needs_check(d)), key=lambda i: -dets[i].width)
-        for n, i in enumerate(todo):
-            d = dets[i]
-            if n < self.max_checks and self._hog.hog_score(img, d) > self._hog.min_score:
-                continue
-            dets[i] = dataclasses.replace(d, confidence=min(d.confidence, self.unconfirmed_confidence))
-        return dets
-
-
 _engine_detector = None
 _engine_detector_lock = threading.Lock()
 
@@ -419,7 +372,9 @@ def yunet_detector():
     if _engine_detector is None:
         with _engine_detector_lock:
             if _engine_detector is None:
+                from .confirm import HogConfirmed
+
                 _engine_detector = HogConfirmed(YuNetDetector(
                     YUNET_VARIANT, max_side=YUNET_MAX_SIDE, score_threshold=YUNET_SCORE_THRESHOLD,
-                    iou_threshold=YUNET_IOU_THRESHOLD))
+                    iou_threshold=YUNET_IOU_THRESHOLD), confirm_score=YUNET_CONFIRM_SCORE)
     return _engine_detector
