@@ -111,3 +111,31 @@ def test_turned_portrait_found_upright_not_sideways(engine, k):
     assert isinstance(f.detection, RotatedDetection) and f.detection.rotation == (360 - 90 * k) % 360
     want = (upright.pose.roll - 90 * k + 180) % 360 - 180
     assert abs((f.pose.roll - want + 180) % 360 - 180) < 10
+
+
+def test_default_service_indexes_and_searches_turned_photos(tmp_path):
+    """The default configuration (`faceledger serve` as shipped): a photo turned 90/180/270 degrees without an EXIF
+    tag is indexed at AUTO, and the upright photo's search finds it; Pose.Roll gives the turn."""
+    import io
+
+    from PIL import Image
+
+    from faceledger import Client
+    from faceledger.service import Service, ServiceConfig
+
+    lfw = shared_data("lfw_dev")
+    person = next(p for p in sorted(lfw.iterdir()) if p.is_dir() and len(list(p.glob("*.jpg"))) >= 2)
+    first, second = sorted(person.glob("*.jpg"))[:2]
+    client = Client(service=Service(ServiceConfig(tmp_path / "data")))
+    client.create_collection(CollectionId="turned")
+    img = decode_image(first.read_bytes()).pixels
+    for k in (1, 2, 3):
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(np.rot90(img, k))).save(buf, "JPEG", quality=95)
+        out = client.index_faces(CollectionId="turned", Image={"Bytes": buf.getvalue()}, QualityFilter="AUTO",
+                                 MaxFaces=1, ExternalImageId=f"turn{90 * k}")
+        (rec,) = out["FaceRecords"]
+        roll = rec["FaceDetail"]["Pose"]["Roll"]
+        assert abs((roll + 90 * k + 180) % 360 - 180) < 25, (k, roll)  # turned counter-clockwise: negative roll
+    found = client.search_faces_by_image(CollectionId="turned", Image={"Bytes": second.read_bytes()})
+    assert {m["Face"]["ExternalImageId"] for m in found["FaceMatches"]} == {"turn90", "turn180", "turn270"}

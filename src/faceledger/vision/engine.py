@@ -58,9 +58,10 @@ BLAZEFACE_HOG_CHECK_LARGE = 0.0
 #: as the "dlib" engine).  BlazeFace+check: WIDER subset recall 33/96 against HOG's 6/96, 2 false
 #: boxes; lfw_dev failures to enrol 34 of 7,926 against HOG's 41 (docs/engine.md).
 ONNX_DETECTOR = "blazeface"
-#: Detectors the "onnx" engine can run (default_engine(detector=...)): "blazeface" (the above), "yunet"
-#: (YuNet 2023mar with its own five points, vision/yunet.py: yunet.yunet_detector(), searching the image
-#: turned 90/180/270 degrees when it finds no face upright: vision/rotation.py) and "hog".
+#: Detectors the "onnx" engine can run (default_engine(detector=...)): "blazeface" (the above) and "yunet"
+#: (YuNet 2023mar with its own five points, vision/yunet.py: yunet.yunet_detector()), each with HOG's
+#: confirmation of the boxes AUTO could enrol (vision/confirm.py) and searching the image turned
+#: 90/180/270 degrees when no confident face is found upright (vision/rotation.py); and "hog".
 DETECTORS = ("blazeface", "yunet", "hog")
 
 #: HOG pyramid up-samplings used by default_engine() when none is given for the
@@ -411,15 +412,19 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
             detector: FaceDetector  # type: ignore[no-redef]  (the choice is in ``choice``)
             if upsample is None and engine == "onnx" and choice == "yunet":
                 from .rotation import AnyRotation
-                from .yunet import KeypointLandmarks, yunet_detector
+                from .yunet import YUNET_LANDMARKS, KeypointLandmarks, yunet_detector
 
-                landmarks = KeypointLandmarks(landmarks)
+                landmarks = KeypointLandmarks(landmarks, use_keypoints=YUNET_LANDMARKS == "yunet")
                 detector = AnyRotation(yunet_detector(), landmarks)
             elif upsample is None and engine == "onnx" and choice == "blazeface":
                 from .confirm import HogConfirmed
+                from .rotation import AnyRotation
+                from .yunet import KeypointLandmarks
 
-                # AUTO-sized boxes need HOG at its own threshold, else Confidence < AUTO's (vision/confirm.py)
-                detector = HogConfirmed(blazeface_detector())
+                # AUTO-sized boxes need HOG at its own threshold, else Confidence < AUTO's (vision/confirm.py);
+                # no confident face upright: the image turned 90/180/270 degrees (vision/rotation.py)
+                landmarks = KeypointLandmarks(landmarks)
+                detector = AnyRotation(HogConfirmed(blazeface_detector()), landmarks)
             elif upsample is None:
                 detector = HogFaceDetector(
                     DEFAULT_UPSAMPLE,

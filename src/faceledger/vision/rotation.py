@@ -2,8 +2,9 @@
 
 :class:`AnyRotation` wraps a detector and a landmark model.  It runs the detector on the image as given
 and, only when that finds no face of at least ``min_confidence`` (QualityFilter AUTO's 70 by default),
-on the image turned 90, 180 and 270 degrees; the turn whose best face has the highest confidence wins
-(the upright pass included, so a weak upright box does not hide a clear turned face).  For a turned
+on the image turned 90, 180 and 270 degrees; among the turns whose best face reaches ``min_confidence``,
+the one with the highest wins, else the upright pass's result stands (so a weak upright box does not hide
+a clear turned face, and a weak turned box never replaces the upright answer).  For a turned
 image, the landmarks are located on the turned pixels (where the face is upright for the landmark
 model) and, with the box, mapped back into the image's own frame: a :class:`RotatedDetection` carries
 its dlib-order points (``shape5``) and the turn (``rotation``: degrees counter-clockwise that made the
@@ -12,7 +13,8 @@ the face's landmarks, so the engine's pose has Roll over -180..180 (dlib's order
 embedder's alignment (a similarity fitted to the points) turns the face upright again.
 
 Cost: one detector pass for an image with a face upright; four for an image without one (measured in
-``bench/detectors.py``, "rotation").
+``bench/detectors.py --rotation``: on 200 lfw_dev images turned 90 degrees, the default detector finds 0
+without the search and 199 with it, at 0.065 s an image against 0.015; images without a face cost 4x).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class AnyRotation:
             rot = np.ascontiguousarray(np.rot90(img, k))
             found = list(self.inner.detect(rot))
             conf = max((d.confidence for d in found), default=-1.0)
-            if found and conf > top:
+            if conf >= self.min_confidence and conf > top:
                 best_k, top, turned, best_rot = k, conf, found, rot
         if best_k == 0:
             return best

@@ -38,6 +38,7 @@ from .engine import Detection
 
 __all__ = [
     "VARIANTS",
+    "YUNET_LANDMARKS",
     "YUNET_SCORE_THRESHOLD",
     "KeypointDetection",
     "KeypointLandmarks",
@@ -335,23 +336,30 @@ def keypoints_to_shape5(points: np.ndarray) -> np.ndarray:
     return np.vstack([eyes, nose[None]])
 
 
+#: The landmarks the engine's YuNet uses: "yunet" (its own five points through keypoints_to_shape5) or "dlib"
+#: (dlib's 5-point model on YuNet's box).  pairs_dev with faceledger-fusion-v1 (bench/detectors.py --pairs, on
+#: the 5,940 pairs every variant has): 98.55% +- 0.34 against 98.65% +- 0.36, within the folds' spread, and
+#: YuNet's points need no second model and follow the face through any rotation (docs/engine.md, "YuNet").
+YUNET_LANDMARKS = "yunet"
+
+
 class KeypointLandmarks:
     """The engine's LandmarkModel for detectors that bring their own points: a detection's dlib-order
     ``shape5`` when it has them (:class:`faceledger.vision.rotation.RotatedDetection`: located on the turned
     image), else its five YuNet ``keypoints`` through :func:`keypoints_to_shape5`; any other detection goes
     to ``fallback`` (dlib's 5-point model by default)."""
 
-    name = "yunet-5pt"
-
-    def __init__(self, fallback=None) -> None:
+    def __init__(self, fallback=None, *, use_keypoints: bool = True) -> None:
         self._fallback = fallback
+        self.use_keypoints = bool(use_keypoints)  # False: the detector's keypoints are ignored (dlib on the box)
+        self.name = "yunet-5pt" if use_keypoints else "dlib-shape5"
 
     def locate(self, image: np.ndarray, detection: Detection) -> np.ndarray:
         shape5 = getattr(detection, "shape5", ())
         if len(shape5) == 5:
             return np.asarray(shape5, dtype=np.float64)
         kps = getattr(detection, "keypoints", ())
-        if len(kps) == 5:
+        if self.use_keypoints and len(kps) == 5:
             return keypoints_to_shape5(np.asarray(kps))
         if self._fallback is None:
             from .dlib_models import Shape5Landmarks
