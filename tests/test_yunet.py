@@ -358,3 +358,15 @@ def test_service_with_detector_yunet(detector, tmp_path):
         assert abs(f["Pose"]["Roll"] + 90) < 20
         box = f["BoundingBox"]  # ratios of the turned photo (661 wide, 1126 high): the face lies on its side
         assert box["Width"] * 661 > box["Height"] * 1126 and 0 <= box["Top"] <= 1 and 0 <= box["Left"] <= 1
+
+
+@pytest.mark.parametrize("args", [["--engine", "dlib"], ["--upsample", "1"]])
+def test_serve_refuses_yunet_off_the_onnx_engine(tmp_path, args):
+    from click.testing import CliRunner
+
+    from faceledger.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--data", str(tmp_path / "d"), "--detector", "yunet", *args])
+    assert result.exit_code == 2
+    assert "--detector yunet needs --engine onnx and no --upsample" in result.output
+    assert "Traceback" not in result.output
