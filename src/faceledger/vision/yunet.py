@@ -352,7 +352,8 @@ class KeypointLandmarks:
     def __init__(self, fallback=None, *, use_keypoints: bool = True) -> None:
         self._fallback = fallback
         self.use_keypoints = bool(use_keypoints)  # False: the detector's keypoints are ignored (dlib on the box)
-        self.name = "yunet-5pt" if use_keypoints else "dlib-shape5"
+        base = getattr(fallback, "name", "dlib-shape5")
+        self.name = f"detector-5pt-else-{base}" if use_keypoints else base
 
     def locate(self, image: np.ndarray, detection: Detection) -> np.ndarray:
         shape5 = getattr(detection, "shape5", ())
