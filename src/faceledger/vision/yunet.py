@@ -27,6 +27,7 @@ pixels; about 0.05 s for a 1024x700 photo on one core) and never enlarged more t
 
 from __future__ import annotations
 
+import base64
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,8 +158,7 @@ def yunet_onnx_path(variant: str = "fp32", source: Path | None = None) -> Path:
         package, path = VARIANTS[variant]
         source = pypi.wheel_file(package, path)
         try:
-            check_integrity(Path(source), "sha256-" + __import__("base64").b64encode(
-                bytes.fromhex(MODEL_SHA256[variant])).decode())
+            check_integrity(Path(source), "sha256-" + base64.b64encode(bytes.fromhex(MODEL_SHA256[variant])).decode())
         except IntegrityError as e:
             raise IntegrityError(f"{source}: {e}") from None
     key = f"yunet-2023mar-{variant}-dyn-{MODEL_SHA256[variant][:16]}"
