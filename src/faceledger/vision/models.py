@@ -55,10 +55,10 @@ def warm(engine: FaceEngine) -> None:
 
 
 def prepare_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
-                   face_model: str | None = None) -> FaceEngine:
+                   face_model: str | None = None, *, detector: str | None = None) -> FaceEngine:
     """:func:`default_engine`, warmed (:func:`warm`); ModelsUnavailable when a model cannot be had."""
     try:
-        eng = default_engine(upsample, engine, face_model)
+        eng = default_engine(upsample, engine, face_model, detector=detector)
         warm(eng)
     except (npm.RegistryError, npm.IntegrityError, OSError) as exc:
         raise ModelsUnavailable(f"the face models are not available: {exc}. {_advice()}") from exc
@@ -66,11 +66,13 @@ def prepare_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
 
 
 def prepare(engine: str = DEFAULT_ENGINE, upsample: int | None = None,
-            face_models: list[str] | None = None) -> dict[str, FaceEngine]:
-    """Make every face model of ``engine`` (default: all it computes) ready; ``{face model: engine}``.
+            face_models: list[str] | None = None, *, detector: str | None = None) -> dict[str, FaceEngine]:
+    """Make every face model of ``engine`` (default: all it computes) ready, with ``detector`` (default: the
+    engine's); ``{face model: engine}``.
 
     Raises ModelsUnavailable (the registry unreachable, a hash mismatch, an unwritable cache...)."""
-    return {m: prepare_engine(upsample, engine, m) for m in (face_models or face_models_for(engine))}
+    return {m: prepare_engine(upsample, engine, m, detector=detector)
+            for m in (face_models or face_models_for(engine))}
 
 
 @dataclass(frozen=True)

