@@ -21,6 +21,13 @@ from botocore.config import Config
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FACELEDGER_TEST_DATA", REPO.parent / "shared" / "data"))
 
+# Tests touch nothing outside loopback: no SDK (boto3 here, the AWS CLI in a subprocess, which inherits this)
+# may look for credentials or a region on an instance-metadata or container endpoint, whatever a test's
+# credentials are.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+for _var in ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+    os.environ.pop(_var, None)
+
 #: The test photos: real photographs from public research datasets, never copied into the repository. They are
 #: read from $FACELEDGER_TEST_DATA, else from ../shared/data next to the repository. A test that needs a part
 #: that is missing is skipped (the others run). The parts, and where each comes from:
