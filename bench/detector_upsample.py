@@ -32,6 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from faceledger.vision.dlib_models import HogFaceDetector, load_models  # noqa: E402
+from faceledger.vision.geometry import box_iou  # noqa: E402
 from faceledger.vision.image import decode_image  # noqa: E402
 
 BANDS = [(20, 40), (40, 80), (80, 10**9)]
@@ -62,31 +63,7 @@ def parse_wider(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a (n,4), b (m,4) as x0 y0 x1 y1 -> (n, m)."""
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
-def greedy_match(score: np.ndarray, ok: np.ndarray) -> list[tuple[int, int]]:
-    """One-to-one matching of (det, gt) pairs where ok, best score first."""
-    pairs = np.argwhere(ok)
-    order = np.argsort(-score[ok], kind="stable")
-    used_d, used_g, out = set(), set(), []
-    for k in order:
-        d, g = pairs[k]
-        if d in used_d or g in used_g:
-            continue
-        used_d.add(d)
-        used_g.add(g)
-        out.append((int(d), int(g)))
-    return out
+iou = box_iou  # bench/detectors.py imports it from here
 
 
 def loose_ok(dets: np.ndarray, gts: np.ndarray, ious: np.ndarray) -> np.ndarray:

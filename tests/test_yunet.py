@@ -90,24 +90,12 @@ def test_multiface(detector):
     assert len(nms(b, np.array([d.score for d in dets]), 0.01, contain=0.01)) == 6
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(n, 4) x (m, 4) boxes x0 y0 x1 y1 -> (n, m) IoU."""
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
-
-
 def test_int8bq_finds_the_same_faces(detector):
     int8 = _load("int8bq")
     img = _pixels("groups", "facenet_pytorch_multiface.jpg")
     a, b = _boxes(detector.detect(img)), _boxes(int8.detect(img))
     assert len(a) == len(b) == 6
-    assert np.all(_iou(a, b).max(axis=1) > 0.9)
+    assert np.all(geometry.box_iou(a, b).max(axis=1) > 0.9)
 
 
 def test_no_face_on_animals_at_auto(detector, engine_detector):
@@ -151,17 +139,17 @@ def test_boxes_in_the_image_frame(detector):
     padded[200:, 150:] = img
     moved = _boxes(sorted(detector.detect(padded), key=lambda d: d.left))
     assert moved.shape == base.shape
-    assert _iou(moved - [150, 200, 150, 200], base).max(axis=1).min() > 0.85
+    assert geometry.box_iou(moved - [150, 200, 150, 200], base).max(axis=1).min() > 0.85
     # 2.5x: 2815 x 1652, run at 1280 px, i.e. at 0.45x of the original's size: the boxes come back at 2.5x
     big = np.asarray(Image.fromarray(img).resize((int(w * 2.5), int(h * 2.5)), Image.BILINEAR))
     scaled = sorted(detector.detect(big), key=lambda d: d.left)
-    assert _iou(_boxes(scaled) / 2.5, base).max(axis=1).min() > 0.8
+    assert geometry.box_iou(_boxes(scaled) / 2.5, base).max(axis=1).min() > 0.8
     for d in scaled:
         _check_face(d, big)
     # a tall crop (661 x 250) around the left face: its box, moved by the crop's offset
     tall = np.ascontiguousarray(img[:, 200:450])
     (d,) = detector.detect(tall)
-    assert _iou(_boxes([d]) + [200, 0, 200, 0], base).max() > 0.9
+    assert geometry.box_iou(_boxes([d]) + [200, 0, 200, 0], base).max() > 0.9
 
 
 @pytest.mark.parametrize("shape", [(0, 0, 3), (0, 10, 3), (1, 1, 3), (1, 5000, 3), (5000, 2, 3), (31, 33, 3),

@@ -232,3 +232,15 @@ def sharpness(image: np.ndarray, box: tuple[float, float, float, float]) -> floa
     """0-100, monotonic in the Laplacian variance: ``100 * (1 - exp(-var / SCALE))``."""
     var = laplacian_variance(image, box)
     return float(100.0 * (1.0 - math.exp(-var / SHARPNESS_SCALE)))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise intersection over union: ``a`` (n, 4) and ``b`` (m, 4) boxes as x0 y0 x1 y1 (pixels) -> (n, m)."""
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
