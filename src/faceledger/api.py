@@ -289,12 +289,16 @@ def create_app(
                 log.error("%s", exc.message)
                 raise
             models_state["ready"] = True
+        from .service import streams as live_streams
+
+        await anyio.to_thread.run_sync(live_streams.host, service)  # runs stream processors; resumes RUNNING ones
         async with anyio.create_task_group() as tasks:
             if retention_interval_s:
                 tasks.start_soon(sweep_forever)
             tasks.start_soon(flush_refusals_forever)
             yield
             tasks.cancel_scope.cancel()
+        await anyio.to_thread.run_sync(live_streams.shutdown, service)
         await anyio.to_thread.run_sync(functools.partial(service.flush_refusals, force=True))
 
     async def rekognition(request: Request) -> Response:

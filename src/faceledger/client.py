@@ -52,7 +52,7 @@ class Client:
         self.exceptions = ClientExceptionsFactory().create_client_exceptions(model.SERVICE_MODEL)
 
     def __getattr__(self, name: str) -> Callable[..., dict[str, Any]]:
-        operation = _METHODS.get(name)
+        operation = _METHODS.get(name) or {xform_name(n): n for n in EXTENSIONS}.get(name)
         if operation is None:
             raise AttributeError(f"'Client' object has no attribute {name!r}")
 

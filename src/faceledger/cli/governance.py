@@ -31,13 +31,16 @@ def policy() -> None:
               help="1:N searches need a purpose and a case reference.")
 @click.option("--retention-days", type=click.IntRange(min=1), default=None,
               help="Faces older than this are deleted by the retention sweep.")
+@click.option("--allow-live-search/--no-allow-live-search", default=None,
+              help="Stream processors may search this collection live (default: refused).")
 def policy_set(app: App, collection_id: str, min_threshold: float | None, below_minimum: str | None,
-               max_faces: int | None, require_purpose: bool | None, retention_days: int | None) -> None:
+               max_faces: int | None, require_purpose: bool | None, retention_days: int | None,
+               allow_live_search: bool | None) -> None:
     """Set COLLECTION_ID's policy (replaces the previous one; recorded in the ledger)."""
     doc: dict[str, Any] = {}
     for key, value in (("MinFaceMatchThreshold", min_threshold), ("BelowMinimum", below_minimum),
                        ("MaxFaces", max_faces), ("RequirePurpose", require_purpose),
-                       ("RetentionDays", retention_days)):
+                       ("RetentionDays", retention_days), ("AllowLiveSearch", allow_live_search)):
         if value is not None:
             doc[key] = value
     r = app.extension("PutCollectionPolicy", CollectionId=collection_id, Policy=doc)

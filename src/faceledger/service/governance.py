@@ -6,7 +6,8 @@ A collection policy (every member optional)::
      "BelowMinimum": "REFUSE",         # or "RAISE": a lower threshold is raised to the floor
      "MaxFaces": 10,                   # largest MaxFaces (MaxUsers for user searches)
      "RequirePurpose": true,           # 1:N searches need X-Faceledger-Purpose and X-Faceledger-Case
-     "RetentionDays": 30}              # faces older than this are deleted by the retention sweep
+     "RetentionDays": 30,              # faces older than this are deleted by the retention sweep
+     "AllowLiveSearch": true}          # stream processors may search it live (default false: refused)
 
 Operations: PutCollectionPolicy, GetCollectionPolicy, DeleteCollectionPolicy, EraseFaces
 (every face of an ExternalImageId, in every collection), ApplyRetention (the sweep).
@@ -35,7 +36,8 @@ SEARCHES = {
     "SearchUsers": ("UserMatchThreshold", "MaxUsers", 80.0, 10),
     "SearchUsersByImage": ("UserMatchThreshold", "MaxUsers", 80.0, 10),
 }
-POLICY_MEMBERS = {"MinFaceMatchThreshold", "BelowMinimum", "MaxFaces", "RequirePurpose", "RetentionDays"}
+POLICY_MEMBERS = {"MinFaceMatchThreshold", "BelowMinimum", "MaxFaces", "RequirePurpose", "RetentionDays",
+                  "AllowLiveSearch"}
 _COLLECTION_ID = re.compile(r"^[a-zA-Z0-9_.\-]{1,255}$")
 _EXTERNAL_ID = re.compile(r"^[a-zA-Z0-9_.\-:]{1,255}$")
 _FACE_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -73,6 +75,11 @@ def validate_policy(policy: Any) -> dict[str, Any]:
             raise ValidationException("Value at 'policy.requirePurpose' failed to satisfy constraint: "
                                       "Member must be a boolean")
         out["RequirePurpose"] = policy["RequirePurpose"]
+    if "AllowLiveSearch" in policy:
+        if not isinstance(policy["AllowLiveSearch"], bool):
+            raise ValidationException("Value at 'policy.allowLiveSearch' failed to satisfy constraint: "
+                                      "Member must be a boolean")
+        out["AllowLiveSearch"] = policy["AllowLiveSearch"]
     return out
 
 

@@ -113,6 +113,9 @@ def collection_of(request: Any) -> str | None:
     arn = request.get("ResourceArn")
     if isinstance(arn, str) and ":collection/" in arn:
         return arn.split(":collection/", 1)[1]
+    search = (request.get("Settings") or {}).get("FaceSearch") if isinstance(request.get("Settings"), dict) else None
+    if isinstance(search, dict) and isinstance(search.get("CollectionId"), str):  # CreateStreamProcessor
+        return search["CollectionId"]
     return None
 
 
@@ -142,7 +145,7 @@ def build_entry(
         if key in req:
             detail["Threshold"] = {key: bounded(req[key], *limits)}
     asked: dict[str, Any] = {}
-    for key in ("FaceId", "FaceIds", "UserId", "ExternalImageId", "MaxFaces", "MaxUsers", "QualityFilter"):
+    for key in ("FaceId", "FaceIds", "UserId", "ExternalImageId", "MaxFaces", "MaxUsers", "QualityFilter", "Name"):
         if key in req:
             asked[key] = bounded(req[key], *limits)
     if asked:

@@ -121,6 +121,31 @@ CREATE TABLE IF NOT EXISTS health_probe (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at REAL NOT NULL
 );
+-- live stream processors (faceledger.store.streams)
+CREATE TABLE IF NOT EXISTS stream_sources (
+    name TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stream_sinks (
+    arn TEXT PRIMARY KEY,
+    webhook_url TEXT,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stream_processors (
+    name TEXT PRIMARY KEY,
+    arn TEXT NOT NULL UNIQUE,
+    definition TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL,
+    status_message TEXT,
+    desired TEXT NOT NULL DEFAULT 'STOPPED',
+    session_id TEXT,
+    stats TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 _FACE_COLUMNS = (

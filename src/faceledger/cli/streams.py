@@ -1,0 +1,209 @@
+"""``faceledger streams``: live sources, sinks and stream processors (docs/streams.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .common import App, client_command
+from .main import main
+
+#: The account and region of the ARNs the CLI builds from names (the server accepts any in these ARNs).
+ACCOUNT, REGION = "000000000000", "us-east-1"
+#: CreateStreamProcessor requires a RoleArn; faceledger does not use it.
+DEFAULT_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/faceledger-streams"
+
+
+def video_stream_arn(source: str, region: str | None = None) -> str:
+    """The Kinesis video stream ARN that stands for the source named ``source``."""
+    return f"arn:aws:kinesisvideo:{region or REGION}:{ACCOUNT}:stream/{source}"
+
+
+def data_stream_arn(stream: str, region: str | None = None) -> str:
+    """The Kinesis data stream ARN whose records go to ``<data>/streams/<stream>.jsonl``."""
+    return f"arn:aws:kinesis:{region or REGION}:{ACCOUNT}:stream/{stream}"
+
+
+@main.group()
+def streams() -> None:
+    """Live video: named sources (RTSP, RTMP, HLS, files, cameras), sinks and stream processors."""
+
+
+@streams.group()
+def sources() -> None:
+    """Named live sources; a processor reads one through its Kinesis video stream ARN."""
+
+
+@client_command(sources, "add")
+@click.argument("name")
+@click.argument("url")
+def sources_add(app: App, name: str, url: str) -> None:
+    """Name a source: URL is rtsp://, rtmp://, http(s):// (HLS), a video file's absolute path or /dev/videoN."""
+    r = app.extension("AddStreamSource", Name=name, Url=url)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"source {r['Name']} ({r['Kind']}): {r['Url']}\n  Kinesis video stream ARN: "
+                  f"{r['KinesisVideoStreamArn']}", markup=False)
+
+
+@client_command(sources, "list")
+def sources_list(app: App) -> None:
+    """List the named sources (passwords in URLs are shown as ***)."""
+    r = app.extension("ListStreamSources")
+    if app.as_json:
+        return app.print_json(r)
+    if not r.get("Sources"):
+        app.out.print("no sources")
+        return
+    table = app.table("Name", "Kind", "Url", "KinesisVideoStreamArn")
+    for s in r["Sources"]:
+        table.add_row(s["Name"], s["Kind"], s["Url"], s["KinesisVideoStreamArn"])
+    app.out.print(table)
+
+
+@client_command(sources, "remove")
+@click.argument("name")
+def sources_remove(app: App, name: str) -> None:
+    """Forget the source NAME (refused while a processor uses it)."""
+    r = app.extension("RemoveStreamSource", Name=name)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"source {name} removed", markup=False)
+
+
+@streams.group()
+def sinks() -> None:
+    """Where a Kinesis data stream ARN's records go: always <data>/streams/NAME.jsonl, and a webhook if set."""
+
+
+@client_command(sinks, "set")
+@click.argument("stream")
+@click.option("--webhook", default=None, help="POST each record to this http(s) URL (omit: no webhook).")
+def sinks_set(app: App, stream: str, webhook: str | None) -> None:
+    """Set the webhook of the Kinesis data stream STREAM (a name, or its ARN)."""
+    arn = stream if stream.startswith("arn:") else data_stream_arn(stream, app.region)
+    r = app.extension("PutStreamSink", Arn=arn, WebhookUrl=webhook)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"{r['Arn']}: {r['File']}" + (f" and {r['WebhookUrl']}" if r.get("WebhookUrl") else ""),
+                  markup=False)
+
+
+@client_command(sinks, "list")
+def sinks_list(app: App) -> None:
+    """List the sinks that have a webhook."""
+    r = app.extension("ListStreamSinks")
+    if app.as_json:
+        return app.print_json(r)
+    table = app.table("Arn", "File", "WebhookUrl")
+    for s in r.get("Sinks", []):
+        table.add_row(s["Arn"], s["File"], s.get("WebhookUrl") or "")
+    app.out.print(table)
+
+
+@streams.group()
+def processors() -> None:
+    """Stream processors (Rekognition's CreateStreamProcessor and the rest)."""
+
+
+@client_command(processors, "create")
+@click.argument("name")
+@click.option("--source", required=True, help="The source to read (its name, as `streams sources add`).")
+@click.option("--collection", "collection_id", required=True, help="The collection to search.")
+@click.option("--threshold", type=click.FloatRange(0, 100), default=None,
+              help="FaceMatchThreshold (default 80; lower values are raised to 80).")
+@click.option("--output-stream", default=None,
+              help="Kinesis data stream name for the records (default: the processor's name): "
+                   "<data>/streams/NAME.jsonl.")
+@click.option("--s3-bucket", default=None, help="Also write the records to this bucket of the buckets folder.")
+@click.option("--s3-prefix", default="", help="Key prefix of the S3 objects.")
+def processors_create(app: App, name: str, source: str, collection_id: str, threshold: float | None,
+                      output_stream: str | None, s3_bucket: str | None, s3_prefix: str) -> None:
+    """Create the processor NAME: face search of COLLECTION in SOURCE (needs --purpose and --case, and the
+    collection's policy must allow live search: `faceledger policy set COLLECTION --allow-live-search`)."""
+    output: dict[str, Any] = {"KinesisDataStream": {"Arn": data_stream_arn(output_stream or name, app.region)}}
+    if s3_bucket:
+        output["S3Destination"] = {"Bucket": s3_bucket, "KeyPrefix": s3_prefix}
+    search: dict[str, Any] = {"CollectionId": collection_id}
+    if threshold is not None:
+        search["FaceMatchThreshold"] = threshold
+    r = app.call("create_stream_processor", Name=name, RoleArn=DEFAULT_ROLE_ARN,
+                 Input={"KinesisVideoStream": {"Arn": video_stream_arn(source, app.region)}}, Output=output,
+                 Settings={"FaceSearch": search})
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"created stream processor {name} ({r['StreamProcessorArn']})", markup=False)
+
+
+@client_command(processors, "start")
+@click.argument("name")
+@click.option("--max-duration", type=click.IntRange(min=1), default=None,
+              help="Stop by itself after this many seconds.")
+def processors_start(app: App, name: str, max_duration: int | None) -> None:
+    """Start NAME. Processors run in the server: without --endpoint this records the start, and the next
+    `faceledger serve` on this data folder runs it."""
+    params: dict[str, Any] = {"Name": name}
+    if max_duration:
+        params["StopSelector"] = {"MaxDurationInSeconds": max_duration}
+    r = app.call("start_stream_processor", **params)
+    if app.as_json:
+        return app.print_json(r)
+    where = "" if app.endpoint else " (it runs when `faceledger serve` runs on this data folder)"
+    app.out.print(f"started {name}, session {r.get('SessionId')}{where}", markup=False)
+
+
+@client_command(processors, "stop")
+@click.argument("name")
+def processors_stop(app: App, name: str) -> None:
+    """Stop NAME (recorded in the ledger)."""
+    r = app.call("stop_stream_processor", Name=name)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"stopped {name}", markup=False)
+
+
+@client_command(processors, "describe")
+@click.argument("name")
+def processors_describe(app: App, name: str) -> None:
+    """Show NAME: status, message, source, output, and its counters (frames received, analysed, dropped, lag)."""
+    r = app.call("describe_stream_processor", Name=name)
+    status = app.extension("GetStreamProcessorStatus", Name=name)
+    if app.as_json:
+        return app.print_json({"StreamProcessor": r, "Status": status})
+    rows = [("Name", r["Name"]), ("Arn", r["StreamProcessorArn"]), ("Status", r["Status"]),
+            ("StatusMessage", r.get("StatusMessage", "")), ("Source", status.get("Source", "")),
+            ("Collection", r["Settings"]["FaceSearch"]["CollectionId"]),
+            ("FaceMatchThreshold", str(r["Settings"]["FaceSearch"].get("FaceMatchThreshold", ""))),
+            ("Output", ", ".join(f"{k}: {v}" for k, v in r["Output"].items()))]
+    for key, value in (status.get("Stats") or {}).items():
+        rows.append((key, "" if value is None else str(value)))
+    table = app.table("Field", "Value")
+    for row in rows:
+        table.add_row(*row)
+    app.out.print(table)
+
+
+@client_command(processors, "list")
+def processors_list(app: App) -> None:
+    """List the stream processors and their status."""
+    r = app.pages("list_stream_processors", ("StreamProcessors",))
+    if app.as_json:
+        return app.print_json(r)
+    if not r.get("StreamProcessors"):
+        app.out.print("no stream processors")
+        return
+    table = app.table("Name", "Status")
+    for p in r["StreamProcessors"]:
+        table.add_row(p["Name"], p["Status"])
+    app.out.print(table)
+
+
+@client_command(processors, "delete")
+@click.argument("name")
+def processors_delete(app: App, name: str) -> None:
+    """Delete NAME (stop it first; recorded in the ledger)."""
+    r = app.call("delete_stream_processor", Name=name)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"deleted {name}", markup=False)

@@ -1,0 +1,141 @@
+"""Where a stream processor's frame records go: a JSON Lines file, a webhook, a folder of the buckets folder.
+
+Each sink takes a record's bytes (:func:`faceledger.streams.records.encode_record`). A sink never blocks the
+processor for long: the file sinks append and flush (the operating system's write cache; a crash loses at most
+the last records, never corrupts earlier lines), the webhook posts from its own thread through a bounded queue
+and counts what it could not deliver.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Protocol
+
+log = logging.getLogger("faceledger.streams")
+
+#: Records waiting for a slow webhook; past this the oldest waiting one is dropped (and counted).
+WEBHOOK_QUEUE = 256
+#: Seconds a webhook has to answer one record.
+WEBHOOK_TIMEOUT_S = 5.0
+
+
+class Sink(Protocol):
+    def write(self, record: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
+class SinkError(Exception):
+    """A sink cannot take records (its folder cannot be written): the processor fails with this message."""
+
+
+class JsonLinesSink:
+    """Append-only JSON Lines: one record a line, in ``path`` (its folder is created, mode 0700)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._file = os.fdopen(fd, "ab")
+        except OSError as exc:
+            raise SinkError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self._lock = threading.Lock()
+        self.written = 0
+
+    def write(self, record: bytes) -> None:
+        with self._lock:
+            try:
+                self._file.write(record + b"\n")
+                self._file.flush()
+            except OSError as exc:
+                raise SinkError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+            self.written += 1
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._file.close()
+            except OSError:
+                log.warning("closing %s failed", self.path, exc_info=True)
+
+
+class S3Sink:
+    """S3Destination in the buckets folder: objects ``<KeyPrefix><session>/<UTC minute>.jsonl`` in the bucket's
+    folder (``session``: the processor's name and session id), one JSON Lines object a minute."""
+
+    def __init__(self, bucket_dir: Path, prefix: str, session: str) -> None:
+        self.bucket_dir, self.key_base = Path(bucket_dir), f"{prefix}{session}"
+        self._minute: str | None = None
+        self._sink: JsonLinesSink | None = None
+        self._lock = threading.Lock()
+        self.written = 0
+
+    def write(self, record: bytes) -> None:
+        minute = time.strftime("%Y%m%dT%H%MZ", time.gmtime())
+        with self._lock:
+            if minute != self._minute or self._sink is None:
+                if self._sink is not None:
+                    self._sink.close()
+                self._sink = JsonLinesSink(self.bucket_dir / f"{self.key_base}/{minute}.jsonl")
+                self._minute = minute
+            self._sink.write(record)
+            self.written += 1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sink is not None:
+                self._sink.close()
+
+
+class WebhookSink:
+    """POSTs each record (``Content-Type: application/json``) to ``url`` from its own thread; never blocks the
+    processor: a slow or failing webhook loses records (``dropped``, ``failed``), never delays analysis."""
+
+    def __init__(self, url: str, *, timeout_s: float = WEBHOOK_TIMEOUT_S, capacity: int = WEBHOOK_QUEUE) -> None:
+        self.url, self.timeout_s = url, timeout_s
+        self._queue: queue.Queue[bytes | None] = queue.Queue(capacity)
+        self.delivered = self.failed = self.dropped = 0
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="faceledger-webhook", daemon=True)
+        self._thread.start()
+
+    def write(self, record: bytes) -> None:
+        while True:
+            try:
+                self._queue.put_nowait(record)
+                return
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                    self.dropped += 1
+                except queue.Empty:
+                    pass
+
+    def _run(self) -> None:
+        while True:
+            record = self._queue.get()
+            if record is None:
+                return
+            request = urllib.request.Request(self.url, data=record, method="POST",
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    response.read(1024)
+                self.delivered += 1
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                self.failed += 1
+                self.last_error = str(exc)[:200]
+
+    def close(self) -> None:
+        try:
+            self._queue.put(None, timeout=self.timeout_s)
+        except queue.Full:
+            pass
+        self._thread.join(self.timeout_s)

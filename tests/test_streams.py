@@ -1,0 +1,293 @@
+"""Stream processors through boto3 on a live server: the API's shapes and refusals, and a processor reading an RTSP
+camera served on loopback (GStreamer's RTSP server playing the hamilton clip): it finds Lin-Manuel Miranda, writes
+Rekognition's Kinesis face-search records, reconnects when the camera is killed and restarted, detects a frozen
+camera by its read timeout, and records every match and its stop in the ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+from conftest import REPO, Server, free_port, shared_data
+
+from faceledger.cli.common import add_purpose_headers
+
+GST_PYTHON = "/usr/bin/python3"  # Debian's, with python3-gi and the GStreamer RTSP server (.ci/run installs them)
+ROLE = "arn:aws:iam::000000000000:role/faceledger"
+# Short timeouts and a low rate keep the test's CPU low (3 analysed frames a second).
+STREAM_ENV = {"FACELEDGER_STREAM_FPS": "3", "FACELEDGER_STREAM_READ_TIMEOUT": "2",
+              "FACELEDGER_STREAM_OPEN_TIMEOUT": "4", "FACELEDGER_STREAM_BACKOFF": "0.5",
+              "FACELEDGER_STREAM_MAX_BACKOFF": "2"}
+
+
+def video_arn(source: str) -> str:
+    return f"arn:aws:kinesisvideo:us-east-1:000000000000:stream/{source}/1700000000000"
+
+
+def data_arn(stream: str) -> str:
+    return f"arn:aws:kinesis:us-east-1:000000000000:stream/{stream}"
+
+
+def extension(server: Server, operation: str, **params) -> dict:
+    """faceledger's own operation (Faceledger.<Op>), signed as boto3 signs."""
+    request = AWSRequest(method="POST", url=server.url + "/", data=json.dumps(params).encode(),
+                         headers={"X-Amz-Target": f"Faceledger.{operation}",
+                                  "Content-Type": "application/x-amz-json-1.1"})
+    SigV4Auth(Credentials(server.key_id, server.secret), "rekognition", "us-east-1").add_auth(request)
+    response = httpx.post(server.url + "/", content=request.body, headers=dict(request.headers.items()), timeout=30)
+    body = response.json()
+    if response.status_code != 200:
+        raise AssertionError(f"{operation}: {response.status_code} {body}")
+    return body
+
+
+def ledger(server: Server, operation: str) -> list[dict]:
+    """`faceledger audit list --operation OPERATION --json` on the server's data folder."""
+    out = subprocess.run([sys.executable, "-m", "faceledger", "audit", "list", "--data", str(server.data_dir),
+                          "--operation", operation, "--json"], check=True, capture_output=True, text=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    root = tmp_path_factory.mktemp("streams")
+    srv = Server(root / "data", root / "buckets", env={**os.environ, **STREAM_ENV})
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def rekognition(live):
+    client = live.client()
+    add_purpose_headers(client, "test: live search", "CASE-12")
+    return client
+
+
+@pytest.fixture(scope="module")
+def bare(live):
+    """A client sending no purpose and no case."""
+    return live.client()
+
+
+def error_of(call, *args, **kwargs) -> tuple[str, str]:
+    with pytest.raises(ClientError) as info:
+        call(*args, **kwargs)
+    return info.value.response["Error"]["Code"], info.value.response["Error"]["Message"]
+
+
+def create(client, name: str, source: str, collection: str, **settings):
+    return client.create_stream_processor(
+        Name=name, RoleArn=ROLE, Input={"KinesisVideoStream": {"Arn": video_arn(source)}},
+        Output={"KinesisDataStream": {"Arn": data_arn(name)}},
+        Settings={"FaceSearch": {"CollectionId": collection, **settings}})
+
+
+def test_processor_api_and_refusals(live, rekognition, bare):
+    clip = shared_data("video", "short_hamilton_clip.mp4")
+    cid = f"live-{uuid.uuid4().hex[:8]}"
+    rekognition.create_collection(CollectionId=cid)
+    src = extension(live, "AddStreamSource", Name="clipfile", Url=str(clip))
+    assert src["Kind"] == "file" and src["KinesisVideoStreamArn"].endswith(":stream/clipfile")
+    bad = httpx.post(live.url + "/", content=b"{}")  # unsigned: refused
+    assert bad.status_code == 400
+
+    # live search is refused until the collection's policy allows it, naming the policy
+    code, message = error_of(create, rekognition, "p-refused", "clipfile", cid)
+    assert code == "AccessDeniedException" and "AllowLiveSearch" in message and cid in message
+    extension(live, "PutCollectionPolicy", CollectionId=cid, Policy={"AllowLiveSearch": True})
+    # ... and without a purpose and a case reference
+    code, message = error_of(create, bare, "p-refused", "clipfile", cid)
+    assert code == "AccessDeniedException" and "X-Faceledger-Purpose" in message
+    # a Kinesis video stream that is no known source, label detection, a bad output ARN
+    code, message = error_of(create, rekognition, "p-x", "nosuchcamera", cid)
+    assert code == "InvalidParameterException" and "nosuchcamera" in message and "sources add" in message
+    code, _ = error_of(rekognition.create_stream_processor, Name="p-x", RoleArn=ROLE,
+                       Input={"KinesisVideoStream": {"Arn": video_arn("clipfile")}},
+                       Output={"KinesisDataStream": {"Arn": data_arn("x")}},
+                       Settings={"ConnectedHome": {"Labels": ["PERSON"]}})
+    assert code == "InvalidParameterException"
+
+    # FaceMatchThreshold below 80 is raised to 80 (Rekognition's rule); the default is 80
+    arn = create(rekognition, "p-low", "clipfile", cid, FaceMatchThreshold=50)["StreamProcessorArn"]
+    assert arn.endswith(":streamprocessor/p-low")
+    d = rekognition.describe_stream_processor(Name="p-low")
+    assert d["Settings"]["FaceSearch"] == {"CollectionId": cid, "FaceMatchThreshold": 80.0}
+    assert d["Status"] == "STOPPED" and d["StreamProcessorArn"] == arn
+    assert error_of(create, rekognition, "p-low", "clipfile", cid)[0] == "ResourceInUseException"
+    create(rekognition, "p-high", "clipfile", cid, FaceMatchThreshold=95)
+    assert rekognition.describe_stream_processor(Name="p-high")["Settings"]["FaceSearch"]["FaceMatchThreshold"] == 95
+
+    # listing pages with NextToken; tags on the processor's ARN
+    first = rekognition.list_stream_processors(MaxResults=1)
+    second = rekognition.list_stream_processors(MaxResults=1, NextToken=first["NextToken"])
+    names = [p["Name"] for p in first["StreamProcessors"] + second["StreamProcessors"]]
+    assert names == ["p-high", "p-low"]
+    rekognition.tag_resource(ResourceArn=arn, Tags={"site": "lobby"})
+    assert rekognition.list_tags_for_resource(ResourceArn=arn)["Tags"] == {"site": "lobby"}
+    rekognition.untag_resource(ResourceArn=arn, TagKeys=["site"])
+    assert rekognition.list_tags_for_resource(ResourceArn=arn)["Tags"] == {}
+
+    # not running: Stop is refused; a source in use cannot be removed; Delete is recorded
+    assert error_of(rekognition.stop_stream_processor, Name="p-low")[0] == "ResourceInUseException"
+    assert error_of(rekognition.describe_stream_processor, Name="nope")[0] == "ResourceNotFoundException"
+    with pytest.raises(AssertionError, match="ResourceInUseException"):
+        extension(live, "RemoveStreamSource", Name="clipfile")
+    rekognition.delete_stream_processor(Name="p-low")
+    rekognition.delete_stream_processor(Name="p-high")
+    deleted = ledger(live, "DeleteStreamProcessor")
+    assert {e["detail"]["Request"]["Name"] for e in deleted} == {"p-low", "p-high"}
+    assert all(e["purpose"] == "test: live search" and e["case_ref"] == "CASE-12" for e in deleted)
+    refused = [e for e in ledger(live, "CreateStreamProcessor") if e["result"] == "AccessDeniedException"]
+    assert len(refused) == 2 and all(e["collection_id"] == cid for e in refused)
+    extension(live, "RemoveStreamSource", Name="clipfile")
+
+
+class RtspCamera:
+    """GStreamer's RTSP server on a loopback port, playing a file from its start for each client."""
+
+    def __init__(self, path: Path, port: int) -> None:
+        self.path, self.port = path, port
+        self.url = f"rtsp://127.0.0.1:{port}/cam"
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([GST_PYTHON, str(REPO / "tests" / "rtsp_source.py"), str(self.path),
+                                         str(self.port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"RTSP server did not start: {line}{self.process.stderr.read()}")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def freeze(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture(scope="module")
+def camera():
+    probe = subprocess.run([GST_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("GStreamer's RTSP server for Python is missing: apt-get install python3-gi "
+                    "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad (.ci/run does)")
+    cam = RtspCamera(shared_data("video", "short_hamilton_clip.mp4"), free_port())
+    yield cam
+    cam.thaw()
+    cam.kill()
+
+
+def wait_for(what: str, check, timeout: float = 60.0, every: float = 0.25):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}; last: {last}")
+
+
+def records(live: Server, stream: str) -> list[dict]:
+    path = live.data_dir / "streams" / f"{stream}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def matched(recs: list[dict]) -> set[str]:
+    return {m["Face"]["ExternalImageId"] for r in recs for f in r["FaceSearchResponse"] for m in f["MatchedFaces"]}
+
+
+@pytest.mark.slow
+def test_rtsp_processor_finds_people_reconnects_and_detects_a_frozen_source(live, rekognition, camera):
+    refs = shared_data("video", "hamilton_reference_faces")
+    cid = f"hamilton-{uuid.uuid4().hex[:8]}"
+    rekognition.create_collection(CollectionId=cid)
+    for photo in sorted(refs.glob("*.png")):
+        rekognition.index_faces(CollectionId=cid, Image={"Bytes": photo.read_bytes()}, ExternalImageId=photo.stem,
+                                MaxFaces=1)
+    extension(live, "PutCollectionPolicy", CollectionId=cid, Policy={"AllowLiveSearch": True})
+    extension(live, "AddStreamSource", Name="stage", Url=camera.url)
+    create(rekognition, "stage-watch", "stage", cid)
+    session = rekognition.start_stream_processor(Name="stage-watch")["SessionId"]
+    assert session
+    assert error_of(rekognition.start_stream_processor, Name="stage-watch")[0] == "ResourceInUseException"
+
+    def status():
+        return extension(live, "GetStreamProcessorStatus", Name="stage-watch")
+
+    # Lin-Manuel Miranda is on screen from about 2.8 s to 7 s of the clip (checked frame by frame)
+    wait_for("a match of Lin-Manuel Miranda", lambda: "lin-manuel-miranda" in matched(records(live, "stage-watch")))
+    assert rekognition.describe_stream_processor(Name="stage-watch")["Status"] == "RUNNING"
+
+    # the camera dies: a disconnect, not a stop; it comes back: the processor reconnects and goes on
+    camera.kill()
+    wait_for("the disconnect", lambda: status()["Status"] == "STARTING" and
+             "disconnected" in status()["StatusMessage"])
+    received = status()["Stats"]["FramesReceived"]
+    camera.start()
+    wait_for("the reconnection", lambda: (s := status())["Status"] == "RUNNING" and s["Stats"]["Connections"] >= 2
+             and s["Stats"]["FramesReceived"] > received + 30)
+    assert status()["Stats"]["Disconnects"] >= 1
+
+    # the camera freezes (its process stopped, its TCP connection open): the read timeout notices
+    camera.freeze()
+    frozen = wait_for("the read timeout", lambda: (s := status())["Status"] == "STARTING" and
+                      "read timeout" in s["StatusMessage"] and s, timeout=30)
+    assert "frozen" in frozen["StatusMessage"]
+    camera.thaw()
+    wait_for("recovery after the freeze", lambda: status()["Status"] == "RUNNING", timeout=30)
+
+    rekognition.stop_stream_processor(Name="stage-watch")
+    final = rekognition.describe_stream_processor(Name="stage-watch")
+    assert final["Status"] == "STOPPED" and "frames received" in final["StatusMessage"]
+    stats = status()["Stats"]
+    # never behind: every frame received was analysed or dropped (3 analysed a second of a 30 fps camera)
+    assert stats["FramesReceived"] == stats["FramesAnalysed"] + stats["FramesDropped"]
+    assert stats["FramesDropped"] > stats["FramesAnalysed"] > 0
+
+    # Rekognition's Kinesis face-search record, one per analysed frame
+    recs = records(live, "stage-watch")
+    assert len(recs) == stats["FramesAnalysed"]
+    for r in recs:
+        assert set(r) == {"InputInformation", "StreamProcessorInformation", "FaceSearchResponse"}
+        kv = r["InputInformation"]["KinesisVideo"]
+        assert set(kv) == {"StreamArn", "FragmentNumber", "ProducerTimestamp", "ServerTimestamp",
+                           "FrameOffsetInSeconds"}
+        assert kv["StreamArn"] == video_arn("stage") and kv["FragmentNumber"].isdigit()
+        assert abs(kv["ServerTimestamp"] - time.time()) < 600 and kv["FrameOffsetInSeconds"] >= 0
+        assert r["StreamProcessorInformation"] == {"Status": "RUNNING"}
+        for face in r["FaceSearchResponse"]:
+            assert set(face["DetectedFace"]) == {"BoundingBox", "Confidence", "Landmarks", "Pose", "Quality"}
+            for m in face["MatchedFaces"]:
+                assert m["Similarity"] >= 80
+                assert set(m["Face"]) == {"BoundingBox", "Confidence", "ExternalImageId", "FaceId", "ImageId"}
+    fragments = [int(r["InputInformation"]["KinesisVideo"]["FragmentNumber"]) for r in recs]
+    assert fragments == sorted(fragments) and len(set(fragments)) > 2
+
+    # every match reported is a ledger entry, with the processor's purpose and case; the stop is recorded
+    reported = [m for r in recs for f in r["FaceSearchResponse"] for m in f["MatchedFaces"]]
+    entries = [e for e in ledger(live, "StreamProcessorMatch") if e["collection_id"] == cid]
+    assert sum(len(e["detail"]["Faces"]) for e in entries) == len(reported) > 0
+    assert all(e["purpose"] == "test: live search" and e["case_ref"] == "CASE-12" for e in entries)
+    assert {f["FaceId"] for e in entries for f in e["detail"]["Faces"]} == {m["Face"]["FaceId"] for m in reported}
+    stops = [e for e in ledger(live, "StopStreamProcessor") if e["detail"]["Request"]["Name"] == "stage-watch"]
+    assert len(stops) == 1 and stops[0]["result"] == "OK"
