@@ -88,11 +88,37 @@ def error_of(call, *args, **kwargs) -> tuple[str, str]:
     return info.value.response["Error"]["Code"], info.value.response["Error"]["Message"]
 
 
-def create(client, name: str, source: str, collection: str, **settings):
+def create(client, name: str, source: str, collection: str, s3: dict | None = None, **settings):
+    output = {"KinesisDataStream": {"Arn": data_arn(name)}, **({"S3Destination": s3} if s3 else {})}
     return client.create_stream_processor(
-        Name=name, RoleArn=ROLE, Input={"KinesisVideoStream": {"Arn": video_arn(source)}},
-        Output={"KinesisDataStream": {"Arn": data_arn(name)}},
+        Name=name, RoleArn=ROLE, Input={"KinesisVideoStream": {"Arn": video_arn(source)}}, Output=output,
         Settings={"FaceSearch": {"CollectionId": collection, **settings}})
+
+
+class Webhook:
+    """An HTTP server on loopback that keeps the bodies POSTed to it."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        bodies = self.bodies = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/records"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
 
 
 def test_processor_api_and_refusals(live, rekognition, bare):
@@ -101,8 +127,16 @@ def test_processor_api_and_refusals(live, rekognition, bare):
     rekognition.create_collection(CollectionId=cid)
     src = extension(live, "AddStreamSource", Name="clipfile", Url=str(clip))
     assert src["Kind"] == "file" and src["KinesisVideoStreamArn"].endswith(":stream/clipfile")
-    bad = httpx.post(live.url + "/", content=b"{}")  # unsigned: refused
-    assert bad.status_code == 400
+    # sources the server cannot read are refused, saying what it accepts; passwords are not shown back
+    for url, says in (("ftp://cam/x", "scheme"), ("relative/clip.mp4", "absolute"), ("/no/such/file.mp4", "exist"),
+                      ("rtsp:///nohost", "no host"), ("rtsp://cam/\nx", "line breaks")):
+        with pytest.raises(AssertionError, match="InvalidParameterException") as info:
+            extension(live, "AddStreamSource", Name="bad", Url=url)
+        assert says in str(info.value)
+    extension(live, "AddStreamSource", Name="door", Url="rtsp://admin:hunter2@192.0.2.7:554/stream1")
+    listed = {s["Name"]: s for s in extension(live, "ListStreamSources")["Sources"]}
+    assert listed["door"]["Url"] == "rtsp://admin:***@192.0.2.7:554/stream1" and "hunter2" not in json.dumps(listed)
+    extension(live, "RemoveStreamSource", Name="door")
 
     # live search is refused until the collection's policy allows it, naming the policy
     code, message = error_of(create, rekognition, "p-refused", "clipfile", cid)
@@ -183,9 +217,12 @@ class RtspCamera:
 
 @pytest.fixture(scope="module")
 def camera():
-    probe = subprocess.run([GST_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
-                           capture_output=True)
-    if probe.returncode != 0:
+    try:
+        missing = subprocess.run([GST_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
+                                 capture_output=True).returncode != 0
+    except OSError:  # no /usr/bin/python3
+        missing = True
+    if missing:
         pytest.skip("GStreamer's RTSP server for Python is missing: apt-get install python3-gi "
                     "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad (.ci/run does)")
     cam = RtspCamera(shared_data("video", "short_hamilton_clip.mp4"), free_port())
@@ -226,7 +263,11 @@ def test_rtsp_processor_finds_people_reconnects_and_detects_a_frozen_source(live
                                 MaxFaces=1)
     extension(live, "PutCollectionPolicy", CollectionId=cid, Policy={"AllowLiveSearch": True})
     extension(live, "AddStreamSource", Name="stage", Url=camera.url)
-    create(rekognition, "stage-watch", "stage", cid)
+    webhook = Webhook()
+    sink = extension(live, "PutStreamSink", Arn=data_arn("stage-watch"), WebhookUrl=webhook.url)
+    assert sink["File"].endswith("streams/stage-watch.jsonl")
+    (live.buckets_dir / "records").mkdir()
+    create(rekognition, "stage-watch", "stage", cid, s3={"Bucket": "records", "KeyPrefix": "live/"})
     session = rekognition.start_stream_processor(Name="stage-watch")["SessionId"]
     assert session
     assert error_of(rekognition.start_stream_processor, Name="stage-watch")[0] == "ResourceInUseException"
@@ -280,6 +321,11 @@ def test_rtsp_processor_finds_people_reconnects_and_detects_a_frozen_source(live
             for m in face["MatchedFaces"]:
                 assert m["Similarity"] >= 80
                 assert set(m["Face"]) == {"BoundingBox", "Confidence", "ExternalImageId", "FaceId", "ImageId"}
+    # the same records went to the webhook and, as JSON Lines objects, to the S3 destination
+    webhook.close()
+    assert [json.loads(b) for b in webhook.bodies] == recs
+    objects = sorted((live.buckets_dir / "records" / "live" / "stage-watch" / session).glob("*.jsonl"))
+    assert objects and [json.loads(line) for o in objects for line in o.read_text().splitlines()] == recs
     fragments = [int(r["InputInformation"]["KinesisVideo"]["FragmentNumber"]) for r in recs]
     assert fragments == sorted(fragments) and len(set(fragments)) > 2
 

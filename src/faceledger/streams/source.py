@@ -21,10 +21,8 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 from urllib.parse import urlsplit
-
-import av
 
 #: Seconds to wait for a source to open (connect, handshake, first packets) before giving up.
 OPEN_TIMEOUT_S = 10.0
@@ -108,6 +106,7 @@ class OpenSource:
         self.source = source
         self.read_timeout_s = read_timeout_s
         opts, fmt = _options(source, read_timeout_s)
+        av = _av()
         try:
             self.container = av.open(source.target, format=fmt, options=opts, timeout=(open_timeout_s,
                                                                                         read_timeout_s))
@@ -130,12 +129,13 @@ class OpenSource:
         self.width, self.height = self.stream.codec_context.width, self.stream.codec_context.height
         self.codec = self.stream.codec_context.name
 
-    def frames(self, *, paced: bool = False) -> Iterator[tuple[av.VideoFrame, float]]:
+    def frames(self, *, paced: bool = False) -> Iterator[tuple[Any, float]]:
         """Decoded frames and their time (seconds of the source's clock, None-free: 0 when unknown).
 
         ``paced``: wait until each frame's time has come on the wall clock (a file played as a camera).
         Raises SourceEnded at the end, SourceError when the source freezes past the read timeout or its data
         cannot be decoded."""
+        av = _av()
         start_wall = None
         start_t = None
         try:
@@ -166,6 +166,15 @@ class OpenSource:
             self.container.close()
         except Exception:  # closing a broken connection: nothing more to learn
             pass
+
+
+def _av():
+    """PyAV, imported when a source is opened (the optional ``streams`` extra)."""
+    try:
+        import av
+    except ImportError as exc:
+        raise SourceError("PyAV is not installed: pip install 'faceledger[streams]'") from exc
+    return av
 
 
 def open_source(url: str | SourceUrl, **timeouts: float) -> OpenSource:

@@ -227,8 +227,8 @@ def start_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, An
         def launch() -> None:
             try:
                 runtime.launch(fresh, session_id, max_duration_s=max_duration)
-            except ProcessorFailed as exc:
-                runtime.tables.update_processor(record.name, status="FAILED", status_message=str(exc),
+            except (ProcessorFailed, ValueError) as exc:  # the source was removed, its file deleted, ...
+                runtime.tables.update_processor(record.name, status="FAILED", status_message=f"cannot start: {exc}",
                                                 desired="STOPPED")
 
         inv.after_commit(lambda: _outside(launch))
