@@ -1,0 +1,61 @@
+"""`faceledger streams` on a local data folder: sources, processors, and the live-search policy, in-process."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from conftest import shared_data
+
+from faceledger.cli import main
+
+
+def run(*args: object, code: int = 0):
+    result = CliRunner(env={"COLUMNS": "160"}).invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_streams_commands_on_a_local_data_folder(tmp_path):
+    clip = shared_data("video", "short_hamilton_clip.mp4")
+    data = ("--data", tmp_path / "data")
+    why = ("--purpose", "lobby safety", "--case", "SEC-1")
+    run("collections", "create", "staff", *data)
+    added = json.loads(run("streams", "sources", "add", "lobby", clip, *data, "--json").stdout)
+    assert added["Kind"] == "file" and added["KinesisVideoStreamArn"].endswith(":stream/lobby")
+    assert "lobby" in run("streams", "sources", "list", *data).stdout
+
+    # refused until the collection allows live search, then without purpose and case
+    refused = run("streams", "processors", "create", "watch", "--source", "lobby", "--collection", "staff",
+                  *why, *data, code=2)
+    assert "AccessDeniedException" in refused.stderr and "AllowLiveSearch" in refused.stderr
+    run("policy", "set", "staff", "--allow-live-search", *data)
+    assert json.loads(run("policy", "show", "staff", *data, "--json").stdout)["Policy"] == {"AllowLiveSearch": True}
+    refused = run("streams", "processors", "create", "watch", "--source", "lobby", "--collection", "staff", *data,
+                  code=2)
+    assert "X-Faceledger-Purpose" in refused.stderr
+
+    out = run("streams", "processors", "create", "watch", "--source", "lobby", "--collection", "staff",
+              "--threshold", "60", *why, *data).stdout
+    assert "streamprocessor/watch" in out
+    described = json.loads(run("streams", "processors", "describe", "watch", *data, "--json").stdout)
+    assert described["StreamProcessor"]["Status"] == "STOPPED"
+    assert described["StreamProcessor"]["Settings"]["FaceSearch"]["FaceMatchThreshold"] == 80.0  # raised to 80
+    assert described["Status"]["Source"] == "lobby"
+    listed = json.loads(run("streams", "processors", "list", *data, "--json").stdout)
+    assert listed["StreamProcessors"] == [{"Name": "watch", "Status": "STOPPED"}]
+
+    # without a server, start records the wish: a server on this folder runs it
+    assert "faceledger serve" in run("streams", "processors", "start", "watch", *data).stdout
+    status = json.loads(run("streams", "processors", "describe", "watch", *data, "--json").stdout)["Status"]
+    assert status["Status"] == "STARTING" and "waiting for a faceledger server" in status["StatusMessage"]
+    refused = run("streams", "sources", "remove", "lobby", *data, code=2)
+    assert "ResourceInUseException" in refused.stderr and "watch" in refused.stderr
+    run("streams", "processors", "stop", "watch", *data)
+    run("streams", "processors", "delete", "watch", *data)
+    run("streams", "sources", "remove", "lobby", *data)
+    assert "no stream processors" in run("streams", "processors", "list", *data).stdout
+    audit = run("audit", "list", "--operation", "StopStreamProcessor", "--data", tmp_path / "data").stdout
+    assert "StopStreamProcessor" in audit and "SEC-1" not in audit  # recorded, with this command's (no) case
