@@ -12,6 +12,8 @@ Figures: for the baseline, frames analysed and its lag (analysis end minus the m
 without bound); for N cameras at --fps each: analysed frames per second per camera, lag (receive to record
 written) mean and max, drop rate, and the CPU the process used (cores, from os.times). A camera "fits" when its
 analysed rate is within 10% of --fps (its lag is bounded by construction: about one period plus one analysis).
+On a shared machine the process gets only part of the CPU, so the bench also prints the CPU-seconds one analysed
+frame costs (process CPU over analysed frames) and how many cameras of that size one free core holds at --fps.
 """
 
 from __future__ import annotations
@@ -188,6 +190,10 @@ def main() -> None:
                           f"{r['lag_mean']:.3f} s max {r['lag_max']:.3f} s last {r['lag_last']:.3f} s, analysis "
                           f"{r['analysis_s']:.3f} s/frame; process CPU {r['cores']:.2f} cores; "
                           f"{'fits' if fits else 'does NOT fit'}")
+                per_frame = rows[0]["cores"] / max(sum(r["analysed_fps"] for r in rows), 1e-9)
+                print(f"  {count} camera(s): {per_frame:.3f} CPU-seconds per analysed frame (decode included): one "
+                      f"free core holds {1 / (args.fps * per_frame):.2f} camera(s) of {rows[0]['size']} at "
+                      f"{args.fps:g} analysed frames/s")
         finally:
             live.shutdown(client._service)
             for proc, _ in cams:

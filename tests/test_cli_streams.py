@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 
 from click.testing import CliRunner
 
 from conftest import shared_data
 
 from faceledger.cli import main
+from faceledger.client import Client
+from faceledger.service import Service, ServiceConfig
+from faceledger.service import streams
 
 
 def run(*args: object, code: int = 0):
@@ -53,6 +57,25 @@ def test_streams_commands_on_a_local_data_folder(tmp_path):
     assert status["Status"] == "STARTING" and "waiting for a faceledger server" in status["StatusMessage"]
     refused = run("streams", "sources", "remove", "lobby", *data, code=2)
     assert "ResourceInUseException" in refused.stderr and "watch" in refused.stderr
+
+    # a server on this folder (here: a Service that hosts processors, as `serve` does) runs it, and one that stops
+    # leaves it wanted: the next one resumes it
+    service = Service(ServiceConfig(data_dir=tmp_path / "data"))
+    client = Client(service=service)
+    try:
+        assert streams.host(service) == ["watch"]
+        deadline = time.monotonic() + 120
+        while (s := client.get_stream_processor_status(Name="watch"))["Stats"].get("FramesAnalysed", 0) < 2:
+            assert time.monotonic() < deadline, s
+            time.sleep(0.2)
+        assert s["Status"] == "RUNNING" and s["Source"] == "lobby"
+        streams.shutdown(service)
+        after = client.describe_stream_processor(Name="watch")
+        assert after["Status"] == "STOPPED" and "resumes at its next start" in after["StatusMessage"]
+        assert streams.runtime_of(service).tables.desired_running() == ["watch"]
+    finally:
+        streams.shutdown(service)
+        service.close()
     run("streams", "processors", "stop", "watch", *data)
     run("streams", "processors", "delete", "watch", *data)
     run("streams", "sources", "remove", "lobby", *data)

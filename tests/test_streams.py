@@ -278,6 +278,8 @@ def test_rtsp_processor_finds_people_reconnects_and_detects_a_frozen_source(live
     # Lin-Manuel Miranda is on screen from about 2.8 s to 7 s of the clip (checked frame by frame)
     wait_for("a match of Lin-Manuel Miranda", lambda: "lin-manuel-miranda" in matched(records(live, "stage-watch")))
     assert rekognition.describe_stream_processor(Name="stage-watch")["Status"] == "RUNNING"
+    health = httpx.get(live.url + "/health", timeout=10).json()["streams"]["stage-watch"]  # the metrics
+    assert health["Status"] == "RUNNING" and health["FramesAnalysed"] > 0
 
     # the camera dies: a disconnect, not a stop; it comes back: the processor reconnects and goes on
     camera.kill()

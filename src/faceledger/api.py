@@ -275,6 +275,8 @@ def create_app(
             except Exception:
                 log.exception("could not record refusal counts in the ledger")
 
+    from .service import streams as live_streams
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if preload_models:
@@ -289,8 +291,6 @@ def create_app(
                 log.error("%s", exc.message)
                 raise
             models_state["ready"] = True
-        from .service import streams as live_streams
-
         await anyio.to_thread.run_sync(live_streams.host, service)  # runs stream processors; resumes RUNNING ones
         async with anyio.create_task_group() as tasks:
             if retention_interval_s:
@@ -354,7 +354,8 @@ def create_app(
                 "models": models_state, "calibration": service.calibration_source(),
                 "max_expected_false_matches": service.config.max_expected_false_matches,
                 "min_margin": service.config.min_margin, "face_model": service.model_version,
-                "analysis": {"workers": analysis.workers, "queue": analysis.queue, "admitted": analysis.admitted}}
+                "analysis": {"workers": analysis.workers, "queue": analysis.queue, "admitted": analysis.admitted},
+                "streams": live_streams.summary(service)}
         return JSONResponse(body, status_code=503 if reasons else 200)
 
     return Starlette(

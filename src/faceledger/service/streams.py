@@ -319,6 +319,22 @@ def host(service: Any) -> list[str]:
     return runtime_of(service).host()
 
 
+def summary(service: Any) -> dict[str, dict[str, Any]]:
+    """The processors running in this process, for ``GET /health``: Status and the frame counters of each."""
+    runtime = getattr(service, "_stream_runtime", None)
+    if runtime is None:
+        return {}
+    with runtime._lock:
+        running = dict(runtime.running)
+    keys = ("FramesReceived", "FramesAnalysed", "FramesDropped", "DropRate", "LagLastSeconds", "LagMaxSeconds",
+            "Disconnects")
+    out = {}
+    for name, run in running.items():
+        stats = run.live.stats.as_dict()
+        out[name] = {"Status": run.live.status, **{k: stats[k] for k in keys}}
+    return out
+
+
 def shutdown(service: Any) -> None:
     """Called by the server as it stops."""
     runtime = getattr(service, "_stream_runtime", None)
