@@ -58,6 +58,7 @@ class ProcessorStats:
     source_fps: float | None = None
     frame_size: str | None = None
     last_disconnect: str | None = None
+    keyframe_only_switches: int = 0
     started_at: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,7 +75,7 @@ class ProcessorStats:
             "AnalysisMeanSeconds": round(self.analysis_total_s / n, 4) if self.frames_analysed else 0.0,
             "DropRate": round(self.frames_dropped / self.frames_received, 4) if self.frames_received else 0.0,
             "SourceFrameRate": self.source_fps, "FrameSize": self.frame_size,
-            "LastDisconnect": self.last_disconnect,
+            "LastDisconnect": self.last_disconnect, "KeyframeOnlySwitches": self.keyframe_only_switches,
             "UptimeSeconds": round(time.time() - self.started_at, 3),
         }
 
@@ -207,6 +208,7 @@ class LiveProcessor:
                 except SourceError as exc:  # SourceEnded too: a source that ends is a disconnect
                     reason = str(exc)
                 finally:
+                    self.stats.keyframe_only_switches += conn.keyframe_only_switches
                     conn.close()
             if self._stop.is_set():
                 return

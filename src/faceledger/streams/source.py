@@ -31,6 +31,9 @@ READ_TIMEOUT_S = 5.0
 #: How much of a source FFmpeg reads to find its streams (bytes and microseconds): small, so a camera is
 #: opened in well under a second instead of FFmpeg's default 5 s of probing.
 PROBE_SIZE, ANALYZE_DURATION_US = 500_000, 1_000_000
+#: Seconds the decoder may fall behind a live source's clock before it decodes key frames only (13 to 42 times
+#: cheaper), and how close it must be again, at a key frame, to decode every frame again.
+BEHIND_S, CAUGHT_UP_S = 1.0, 0.25
 MAX_URL_CHARS = 2048
 
 _NETWORK_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https"}
@@ -128,26 +131,37 @@ class OpenSource:
         self.frame_rate = float(rate) if rate else None
         self.width, self.height = self.stream.codec_context.width, self.stream.codec_context.height
         self.codec = self.stream.codec_context.name
+        self.keyframe_only_switches = 0
 
     def frames(self, *, paced: bool = False) -> Iterator[tuple[Any, float]]:
         """Decoded frames and their time (seconds of the source's clock, None-free: 0 when unknown).
 
         ``paced``: wait until each frame's time has come on the wall clock (a file played as a camera).
-        Raises SourceEnded at the end, SourceError when the source freezes past the read timeout or its data
-        cannot be decoded."""
+        Otherwise, a decoder that falls more than BEHIND_S behind the source's clock (a machine too busy to decode
+        every frame of a large stream) decodes key frames only until it has caught up (``keyframe_only_switches``
+        counts how often). Raises SourceEnded at the end, SourceError when the source freezes past the read
+        timeout or its data cannot be decoded."""
         av = _av()
         start_wall = None
         start_t = None
+        skipping = False
         try:
             for frame in self.container.decode(self.stream):
                 t = float(frame.time) if frame.time is not None else 0.0
+                now = time.monotonic()
+                if start_wall is None:
+                    start_wall, start_t = now, t
+                behind = (now - start_wall) - (t - start_t)
                 if paced:
-                    now = time.monotonic()
-                    if start_wall is None:
-                        start_wall, start_t = now, t
-                    wait = (t - start_t) - (now - start_wall)
-                    if wait > 0:
-                        time.sleep(min(wait, 1.0))
+                    if behind < 0:
+                        time.sleep(min(-behind, 1.0))
+                elif not skipping and behind > BEHIND_S:
+                    skipping = True
+                    self.keyframe_only_switches += 1
+                    self.stream.codec_context.skip_frame = "NONKEY"
+                elif skipping and frame.key_frame and behind < CAUGHT_UP_S:
+                    skipping = False
+                    self.stream.codec_context.skip_frame = "DEFAULT"
                 yield frame, t
         except av.error.ExitError as exc:
             raise SourceError(f"no data for {self.read_timeout_s:g} s (read timeout): the source is frozen or "
