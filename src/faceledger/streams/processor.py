@@ -4,7 +4,8 @@ thread that takes the newest frame at the configured rate and drops the rest.
 It never falls behind its source: the reader decodes every frame (H.264 needs them) but overwrites the one
 waiting slot, so a frame is analysed at most ``1 / rate`` seconds after it arrived plus one analysis, whatever
 the analysis costs; a frame overwritten before it was taken is *dropped* (counted). Invariant:
-``frames_received == frames_analysed + frames_dropped (+ 1 while a frame waits)``.
+``frames_received == frames_analysed + frames_dropped`` once stopped (while running, plus at most two: one
+waiting, one being analysed).
 
 Connection failures (unreachable, refused, frozen past the read timeout, the stream ended) are disconnects: the
 reader reconnects with exponential back-off (``backoff_s`` doubling to ``max_backoff_s``, back to the start once
