@@ -174,6 +174,16 @@ def test_processor_api_and_refusals(live, rekognition, bare):
     rekognition.untag_resource(ResourceArn=arn, TagKeys=["site"])
     assert rekognition.list_tags_for_resource(ResourceArn=arn)["Tags"] == {}
 
+    # regions of interest: set, shown, deleted; label-detection settings refused
+    roi = [{"BoundingBox": {"Left": 0.5, "Top": 0.0, "Width": 0.5, "Height": 1.0}}]
+    rekognition.update_stream_processor(Name="p-low", RegionsOfInterestForUpdate=roi)
+    assert rekognition.describe_stream_processor(Name="p-low")["RegionsOfInterest"] == roi
+    rekognition.update_stream_processor(Name="p-low", ParametersToDelete=["RegionsOfInterest"])
+    assert "RegionsOfInterest" not in rekognition.describe_stream_processor(Name="p-low")
+    code, _ = error_of(rekognition.update_stream_processor, Name="p-low",
+                       SettingsForUpdate={"ConnectedHomeForUpdate": {"MinConfidence": 50}})
+    assert code == "InvalidParameterException"
+
     # not running: Stop is refused; a source in use cannot be removed; Delete is recorded
     assert error_of(rekognition.stop_stream_processor, Name="p-low")[0] == "ResourceInUseException"
     assert error_of(rekognition.describe_stream_processor, Name="nope")[0] == "ResourceNotFoundException"
@@ -187,6 +197,17 @@ def test_processor_api_and_refusals(live, rekognition, bare):
     refused = [e for e in ledger(live, "CreateStreamProcessor") if e["result"] == "AccessDeniedException"]
     assert len(refused) == 2 and all(e["collection_id"] == cid for e in refused)
     extension(live, "RemoveStreamSource", Name="clipfile")
+
+
+def test_regions_of_interest_keep_faces_whose_centre_is_inside():
+    from faceledger.service.streams import in_regions
+
+    face = {"Left": 0.75, "Top": 0.1, "Width": 0.1, "Height": 0.2}  # centre (0.8, 0.2)
+    assert in_regions(face, [{"BoundingBox": {"Left": 0.5, "Top": 0.0, "Width": 0.5, "Height": 1.0}}])
+    assert not in_regions(face, [{"BoundingBox": {"Left": 0.0, "Top": 0.0, "Width": 0.5, "Height": 1.0}}])
+    triangle = [{"X": 0.5, "Y": 0.0}, {"X": 1.0, "Y": 0.0}, {"X": 1.0, "Y": 1.0}]
+    assert in_regions(face, [{"Polygon": triangle}])  # the triangle: y <= 2 (x - 0.5); 0.2 <= 0.6
+    assert not in_regions({"Left": 0.5, "Top": 0.8, "Width": 0.1, "Height": 0.1}, [{"Polygon": triangle}])
 
 
 class RtspCamera:
