@@ -41,13 +41,18 @@ def data_arn(stream: str) -> str:
     return f"arn:aws:kinesis:us-east-1:000000000000:stream/{stream}"
 
 
-def extension(server: Server, operation: str, **params) -> dict:
-    """faceledger's own operation (Faceledger.<Op>), signed as boto3 signs."""
-    request = AWSRequest(method="POST", url=server.url + "/", data=json.dumps(params).encode(),
+def post(server: Server, operation: str, body: bytes) -> httpx.Response:
+    """``body`` to faceledger's own operation (Faceledger.<Op>), signed as boto3 signs."""
+    request = AWSRequest(method="POST", url=server.url + "/", data=body,
                          headers={"X-Amz-Target": f"Faceledger.{operation}",
                                   "Content-Type": "application/x-amz-json-1.1"})
     SigV4Auth(Credentials(server.key_id, server.secret), "rekognition", "us-east-1").add_auth(request)
-    response = httpx.post(server.url + "/", content=request.body, headers=dict(request.headers.items()), timeout=30)
+    return httpx.post(server.url + "/", content=request.body, headers=dict(request.headers.items()), timeout=30)
+
+
+def extension(server: Server, operation: str, **params) -> dict:
+    """faceledger's own operation with ``params``; its response, or AssertionError with the error."""
+    response = post(server, operation, json.dumps(params).encode())
     body = response.json()
     if response.status_code != 200:
         raise AssertionError(f"{operation}: {response.status_code} {body}")
@@ -133,6 +138,24 @@ def test_processor_api_and_refusals(live, rekognition, bare):
         with pytest.raises(AssertionError, match="InvalidParameterException") as info:
             extension(live, "AddStreamSource", Name="bad", Url=url)
         assert says in str(info.value)
+    # hostile bodies get a 400 that says what is wrong, never a 500
+    hostile = [b"null", b"[]", b'"x"', b"{}", json.dumps({"Name": 5, "Url": {}}).encode(),
+               json.dumps({"Name": "x" * 5000, "Url": "rtsp://h/" + "y" * 100_000}).encode(),
+               json.dumps({"Name": "ok", "Url": "rtsp://h/x", "Extra": 1}).encode(),
+               json.dumps({"Name": "../..", "Url": ["rtsp://h"]}).encode(),
+               json.dumps({"Arn": "arn:aws:kinesis:us-east-1:000000000000:stream/a/../b", "WebhookUrl": "file:///etc"})
+               .encode()]
+    for operation in ("AddStreamSource", "RemoveStreamSource", "PutStreamSink", "GetStreamProcessorStatus",
+                      "ListStreamSources", "ListStreamSinks"):
+        for body in hostile:
+            answer = post(live, operation, body)
+            if answer.status_code == 200:  # the listings take {} (and null: no parameters)
+                assert operation.startswith("List") and body in (b"{}", b"null"), (operation, body)
+                continue
+            assert answer.status_code == 400, (operation, body[:80], answer.text)
+            assert answer.json()["__type"] in ("ValidationException", "InvalidParameterException",
+                                               "ResourceNotFoundException"), answer.text
+            assert len(answer.json()["message"]) < 2000
     extension(live, "AddStreamSource", Name="door", Url="rtsp://admin:hunter2@192.0.2.7:554/stream1")
     listed = {s["Name"]: s for s in extension(live, "ListStreamSources")["Sources"]}
     assert listed["door"]["Url"] == "rtsp://admin:***@192.0.2.7:554/stream1" and "hunter2" not in json.dumps(listed)
