@@ -63,20 +63,32 @@ def test_streams_commands_on_a_local_data_folder(tmp_path):
     service = Service(ServiceConfig(data_dir=tmp_path / "data"))
     client = Client(service=service)
     try:
+        def status_when(what, check):
+            deadline = time.monotonic() + 120
+            while not check(s := client.get_stream_processor_status(Name="watch")):
+                assert time.monotonic() < deadline, (what, s)
+                time.sleep(0.2)
+            return s
+
         assert streams.host(service) == ["watch"]
-        deadline = time.monotonic() + 120
-        while (s := client.get_stream_processor_status(Name="watch"))["Stats"].get("FramesAnalysed", 0) < 2:
-            assert time.monotonic() < deadline, s
-            time.sleep(0.2)
+        s = status_when("2 frames analysed", lambda s: s["Stats"].get("FramesAnalysed", 0) >= 2)
         assert s["Status"] == "RUNNING" and s["Source"] == "lobby"
         streams.shutdown(service)
         after = client.describe_stream_processor(Name="watch")
         assert after["Status"] == "STOPPED" and "resumes at its next start" in after["StatusMessage"]
         assert streams.runtime_of(service).tables.desired_running() == ["watch"]
+
+        # resumed again; its collection deleted under it: FAILED saying why, and no longer wanted
+        assert streams.host(service) == ["watch"]
+        status_when("a frame analysed", lambda s: s["Stats"].get("FramesAnalysed", 0) >= 1)
+        client.delete_collection(CollectionId="staff")
+        failed = status_when("FAILED", lambda s: s["Status"] == "FAILED")
+        assert "collection staff was deleted" in failed["StatusMessage"]
+        assert streams.runtime_of(service).tables.desired_running() == []
     finally:
         streams.shutdown(service)
         service.close()
-    run("streams", "processors", "stop", "watch", *data)
+    assert "not running" in run("streams", "processors", "stop", "watch", *data, code=2).stderr
     run("streams", "processors", "delete", "watch", *data)
     run("streams", "sources", "remove", "lobby", *data)
     assert "no stream processors" in run("streams", "processors", "list", *data).stdout
