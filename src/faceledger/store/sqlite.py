@@ -35,6 +35,7 @@ from . import AccessKeyRecord, CollectionRecord, FaceRecord, Neighbour, Page, Us
 from .crypto import EmbeddingCipher, EmbeddingKeyError, is_encrypted
 from .errors import StorageError, storage_failure
 from .files import create_private_file, secure_data_dir
+from .index import exact_nearest, squared_norms
 from .ledger import COLUMNS as LEDGER_COLUMNS
 from .ledger import GENESIS, LedgerEntry, Verification, row_for, verify
 
@@ -210,12 +211,13 @@ def _face(row: sqlite3.Row, embedding: bytes | None = None) -> FaceRecord:
 class _Matrix:
     """A collection's embeddings as one matrix, valid for one generation."""
 
-    __slots__ = ("generation", "face_ids", "vectors")
+    __slots__ = ("generation", "face_ids", "vectors", "norms")
 
     def __init__(self, generation: int, face_ids: list[str], vectors: np.ndarray) -> None:
         self.generation = generation
         self.face_ids = face_ids
         self.vectors = vectors
+        self.norms = squared_norms(vectors)
 
 
 class SQLiteStore:
@@ -631,20 +633,14 @@ class SQLiteStore:
             raise ValueError(
                 f"query has {query.shape[0]} dimensions, collection {collection_id} has {matrix.vectors.shape[1]}"
             )
-        distances = np.sqrt(np.maximum(((matrix.vectors - query) ** 2).sum(axis=1), 0.0))
         excluded = set(exclude_face_ids)
-        candidates = np.flatnonzero(distances <= max_distance)
-        if excluded:
-            candidates = np.array([i for i in candidates if matrix.face_ids[i] not in excluded], dtype=np.int64)
-        if candidates.size == 0:
+        rows, distances = exact_nearest(matrix.vectors, matrix.norms, query, limit + len(excluded), max_distance)
+        found = [(matrix.face_ids[i], float(d)) for i, d in zip(rows, distances)
+                 if matrix.face_ids[i] not in excluded]
+        if not found:
             return []
-        order = candidates[np.argsort(distances[candidates], kind="stable")][: limit + len(excluded)]
-        records = self.get_faces(collection_id, [matrix.face_ids[i] for i in order])
-        hits = [
-            Neighbour(records[matrix.face_ids[i]], float(distances[i]))
-            for i in order
-            if matrix.face_ids[i] in records  # deleted since the matrix was read
-        ]
+        records = self.get_faces(collection_id, [fid for fid, _ in found])
+        hits = [Neighbour(records[fid], d) for fid, d in found if fid in records]  # deleted since the matrix was read
         return hits[:limit]
 
     # -- users -------------------------------------------------------------------------
