@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
+from pathlib import Path
 
 import click
 
 from .common import (
+    _DATA_OPTION,
     App,
+    CliError,
+    _local_service,
     client_command,
 )
 from .main import main
@@ -74,6 +79,76 @@ def collections_delete(app: App, collection_id: str) -> None:
     app.out.print(f"deleted collection {collection_id}")
 
 
-# ---- index ----------------------------------------------------------------------------------------
+@client_command(collections, "export")
+@click.argument("collection_id")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def collections_export(app: App, collection_id: str, directory: Path) -> None:
+    """Write COLLECTION_ID to DIRECTORY (new or empty): collection.json, faces.jsonl, vectors.npy.
+
+    The export holds biometric data (every face's vector): keep it as you keep the data folder. It is
+    recorded in the ledger and needs the faceledger:ExportCollection permission. Local data folder only.
+    """
+    r = _transfer(app, "ExportCollection", CollectionId=collection_id, Directory=str(directory))
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"exported {r['FaceCount']} faces of {collection_id} ({r['Dimension']}-d vectors) to {directory}"
+                  " (biometric data: keep it private)", markup=False)
+
+
+@client_command(collections, "import")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--collection-id", default=None, help="Import under this id (default: the export's).")
+def collections_import(app: App, directory: Path, collection_id: str | None) -> None:
+    """Create a collection from an export in DIRECTORY (all or nothing). Local data folder only."""
+    params = {"Directory": str(directory)}
+    if collection_id is not None:
+        params["CollectionId"] = collection_id
+    r = _transfer(app, "ImportCollection", **params)
+    if app.as_json:
+        return app.print_json(r)
+    app.out.print(f"imported {r['FaceCount']} faces into {r['CollectionId']} (model {r['FaceModelVersion']})",
+                  markup=False)
+
+
+def _transfer(app: App, operation: str, **params):
+    if app.endpoint:
+        raise CliError(f"collections {operation[:6].lower()} works on the local data folder (--data), "
+                       "not through --endpoint")
+    from ..service.transfer import PROGRESS
+
+    start = time.monotonic()
+    last = [0.0]
+
+    def report(phase: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 2 or done == total:
+            last[0] = now
+            rate = done / max(now - start, 1e-9)
+            app.err.print(f"{phase}: {done}/{total} faces ({rate:,.0f}/s)", markup=False)
+
+    token = PROGRESS.set(report)
+    try:
+        return app.extension(operation, **params)
+    finally:
+        PROGRESS.reset(token)
+
+
+@collections.command("reindex")
+@_DATA_OPTION
+@click.argument("collection_id")
+def collections_reindex(data_dir: Path, collection_id: str) -> None:
+    """Rebuild COLLECTION_ID's saved vector index from the stored vectors (derived state; docs/scale.md).
+
+    A server running on the data folder keeps its own copy in memory until it restarts."""
+    service = _local_service(data_dir)
+    start = time.monotonic()
+    try:
+        done = service.store.rebuild_index(collection_id)
+    finally:
+        service.store.close()
+    if done is None:
+        raise CliError(f"no collection {collection_id} in {data_dir}")
+    click.echo(f"rebuilt the {done['kind']} index of {collection_id}: {done['faces']} faces in "
+               f"{time.monotonic() - start:.1f} s")
 
 

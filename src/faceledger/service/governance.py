@@ -243,3 +243,8 @@ EXTENSIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "EraseFaces": erase_faces,
     "ApplyRetention": apply_retention,
 }
+
+# Export and import of whole collections (service/transfer.py): faceledger:ExportCollection, faceledger:ImportCollection
+from .transfer import export_collection, import_collection  # noqa: E402  (transfer uses the validators above)
+
+EXTENSIONS.update(ExportCollection=export_collection, ImportCollection=import_collection)

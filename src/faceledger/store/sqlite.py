@@ -11,9 +11,9 @@ service call: the first write opens ``BEGIN IMMEDIATE``, later writes join it, a
 ledger entry is appended in the same transaction just before ``COMMIT``. Deleted content is
 overwritten (``secure_delete``).
 
-Search is exact: a collection's embeddings are held in memory as one float32
-matrix, reloaded when the collection's ``generation`` counter (bumped in the
-same transaction as every change to its faces) moves.
+Search goes through each collection's vector index (derived state kept current from the ``generation``
+counter, bumped in the same transaction as every change to its faces; see store/index/manager.py):
+exact below a size, approximate above it with every candidate re-measured from the stored vectors.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -35,10 +36,17 @@ from . import AccessKeyRecord, CollectionRecord, FaceRecord, Neighbour, Page, Us
 from .crypto import EmbeddingCipher, EmbeddingKeyError, is_encrypted
 from .errors import StorageError, storage_failure
 from .files import create_private_file, secure_data_dir
+from .index.exact import ExactIndex
+from .index.manager import CollectionIndexes
 from .ledger import COLUMNS as LEDGER_COLUMNS
 from .ledger import GENESIS, LedgerEntry, Verification, row_for, verify
 
 log = logging.getLogger("faceledger.store")
+
+#: candidates an approximate index returns beyond those asked for, re-measured exactly before ranking
+CANDIDATES_SPARE = 32
+#: the most candidates an approximate index is asked for (SearchUsers asks for "all within reach")
+MAX_CANDIDATES = 4096
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
@@ -62,9 +70,16 @@ CREATE TABLE IF NOT EXISTS faces (
     created_at REAL NOT NULL,
     user_id TEXT,
     embedding BLOB NOT NULL,
-    image_digest TEXT
+    image_digest TEXT,
+    seq INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS faces_by_collection ON faces(collection_id, face_id);
+CREATE TABLE IF NOT EXISTS face_tombstones (
+    collection_id TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    face_rowid INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS face_tombstones_by_generation ON face_tombstones(collection_id, generation);
 CREATE INDEX IF NOT EXISTS faces_by_user ON faces(collection_id, user_id);
 CREATE INDEX IF NOT EXISTS faces_by_external_id ON faces(external_image_id);
 CREATE TABLE IF NOT EXISTS users (
@@ -154,11 +169,26 @@ _FACE_COLUMNS = (
 )
 
 
+#: Vector indexes are derived state (store/index/manager.py): each face row carries ``seq``, the collection's
+#: generation after the write that stored it, and each delete leaves a tombstone at the generation the
+#: write bumps to (every write that deletes faces bumps the generation once after its deletes).
+INDEX_SCHEMA = """
+CREATE INDEX IF NOT EXISTS faces_by_seq ON faces(collection_id, seq);
+CREATE TRIGGER IF NOT EXISTS faces_tombstone AFTER DELETE ON faces BEGIN
+    INSERT INTO face_tombstones (collection_id, generation, face_rowid)
+    SELECT old.collection_id, generation + 1, old.rowid FROM collections WHERE collection_id = old.collection_id;
+END;
+"""
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring a database created by an earlier version up to SCHEMA (columns added since)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(faces)")}
     if "image_digest" not in columns:  # duplicate detection in IndexFaces; older faces have none
         conn.execute("ALTER TABLE faces ADD COLUMN image_digest TEXT")
+    if "seq" not in columns:  # older faces: seq 0, in any index built from generation 0 on
+        conn.execute("ALTER TABLE faces ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+    conn.executescript(INDEX_SCHEMA)
 
 
 def _ts(value: float) -> datetime:
@@ -232,17 +262,6 @@ def _face(row: sqlite3.Row, embedding: bytes | None = None) -> FaceRecord:
     )
 
 
-class _Matrix:
-    """A collection's embeddings as one matrix, valid for one generation."""
-
-    __slots__ = ("generation", "face_ids", "vectors")
-
-    def __init__(self, generation: int, face_ids: list[str], vectors: np.ndarray) -> None:
-        self.generation = generation
-        self.face_ids = face_ids
-        self.vectors = vectors
-
-
 class SQLiteStore:
     """:class:`faceledger.store.FaceStore` on one SQLite file."""
 
@@ -262,11 +281,12 @@ class SQLiteStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
-        self._matrices: dict[str, _Matrix] = {}
-        self._matrices_lock = threading.Lock()
         with self._storage_errors():
             self._conn().executescript(SCHEMA)
             _migrate(self._conn())
+        persist = str(path) != ":memory:" and self._cipher is None  # never write decrypted vectors to disk
+        self.indexes = CollectionIndexes(self._read, self._open,
+                                         self.path.with_name(self.path.name + ".index") if persist else None)
 
     # -- connections and transactions -------------------------------------------------
 
@@ -391,6 +411,10 @@ class SQLiteStore:
             conn.execute("COMMIT")
 
     def close(self) -> None:
+        try:
+            self.indexes.save_all()  # a clean stop: the next start reads no change twice
+        except Exception:  # a failure to save derived state loses nothing: the next start catches up
+            log.warning("could not save the vector indexes", exc_info=True)
         with self._connections_lock:
             for conn in self._connections:
                 try:
@@ -481,8 +505,8 @@ class SQLiteStore:
     def delete_collection(self, collection_id: str) -> bool:
         with self._write() as db:
             deleted = db.execute("DELETE FROM collections WHERE collection_id = ?", (collection_id,)).rowcount
-        with self._matrices_lock:
-            self._matrices.pop(collection_id, None)
+            db.execute("DELETE FROM face_tombstones WHERE collection_id = ?", (collection_id,))
+        self.indexes.forget(collection_id)
         return deleted > 0
 
     # -- faces -------------------------------------------------------------------------
@@ -516,11 +540,15 @@ class SQLiteStore:
             )
         collection_ids = {f.collection_id for f in faces}
         with self._write() as db:
+            seqs = {}
             for cid in collection_ids:
-                if db.execute("SELECT 1 FROM collections WHERE collection_id = ?", (cid,)).fetchone() is None:
+                row = db.execute("SELECT generation FROM collections WHERE collection_id = ?", (cid,)).fetchone()
+                if row is None:
                     return False
+                seqs[cid] = row[0] + 1  # the generation this write bumps to
             db.executemany(
-                f"INSERT INTO faces ({_FACE_COLUMNS}, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                f"INSERT INTO faces ({_FACE_COLUMNS}, embedding, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [row + (seqs[row[1]],) for row in rows],
             )
             for cid in collection_ids:
                 self._bump(db, cid)
@@ -567,6 +595,37 @@ class SQLiteStore:
         more = len(rows) > limit and limit > 0
         return Page([_face(r) for r in rows[:limit]], rows[limit - 1]["face_id"] if more else None)
 
+    def iter_faces(self, collection_id: str, *, chunk: int = 10000) -> Iterator[tuple[list[FaceRecord], np.ndarray]]:
+        """Every face of the collection with its embedding, in FaceId order, ``chunk`` at a time:
+        (records without embeddings, float32 (n, D) vectors). One snapshot (a private connection), so a
+        concurrent write is either wholly in it or not at all."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("BEGIN")
+            cursor = conn.execute(f"SELECT {_FACE_COLUMNS}, embedding FROM faces WHERE collection_id = ? "
+                                  "ORDER BY face_id", (collection_id,))
+            while True:
+                rows = cursor.fetchmany(chunk)
+                if not rows:
+                    break
+                blobs = [self._open(r["face_id"], r["embedding"]) for r in rows]
+                yield [_face(r) for r in rows], np.frombuffer(b"".join(blobs), np.float32).reshape(len(rows), -1)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def existing_face_ids(self, face_ids: Sequence[str]) -> list[str]:
+        """Those of ``face_ids`` stored in any collection (FaceIds are unique across the store)."""
+        out: list[str] = []
+        conn = self._unit().conn if self._unit() is not None else self._conn()
+        ids = list(face_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            out += [r[0] for r in conn.execute(f"SELECT face_id FROM faces WHERE face_id IN ({','.join('?' * len(chunk))})",
+                                               chunk)]
+        return out
+
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> list[str]:
         ids = list(dict.fromkeys(face_ids))
         if not ids:
@@ -607,38 +666,6 @@ class SQLiteStore:
         faces.sort(key=lambda f: (-f.bounding_box[0] * f.bounding_box[1], f.face_id))
         return faces
 
-    def _matrix(self, collection_id: str) -> _Matrix:
-        conn = self._conn()
-        row = conn.execute(
-            "SELECT generation FROM collections WHERE collection_id = ?", (collection_id,)
-        ).fetchone()
-        generation = -1 if row is None else row[0]
-        with self._matrices_lock:
-            cached = self._matrices.get(collection_id)
-        if cached is not None and cached.generation == generation:
-            return cached
-        with self._read() as db:
-            row = db.execute(
-                "SELECT generation FROM collections WHERE collection_id = ?", (collection_id,)
-            ).fetchone()
-            generation = -1 if row is None else row[0]
-            rows = db.execute(
-                "SELECT face_id, embedding FROM faces WHERE collection_id = ? ORDER BY face_id", (collection_id,)
-            ).fetchall()
-        face_ids = [r[0] for r in rows]
-        if rows:
-            blobs = [self._open(r[0], r[1]) for r in rows]
-            vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rows), -1)
-        else:
-            vectors = np.zeros((0, 0), dtype=np.float32)
-        matrix = _Matrix(generation, face_ids, vectors)
-        unit = self._unit()
-        if unit is not None and unit.writing:  # uncommitted: may yet be rolled back, do not cache
-            return matrix
-        with self._matrices_lock:
-            self._matrices[collection_id] = matrix
-        return matrix
-
     def nearest(
         self,
         collection_id: str,
@@ -648,29 +675,72 @@ class SQLiteStore:
         max_distance: float,
         exclude_face_ids: Iterable[str] = (),
     ) -> list[Neighbour]:
-        matrix = self._matrix(collection_id)
-        if not matrix.face_ids or limit <= 0:
+        """The ``limit`` faces nearest to ``vector`` within ``max_distance``, nearest first, with exact
+        distances (re-measured from the stored float32 vectors when the collection's index is approximate;
+        see store/index/manager.py). ValueError when the vector's length is not the collection's."""
+        if limit <= 0:
             return []
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if query.shape[0] != matrix.vectors.shape[1]:
-            raise ValueError(
-                f"query has {query.shape[0]} dimensions, collection {collection_id} has {matrix.vectors.shape[1]}"
-            )
-        distances = np.sqrt(np.maximum(((matrix.vectors - query) ** 2).sum(axis=1), 0.0))
         excluded = set(exclude_face_ids)
-        candidates = np.flatnonzero(distances <= max_distance)
-        if excluded:
-            candidates = np.array([i for i in candidates if matrix.face_ids[i] not in excluded], dtype=np.int64)
-        if candidates.size == 0:
+        want = limit + len(excluded)
+        unit = self._unit()
+        if unit is not None and unit.writing:  # uncommitted changes: search them exactly, cache nothing
+            index = ExactIndex(0)
+            labels, vectors = self.indexes._rows(unit.conn.execute(
+                "SELECT rowid, face_id, embedding FROM faces WHERE collection_id = ?", (collection_id,)))
+            if len(labels):
+                index = ExactIndex(vectors.shape[1])
+                index.add(labels, vectors)
+            state = None
+        else:
+            state = self.indexes.current(collection_id)
+            index = None if state is None else state.index
+        if index is None or not len(index):
             return []
-        order = candidates[np.argsort(distances[candidates], kind="stable")][: limit + len(excluded)]
-        records = self.get_faces(collection_id, [matrix.face_ids[i] for i in order])
-        hits = [
-            Neighbour(records[matrix.face_ids[i]], float(distances[i]))
-            for i in order
-            if matrix.face_ids[i] in records  # deleted since the matrix was read
-        ]
+        if query.shape[0] != index.dimension:
+            raise ValueError(f"query has {query.shape[0]} dimensions, collection {collection_id} has {index.dimension}")
+        if state is not None:
+            with state.lock:
+                labels, distances = index.search(query, min(want + CANDIDATES_SPARE, MAX_CANDIDATES)
+                                                 if not index.exact else want, max_distance)
+        else:
+            labels, distances = index.search(query, want, max_distance)
+        found = self._faces_by_rowid(collection_id, labels, with_embeddings=not index.exact)
+        hits = []
+        for label, distance in zip(labels.tolist(), distances.tolist()):
+            record = found.pop(label, None)  # gone: deleted since the index was read (or a repeated label)
+            if record is None or record.face_id in excluded:
+                continue
+            if not index.exact:
+                distance = float(np.sqrt(((record.embedding - query) ** 2).sum()))
+                if distance > max_distance:
+                    continue
+                record = replace(record, embedding=None)
+            hits.append(Neighbour(record, float(distance)))
+        if not index.exact:
+            hits.sort(key=lambda h: h.distance)
         return hits[:limit]
+
+    def _faces_by_rowid(self, collection_id: str, rowids: np.ndarray, *, with_embeddings: bool) -> dict:
+        cols = "rowid, " + _FACE_COLUMNS + (", embedding" if with_embeddings else "")
+        out = {}
+        ids = [int(r) for r in rowids]
+        conn = self._conn()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for row in conn.execute(f"SELECT {cols} FROM faces WHERE collection_id = ? AND rowid IN "
+                                    f"({','.join('?' * len(chunk))})", (collection_id, *chunk)):
+                embedding = self._open(row["face_id"], row["embedding"]) if with_embeddings else None
+                out[row["rowid"]] = _face(row, embedding)
+        return out
+
+    def rebuild_index(self, collection_id: str, kind: str | None = None) -> dict | None:
+        """Build the collection's vector index again from the stored vectors (``kind``: "exact" or
+        "faiss-ivf"; None: by size). Returns {"kind", "faces", "generation"}, None for no such collection."""
+        state = self.indexes.rebuild(collection_id, kind)
+        if state is None:
+            return None
+        return {"kind": state.index.kind, "faces": len(state.index), "generation": state.generation}
 
     # -- users -------------------------------------------------------------------------
 
@@ -907,7 +977,6 @@ class SQLiteStore:
                 db.execute("DELETE FROM faces WHERE collection_id = ? AND created_at < ?",
                            (collection_id, cutoff.timestamp()))
                 self._bump(db, collection_id)
-        self._forget_matrix(collection_id)
         return [_face(r) for r in rows]
 
     def erase_external_image_id(
@@ -930,14 +999,7 @@ class SQLiteStore:
                     db.execute(f"DELETE FROM faces WHERE face_id IN ({','.join('?' * len(chunk))})", chunk)
                 for cid in {r["collection_id"] for r in rows}:
                     self._bump(db, cid)
-        if not dry_run:
-            for cid in {r["collection_id"] for r in rows}:
-                self._forget_matrix(cid)
         return [_face(r) for r in rows]
-
-    def _forget_matrix(self, collection_id: str) -> None:
-        with self._matrices_lock:
-            self._matrices.pop(collection_id, None)
 
     def checkpoint(self) -> bool:
         """Copy the WAL into the database and truncate it, so deleted pages leave no copy behind.
