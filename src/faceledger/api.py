@@ -289,12 +289,14 @@ def create_app(
                 log.error("%s", exc.message)
                 raise
             models_state["ready"] = True
+        service.video_jobs.start()  # stored-video workers: unfinished jobs resume from their last checkpoint
         async with anyio.create_task_group() as tasks:
             if retention_interval_s:
                 tasks.start_soon(sweep_forever)
             tasks.start_soon(flush_refusals_forever)
             yield
             tasks.cancel_scope.cancel()
+        await anyio.to_thread.run_sync(service.video_jobs.stop)
         await anyio.to_thread.run_sync(functools.partial(service.flush_refusals, force=True))
 
     async def rekognition(request: Request) -> Response:

@@ -37,6 +37,8 @@ from .errors import StorageError, storage_failure
 from .files import create_private_file, secure_data_dir
 from .ledger import COLUMNS as LEDGER_COLUMNS
 from .ledger import GENESIS, LedgerEntry, Verification, row_for, verify
+from .video_jobs import SCHEMA as VIDEO_JOBS_SCHEMA
+from .video_jobs import VideoJobStore
 
 log = logging.getLogger("faceledger.store")
 
@@ -218,7 +220,7 @@ class _Matrix:
         self.vectors = vectors
 
 
-class SQLiteStore:
+class SQLiteStore(VideoJobStore):
     """:class:`faceledger.store.FaceStore` on one SQLite file."""
 
     def __init__(
@@ -241,6 +243,7 @@ class SQLiteStore:
         self._matrices_lock = threading.Lock()
         with self._storage_errors():
             self._conn().executescript(SCHEMA)
+            self._conn().executescript(VIDEO_JOBS_SCHEMA)
             _migrate(self._conn())
 
     # -- connections and transactions -------------------------------------------------
