@@ -61,10 +61,36 @@ def _clip(frames: list[int], fps: int = 25, side: int = 64) -> bytes:
     return buf.getvalue()
 
 
+TOPIC = "arn:aws:sns:us-east-1:000000000000:video-done"
+
+
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("video") / "data", tmp_path_factory.mktemp("video") / "buckets",
-                    ["--video-sample-fps", "5"])
+def webhook():
+    """A loopback HTTP server that keeps the JSON bodies POSTed to it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", received
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory, webhook):
+    root = tmp_path_factory.mktemp("video")
+    server = Server(root / "data", root / "buckets", ["--video-sample-fps", "5", "--notify", f"{TOPIC}={webhook[0]}"])
     yield server
     server.stop()
 
@@ -139,7 +165,16 @@ def test_unknown_job_missing_video_and_person_tracking(rek, hamilton):
     assert "--notify" in str(info.value)
 
 
-def test_face_search_finds_miranda_in_his_shots_as_one_person(srv, rek, hamilton):
+def _ledger(srv: Server, operation: str) -> list[dict]:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "faceledger", "audit", "list", "--data", str(srv.data_dir),
+                          "--operation", operation, "--json"], check=True, capture_output=True, text=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_face_search_finds_miranda_in_his_shots_as_one_person(srv, rek, hamilton, webhook):
     cid = "hamilton"
     rek.create_collection(CollectionId=cid)
     refs = shared_data(*REFERENCES)
@@ -147,7 +182,8 @@ def test_face_search_finds_miranda_in_his_shots_as_one_person(srv, rek, hamilton
         out = rek.index_faces(CollectionId=cid, Image={"Bytes": (refs / f"{name}.png").read_bytes()},
                               ExternalImageId=name, MaxFaces=1)
         assert len(out["FaceRecords"]) == 1
-    job = rek.start_face_search(CollectionId=cid, Video=hamilton, JobTag="hamilton-search")
+    job = rek.start_face_search(CollectionId=cid, Video=hamilton, JobTag="hamilton-search", NotificationChannel={
+        "SNSTopicArn": TOPIC, "RoleArn": "arn:aws:iam::000000000000:role/video"})
     done = _wait(lambda: rek.get_face_search(JobId=job["JobId"]))
     assert done["JobStatus"] == "SUCCEEDED", done.get("StatusMessage")
     persons = done["Persons"]
@@ -183,6 +219,36 @@ def test_face_search_finds_miranda_in_his_shots_as_one_person(srv, rek, hamilton
     http = rek.get_face_search(JobId=job["JobId"], MaxResults=1)["ResponseMetadata"]["HTTPHeaders"]
     assert float(http["x-faceledger-threshold-used"]) >= 80
     assert float(http["x-faceledger-expected-false-matches"]) <= 1e-3 * len(times) + 1e-12
+    # the ledger: one entry when the job started (with the video's SHA-256), one when it ended (its matches)
+    import hashlib
+
+    entries = [e for e in _ledger(srv, "StartFaceSearch") if job["JobId"] in json.dumps(e)]
+    assert [e["result"] for e in entries] == ["OK", "JOB_SUCCEEDED"]
+    started, ended = (e["detail"] for e in entries)
+    assert started["Search"]["VideoSHA256"] == hashlib.sha256(shared_data(*HAMILTON).read_bytes()).hexdigest()
+    assert ended["Search"]["Persons"] == len(times) and ended["Search"]["ThresholdUsed"] >= 80
+    assert {f["FaceId"] for f in ended["Faces"]} == {
+        m["Face"]["FaceId"] for p in persons for m in p.get("FaceMatches", [])}
+    # the NotificationChannel's webhook got Rekognition's completion message
+    deadline = time.monotonic() + 10
+    while not [m for m in webhook[1] if m["JobId"] == job["JobId"]] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (note,) = [m for m in webhook[1] if m["JobId"] == job["JobId"]]
+    assert note["Status"] == "SUCCEEDED" and note["API"] == "FACE_SEARCH" and note["JobTag"] == "hamilton-search"
+    assert note["Video"] == {"S3ObjectName": "hamilton.mp4", "S3Bucket": "videos"} and note["Timestamp"] > 0
+
+
+def test_collection_policy_applies_to_start_face_search(srv, rek, hamilton):
+    from test_auth import signed_post
+
+    rek.create_collection(CollectionId="guarded")
+    body = json.dumps({"CollectionId": "guarded", "Policy": {"RequirePurpose": True}}).encode()
+    assert signed_post(srv, "Faceledger.PutCollectionPolicy", body, srv.key_id, srv.secret).status_code == 200
+    with pytest.raises(rek.exceptions.AccessDeniedException) as info:
+        rek.start_face_search(CollectionId="guarded", Video=hamilton)
+    assert "purpose" in str(info.value)
+    with pytest.raises(rek.exceptions.ResourceNotFoundException):
+        rek.start_face_search(CollectionId="no-such-collection", Video=hamilton)
 
 
 def test_shots_of_the_hamilton_clip(rek, hamilton):
@@ -225,7 +291,7 @@ def test_paging_over_more_than_1000_segments(srv, rek, detection):
         rek.get_face_detection(JobId=detection[0], NextToken=done["NextToken"])
 
 
-def test_damaged_videos_fail_with_a_clear_message_and_keep_what_decoded(srv, rek):
+def test_damaged_videos_fail_with_a_clear_message_and_keep_what_decoded(srv, rek, tmp_path):
     data = shared_data(*HAMILTON).read_bytes()
     flipped = bytearray(data)
     for i in range(len(data) // 3, len(data), 997):
@@ -235,26 +301,46 @@ def test_damaged_videos_fail_with_a_clear_message_and_keep_what_decoded(srv, rek
 
     jpeg = io.BytesIO()
     Image.new("RGB", (320, 240), (200, 30, 30)).save(jpeg, "JPEG")
+    faststart = _faststart(data, tmp_path / "faststart.mp4")  # the index (moov) first: the first half of the file still decodes
     cases = {"truncated.mp4": data[: len(data) // 2], "flipped.mp4": bytes(flipped), "empty.mp4": b"",
-             "photo.mp4": jpeg.getvalue()}
+             "photo.mp4": jpeg.getvalue(), "half.mp4": faststart[: len(faststart) // 2]}
     jobs = {name: rek.start_segment_detection(Video=_put(srv, name, body), SegmentTypes=["SHOT"])["JobId"]
             for name, body in cases.items()}
     results = {name: _wait(lambda j=j: rek.get_segment_detection(JobId=j)) for name, j in jobs.items()}
     for name, out in results.items():
         assert out["JobStatus"] == "FAILED", (name, out)
     assert "empty" in results["empty.mp4"]["StatusMessage"]
+    assert "not a video" in results["truncated.mp4"]["StatusMessage"]  # its index was at the end: nothing decodes
     assert "still image" in results["photo.mp4"]["StatusMessage"]
     for name in ("truncated.mp4", "flipped.mp4"):
         message = results[name]["StatusMessage"]
         assert "damaged" in message or "not a video" in message, message
-    # the truncated half of the clip: the shots of the frames decoded before the damage are reported
-    truncated = results["truncated.mp4"]
-    if "damaged" in truncated["StatusMessage"]:
-        assert [s["StartFrameNumber"] for s in truncated["Segments"]][:2] == HAMILTON_SHOTS[:2]
+    assert "damaged" in results["flipped.mp4"]["StatusMessage"]  # FFmpeg stops early there without an error
+    # the first half of the clip with its index first: the shots of the frames decoded before the damage
+    half = results["half.mp4"]
+    assert "damaged" in half["StatusMessage"], half["StatusMessage"]
+    assert [s["StartFrameNumber"] for s in half["Segments"]][:2] == HAMILTON_SHOTS[:2]
     import httpx
 
     assert httpx.get(srv.url + "/health", timeout=5).status_code == 200
     assert rek.list_collections()["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def _faststart(data: bytes, path: Path) -> bytes:
+    """The same MP4, remuxed by PyAV (through the file ``path``) with its index (moov) before the media data."""
+    import io
+
+    import av
+
+    with av.open(io.BytesIO(data)) as src, av.open(str(path), "w", format="mp4",
+                                                   options={"movflags": "faststart"}) as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is None:
+                continue
+            packet.stream = stream
+            dst.mux(packet)
+    return path.read_bytes()
 
 
 def _progress(data_dir: Path, job_id: str) -> dict:
@@ -300,3 +386,47 @@ def test_sigkill_during_a_job_resumes_from_the_last_checkpoint(tmp_path):
                    for p in done["Persons"] for m in p.get("FaceMatches", []))
     finally:
         restarted.stop()
+
+
+def test_cli_video_segments_locally_and_against_a_server(srv, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from faceledger.cli import main
+
+    clip = tmp_path / "black.mp4"
+    clip.write_bytes(_clip([128] * 30 + [0] * 15 + [128] * 30))
+    local = CliRunner().invoke(main, ["video", "segments", str(clip), "--data", str(tmp_path / "data")])
+    assert local.exit_code == 0, local.output
+    assert "BlackFrames" in local.output and "00:00:01:05" in local.output  # frame 30 at 25 fps
+    assert not list((tmp_path / "data").glob("*.mp4"))  # the temporary bucket is gone
+    _put(srv, "cli.mp4", clip.read_bytes())
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", srv.key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", srv.secret)
+    remote = CliRunner().invoke(main, ["video", "segments", "s3://videos/cli.mp4", "--endpoint", srv.url, "--json"])
+    assert remote.exit_code == 0, remote.output
+    out = json.loads(remote.output)
+    assert out["JobStatus"] == "SUCCEEDED"
+    assert [(s["Type"], s["StartFrameNumber"]) for s in out["Segments"]] == [
+        ("SHOT", 0), ("SHOT", 30), ("TECHNICAL_CUE", 30), ("SHOT", 45)]  # grey to black and back are cuts
+    refused = CliRunner().invoke(main, ["video", "faces", str(clip), "--endpoint", srv.url])
+    assert refused.exit_code != 0 and "s3://BUCKET/NAME" in refused.output
+
+
+def test_results_are_kept_for_the_retention_period_only(tmp_path):
+    from faceledger.client import Client
+    from faceledger.service import Service, ServiceConfig
+
+    buckets = tmp_path / "buckets"
+    (buckets / "vids").mkdir(parents=True)
+    (buckets / "vids" / "c.mp4").write_bytes(_clip([0] * 10 + [128] * 10))
+    service = Service(ServiceConfig(tmp_path / "data", buckets, video_retention_days=0))
+    with Client(service=service) as client:
+        job = client.start_segment_detection(Video={"S3Object": {"Bucket": "vids", "Name": "c.mp4"}},
+                                             SegmentTypes=["TECHNICAL_CUE"])
+        deadline = time.monotonic() + 60
+        while service.store.get_video_job(job["JobId"]).status not in ("SUCCEEDED", "FAILED"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(0.01)
+        with pytest.raises(client.exceptions.ResourceNotFoundException):
+            client.get_segment_detection(JobId=job["JobId"])

@@ -82,6 +82,8 @@ class VideoJobRunner:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.running: set[str] = set()
+        # job id -> (frames analysed, ms of video reached): what Get* says while a job runs here
+        self.live: dict[str, tuple[int, int]] = {}
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -166,6 +168,7 @@ class VideoJobRunner:
                 self.finish(job, "FAILED", f"Internal error while analysing the video ({type(exc).__name__})", [])
             finally:
                 self.running.discard(job.job_id)
+                self.live.pop(job.job_id, None)
 
     def check(self) -> None:
         if self._stop.is_set():
@@ -263,6 +266,7 @@ def run_job(runner: VideoJobRunner, job: VideoJob) -> None:
         return
     progress = dict(job.progress or {})
     progress.setdefault("attempts", []).append({"from_ms": int(progress.get("resume_ms", 0)), "frames": 0})
+    runner.save(job, progress, [], info.metadata())  # VideoMetadata as soon as the job runs
     kind = {"FaceDetection": _faces, "FaceSearch": _faces, "SegmentDetection": _segments}[job.api]
     kind(runner, job, path, info, progress)
 
@@ -321,6 +325,7 @@ def _faces(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: di
                 items.append(("obs", {"t": ms, "track": sighting.track, "face": detail}, None))
             progress["frames"] = progress.get("frames", 0) + 1
             progress["attempts"][-1]["frames"] += 1
+            runner.live[job.job_id] = (progress["frames"], ms)
     except VideoError as exc:
         error = exc
     close(last_ms + 1)  # past the last frame seen: a job killed before it is finished does not redo any frame
@@ -486,6 +491,7 @@ def _segments(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
             last = [frame.index, frame.timestamp_ms]
             progress["frames"] = progress.get("frames", 0) + 1
             progress["attempts"][-1]["frames"] += 1
+            runner.live[job.job_id] = (progress["frames"], frame.timestamp_ms)
     except VideoError as exc:
         error = exc
     if last is not None:

@@ -25,6 +25,11 @@ __all__ = ["Frame", "VideoError", "VideoInfo", "frames", "probe"]
 _IMAGE_FORMATS = ("image2", "jpeg_pipe", "png_pipe", "bmp_pipe", "webp_pipe", "gif", "tiff_pipe", "image2pipe")
 
 
+#: Decoding that stops this long (ms, plus three frame periods) before the video stream's stated duration is
+#: damage, not the end.
+END_TOLERANCE_MS = 500
+
+
 class VideoError(Exception):
     """The file is not a video faceledger can decode, or is damaged. ``frames_decoded``: how many frames
     were decoded before the problem (0 when the file could not be opened)."""
@@ -167,6 +172,8 @@ def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, firs
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else 25.0
     decoded = 0
+    last_ms = -1
+    stated_ms = float(stream.duration * tb * 1000) if stream.duration is not None and tb else None
     try:
         if first_pts is None:
             first_pts = first_frame_pts(path) if start_ms > 0 else None
@@ -186,6 +193,7 @@ def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, firs
                     index = decoded
                     ms = int(round(index * 1000 / fps))
                 decoded += 1
+                last_ms = ms
                 if ms < start_ms:
                     continue
                 if every_ms:
@@ -202,6 +210,11 @@ def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, firs
         container.close()
     if decoded == 0 and start_ms == 0:
         raise VideoError("no frame of the video could be decoded (damaged or empty stream)")
+    if stated_ms is not None and last_ms >= 0 and last_ms + 3 * 1000 / fps + END_TOLERANCE_MS < stated_ms:
+        # FFmpeg's demuxer stops without an error at some damage (a byte-flipped sample table): the video then
+        # looks short, as OpenCV makes every damaged video look; its stated duration tells
+        raise VideoError(f"the video is damaged: decoding stopped at {last_ms} ms of its stated "
+                         f"{int(stated_ms)} ms ({decoded} frames decoded)", decoded)
 
 
 def _rgb(frame, max_side: int | None) -> np.ndarray:

@@ -117,6 +117,7 @@ def _get(inv: Invocation, req: dict[str, Any], api: str, member: str, by_index: 
         out["VideoMetadata"] = job.metadata
     if job.status in ("QUEUED", "IN_PROGRESS"):
         out[member] = []
+        out["StatusMessage"] = _progress(inv, job)
         return out
     scope = f"{job.job_id}:{'INDEX' if by_index else 'TIMESTAMP'}"
     cursor = tokens.decode(inv.service.pagination_key, f"Get{api}", scope, req.get("NextToken"))
@@ -126,6 +127,18 @@ def _get(inv: Invocation, req: dict[str, Any], api: str, member: str, by_index: 
     out[member] = items
     return tokens.with_next_token(inv.service.pagination_key, out, f"Get{api}", scope,
                                   None if more is None else str(more))
+
+
+def _progress(inv: Invocation, job: VideoJob) -> str:
+    """What an unfinished job has done: ``Analysed N frames, T of D ms of video`` (faceledger's StatusMessage
+    while IN_PROGRESS; Rekognition leaves it empty then)."""
+    if job.status == "QUEUED":
+        return "Queued: waiting for a worker"
+    runner = inv.service.__dict__.get("video_jobs")
+    frames, ms = (runner.live.get(job.job_id) if runner is not None else None) or (
+        int((job.progress or {}).get("frames", 0)), int((job.progress or {}).get("resume_ms", 0)))
+    duration = (job.metadata or {}).get("DurationMillis")
+    return f"Analysed {frames} frames, {ms} of {duration if duration is not None else '?'} ms of video"
 
 
 @operation("StartFaceDetection")
