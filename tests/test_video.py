@@ -430,3 +430,27 @@ def test_results_are_kept_for_the_retention_period_only(tmp_path):
         time.sleep(0.01)
         with pytest.raises(client.exceptions.ResourceNotFoundException):
             client.get_segment_detection(JobId=job["JobId"])
+
+
+@pytest.mark.slow
+def test_crowd_clip_each_person_one_index(rek, srv):
+    """The facenet-pytorch crowd (1080p, 4.2 s, people walking toward the camera, no cut): several persons,
+    each followed through the clip as one Index, not one per frame."""
+    video = _put(srv, "crowd.mp4", shared_data("video", "facenet_pytorch_video.mp4").read_bytes())
+    rek.create_collection(CollectionId="crowd-empty")
+    job = rek.start_face_search(CollectionId="crowd-empty", Video=video)
+    done = _wait(lambda: rek.get_face_search(JobId=job["JobId"]), timeout=900)
+    assert done["JobStatus"] == "SUCCEEDED", done.get("StatusMessage")
+    persons: dict[int, list[int]] = {}
+    per_frame: dict[int, int] = {}
+    for p in done["Persons"]:
+        persons.setdefault(p["Person"]["Index"], []).append(p["Timestamp"])
+        per_frame[p["Timestamp"]] = per_frame.get(p["Timestamp"], 0) + 1
+        assert not p.get("FaceMatches")
+    assert len(persons) >= 3
+    # the faces seen in most sampled frames are followed as one person each, over most of the clip
+    followed = [ts for ts in persons.values() if len(ts) >= 0.6 * len(per_frame)]
+    assert len(followed) >= 2
+    assert all(max(ts) - min(ts) >= 2500 for ts in followed)
+    # far fewer persons than sightings: tracking, not one Index a face a frame
+    assert len(persons) <= sum(per_frame.values()) / 3

@@ -47,6 +47,8 @@ MAX_ATTEMPTS = 3
 CHECKPOINT_MS = 10_000
 #: Faces of each person used as search probes (its best ones by quality).
 SEARCH_PROBES = 3
+#: Face jobs analyse frames scaled down to at most this many pixels on their longer side (1080p stays whole).
+FACE_FRAME_SIDE = 1920
 #: The APIs, as Rekognition's completion message names them.
 API_NAMES = {"FaceDetection": "FACE_DETECTION", "FaceSearch": "FACE_SEARCH", "SegmentDetection": "SEGMENT_DETECTION"}
 SHOT_MODEL = "pyscenedetect-content-0.7"
@@ -310,10 +312,11 @@ def _faces(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: di
         items, last_saved = [], at_ms
 
     try:
-        for frame in frames(path, start_ms=resume, first_pts=first_pts, every_ms=None if search else every):
+        for frame in frames(path, start_ms=resume, first_pts=first_pts, every_ms=None if search else every,
+                            max_side=FACE_FRAME_SIDE):
             runner.check()
             ms = last_ms = frame.timestamp_ms
-            cut = shots.feed(frame.index, frame.image) if shots is not None else None
+            cut = shots.feed(frame.index, frame) if shots is not None else None
             if cut is not None or ms - last_saved >= CHECKPOINT_MS:
                 close(ms)  # the frame at ms is not analysed yet: a resume starts with it
             s = int(ms // every)
@@ -481,7 +484,7 @@ def _segments(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
                 progress.update(resume_ms=frame.timestamp_ms, shot=state, black=blacks.run or None, last=last)
                 runner.save(job, progress, items, info.metadata())
                 items, last_saved = [], frame.timestamp_ms
-            cut = shots.feed(frame.index, frame.image) if "SHOT" in types else None
+            cut = shots.feed(frame.index, frame) if "SHOT" in types else None
             if state is None:
                 state = [frame.index, frame.timestamp_ms, 100.0, 0]
             elif cut is not None:

@@ -68,14 +68,33 @@ class VideoInfo:
         return out
 
 
-@dataclass
 class Frame:
     """One decoded frame: ``index`` (from 0), ``timestamp_ms`` (from the first frame shown) and ``image``,
-    RGB uint8 (height, width, 3)."""
+    RGB uint8 (height, width, 3), converted when first asked for (a frame only looked at small, by
+    :meth:`scaled`, is never converted whole). Valid until the next frame is asked for."""
 
-    index: int
-    timestamp_ms: int
-    image: np.ndarray
+    def __init__(self, index: int, timestamp_ms: int, image: np.ndarray | None = None, *, source=None,
+                 max_side: int | None = None) -> None:
+        self.index, self.timestamp_ms = index, timestamp_ms
+        self._image, self._source, self._max_side = image, source, max_side
+
+    @property
+    def image(self) -> np.ndarray:
+        if self._image is None:
+            self._image = _rgb(self._source, self._max_side)
+        return self._image
+
+    def scaled(self, max_side: int) -> np.ndarray:
+        """The frame as RGB with its longer side at most ``max_side`` pixels."""
+        if self._image is not None and max(self._image.shape[:2]) <= max_side:
+            return self._image
+        if self._source is None:
+            import cv2
+
+            h, w = self._image.shape[:2]
+            s = max_side / max(h, w)
+            return cv2.resize(self._image, (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)
+        return _rgb(self._source, max_side if self._max_side is None else min(max_side, self._max_side))
 
 
 def _errors():
@@ -201,8 +220,7 @@ def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, firs
                     if s == slot:
                         continue
                     slot = s
-                image = _rgb(frame, max_side)
-                yield Frame(index=index, timestamp_ms=ms, image=image)
+                yield Frame(index, ms, source=frame, max_side=max_side)
     except _errors() as exc:
         raise VideoError(f"the video is damaged after {decoded} decoded frame(s): {_describe(exc)}",
                          decoded) from None

@@ -41,13 +41,16 @@ class ShotDetector:
         self._detector = ContentDetector(threshold=threshold, min_scene_len=SHOT_MIN_FRAMES)
         self.last_score = 0.0
 
-    def feed(self, index: int, rgb: np.ndarray) -> int | None:
-        """The frame index of a cut detected with this frame (the first frame of the new shot), or None."""
-        import cv2
+    def feed(self, index: int, frame) -> int | None:
+        """The frame index of a cut detected with this frame (the first frame of the new shot), or None.
+        ``frame``: a :class:`faceledger.video.decode.Frame` (looked at SHOT_WIDTH wide) or an RGB array."""
         from scenedetect.common import FrameTimecode
 
+        rgb = frame.scaled(SHOT_WIDTH) if hasattr(frame, "scaled") else frame
         h, w = rgb.shape[:2]
         if w > SHOT_WIDTH:
+            import cv2
+
             rgb = cv2.resize(rgb, (SHOT_WIDTH, max(2, int(h * SHOT_WIDTH / w))), interpolation=cv2.INTER_AREA)
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         cuts = self._detector.process_frame(FrameTimecode(index, fps=self.fps), bgr)
