@@ -292,6 +292,7 @@ def create_app(
                 raise
             models_state["ready"] = True
         await anyio.to_thread.run_sync(live_streams.host, service)  # runs stream processors; resumes RUNNING ones
+        service.video_jobs.start()  # stored-video workers: unfinished jobs resume from their last checkpoint
         async with anyio.create_task_group() as tasks:
             if retention_interval_s:
                 tasks.start_soon(sweep_forever)
@@ -299,6 +300,7 @@ def create_app(
             yield
             tasks.cancel_scope.cancel()
         await anyio.to_thread.run_sync(live_streams.shutdown, service)
+        await anyio.to_thread.run_sync(service.video_jobs.stop)
         await anyio.to_thread.run_sync(functools.partial(service.flush_refusals, force=True))
 
     async def rekognition(request: Request) -> Response:

@@ -94,13 +94,25 @@ _LIMITS = ServerLimits()
                    "ProvisionedThroughputExceededException (HTTP 400, retried by the AWS SDKs).")
 @click.option("--log-interval", default=_LIMITS.log_interval, show_default=True, type=click.FloatRange(min=0),
               help="A repeated warning or error is logged once per this many seconds (0: every time).")
+@click.option("--video-sample-fps", default=5.0, show_default=True, type=click.FloatRange(min=0.01, max=120),
+              help="Frames analysed per second of video by face detection and face search jobs (docs/video.md).")
+@click.option("--video-max-jobs", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Video jobs queued or running at most; one more Start* is LimitExceededException.")
+@click.option("--video-retention-days", default=7.0, show_default=True, type=click.FloatRange(min=0),
+              help="Days a finished video job's results are kept (then ResourceNotFoundException).")
+@click.option("--video-workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Video jobs run at once (each on a thread of the server process).")
+@click.option("--notify", "notify", multiple=True, metavar="ARN=URL",
+              help="NotificationChannel: POST Rekognition's job completion message for SNSTopicArn ARN to the "
+                   "webhook URL (repeatable).")
 def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsample: int | None, engine: str,
           face_model: str | None, dev: bool, retention_interval: float, log_level: str, max_efm: str | None = "0.001",
           min_margin: float = 1.0, calibration: Path | None = None, max_connections: int = _LIMITS.max_connections,
           header_timeout: float = _LIMITS.header_timeout, keep_alive_timeout: float = _LIMITS.keep_alive_timeout,
           body_timeout: float = _LIMITS.body_timeout, max_header_bytes: int = _LIMITS.max_header_bytes,
           analysis_workers: int = 0, analysis_queue: int = -1, log_interval: float = _LIMITS.log_interval,
-          detector: str | None = None) -> None:
+          detector: str | None = None, video_sample_fps: float = 5.0, video_max_jobs: int = 20,
+          video_retention_days: float = 7.0, video_workers: int = 1, notify: tuple[str, ...] = ()) -> None:
     """Serve the Rekognition API over HTTP, every request signed with a faceledger key.
 
     In this order: the port is claimed (a busy port fails here, before anything else); every face
@@ -127,6 +139,7 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
     if detector not in (None, "hog") and (engine == "dlib" or upsample is not None):
         raise CliError(f"--detector {detector} needs --engine onnx and no --upsample")
     limit = _false_match_limit(max_efm)
+    notify_map = _notify_pairs(notify)
     try:
         sock = bind(host, port)  # before any side effect: a busy port changes nothing
     except OSError as exc:
@@ -152,7 +165,10 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
         service = Service(ServiceConfig(data_dir=data_dir, buckets_dir=buckets_dir, detector_upsample=upsample,
                                         engine=engine, detector=detector, face_model=face_model,
                                         max_expected_false_matches=limit,
-                                        min_margin=min_margin, calibration=calibration))
+                                        min_margin=min_margin, calibration=calibration,
+                                        video_sample_fps=video_sample_fps, video_max_jobs=video_max_jobs,
+                                        video_retention_days=video_retention_days, video_workers=video_workers,
+                                        video_notify=notify_map))
         if calibration is not None:
             try:
                 service.scale  # load and check it now, not on the first search
@@ -204,6 +220,17 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
         run_server(app, sock, limits, log_level=log_level)
     finally:
         sock.close()
+
+
+def _notify_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """``--notify ARN=URL`` values as (SNS topic ARN, webhook URL) pairs; CliError for a malformed one."""
+    pairs = []
+    for value in values:
+        arn, sep, url = value.partition("=")
+        if not sep or not arn.startswith("arn:aws:sns:") or not url.startswith(("http://", "https://")):
+            raise CliError(f"--notify must be ARN=URL (an SNS topic ARN and an http(s) URL), not {value!r}")
+        pairs.append((arn, url))
+    return tuple(pairs)
 
 
 def _bind_error(host: str, port: int, exc: OSError) -> str:

@@ -71,6 +71,14 @@ class ServiceConfig:
     min_margin: float = DEFAULT_MIN_MARGIN
     # A calibration table (faceledger eval calibrate) used instead of the packaged one (None: packaged).
     calibration: Path | None = None
+    # Stored video (docs/video.md): frames analysed per second of video by face jobs; jobs queued or running
+    # at most (LimitExceededException past it); days a finished job's results are kept; worker threads;
+    # SNSTopicArn -> webhook URL for NotificationChannel (serve --notify ARN=URL).
+    video_sample_fps: float = 5.0
+    video_max_jobs: int = 20
+    video_retention_days: float = 7.0
+    video_workers: int = 1
+    video_notify: tuple[tuple[str, str], ...] = ()
 
     def collection_arn(self, collection_id: str) -> str:
         return f"arn:aws:rekognition:{self.region}:{self.account_id}:collection/{collection_id}"

@@ -217,6 +217,13 @@ class Service:
             raise InvalidParameterException(
                 f"Face model {face_model} needs the onnx engine; this server runs --engine dlib")
 
+    @functools.cached_property
+    def video_jobs(self):
+        """The stored-video job workers (service/video_jobs.py), started by the server or by the first job."""
+        from .video_jobs import VideoJobRunner
+
+        return VideoJobRunner(self)
+
     # -- the dispatch point -----------------------------------------------------------------
 
     def _handler(self, operation_name: str) -> tuple[str, Handler]:
@@ -482,6 +489,8 @@ class Service:
             yield row
 
     def close(self) -> None:
+        if "video_jobs" in self.__dict__:
+            self.video_jobs.stop()
         try:
             self.flush_refusals(force=True)
         except Exception:

@@ -131,6 +131,9 @@ InternalServerError = _error("InternalServerError", 500, RekognitionError)
 # Too many image analyses at once (the server's queue is full): Rekognition's answer to a caller over its
 # throughput, HTTP 400; botocore's retry handlers treat it as throttling and retry with backoff.
 ProvisionedThroughputExceededException = _error("ProvisionedThroughputExceededException")
+# Stored video: too many jobs queued or running; a video over 10 GB or 6 hours.
+LimitExceededException = _error("LimitExceededException")
+VideoTooLargeException = _error("VideoTooLargeException")
 # The request body did not arrive in time (a slow or stalled client); AWS's code, HTTP 408, retried by botocore.
 RequestTimeoutException = _error("RequestTimeoutException", 408)
 
@@ -180,6 +183,8 @@ __all__ = [
     "InternalServerError",
     "ProvisionedThroughputExceededException",
     "RequestTimeoutException",
+    "LimitExceededException",
+    "VideoTooLargeException",
     "ServiceUnavailable",
     "unavailable",
 ]

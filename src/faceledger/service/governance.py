@@ -35,6 +35,8 @@ SEARCHES = {
     "SearchFacesByImage": ("FaceMatchThreshold", "MaxFaces", 80.0, 80),
     "SearchUsers": ("UserMatchThreshold", "MaxUsers", 80.0, 10),
     "SearchUsersByImage": ("UserMatchThreshold", "MaxUsers", 80.0, 10),
+    # a video's persons are each searched as SearchFacesByImage searches a face (service/video_jobs.py)
+    "StartFaceSearch": ("FaceMatchThreshold", "MaxFaces", 80.0, 80),
 }
 POLICY_MEMBERS = {"MinFaceMatchThreshold", "BelowMinimum", "MaxFaces", "RequirePurpose", "RetentionDays",
                   "AllowLiveSearch"}

@@ -70,13 +70,20 @@ def _name_problem(bucket: str, name: str) -> str | None:
 def _read_s3_object(s3: dict[str, Any], config: ServiceConfig) -> bytes:
     """The bytes of ``S3Object`` {Bucket, Name}: the file ``<buckets folder>/<Bucket>/<Name>``.
 
-    Only a regular file inside the bucket's folder is read, and at most ``config.max_s3_object_bytes``
-    of it (over that: ImageTooLargeException). Everything else is InvalidS3ObjectException, decided before
+    Only a regular file inside the bucket's folder is read (see :func:`s3_object_path`), and at most
+    ``config.max_s3_object_bytes`` of it (over that: ImageTooLargeException). A FIFO never blocks the call.
+    """
+    path, where = s3_object_path(s3, config)
+    return _read_regular_file(path, where, config.max_s3_object_bytes)
+
+
+def s3_object_path(s3: dict[str, Any], config: ServiceConfig) -> tuple[Path, str]:
+    """(the resolved path of ``S3Object`` {Bucket, Name} in the buckets folder, its ``'s3://bucket/name'`` for
+    messages). Everything but a name inside the bucket's folder is InvalidS3ObjectException, decided before
     anything is opened where possible: a missing bucket or object, a NUL, an absolute name or a '..' part,
     a name too long for the filesystem, a symbolic link that loops or leads out of the bucket (the bucket's
-    own folder must not be a link out of the buckets folder), a directory, FIFO, socket or device, a file
-    the server cannot read. A FIFO never blocks the call.
-    """
+    own folder must not be a link out of the buckets folder). What the path is (a regular file, a directory,
+    FIFO, socket or device) is for the reader to check."""
     bucket, name = s3.get("Bucket"), s3.get("Name")
     if not bucket or not name:
         raise InvalidParameterException("S3Object needs both Bucket and Name")
@@ -103,7 +110,7 @@ def _read_s3_object(s3: dict[str, Any], config: ServiceConfig) -> bytes:
         raise _s3_refusal(where, _os_problem(exc)) from None
     if not path.is_relative_to(bucket_dir):
         raise _s3_refusal(where, "a symbolic link leads out of the bucket")
-    return _read_regular_file(path, where, config.max_s3_object_bytes)
+    return path, where
 
 
 def _os_problem(exc: OSError) -> str:

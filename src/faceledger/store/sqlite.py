@@ -40,6 +40,8 @@ from .index.exact import ExactIndex
 from .index.manager import CollectionIndexes
 from .ledger import COLUMNS as LEDGER_COLUMNS
 from .ledger import GENESIS, LedgerEntry, Verification, row_for, verify
+from .video_jobs import SCHEMA as VIDEO_JOBS_SCHEMA
+from .video_jobs import VideoJobStore
 
 log = logging.getLogger("faceledger.store")
 
@@ -262,7 +264,7 @@ def _face(row: sqlite3.Row, embedding: bytes | None = None) -> FaceRecord:
     )
 
 
-class SQLiteStore:
+class SQLiteStore(VideoJobStore):
     """:class:`faceledger.store.FaceStore` on one SQLite file."""
 
     def __init__(
@@ -283,6 +285,7 @@ class SQLiteStore:
         self._connections_lock = threading.Lock()
         with self._storage_errors():
             self._conn().executescript(SCHEMA)
+            self._conn().executescript(VIDEO_JOBS_SCHEMA)
             _migrate(self._conn())
         persist = str(path) != ":memory:" and self._cipher is None  # never write decrypted vectors to disk
         self.indexes = CollectionIndexes(self._read, self._open,

@@ -2,3 +2,4 @@
 
 from . import collections, detect, faces, search, tags, users  # noqa: F401
 from . import streams  # noqa: F401  (stream processors)
+from . import video  # noqa: F401

@@ -1,0 +1,200 @@
+"""``faceledger video faces|search|segments FILE``: stored-video jobs, with a progress bar and a summary table.
+
+FILE is a local video file (in-process on the data folder: the file is linked or copied into a private
+temporary bucket for the job) or ``s3://BUCKET/NAME``, an object of the buckets folder (--buckets locally,
+the server's own with --endpoint).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .common import App, CliError, client_command, fmt_box, fmt_pct
+from .main import main
+
+#: Sightings of one person less than this far apart (ms) are one time range of the table.
+RANGE_GAP_MS = 1000
+
+
+@main.group()
+def video() -> None:
+    """Stored video: faces, face search and shot/black-frame segments (asynchronous jobs, docs/video.md)."""
+
+
+def _video_arg(app: App, file: str) -> tuple[dict[str, Any], Callable[[], None]]:
+    """(Video for a Start* call, cleanup). A local FILE gets a temporary bucket (local data folder only)."""
+    if file.startswith("s3://"):
+        bucket, _, name = file[5:].partition("/")
+        if not bucket or not name:
+            raise CliError(f"{file}: an S3 location is s3://BUCKET/NAME")
+        return {"S3Object": {"Bucket": bucket, "Name": name}}, lambda: None
+    path = Path(file)
+    if not path.is_file():
+        raise CliError(f"{file}: no such file (give a video file, or s3://BUCKET/NAME of the buckets folder)")
+    if app.endpoint:
+        raise CliError(f"{file}: with --endpoint the server reads videos from its own buckets folder: copy the file "
+                       "into it and give s3://BUCKET/NAME")
+    tmp = Path(tempfile.mkdtemp(prefix="faceledger-video-"))
+    bucket = tmp / "cli"
+    bucket.mkdir()
+    target = bucket / path.name
+    try:
+        os.link(path.resolve(), target)
+    except OSError:
+        shutil.copyfile(path, target)
+    app.buckets_dir = tmp
+    return {"S3Object": {"Bucket": "cli", "Name": path.name}}, lambda: shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(app: App, start: str, get: str, member: str, file: str, params: dict[str, Any],
+         get_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Start a job, show its progress (frames/s) until it ends, return every page of its results joined."""
+    video, cleanup = _video_arg(app, file)
+    try:
+        job_id = app.call(start, Video=video, **params)["JobId"]
+        show = not app.as_json and app.err.is_terminal
+        began = time.monotonic()
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
+                      TimeElapsedColumn(), console=app.err, disable=not show, transient=True) as bar:
+            task = bar.add_task(f"{start[6:].replace('_', ' ')} {Path(file).name}", total=None, rate="")
+            while True:
+                out = app.call(get, JobId=job_id, MaxResults=1, **(get_params or {}))
+                if out["JobStatus"] != "IN_PROGRESS":
+                    break
+                frames, done, total = _progress(out)
+                elapsed = max(1e-6, time.monotonic() - began)
+                bar.update(task, total=total, completed=done, rate=f"{frames} frames, {frames / elapsed:.1f} frames/s")
+                time.sleep(0.5)
+        result = app.pages(get, (member,), JobId=job_id, **(get_params or {}))
+        result["_elapsed_s"] = time.monotonic() - began
+        result["_headers"] = getattr(app, "last_headers", {})
+        return result
+    finally:
+        cleanup()
+
+
+def _progress(out: dict[str, Any]) -> tuple[int, int | None, int | None]:
+    """(frames analysed, ms reached, ms in all) from an IN_PROGRESS StatusMessage."""
+    import re
+
+    m = re.match(r"Analysed (\d+) frames, (\d+) of (\d+|\?) ms", out.get("StatusMessage", "") or "")
+    if not m:
+        return 0, None, None
+    return int(m.group(1)), int(m.group(2)), None if m.group(3) == "?" else int(m.group(3))
+
+
+def _finish(app: App, result: dict[str, Any]) -> bool:
+    """Print the raw response (--json) or the job's status line; False when there is nothing more to show."""
+    headers = result.pop("_headers", {})
+    elapsed = result.pop("_elapsed_s", 0.0)
+    if app.as_json:
+        app.print_json(result)
+        return False
+    meta = result.get("VideoMetadata") or {}
+    if isinstance(meta, list):
+        meta = meta[0] if meta else {}
+    if meta:
+        app.out.print(f"video: {meta.get('FrameWidth')}x{meta.get('FrameHeight')}, {meta.get('FrameRate')} fps, "
+                      f"{meta.get('DurationMillis', 0) / 1000:.1f} s, {meta.get('Codec')} in {meta.get('Format')}; "
+                      f"analysed in {elapsed:.1f} s", markup=False)
+    if result["JobStatus"] == "FAILED":
+        app.err.print(f"job FAILED: {result.get('StatusMessage')}", markup=False)
+    app.last_headers = headers
+    return True
+
+
+def _ms(value: int) -> str:
+    return f"{value / 1000:.1f}s"
+
+
+@client_command(video, "faces")
+@click.argument("file")
+def video_faces(app: App, file: str) -> None:
+    """The faces of a video (StartFaceDetection): each sampled frame's faces with their timestamps."""
+    result = _run(app, "start_face_detection", "get_face_detection", "Faces", file, {})
+    if not _finish(app, result):
+        return
+    table = app.table("Timestamp", "BoundingBox", "Confidence")
+    for f in result.get("Faces", []):
+        table.add_row(_ms(f["Timestamp"]), fmt_box(f["Face"].get("BoundingBox")), fmt_pct(f["Face"].get("Confidence")))
+    app.out.print(table)
+    app.out.print(f"{len(result.get('Faces', []))} faces", markup=False)
+    if result["JobStatus"] == "FAILED":
+        raise SystemExit(1)
+
+
+def time_ranges(stamps: list[int], gap: int = RANGE_GAP_MS) -> list[tuple[int, int]]:
+    """Sorted timestamps (ms) as (first, last) ranges: a new range after a gap of more than ``gap`` ms."""
+    ranges: list[tuple[int, int]] = []
+    for t in sorted(stamps):
+        if ranges and t - ranges[-1][1] <= gap:
+            ranges[-1] = (ranges[-1][0], t)
+        else:
+            ranges.append((t, t))
+    return ranges
+
+
+@client_command(video, "search")
+@click.argument("collection_id")
+@click.argument("file")
+@click.option("--threshold", type=click.FloatRange(0, 100), default=80.0, show_default=True,
+              help="FaceMatchThreshold: lowest Similarity to report.")
+def video_search(app: App, collection_id: str, file: str, threshold: float) -> None:
+    """Who of COLLECTION_ID appears in a video, and when (StartFaceSearch): one row per person."""
+    result = _run(app, "start_face_search", "get_face_search", "Persons", file,
+                  {"CollectionId": collection_id, "FaceMatchThreshold": threshold}, {"SortBy": "INDEX"})
+    if not _finish(app, result):
+        return
+    persons: dict[int, dict[str, Any]] = {}
+    for p in result.get("Persons", []):
+        entry = persons.setdefault(p["Person"]["Index"], {"stamps": [], "matches": p.get("FaceMatches", [])})
+        entry["stamps"].append(p["Timestamp"])
+    h = getattr(app, "last_headers", {})
+    if "x-faceledger-threshold-used" in h:
+        app.out.print(f"threshold used {h['x-faceledger-threshold-used']}; expected false matches for the whole "
+                      f"video {float(h.get('x-faceledger-expected-false-matches', 0)):.3g} (each person searched "
+                      "once, with its best faces)", markup=False)
+    table = app.table("Person", "ExternalImageId", "FaceId", "Similarity", "Seen")
+    for index in sorted(persons):
+        entry = persons[index]
+        seen = ", ".join(f"{_ms(a)}-{_ms(b)}" for a, b in time_ranges(entry["stamps"]))
+        best = entry["matches"][0] if entry["matches"] else None
+        face = best["Face"] if best else {}
+        table.add_row(str(index), face.get("ExternalImageId", "(no match)" if not best else ""),
+                      face.get("FaceId", ""), fmt_pct(best["Similarity"]) if best else "", seen)
+    app.out.print(table)
+    matched = sum(1 for e in persons.values() if e["matches"])
+    app.out.print(f"{len(persons)} persons, {matched} matched in {collection_id}", markup=False)
+    if result["JobStatus"] == "FAILED":
+        raise SystemExit(1)
+
+
+@client_command(video, "segments")
+@click.argument("file")
+@click.option("--type", "types", type=click.Choice(["SHOT", "TECHNICAL_CUE"]), multiple=True,
+              help="Segment types (default: both).")
+def video_segments(app: App, file: str, types: tuple[str, ...]) -> None:
+    """Shots and black frames of a video (StartSegmentDetection)."""
+    result = _run(app, "start_segment_detection", "get_segment_detection", "Segments", file,
+                  {"SegmentTypes": list(types or ("SHOT", "TECHNICAL_CUE"))})
+    if not _finish(app, result):
+        return
+    table = app.table("Type", "Start", "End", "Frames", "Confidence")
+    for s in result.get("Segments", []):
+        kind = "SHOT" if s["Type"] == "SHOT" else s["TechnicalCueSegment"]["Type"]
+        conf = (s.get("ShotSegment") or s.get("TechnicalCueSegment") or {}).get("Confidence")
+        table.add_row(kind, f"{s['StartTimecodeSMPTE']} ({_ms(s['StartTimestampMillis'])})",
+                      f"{s['EndTimecodeSMPTE']} ({_ms(s['EndTimestampMillis'])})",
+                      f"{s['StartFrameNumber']}-{s['EndFrameNumber']}", fmt_pct(conf))
+    app.out.print(table)
+    if result["JobStatus"] == "FAILED":
+        raise SystemExit(1)

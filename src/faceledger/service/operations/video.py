@@ -1,0 +1,204 @@
+"""Stored video: StartFaceDetection/GetFaceDetection, StartFaceSearch/GetFaceSearch,
+StartSegmentDetection/GetSegmentDetection (asynchronous jobs, see service/video_jobs.py), and
+StartPersonTracking/GetPersonTracking, which answer that they are not supported (Rekognition retired
+people pathing)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import uuid
+from typing import Any
+
+from ...store.video_jobs import VideoJob
+from ...video import VideoError, probe
+from .. import auth, tokens
+from ..dispatch import Invocation, operation
+from ..errors import (
+    AccessDeniedException,
+    InvalidParameterException,
+    InvalidS3ObjectException,
+    LimitExceededException,
+    ResourceNotFoundException,
+    VideoTooLargeException,
+)
+from ..images import s3_object_path
+from ..video_jobs import SHOT_MODEL, CUE_MODEL, job_json
+from ._common import require_collection
+
+#: Rekognition Video's limits: "the maximum file size for a stored video is 10GB", "the maximum duration
+#: for a stored video is 6 hours".
+MAX_VIDEO_BYTES = 10 * 1024 ** 3
+MAX_VIDEO_MS = 6 * 3600 * 1000
+DEFAULT_MAX_RESULTS = 1000
+
+
+
+def _video(inv: Invocation, video: dict[str, Any]) -> tuple[dict, dict]:
+    """(the S3Object, what the job keeps about the file); Rekognition's errors for what cannot be a job."""
+    s3 = video.get("S3Object")
+    if not s3:
+        raise InvalidParameterException("Video must have an S3Object (Bucket and Name)")
+    path, where = s3_object_path(s3, inv.config)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InvalidS3ObjectException(f"Unable to get object metadata from S3 {where}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidS3ObjectException(f"Unable to get object metadata from S3 {where}: it is not a file")
+    if st.st_size > MAX_VIDEO_BYTES:
+        raise VideoTooLargeException(f"The video {where} is {st.st_size} bytes, over the 10 GB limit")
+    try:
+        info = probe(path)
+        if info.duration_ms > MAX_VIDEO_MS:
+            raise VideoTooLargeException(
+                f"The video {where} lasts {info.duration_ms / 3600000:.2f} hours, over the 6 hour limit")
+    except VideoError:
+        pass  # not a video, or damaged: the job runs and FAILS with a StatusMessage that says what is wrong
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return dict(s3), {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
+
+
+def _start(inv: Invocation, req: dict[str, Any], api: str, collection_id: str | None = None) -> dict[str, Any]:
+    channel = req.get("NotificationChannel")
+    if channel and channel.get("SNSTopicArn") not in dict(inv.config.video_notify):
+        raise InvalidParameterException(
+            f"NotificationChannel.SNSTopicArn {channel.get('SNSTopicArn')} has no webhook on this server "
+            "(start it with --notify ARN=URL)")
+    if inv.store.count_active_video_jobs() >= int(inv.config.video_max_jobs):
+        raise LimitExceededException(
+            f"This server already has {inv.config.video_max_jobs} video jobs queued or running, its limit; "
+            "start the job when one has finished")
+    s3, file = _video(inv, req["Video"])
+    now = inv.now().timestamp()
+    job_id = uuid.uuid4().hex + uuid.uuid4().hex[:16]
+    ctx = inv.context
+    request = job_json({k: v for k, v in req.items() if k != "ClientRequestToken"})
+    request["_context"] = {"purpose": ctx.purpose, "case": ctx.case_reference, "source": ctx.source_ip,
+                           "max_expected_false_matches": ctx.max_expected_false_matches,
+                           "min_margin": ctx.min_margin}
+    job = VideoJob(job_id=job_id, api=api, status="QUEUED", principal=ctx.who(), request=request, video=s3,
+                   created_at=now, updated_at=now, collection_id=collection_id, video_sha256=file["sha256"],
+                   job_tag=req.get("JobTag"),
+                   progress={"file": {"size": file["size"], "mtime_ns": file["mtime_ns"]}})
+    inv.store.create_video_job(job)
+    inv.meta.update(JobId=job_id, Video=f"s3://{s3['Bucket']}/{s3['Name']}", VideoSHA256=file["sha256"])
+    inv.after_commit(inv.service.video_jobs.wake)
+    return {"JobId": job_id}
+
+
+def _job(inv: Invocation, req: dict[str, Any], api: str) -> VideoJob:
+    job = inv.store.get_video_job(req["JobId"])
+    now = inv.now().timestamp()
+    if job is None or job.api != api or (job.expires_at is not None and job.expires_at < now):
+        raise ResourceNotFoundException(
+            f"The job {req['JobId']} does not exist (or its results were deleted after "
+            f"{inv.config.video_retention_days:g} days)")
+    if job.collection_id and inv.context.policy is not None:  # the results name the collection's faces
+        auth.authorize(inv.context.policy, inv.context.who(), f"rekognition:Get{api}",
+                       inv.config.collection_arn(job.collection_id))
+    inv.meta["JobId"] = job.job_id
+    return job
+
+
+def _get(inv: Invocation, req: dict[str, Any], api: str, member: str, by_index: bool = False) -> dict[str, Any]:
+    job = _job(inv, req, api)
+    out: dict[str, Any] = {"JobStatus": "IN_PROGRESS" if job.status == "QUEUED" else job.status, "JobId": job.job_id,
+                           "Video": {"S3Object": job.video}}
+    if job.job_tag:
+        out["JobTag"] = job.job_tag
+    if job.status_message:
+        out["StatusMessage"] = job.status_message
+    if job.metadata:
+        out["VideoMetadata"] = job.metadata
+    if job.status in ("QUEUED", "IN_PROGRESS"):
+        out[member] = []
+        out["StatusMessage"] = _progress(inv, job)
+        return out
+    scope = f"{job.job_id}:{'INDEX' if by_index else 'TIMESTAMP'}"
+    cursor = tokens.decode(inv.service.pagination_key, f"Get{api}", scope, req.get("NextToken"))
+    after = int(cursor) if cursor is not None else -1
+    limit = int(req.get("MaxResults", DEFAULT_MAX_RESULTS))
+    items, more = inv.store.video_job_results(job.job_id, after, limit, by_index=by_index)
+    out[member] = items
+    return tokens.with_next_token(inv.service.pagination_key, out, f"Get{api}", scope,
+                                  None if more is None else str(more))
+
+
+def _progress(inv: Invocation, job: VideoJob) -> str:
+    """What an unfinished job has done: ``Analysed N frames, T of D ms of video`` (faceledger's StatusMessage
+    while IN_PROGRESS; Rekognition leaves it empty then)."""
+    if job.status == "QUEUED":
+        return "Queued: waiting for a worker"
+    runner = inv.service.__dict__.get("video_jobs")
+    frames, ms = (runner.live.get(job.job_id) if runner is not None else None) or (
+        int((job.progress or {}).get("frames", 0)), int((job.progress or {}).get("resume_ms", 0)))
+    duration = (job.metadata or {}).get("DurationMillis")
+    return f"Analysed {frames} frames, {ms} of {duration if duration is not None else '?'} ms of video"
+
+
+@operation("StartFaceDetection")
+def start_face_detection(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    # FaceAttributes DEFAULT or ALL give the same honest FaceDetail as DetectFaces (shapes.DEFAULT_ATTRIBUTES)
+    return _start(inv, req, "FaceDetection")
+
+
+@operation("GetFaceDetection")
+def get_face_detection(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    return _get(inv, req, "FaceDetection", "Faces")
+
+
+@operation("StartFaceSearch")
+def start_face_search(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    collection = require_collection(inv, req["CollectionId"])
+    inv.for_model(collection.face_model_version)  # InvalidParameterException when this server lacks its model
+    return _start(inv, req, "FaceSearch", collection.collection_id)
+
+
+@operation("GetFaceSearch")
+def get_face_search(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    out = _get(inv, req, "FaceSearch", "Persons", by_index=req.get("SortBy", "TIMESTAMP") == "INDEX")
+    job = inv.store.get_video_job(req["JobId"])
+    summary = (job.progress or {}).get("search") if job is not None else None
+    if summary:  # the x-faceledger-* headers: threshold used, expected false matches summed over persons
+        inv.meta.update(ThresholdUsed=summary["ThresholdUsed"], ExpectedFalseMatches=summary["ExpectedFalseMatches"],
+                        Persons=summary["Persons"])
+    return out
+
+
+@operation("StartSegmentDetection")
+def start_segment_detection(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    if not req.get("SegmentTypes"):
+        raise InvalidParameterException("SegmentTypes must name at least one of SHOT, TECHNICAL_CUE")
+    return _start(inv, req, "SegmentDetection")
+
+
+@operation("GetSegmentDetection")
+def get_segment_detection(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    out = _get(inv, req, "SegmentDetection", "Segments")
+    job = inv.store.get_video_job(req["JobId"])
+    types = job.request.get("SegmentTypes") or ["SHOT", "TECHNICAL_CUE"]
+    out["SelectedSegmentTypes"] = [{"Type": t, "ModelVersion": SHOT_MODEL if t == "SHOT" else CUE_MODEL}
+                                   for t in types]
+    if "VideoMetadata" in out:  # a list here (one entry a video stream), a structure in the other Get* results
+        out["VideoMetadata"] = [out["VideoMetadata"]]
+    out["AudioMetadata"] = []
+    return out
+
+
+_RETIRED = ("faceledger does not support {op}: people pathing (Rekognition's person tracking) was retired by "
+            "Amazon Rekognition and is not offered here; use StartFaceDetection or StartFaceSearch")
+
+
+@operation("StartPersonTracking")
+def start_person_tracking(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    raise AccessDeniedException(_RETIRED.format(op="StartPersonTracking"))
+
+
+@operation("GetPersonTracking")
+def get_person_tracking(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    raise AccessDeniedException(_RETIRED.format(op="GetPersonTracking"))

@@ -1,0 +1,167 @@
+"""Faces across frames: tracklets (SORT from the ``trackers`` package) and their merging into persons.
+
+A *tracklet* is one face followed from sampled frame to sampled frame by box overlap (SORT: a Kalman
+filter and IoU association). The tracker is reset at every shot cut (a box of the next shot overlapping
+one of the last shot is not the same face) and at checkpoints, so a person seen in two shots, or leaving
+and coming back, is several tracklets. :func:`merge_tracklets` merges them back by embedding: two groups of
+tracklets are one person when they are never seen at the same time and the best Similarity between their
+best faces reaches the merge threshold: at least :data:`MERGE_SIMILARITY` (90, FMR 1e-5 a comparison),
+stricter than search's default (80), and raised with the number of comparisons made so that the job
+expects at most :data:`MAX_EXPECTED_WRONG_MERGES` wrong merges (:func:`merge_threshold`). A wrong merge
+cannot be undone (it would give one person another's matches); a missed one only shows one person twice.
+The median Similarity between two tracklets' faces was tried first and is too strict: the two tracklets of
+Lin-Manuel Miranda in one shot of the hamilton clip (lost for one sampled frame) are 78 by median, 99 by best
+pair, and each matches his reference photo at 95-99.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["MERGE_SIMILARITY", "FaceTracker", "Tracklet", "face_quality", "merge_threshold", "merge_tracklets"]
+
+#: The lowest Similarity (calibrated: FMR 1e-5) at which two tracklets are merged into one person ...
+MERGE_SIMILARITY = 90.0
+#: ... raised for the number of face comparisons a job's merging makes, to at most this many wrong merges.
+MAX_EXPECTED_WRONG_MERGES = 0.01
+#: How long (seconds) SORT keeps a face it no longer sees before it starts a new tracklet for it.
+LOST_TRACK_SECONDS = 1.0
+#: Box overlap (IoU) that associates a face with a tracklet from one sampled frame to the next.
+MIN_IOU = 0.2
+
+
+@dataclass
+class Tracklet:
+    """One tracked face: ``track`` (its id in the job), first and last timestamps (ms), how many sampled
+    frames show it, and the embeddings of its best faces (``faces``: (quality, vector) pairs, best first)."""
+
+    track: int
+    first_ms: int
+    last_ms: int
+    count: int = 0
+    faces: list[tuple[float, np.ndarray]] = field(default_factory=list)
+
+    def overlaps(self, other: "Tracklet") -> bool:
+        return self.first_ms <= other.last_ms and other.first_ms <= self.last_ms
+
+
+def face_quality(width: float, height: float, confidence: float, yaw: float, pitch: float) -> float:
+    """How good a face is to recognise: its size (up to 160 px), detector confidence and frontality."""
+    side = min(max(0.0, width), max(0.0, height), 160.0)
+    frontal = max(0.1, math.cos(math.radians(min(abs(yaw), 89.0)))) * max(0.1, math.cos(math.radians(
+        min(abs(pitch), 89.0))))
+    return float(side * frontal * max(0.0, confidence) / 100.0)
+
+
+class FaceTracker:
+    """SORT over face boxes; ids are unique across resets (``first_id``: the first id to give)."""
+
+    def __init__(self, fps: float, first_id: int = 0) -> None:
+        import warnings
+
+        from trackers import SORTTracker
+
+        warnings.filterwarnings("ignore", module="trackers")
+        self.fps = max(0.1, float(fps))
+        self._sort = SORTTracker(lost_track_buffer=max(1, int(round(30 * LOST_TRACK_SECONDS))), frame_rate=self.fps,
+                                 track_activation_threshold=0.0, minimum_consecutive_frames=1,
+                                 minimum_iou_threshold=MIN_IOU)
+        self.next_id = first_id
+        self._ids: dict[int, tuple[int, object]] = {}
+
+    def reset(self) -> None:
+        """Forget every tracklet (a shot cut, a checkpoint): later faces start new tracklets."""
+        self._sort.reset()
+        self._ids = {}
+
+    def update(self, boxes: Sequence[tuple[float, float, float, float]], scores: Sequence[float],
+               timestamp_ms: int) -> list[int]:
+        """The tracklet id of each box (left, top, right, bottom in pixels) of one sampled frame."""
+        import supervision as sv
+
+        if len(boxes) == 0:
+            detections = sv.Detections.empty()
+        else:
+            detections = sv.Detections(xyxy=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+                                       confidence=np.asarray(scores, dtype=np.float32))
+        out = self._sort.update(detections)
+        # SORT gives a new tracklet its id only from its second frame (-1 on the first): the tracklet objects
+        # are followed instead, so that a face has one id from the first frame it is seen.
+        by_id = {t.tracker_id: t for t in self._sort.tracks if t.tracker_id >= 0}
+        fresh = [t for t in self._sort.tracks if t.tracker_id < 0 and t.number_of_successful_updates == 1
+                 and t.time_since_update == 0]
+        ids = []
+        for i, raw in enumerate(out.tracker_id if len(boxes) else []):
+            obj = by_id.get(int(raw))
+            if obj is None and fresh:
+                box = np.asarray(boxes[i], dtype=np.float64)
+                obj = min(fresh, key=lambda t: float(np.abs(np.asarray(t.get_state_bbox()) - box).sum()))
+                fresh.remove(obj)
+            if obj is None:  # not kept by SORT: a tracklet of its own
+                ids.append(self.next_id)
+                self.next_id += 1
+                continue
+            key = id(obj)
+            if key not in self._ids:
+                self._ids[key] = (self.next_id, obj)  # the object is held so that its id() stays its own
+                self.next_id += 1
+            ids.append(self._ids[key][0])
+        return ids
+
+
+def merge_threshold(tracklets: Sequence[Tracklet], floor: float = MERGE_SIMILARITY) -> float:
+    """The Similarity two tracklets' best faces must reach to be merged: ``floor``, raised until FMR x the
+    number of face pairs merging may compare is at most MAX_EXPECTED_WRONG_MERGES."""
+    from ..vision.similarity import similarity_from_fmr
+
+    n = [len(t.faces) for t in tracklets if t.faces]
+    total = sum(n)
+    comparisons = (total * total - sum(k * k for k in n)) / 2
+    if comparisons <= 0:
+        return floor
+    return float(min(100.0, max(floor, similarity_from_fmr(min(1.0, MAX_EXPECTED_WRONG_MERGES / comparisons)))))
+
+
+def merge_tracklets(tracklets: Sequence[Tracklet], similarity: Callable[[np.ndarray], np.ndarray],
+                    min_similarity: float | None = None) -> list[list[Tracklet]]:
+    """Persons: groups of tracklets, in order of first appearance (each group's tracklets in time order).
+
+    ``similarity``: calibrated Similarity (0-100) from an array of embedding distances; ``min_similarity``:
+    the merge threshold (None: :func:`merge_threshold`). Greedy: the two groups whose best pair of faces is
+    the most similar are merged first, as long as that Similarity reaches the threshold and no tracklet of
+    one is seen at the same time as a tracklet of the other. Tracklets without embeddings stay alone."""
+    if min_similarity is None:
+        min_similarity = merge_threshold(tracklets)
+    groups: list[list[Tracklet]] = [[t] for t in sorted(tracklets, key=lambda t: (t.first_ms, t.track))]
+
+    def vectors(group: list[Tracklet]) -> np.ndarray | None:
+        vs = [v for t in group for _, v in t.faces]
+        return np.stack(vs).astype(np.float64) if vs else None
+
+    def score(a: list[Tracklet], b: list[Tracklet]) -> float:
+        if any(x.overlaps(y) for x in a for y in b):
+            return -1.0
+        va, vb = vectors(a), vectors(b)
+        if va is None or vb is None:
+            return -1.0
+        d = np.sqrt(np.maximum(0.0, (va * va).sum(1)[:, None] + (vb * vb).sum(1)[None, :] - 2 * va @ vb.T))
+        return float(np.max(np.asarray(similarity(d.reshape(-1)))))
+
+    while len(groups) > 1:
+        best, pair = min_similarity, None
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                s = score(groups[i], groups[j])
+                if s >= best:
+                    best, pair = s, (i, j)
+        if pair is None:
+            break
+        i, j = pair
+        groups[i] = sorted(groups[i] + groups[j], key=lambda t: t.first_ms)
+        del groups[j]
+    groups.sort(key=lambda g: (g[0].first_ms, g[0].track))
+    return groups
