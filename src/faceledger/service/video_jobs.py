@@ -333,8 +333,7 @@ def _faces(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: di
         error = exc
     close(last_ms + 1)  # past the last frame seen: a job killed before it is finished does not redo any frame
     observations = [body for body, _ in service.store.video_job_items(job.job_id, "obs")]
-    message = None if error is None else (
-        f"The video is damaged: {error.message}; the results cover the frames decoded before it")
+    message = None if error is None else _damage(error, "results")
     status = "FAILED" if error is not None else "SUCCEEDED"
     if not search:
         results = [(i, i, {"Timestamp": o["t"], "Face": o["face"]}) for i, o in enumerate(observations)]
@@ -506,10 +505,15 @@ def _segments(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
     segs = [body for body, _ in runner.service.store.video_job_items(job.job_id, "seg")]
     segs.sort(key=lambda s: (s["StartTimestampMillis"], s["Type"]))
     results = [(i, i, s) for i, s in enumerate(segs)]
-    message = None if error is None else (
-        f"The video is damaged: {error.message}; the segments cover the frames decoded before it")
+    message = None if error is None else _damage(error, "segments")
     runner.finish(job, "FAILED" if error else "SUCCEEDED", message, results, progress=progress,
                   outcome={"meta": {"Segments": len(results), "FramesAnalysed": progress.get("frames", 0)}})
+
+
+def _damage(error: VideoError, what: str) -> str:
+    """A FAILED job's StatusMessage for a video damaged after some frames."""
+    text = error.message[:1].upper() + error.message[1:]
+    return f"{text}; the {what} cover the frames decoded before it"
 
 
 def _shot(items, segment, state, last, frame_ms, filters) -> None:
