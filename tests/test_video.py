@@ -346,6 +346,14 @@ def _faststart(data: bytes, path: Path) -> bytes:
     return path.read_bytes()
 
 
+def test_frames_over_the_image_pixel_limit_fail_the_job(srv, rek):
+    video = _put(srv, "huge.mp4", _clip([50], side=6016))  # 36.2 megapixels, over the 36 MP limit of images
+    job = rek.start_face_detection(Video=video)
+    done = _wait(lambda: rek.get_face_detection(JobId=job["JobId"]))
+    assert done["JobStatus"] == "FAILED" and "6016x6016" in done["StatusMessage"], done
+    assert done["VideoMetadata"]["FrameWidth"] == 6016 and done["Faces"] == []
+
+
 def _progress(data_dir: Path, job_id: str) -> dict:
     with sqlite3.connect(data_dir / "faceledger.db") as db:
         row = db.execute("SELECT status, progress FROM video_jobs WHERE job_id = ?", (job_id,)).fetchone()

@@ -266,6 +266,11 @@ def run_job(runner: VideoJobRunner, job: VideoJob) -> None:
     except VideoError as exc:
         runner.finish(job, "FAILED", f"The video cannot be analysed: {exc.message}", [])
         return
+    limit = int(service.config.max_image_pixels)
+    if info.width * info.height > limit:  # each decoded frame would cost memory in proportion to its size
+        runner.finish(job, "FAILED", f"The video's frames are {info.width}x{info.height} pixels, over the "
+                      f"{limit / 1e6:g} megapixel limit of this server's images", [], metadata=info.metadata())
+        return
     progress = dict(job.progress or {})
     progress.setdefault("attempts", []).append({"from_ms": int(progress.get("resume_ms", 0)), "frames": 0})
     runner.save(job, progress, [], info.metadata())  # VideoMetadata as soon as the job runs
