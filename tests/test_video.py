@@ -465,3 +465,32 @@ def test_crowd_clip_each_person_one_index(rek, srv):
     assert all(max(ts) - min(ts) >= 2500 for ts in followed)
     # far fewer persons than sightings: tracking, not one Index a face a frame
     assert len(persons) <= sum(per_frame.values()) / 3
+
+
+def test_a_job_whose_workers_keep_dying_fails_instead_of_staying_in_progress(tmp_path):
+    """A video that kills its worker (three claims, each by a process that is gone) is FAILED, not retried forever."""
+    import socket
+
+    from faceledger.service import Service, ServiceConfig
+    from faceledger.store.video_jobs import VideoJob
+
+    service = Service(ServiceConfig(tmp_path / "data", tmp_path / "buckets"))
+    now = time.time()
+    service.store.create_video_job(VideoJob(
+        job_id="deadbeef" * 4, api="SegmentDetection", status="QUEUED", principal="test",
+        request={"SegmentTypes": ["SHOT"]}, video={"Bucket": "videos", "Name": "x.mp4"}, created_at=now,
+        updated_at=now))
+    with sqlite3.connect(tmp_path / "data" / "faceledger.db") as db:  # claimed 3 times by a process that is gone
+        db.execute("UPDATE video_jobs SET status = 'IN_PROGRESS', attempts = 3, lease_owner = ?, lease_until = ?",
+                   (f"{socket.gethostname()}:999999999:gone", now + 3600))
+    try:
+        service.video_jobs.wake()
+        deadline = time.monotonic() + 30
+        while (job := service.store.get_video_job("deadbeef" * 4)).status == "IN_PROGRESS":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert job.status == "FAILED" and "stopped 3 times" in job.status_message
+        ended = [e for e in service.ledger(operation="StartSegmentDetection") if e["result"] == "JOB_FAILED"]
+        assert len(ended) == 1
+    finally:
+        service.close()

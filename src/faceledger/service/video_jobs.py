@@ -167,7 +167,11 @@ class VideoJobRunner:
                 log.warning("video job %s was taken over by another worker", job.job_id)
             except Exception as exc:  # noqa: BLE001 - a bug or a storage failure: the job fails, the worker lives
                 log.exception("video job %s failed", job.job_id)
-                self.finish(job, "FAILED", f"Internal error while analysing the video ({type(exc).__name__})", [])
+                try:
+                    self.finish(job, "FAILED", f"Internal error while analysing the video ({type(exc).__name__})",
+                                [])
+                except Exception:  # noqa: BLE001 - its lease runs out and the job is claimed again (MAX_ATTEMPTS)
+                    log.exception("could not mark video job %s FAILED", job.job_id)
             finally:
                 self.running.discard(job.job_id)
                 self.live.pop(job.job_id, None)
