@@ -40,18 +40,19 @@ def _put(srv: Server, name: str, data: bytes) -> dict:
     return {"S3Object": {"Bucket": "videos", "Name": name}}
 
 
-def _clip(frames: list[int], fps: int = 25, side: int = 64) -> bytes:
-    """An H.264 MP4 made with PyAV: one frame per value, every pixel that grey level."""
+def _clip(frames: list[int], fps: int = 25, side: int = 64, codec: str = "libx264", container: str = "mp4") -> bytes:
+    """A video made with PyAV (H.264 in MP4 unless told): one frame per value, every pixel that grey level."""
     import io
 
     import av
 
     buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=fps)
+    with av.open(buf, "w", format=container) as out:
+        stream = out.add_stream(codec, rate=fps)
         stream.width = stream.height = side
         stream.pix_fmt = "yuv420p"
-        stream.options = {"preset": "ultrafast"}
+        if codec == "libx264":
+            stream.options = {"preset": "ultrafast"}
         for level in frames:
             frame = av.VideoFrame.from_ndarray(np.full((side, side, 3), level, np.uint8), format="rgb24")
             for packet in stream.encode(frame):
@@ -277,6 +278,21 @@ def test_black_frames_of_a_synthetic_clip(srv, rek):
             for s in done["Segments"]]
     assert cues == [(30, 44, 1200, 1800), (75, 79, 3000, 3200)]
     assert {s["TechnicalCueSegment"]["Type"] for s in done["Segments"]} == {"BlackFrames"}
+
+
+@pytest.mark.parametrize("codec,container,name,codec_name", [
+    ("libx265", "matroska", "clip.mkv", "HEVC (High Efficiency Video Coding)"),
+    ("libvpx-vp9", "webm", "clip.webm", "Google VP9"),
+    ("mpeg4", "avi", "clip.avi", "MPEG-4 part 2"),
+    ("libsvtav1", "mp4", "clip-av1.mp4", "Alliance for Open Media AV1"),
+])
+def test_containers_and_codecs(srv, rek, codec, container, name, codec_name):
+    video = _put(srv, name, _clip([128] * 10 + [0] * 10 + [128] * 10, codec=codec, container=container))
+    job = rek.start_segment_detection(Video=video, SegmentTypes=["TECHNICAL_CUE"])
+    done = _wait(lambda: rek.get_segment_detection(JobId=job["JobId"]))
+    assert done["JobStatus"] == "SUCCEEDED", done.get("StatusMessage")
+    assert done["VideoMetadata"][0]["Codec"] == codec_name
+    assert [(s["StartFrameNumber"], s["EndFrameNumber"]) for s in done["Segments"]] == [(10, 19)]
 
 
 def test_paging_over_more_than_1000_segments(srv, rek, detection):
