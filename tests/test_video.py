@@ -151,11 +151,18 @@ def test_start_is_idempotent_with_client_request_token(rek, hamilton, detection)
         rek.start_face_detection(Video=hamilton, JobTag="other-tag", ClientRequestToken="tok-1")
 
 
-def test_unknown_job_missing_video_and_person_tracking(rek, hamilton):
+def test_unknown_job_missing_video_and_person_tracking(srv, rek, hamilton):
     with pytest.raises(rek.exceptions.ResourceNotFoundException):
         rek.get_face_detection(JobId="0123456789abcdef")
     with pytest.raises(rek.exceptions.InvalidS3ObjectException):
         rek.start_face_detection(Video={"S3Object": {"Bucket": "videos", "Name": "missing.mp4"}})
+    huge = srv.buckets_dir / "videos" / "huge-sparse.mp4"  # 10 GB + 1 byte, sparse: nothing written
+    with open(huge, "wb") as f:
+        f.truncate(10 * 1024 ** 3 + 1)
+    with pytest.raises(rek.exceptions.VideoTooLargeException) as info:
+        rek.start_face_detection(Video={"S3Object": {"Bucket": "videos", "Name": "huge-sparse.mp4"}})
+    assert "10 GB" in str(info.value)
+    huge.unlink()
     with pytest.raises(rek.exceptions.AccessDeniedException) as info:
         rek.start_person_tracking(Video=hamilton)
     assert "not support" in str(info.value) and "retired" in str(info.value)
