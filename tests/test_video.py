@@ -4,7 +4,6 @@ paging, idempotency, durability across a SIGKILL (docs/video.md)."""
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import time
 from pathlib import Path
