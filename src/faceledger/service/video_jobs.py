@@ -167,7 +167,11 @@ class VideoJobRunner:
                 log.warning("video job %s was taken over by another worker", job.job_id)
             except Exception as exc:  # noqa: BLE001 - a bug or a storage failure: the job fails, the worker lives
                 log.exception("video job %s failed", job.job_id)
-                self.finish(job, "FAILED", f"Internal error while analysing the video ({type(exc).__name__})", [])
+                try:
+                    self.finish(job, "FAILED", f"Internal error while analysing the video ({type(exc).__name__})",
+                                [])
+                except Exception:  # noqa: BLE001 - its lease runs out and the job is claimed again (MAX_ATTEMPTS)
+                    log.exception("could not mark video job %s FAILED", job.job_id)
             finally:
                 self.running.discard(job.job_id)
                 self.live.pop(job.job_id, None)
@@ -266,6 +270,11 @@ def run_job(runner: VideoJobRunner, job: VideoJob) -> None:
     except VideoError as exc:
         runner.finish(job, "FAILED", f"The video cannot be analysed: {exc.message}", [])
         return
+    limit = int(service.config.max_image_pixels)
+    if info.width * info.height > limit:  # each decoded frame would cost memory in proportion to its size
+        runner.finish(job, "FAILED", f"The video's frames are {info.width}x{info.height} pixels, over the "
+                      f"{limit / 1e6:g} megapixel limit of this server's images", [], metadata=info.metadata())
+        return
     progress = dict(job.progress or {})
     progress.setdefault("attempts", []).append({"from_ms": int(progress.get("resume_ms", 0)), "frames": 0})
     runner.save(job, progress, [], info.metadata())  # VideoMetadata as soon as the job runs
@@ -333,8 +342,7 @@ def _faces(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: di
         error = exc
     close(last_ms + 1)  # past the last frame seen: a job killed before it is finished does not redo any frame
     observations = [body for body, _ in service.store.video_job_items(job.job_id, "obs")]
-    message = None if error is None else (
-        f"The video is damaged: {error.message}; the results cover the frames decoded before it")
+    message = None if error is None else _damage(error, "results")
     status = "FAILED" if error is not None else "SUCCEEDED"
     if not search:
         results = [(i, i, {"Timestamp": o["t"], "Face": o["face"]}) for i, o in enumerate(observations)]
@@ -506,10 +514,15 @@ def _segments(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
     segs = [body for body, _ in runner.service.store.video_job_items(job.job_id, "seg")]
     segs.sort(key=lambda s: (s["StartTimestampMillis"], s["Type"]))
     results = [(i, i, s) for i, s in enumerate(segs)]
-    message = None if error is None else (
-        f"The video is damaged: {error.message}; the segments cover the frames decoded before it")
+    message = None if error is None else _damage(error, "segments")
     runner.finish(job, "FAILED" if error else "SUCCEEDED", message, results, progress=progress,
                   outcome={"meta": {"Segments": len(results), "FramesAnalysed": progress.get("frames", 0)}})
+
+
+def _damage(error: VideoError, what: str) -> str:
+    """A FAILED job's StatusMessage for a video damaged after some frames."""
+    text = error.message[:1].upper() + error.message[1:]
+    return f"{text}; the {what} cover the frames decoded before it"
 
 
 def _shot(items, segment, state, last, frame_ms, filters) -> None:

@@ -133,10 +133,9 @@ class VideoJobStore:
                               "ORDER BY created_at, job_id").fetchall()
             for row in rows:
                 job = _job(row)
-                if job.status == "IN_PROGRESS" and job.lease_owner == owner:
-                    continue  # running here
-                if job.status == "IN_PROGRESS" and (job.lease_until or 0) >= now and not dead(job.lease_owner or ""):
-                    continue  # another live worker has it
+                if job.status == "IN_PROGRESS" and (job.lease_until or 0) >= now and (
+                        job.lease_owner == owner or not dead(job.lease_owner or "")):
+                    continue  # a live worker has it (its lease is renewed while it runs)
                 if job.attempts >= max_attempts:
                     message = (f"The job was stopped {job.attempts} times before it could finish (its worker "
                                "was killed or the server stopped); it is not tried again")

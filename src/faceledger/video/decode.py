@@ -165,7 +165,7 @@ def probe(path: Path) -> VideoInfo:
             duration = 0.0
         count = int(stream.frames or round(duration * fps))
         color = {1: "LIMITED", 2: "FULL"}.get(int(getattr(ctx, "color_range", 0) or 0))
-        codec = ctx.codec.long_name if ctx.codec is not None else (ctx.name or "unknown")
+        codec = _codec_name(ctx)
         return VideoInfo(codec=codec, format=container.format.long_name or container.format.name,
                          frame_rate=round(fps, 3), duration_ms=int(round(duration * 1000)), width=int(ctx.width),
                          height=int(ctx.height), color_range=color, frames=count)
@@ -173,6 +173,19 @@ def probe(path: Path) -> VideoInfo:
         raise VideoError(f"the video's header is damaged: {_describe(exc)}") from None
     finally:
         container.close()
+
+
+def _codec_name(ctx) -> str:
+    """The codec's long name (FFmpeg's native decoder's, e.g. "Alliance for Open Media AV1", not the name of
+    the library that happens to decode it, "dav1d AV1 decoder by VideoLAN")."""
+    import av
+
+    if ctx.codec is None:
+        return ctx.name or "unknown"
+    try:
+        return av.codec.Codec(ctx.codec.canonical_name, "r").long_name
+    except Exception:  # noqa: BLE001 - no native decoder of that name
+        return ctx.codec.long_name
 
 
 def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, first_pts: int | None = None,
