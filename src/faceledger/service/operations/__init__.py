@@ -1,3 +1,3 @@
 """One module per group of Rekognition operations; importing them registers them."""
 
-from . import collections, detect, faces, search, tags, users  # noqa: F401
+from . import analysis, collections, detect, faces, search, tags, users  # noqa: F401
