@@ -67,7 +67,8 @@ MIN_DEPTH = 4
 #: Ancestors too abstract to be a label (tagged in SemCor, but no one looks at a photo and says them).
 ABSTRACT = {"Artifact", "Instrumentality", "Living Thing", "Organism", "Structure", "Whole", "Object", "Matter",
             "Substance", "Solid", "Food", "Covering", "Commodity", "Consumer Goods", "Implement", "Equipment",
-            "Instrument", "Device", "Container", "Conveyance", "Vertebrate"}
+            "Instrument", "Device", "Container", "Conveyance", "Vertebrate", "Participant", "Associate", "Peer",
+            "Contestant", "Explorer", "Point", "Area", "Attachment", "Connection", "Measure", "Kit", "Ride"}
 #: ImageNet classes whose WordNet synset is not what the class's photographs show: 968 "cup" is WordNet's
 #: punch-cup sense (a beverage, under Alcohol), its images are cups.
 OVERRIDES = {968: {"Parents": ["Cup", "Tableware"], "Category": "Everyday Objects"}}

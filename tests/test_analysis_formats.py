@@ -72,3 +72,16 @@ def test_a_handmade_legacy_state_dict_is_read(tmp_path):
     legacy_file(tmp_path / "short.pth", obj, ["0"], np.int64(6).astype("<i8").tobytes() + data.tobytes()[:-4])
     with pytest.raises(LegacyFormatError, match="truncated"):
         load_state_dict(tmp_path / "short.pth")
+
+
+@pytest.mark.slow
+def test_models_fetch_analysis_readies_every_analysis_model():
+    from click.testing import CliRunner
+
+    from faceledger.cli import main
+
+    pytest.importorskip("rapidocr")
+    result = CliRunner().invoke(main, ["models", "fetch", "--analysis"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    for version in ("PP-OCRv6-small", "nsfwjs-4.4.0-mobilenet_v2_mid", "efficientnet-lite0-imagenet1k"):
+        assert f"ready: {version}" in result.output

@@ -69,7 +69,7 @@ def simplified_name(rgb: tuple[int, int, int]) -> str:
     h, s, v = colorsys.rgb_to_hsv(*(c / 255.0 for c in rgb))
     if v < 0.18:
         return "black"
-    if s < 0.15:
+    if s < 0.15 or (s < 0.3 and v < 0.45):  # no hue to speak of: a grey (a dark one when slightly tinted)
         return "white" if v > 0.85 else "gray"
     hue = h * 360
     if hue < 45 and v < 0.6:  # a dark orange or red
