@@ -204,12 +204,9 @@ UNDETECTABLE_CATEGORIES = ("Violence", "Visually Disturbing", "Drugs & Tobacco",
 #: group before taxonomy v7, which splits it into "Non-Explicit Nudity of Intimate parts and Kissing" and
 #: "Swimwear or Underwear" -- a split this model cannot make.
 MODERATION_LABELS = {"Explicit": ("Porn", "Hentai"), "Suggestive": ("Sexy",)}
-#: ContentTypes "Illustrated" = P(Drawing) + P(Hentai) (nsfwjs' drawn classes; it does not tell animated from
-#: illustrated, so "Animated" is never returned). Returned only at or above this confidence, chosen on the
-#: safe photographs here (bench/moderation_safe.py): it keeps photographs from being called drawings.
-ILLUSTRATED_MIN_CONFIDENCE = 90.0
-
-
+#: ContentTypes are never returned: nsfwjs' drawn classes (P(Drawing) + P(Hentai), computed as
+#: "ContentType:Illustrated" for the bench) call real photographs drawings too often to be reported: at 99 or
+#: more, 3 of the 37 group photos here (bench/moderation_safe.py, docs/analysis.md).
 def moderation_scores(probabilities: dict[str, float]) -> dict[str, float]:
     """{label or content type: confidence 0-100} from nsfwjs' class probabilities."""
     out = {name: 100.0 * sum(probabilities[c] for c in classes) for name, classes in MODERATION_LABELS.items()}
@@ -220,7 +217,7 @@ def moderation_scores(probabilities: dict[str, float]) -> dict[str, float]:
 @operation("DetectModerationLabels")
 def detect_moderation_labels(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     """ModerationLabels (level 1 only, see MODERATION_LABELS) at or above MinConfidence (default 50), most
-    confident first; ContentTypes Illustrated; the undetectable categories in ``inv.meta``."""
+    confident first; no ContentTypes (see above); the undetectable categories in ``inv.meta``."""
     for member, what in (("ProjectVersion", "custom moderation adapters"), ("HumanLoopConfig", "human review")):
         if member in req:
             raise InvalidParameterException(f"{member} ({what}) is not supported by faceledger: it runs one fixed "
@@ -232,12 +229,8 @@ def detect_moderation_labels(inv: Invocation, req: dict[str, Any]) -> dict[str, 
     labels = sorted(({"Name": name, "ParentName": "", "TaxonomyLevel": 1, "Confidence": float(scores[name])}
                      for name in MODERATION_LABELS if scores[name] >= min_confidence),
                     key=lambda label: -label["Confidence"])
-    illustrated = scores["ContentType:Illustrated"]
-    content_types = ([{"Name": "Illustrated", "Confidence": float(illustrated)}]
-                     if illustrated >= max(min_confidence, ILLUSTRATED_MIN_CONFIDENCE) else [])
     inv.meta["Undetectable"] = ", ".join(UNDETECTABLE_CATEGORIES)
-    return {"ModerationLabels": labels, "ModerationModelVersion": model.model_version,
-            "ContentTypes": content_types}
+    return {"ModerationLabels": labels, "ModerationModelVersion": model.model_version, "ContentTypes": []}
 
 
 # -- DetectLabels -------------------------------------------------------------------------------------------
