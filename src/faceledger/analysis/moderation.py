@@ -14,13 +14,13 @@ symbols.
 from __future__ import annotations
 
 import tempfile
-import threading
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..vision import npm
+from . import OnnxModel
 from ..vision.models import ModelsUnavailable
 
 PACKAGE = "nsfwjs"
@@ -51,20 +51,13 @@ def _onnx_path() -> Path:
     return cached_onnx(f"nsfwjs-{spec.version}-mobilenet_v2_mid", build)
 
 
-class NsfwClassifier:
+class NsfwClassifier(OnnxModel):
     """P(Drawing, Hentai, Neutral, Porn, Sexy) of an image (see the module's docstring). Thread-safe."""
 
     model_version = f"nsfwjs-{npm.PINNED[PACKAGE].version}-mobilenet_v2_mid"
 
     def __init__(self, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        from ..vision.onnx_models import session_options
-
-        self._session = ort.InferenceSession(str(_onnx_path()), session_options(threads),
-                                             providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
-        self._lock = threading.Lock()
+        super().__init__(_onnx_path(), threads)
 
     @staticmethod
     def preprocess(rgb: np.ndarray) -> np.ndarray:

@@ -90,9 +90,10 @@ def labels(app: App, image: Path, min_confidence: float | None, max_labels: int 
     app.out.print(f"{len(found)} label{'s' if len(found) != 1 else ''} in {image} ({r.get('LabelModelVersion')})",
                   markup=False)
     if found:
-        table = app.table("Label", "Confidence", "Parents", "Categories")
+        table = app.table("Label", "Confidence", "Boxes", "Parents", "Categories")
         for label in found:
             table.add_row(label.get("Name", ""), fmt_pct(label.get("Confidence")),
+                          str(len(label.get("Instances", []))) if label.get("Instances") else "",
                           ", ".join(p["Name"] for p in label.get("Parents", [])),
                           ", ".join(c["Name"] for c in label.get("Categories", [])))
         app.out.print(table)

@@ -260,12 +260,76 @@ def _color(c) -> dict[str, Any]:
             "SimplifiedColor": c.simplified_color, "PixelPercent": float(c.pixel_percent)}
 
 
+@_model
+def object_detector():
+    from ...analysis.objects import ObjectDetector
+    from ...vision.onnx_models import default_threads
+
+    return ObjectDetector(threads=default_threads())
+
+
+def _instance(obj, width: int, height: int, pixels: np.ndarray | None, max_colors: int) -> dict[str, Any]:
+    x0, y0, x1, y1 = obj.box
+    out: dict[str, Any] = {"BoundingBox": {"Width": (x1 - x0) / width, "Height": (y1 - y0) / height,
+                                           "Left": x0 / width, "Top": y0 / height},
+                           "Confidence": 100.0 * obj.score}
+    if pixels is not None:  # IMAGE_PROPERTIES asked: the instance's own dominant colours
+        from ...analysis.image_properties import dominant_colors
+
+        crop = pixels[int(y0):max(int(y0) + 1, int(y1)), int(x0):max(int(x0) + 1, int(x1))]
+        out["DominantColors"] = [_color(c) for c in dominant_colors(crop, max_colors)]
+    return out
+
+
+def general_labels(pixels: np.ndarray, min_confidence: float, with_colors: bool, max_colors: int
+                   ) -> tuple[list[dict[str, Any]], str]:
+    """Every label at or above ``min_confidence``, most confident first, and the LabelModelVersion: the
+    classifier's labels (class and parent names) merged by name with the detector's (COCO names with their
+    boxes as Instances, and their parents); a merged label has the higher confidence and both's parents and
+    categories. Instances below ``min_confidence`` are left out."""
+    from ...analysis.objects import COCO
+
+    classifier, detector = label_classifier(), object_detector()
+    h, w = pixels.shape[:2]
+    merged: dict[str, dict[str, Any]] = {}
+
+    def put(name: str, confidence: float, parents, aliases, categories, instances=()) -> None:
+        label = merged.setdefault(name.casefold(), {"Name": name, "Confidence": 0.0, "Instances": [],
+                                                    "Parents": [], "Aliases": [], "Categories": []})
+        label["Confidence"] = max(label["Confidence"], float(confidence))
+        label["Instances"] += list(instances)
+        for key, names in (("Parents", parents), ("Aliases", aliases), ("Categories", categories)):
+            for n in names:
+                if {"Name": n} not in label[key] and n.casefold() != name.casefold():
+                    label[key].append({"Name": n})
+
+    for label in classifier.labels(classifier.probabilities(pixels)):
+        if label.confidence < min_confidence:
+            break  # most confident first
+        put(label.name, label.confidence, label.parents, label.aliases, label.categories)
+    table = {name: (category, parents) for name, category, parents in COCO}
+    by_name: dict[str, list] = {}
+    for obj in detector.detect(pixels):
+        if 100 * obj.score >= min_confidence:
+            by_name.setdefault(obj.name, []).append(obj)
+    for name, objects in by_name.items():
+        category, parents = table[name]
+        confidence = 100 * max(o.score for o in objects)
+        put(name, confidence, parents, (), (category,),
+            [_instance(o, w, h, pixels if with_colors else None, max_colors) for o in objects])
+        for i, parent in enumerate(parents):
+            put(parent, confidence, parents[i + 1:], (), (category,))
+    labels = sorted(merged.values(), key=lambda label: -label["Confidence"])
+    return labels, f"{classifier.model_version} + {detector.model_version}"
+
+
 @operation("DetectLabels")
 def detect_labels(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     """Labels from the ImageNet classifier (faceledger.analysis.labels: class and WordNet parent names, each
-    with Parents, Aliases, Categories and no Instances: no detector runs) at or above MinConfidence (55),
-    filtered by Settings.GeneralLabels (label and category names, case-insensitive), most confident first, at
-    most MaxLabels; ImageProperties (Quality, DominantColors) when Features asks for IMAGE_PROPERTIES."""
+    with Parents, Aliases and Categories) merged with NanoDet's COCO objects (faceledger.analysis.objects: their
+    boxes as Instances), at or above MinConfidence (55), filtered by Settings.GeneralLabels (label and category
+    names, case-insensitive), most confident first, at most MaxLabels; ImageProperties (Quality,
+    DominantColors; and each instance's DominantColors) when Features asks for IMAGE_PROPERTIES."""
     features = req.get("Features") or ["GENERAL_LABELS"]
     min_confidence = float(req.get("MinConfidence", DEFAULT_LABEL_CONFIDENCE))
     max_labels = int(req.get("MaxLabels", DEFAULT_MAX_LABELS))
@@ -279,23 +343,19 @@ def detect_labels(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     pixels = image.image.pixels
     response: dict[str, Any] = {}
     if "GENERAL_LABELS" in features:
-        model = label_classifier()
+        found, version = general_labels(pixels, min_confidence, "IMAGE_PROPERTIES" in features, max_colors)
         labels = []
-        for label in model.labels(model.probabilities(pixels)):
-            if label.confidence < min_confidence:
-                break  # most confident first
-            name, categories = label.name.casefold(), {c.casefold() for c in label.categories}
+        for label in found:
+            name = label["Name"].casefold()
+            categories = {c["Name"].casefold() for c in label["Categories"]}
             if (include is not None and name not in include) or (exclude is not None and name in exclude):
                 continue
             if (include_cat is not None and not categories & include_cat) or \
                     (exclude_cat is not None and categories & exclude_cat):
                 continue
-            labels.append({"Name": label.name, "Confidence": float(label.confidence), "Instances": [],
-                           "Parents": [{"Name": p} for p in label.parents],
-                           "Aliases": [{"Name": a} for a in label.aliases],
-                           "Categories": [{"Name": c} for c in label.categories]})
+            labels.append(label)
         response["Labels"] = labels[:max_labels]
-        response["LabelModelVersion"] = model.model_version
+        response["LabelModelVersion"] = version
     if "IMAGE_PROPERTIES" in features:
         from ...analysis.image_properties import dominant_colors, quality
 
