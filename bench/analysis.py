@@ -1,7 +1,8 @@
 """Latency of the image-analysis operations, next to DetectFaces on the same images, on one core.
 
 Per model (the model class alone, on decoded pixels): TextReader.read (DetectText), NsfwClassifier.classify
-(DetectModerationLabels), LabelClassifier.probabilities (DetectLabels), image_properties (IMAGE_PROPERTIES).
+(DetectModerationLabels), LabelClassifier.probabilities and ObjectDetector.detect (DetectLabels),
+image_properties (IMAGE_PROPERTIES).
 End to end (an in-process faceledger.Client: validation, decoding, the model, the response, the ledger entry):
 DetectText, DetectModerationLabels, DetectLabels (GENERAL_LABELS; and with IMAGE_PROPERTIES) and DetectFaces.
 Images: scikit-image's coffee, chelsea, rocket and page, and two group photos of ../shared/data/groups. Each
@@ -68,6 +69,7 @@ def main() -> None:
     from faceledger.analysis.image_properties import dominant_colors, quality
     from faceledger.analysis.labels import LabelClassifier
     from faceledger.analysis.moderation import NsfwClassifier
+    from faceledger.analysis.objects import ObjectDetector
     from faceledger.analysis.text import TextReader
 
     sample = images()
@@ -75,13 +77,14 @@ def main() -> None:
         "TextReader.read": (TextReader(threads=1).read),
         "NsfwClassifier.classify": NsfwClassifier(threads=1).classify,
         "LabelClassifier.probabilities": LabelClassifier(threads=1).probabilities,
+        "ObjectDetector.detect": ObjectDetector(threads=1).detect,
         "image properties": lambda px: (quality(px), dominant_colors(px, 10)),
     }
     print(f"per model, ms an image (median of {args.repeat}, one core)")
-    print(f"{'image':22s} {'size':>10s} " + " ".join(f"{k:>30s}" for k in models))
+    print(f"{'image':22s} {'size':>10s} " + " ".join(f"{k:>29s}" for k in models))
     for name, _, px in sample:
         row = [median_ms(lambda fn=fn: fn(px), args.repeat) for fn in models.values()]
-        print(f"{name:22s} {px.shape[1]:>4d}x{px.shape[0]:<5d} " + " ".join(f"{v:30.0f}" for v in row))
+        print(f"{name:22s} {px.shape[1]:>4d}x{px.shape[0]:<5d} " + " ".join(f"{v:29.0f}" for v in row))
 
     calls = {
         "DetectFaces": lambda c, b: c.detect_faces(Image={"Bytes": b}),
