@@ -362,7 +362,8 @@ class Corpus:
             if name not in ours:  # not implemented: the body cannot change that answer
                 for label, body in BODIES[:6]:
                     out.append(Request(target, body, f"body={label}",
-                                       {"UnknownOperationException", "SerializationException"}))
+                                       {"UnknownOperationException", "UnsupportedOperationException",
+                                        "SerializationException"}))
                 continue
             allowed = PROTOCOL_ERRORS | {s.name for s in op.error_shapes} - {"InternalServerError"}
             out.extend(self.requests(target, op.input_shape, allowed))

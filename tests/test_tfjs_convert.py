@@ -583,3 +583,26 @@ def test_relu6_written_as_min_max_becomes_one_clip():
     close(rr, np.maximum(a, 0))
     close(y, np.clip(a, 0, 6))
     close(w, np.maximum(np.minimum(a, -1), 1))
+
+
+def test_sparse_to_dense_of_constants_is_folded():
+    """NanoDet's shape arithmetic: SparseToDense over constants becomes a constant (TF's semantics: 1-D
+    positions, (N, rank) indices, a scalar value broadcast, the default elsewhere); a non-constant input is refused."""
+    a = f32(2, 3)
+    g = GraphBuilder()
+    inp = g.placeholder("a", [2, 3])
+    d1 = g.op("SparseToDense", [g.const(np.array([0, 2], np.int32)), g.const(np.array([3], np.int32)),
+                                g.const(np.array([5.0, 7.0], np.float32)), g.const(np.float32(-1))])
+    d2 = g.op("SparseToDense", [g.const(np.array([[1, 2], [0, 0]], np.int32)), g.const(np.array([2, 3], np.int32)),
+                                g.const(np.float32(4)), g.const(np.float32(0))])
+    g.op("Add", [inp, d1], name="y")
+    g.op("Add", [inp, d2], name="z")
+    y, z = run(g, ["y", "z"], {"a": a})
+    close(y, a + np.array([5.0, -1.0, 7.0]))
+    close(z, a + np.array([[4, 0, 0], [0, 0, 4]], np.float32))
+    bad = GraphBuilder()
+    x = bad.placeholder("i", [2], "DT_INT32")
+    bad.op("SparseToDense", [x, bad.const(np.array([3], np.int32)), bad.const(np.float32(1)),
+                             bad.const(np.float32(0))], name="w")
+    with pytest.raises(ConversionError, match="constant"):
+        convert(bad.graph(["w"]))

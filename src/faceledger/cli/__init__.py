@@ -1,6 +1,6 @@
 """The ``faceledger`` command line: one module per command group, all registered on :data:`main`."""
 
-from . import audit, collections, evaluation, faces, governance, keys, models, serve, users  # noqa: F401 (registers)
+from . import analysis, audit, collections, evaluation, faces, governance, keys, models, serve, users  # noqa: F401 (registers)
 from . import streams  # noqa: F401 (registers `faceledger streams`)
 from . import video  # noqa: F401 (registers)
 from .common import App, CliError

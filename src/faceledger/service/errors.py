@@ -127,6 +127,10 @@ ProvisionedThroughputExceededException = _error("ProvisionedThroughputExceededEx
 # Protocol-level errors: what AWS answers for a request it cannot route or parse.
 UnknownOperationException = _error("UnknownOperationException")
 SerializationException = _error("SerializationException")
+# A Rekognition operation this server knows and deliberately does not offer (no model for it ships here; see
+# faceledger.service.unsupported): one code for all of them, the message naming the operation and saying why.
+# A subclass of UnknownOperationException, so what handles an operation it cannot run handles these too.
+UnsupportedOperationException = _error("UnsupportedOperationException", 400, UnknownOperationException)
 InternalServerError = _error("InternalServerError", 500, RekognitionError)
 # Too many image analyses at once (the server's queue is full): Rekognition's answer to a caller over its
 # throughput, HTTP 400; botocore's retry handlers treat it as throttling and retry with backoff.
@@ -180,6 +184,7 @@ __all__ = [
     "ProvisionedThroughputExceededException",
     "UnknownOperationException",
     "SerializationException",
+    "UnsupportedOperationException",
     "InternalServerError",
     "ProvisionedThroughputExceededException",
     "RequestTimeoutException",

@@ -104,6 +104,25 @@ def _images(request: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+#: What an image-analysis answer returned, as the ledger keeps it: (response member, name member, kind).
+_FOUND = (("Labels", "Name", "Labels"), ("ModerationLabels", "Name", "ModerationLabels"))
+
+
+def _analysis(response: dict[str, Any]) -> dict[str, Any]:
+    """The labels (name and confidence) and lines of text an analysis returned, bounded (MAX_VALID_ITEMS)."""
+    found: dict[str, Any] = {}
+    for member, name, kind in _FOUND:
+        items = response.get(member)
+        if isinstance(items, list) and items:
+            found[kind] = [{"Name": clip(str(i.get(name)), 256), "Confidence": round(float(i.get("Confidence", 0)), 2)}
+                           for i in items[:MAX_VALID_ITEMS] if isinstance(i, dict)]
+    text = response.get("TextDetections")
+    if isinstance(text, list) and text:
+        found["Text"] = [clip(str(t.get("DetectedText")), 256) for t in text[:MAX_VALID_ITEMS]
+                         if isinstance(t, dict) and t.get("Type") == "LINE"]
+    return found
+
+
 def collection_of(request: Any) -> str | None:
     if not isinstance(request, dict):
         return None
@@ -162,6 +181,9 @@ def build_entry(
             detail["Faces"] = faces
         if users:
             detail["Users"] = users
+        found = _analysis(response)
+        if found:
+            detail["Found"] = found
     if message is not None:
         detail["Message"] = clip(str(message), MAX_MESSAGE_CHARS)
     if notes:
@@ -170,6 +192,7 @@ def build_entry(
     meta = dict(meta or {})
     if meta.pop("IdempotentReplay", False):  # a retried call answered from its ClientRequestToken
         detail["IdempotentReplay"] = True
+    meta.pop("Undetectable", None)  # a constant of DetectModerationLabels' answer (a header), not of the call
     repeat = meta.pop("Repeat", None)
     if repeat:  # IndexFaces of an image already indexed: which faces were there, which were added
         detail["Repeat"] = repeat

@@ -34,8 +34,10 @@ HEADER_THRESHOLD = "x-faceledger-threshold-used"
 HEADER_LIMIT = "x-faceledger-max-expected-false-matches"
 HEADER_MARGIN = "x-faceledger-min-margin"
 HEADER_AMBIGUOUS = "x-faceledger-ambiguous"
+#: DetectModerationLabels: the moderation categories no model here computes (a missing label there means nothing)
+HEADER_UNDETECTABLE = "x-faceledger-undetectable-categories"
 META_HEADERS = {"ExpectedFalseMatches": HEADER_EXPECTED, "ThresholdUsed": HEADER_THRESHOLD,
-                "Ambiguous": HEADER_AMBIGUOUS}
+                "Ambiguous": HEADER_AMBIGUOUS, "Undetectable": HEADER_UNDETECTABLE}
 
 #: Two faces without a user count as one identity for the margin rule when they match each other at
 #: this Similarity (FMR 1e-4): several photos of one person are not "look-alikes" of each other.
@@ -113,6 +115,8 @@ def ambiguous(inv, best_distance: float, runner_up_distance: float | None, margi
 
 
 def header_value(key: str, value) -> str:
+    if isinstance(value, str):
+        return value
     if key == "ExpectedFalseMatches":
         return f"{float(value):.6g}"
     if key == "Ambiguous":

@@ -84,6 +84,12 @@ PINNED: dict[str, PackageSpec] = {
         "3.0.4",
         "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ==",
     ),
+    # DetectModerationLabels (faceledger.analysis.moderation): its MobileNetV2 "mid" graph model, MIT
+    "nsfwjs": PackageSpec(
+        "nsfwjs",
+        "4.4.0",
+        "sha512-krC1fgeTLXtZwgdpKJ0jm7hqv0gTSRQQRL+FhOaxaJ9Wj92t42BO3csO2odwgTAgZgf2RvkwPtp0R8Aa7dc+MA==",
+    ),
 }
 
 

