@@ -30,6 +30,8 @@ CALLS = [  # (boto3 method, valid params): the refusal does not depend on the re
                               "Image": {"Bytes": png()}}),
     ("create_project", {"ProjectName": "widgets"}),
     ("describe_projects", {}),
+    ("start_person_tracking", {"Video": {"S3Object": {"Bucket": "bucket", "Name": "clip.mp4"}}}),
+    ("get_person_tracking", {"JobId": "0" * 64}),
 ]
 
 

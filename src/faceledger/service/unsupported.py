@@ -18,6 +18,9 @@ _LIVENESS = ("Face Liveness needs Amazon's client-side challenge (the FaceLivene
 _CUSTOM = ("Custom Labels trains and hosts models on Amazon's infrastructure; faceledger trains no models and "
            "hosts only the fixed open models listed in docs/models.md")
 
+_PATHING = ("people pathing (Rekognition's person tracking) was retired by Amazon Rekognition and is not offered "
+            "here; use StartFaceDetection or StartFaceSearch, which track each person's face through the video")
+
 #: operation -> why this server does not offer it.
 UNSUPPORTED: dict[str, str] = {
     "DetectProtectiveEquipment": "no open model that detects protective equipment (face covers, hand covers, "
@@ -29,6 +32,8 @@ UNSUPPORTED: dict[str, str] = {
     "GetCelebrityRecognition": _CELEBRITIES,
     "CreateFaceLivenessSession": _LIVENESS,
     "GetFaceLivenessSessionResults": _LIVENESS,
+    "StartPersonTracking": _PATHING,
+    "GetPersonTracking": _PATHING,
     "DetectCustomLabels": _CUSTOM,
     **{op: _CUSTOM for op in (
         "CreateProject", "DeleteProject", "DescribeProjects", "CreateProjectVersion", "CopyProjectVersion",

@@ -1,7 +1,7 @@
 """Stored video: StartFaceDetection/GetFaceDetection, StartFaceSearch/GetFaceSearch,
-StartSegmentDetection/GetSegmentDetection (asynchronous jobs, see service/video_jobs.py), and
-StartPersonTracking/GetPersonTracking, which answer that they are not supported (Rekognition retired
-people pathing)."""
+StartSegmentDetection/GetSegmentDetection (asynchronous jobs, see service/video_jobs.py).
+StartPersonTracking/GetPersonTracking answer UnsupportedOperationException (service/unsupported.py):
+Rekognition retired people pathing."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from ...video import VideoError, probe
 from .. import auth, tokens
 from ..dispatch import Invocation, operation
 from ..errors import (
-    AccessDeniedException,
     InvalidParameterException,
     InvalidS3ObjectException,
     LimitExceededException,
@@ -188,17 +187,3 @@ def get_segment_detection(inv: Invocation, req: dict[str, Any]) -> dict[str, Any
         out["VideoMetadata"] = [out["VideoMetadata"]]
     out["AudioMetadata"] = []
     return out
-
-
-_RETIRED = ("faceledger does not support {op}: people pathing (Rekognition's person tracking) was retired by "
-            "Amazon Rekognition and is not offered here; use StartFaceDetection or StartFaceSearch")
-
-
-@operation("StartPersonTracking")
-def start_person_tracking(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
-    raise AccessDeniedException(_RETIRED.format(op="StartPersonTracking"))
-
-
-@operation("GetPersonTracking")
-def get_person_tracking(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
-    raise AccessDeniedException(_RETIRED.format(op="GetPersonTracking"))
