@@ -359,7 +359,20 @@ def _fmt_ci(k, n):
     return {"k": int(k), "n": int(n), "rate": k / n if n else float("nan"), "ci95": [lo, hi]}
 
 
-CLOSE_CAP = 0.63  # keep the impostor pairs below this distance (Similarity ~58) for the identity bootstrap
+CLOSE_CAP = 0.63  # set in cmd_calibrate: the impostor pairs below it (Similarity ~58) feed the identity bootstrap
+CLOSE_CAP_FMR = 0.02  # ... the distance at this FMR, per face model (0.63 was dlib-resnet-v1's; 1.2 is SFace's)
+
+
+def close_cap(X: np.ndarray, labels: np.ndarray, fmr: float = CLOSE_CAP_FMR, n: int = 400_000,
+              seed: int = 0) -> float:
+    """The distance below which about ``fmr`` of impostor pairs lie, from ``n`` random pairs, widened by 10%
+    so the bootstrap's pairs cover every threshold it is asked about (Similarity 60 and above: FMR <= 1e-2)
+    whatever the face model's distance range."""
+    rng = np.random.default_rng(seed)
+    i, j = rng.integers(0, len(X), n), rng.integers(0, len(X), n)
+    keep = labels[i] != labels[j]
+    d = np.linalg.norm(np.asarray(X[i[keep]], np.float64) - np.asarray(X[j[keep]], np.float64), axis=1)
+    return float(np.quantile(d, fmr)) * 1.1
 
 
 def cmd_calibrate(data: Path, n_splits: int = 10):
@@ -380,6 +393,9 @@ def cmd_calibrate(data: Path, n_splits: int = 10):
         print(f"    FTE {f}")
 
     # --- split-half check --------------------------------------------------------------
+    global CLOSE_CAP
+    CLOSE_CAP = close_cap(X, labels)
+    print(f"[calibrate] identity bootstrap over the impostor pairs closer than {CLOSE_CAP:.4f}", flush=True)
     rng = np.random.default_rng(SEED)
     perm = rng.permutation(len(all_ids))
     cal_ids = set(perm[: len(all_ids) // 2].tolist())

@@ -17,39 +17,54 @@ def _people(n):
     return [sorted(p.glob("*.jpg")) for p in people]
 
 
+def _first_match_is(c, cid, r, image_id):
+    """The best match of search response ``r`` in ``cid`` is the face indexed from ``image_id``."""
+    faces = {f["FaceId"]: f["ImageId"] for f in c.list_faces(CollectionId=cid)["Faces"]}
+    return bool(r["FaceMatches"]) and faces[r["FaceMatches"][0]["Face"]["FaceId"]] == image_id
+
+
 def test_collection_is_searched_with_its_own_model(tmp_path):
+    """Collections made by servers whose default was dlib-resnet-v1, then faceledger-fusion-v1, keep working on a
+    server whose default is faceledger-sface-v1: each is searched and extended with its own model."""
     people = _people(3)
     data, buckets = tmp_path / "data", tmp_path / "buckets"
-    old = Server(data, buckets, ["--face-model", "dlib-resnet-v1"])
-    try:
-        c = old.client()
-        assert c.create_collection(CollectionId="old")["FaceModelVersion"] == "dlib-resnet-v1"
-        for imgs in people:
-            r = c.index_faces(CollectionId="old", Image={"Bytes": image_bytes(imgs[0])}, MaxFaces=1)
-            assert r["FaceModelVersion"] == "dlib-resnet-v1"
-    finally:
-        old.stop()
-    new = Server(data, buckets)  # the default model for new collections: the fusion
+    first_images = {}
+    for cid, model in (("old", "dlib-resnet-v1"), ("fusion", "faceledger-fusion-v1")):
+        srv = Server(data, buckets, ["--face-model", model])
+        try:
+            c = srv.client()
+            assert c.create_collection(CollectionId=cid)["FaceModelVersion"] == model
+            for imgs in people:
+                r = c.index_faces(CollectionId=cid, Image={"Bytes": image_bytes(imgs[0])}, MaxFaces=1)
+                assert r["FaceModelVersion"] == model
+                first_images.setdefault(cid, []).append(r["FaceRecords"][0]["Face"]["ImageId"])
+        finally:
+            srv.stop()
+    new = Server(data, buckets)  # the default model for new collections: faceledger-sface-v1
     try:
         c = new.client()
-        assert c.create_collection(CollectionId="new")["FaceModelVersion"] == "faceledger-fusion-v1"
-        assert c.describe_collection(CollectionId="old")["FaceModelVersion"] == "dlib-resnet-v1"
+        assert c.create_collection(CollectionId="new")["FaceModelVersion"] == "faceledger-sface-v1"
+        versions = dict(zip(*(c.list_collections()[k] for k in ("CollectionIds", "FaceModelVersions"))))
+        assert versions == {"old": "dlib-resnet-v1", "fusion": "faceledger-fusion-v1", "new": "faceledger-sface-v1"}
         for imgs in people:
-            c.index_faces(CollectionId="new", Image={"Bytes": image_bytes(imgs[0])}, MaxFaces=1)
-        # a second photo of person 0 finds person 0 in both collections, each searched with its own model
+            r = c.index_faces(CollectionId="new", Image={"Bytes": image_bytes(imgs[0])}, MaxFaces=1)
+            assert r["FaceModelVersion"] == "faceledger-sface-v1"
+            assert r["FaceRecords"][0]["Face"]["Confidence"] > 90
+            first_images.setdefault("new", []).append(r["FaceRecords"][0]["Face"]["ImageId"])
+        # a second photo of person 0 finds person 0 in every collection, each searched with its own model
         probe = {"Bytes": image_bytes(people[0][1])}
-        for cid, model in (("old", "dlib-resnet-v1"), ("new", "faceledger-fusion-v1")):
+        for cid, model in (("old", "dlib-resnet-v1"), ("fusion", "faceledger-fusion-v1"),
+                           ("new", "faceledger-sface-v1")):
             r = c.search_faces_by_image(CollectionId=cid, Image=probe)
             assert r["FaceModelVersion"] == model
-            assert [m["Face"]["FaceId"] for m in r["FaceMatches"]][:1] == [
-                c.list_faces(CollectionId=cid)["Faces"][[f["ImageId"] for f in c.list_faces(
-                    CollectionId=cid)["Faces"]].index(r["FaceMatches"][0]["Face"]["ImageId"])]["FaceId"]]
-            assert len(r["FaceMatches"]) == 1
-        # indexing into the old collection still computes dlib-resnet-v1 vectors
-        r = c.index_faces(CollectionId="old", Image={"Bytes": image_bytes(people[1][1])}, MaxFaces=1)
-        assert r["FaceModelVersion"] == "dlib-resnet-v1"
-        r = c.search_faces(CollectionId="old", FaceId=r["FaceRecords"][0]["Face"]["FaceId"])
-        assert len(r["FaceMatches"]) == 1 and r["FaceModelVersion"] == "dlib-resnet-v1"
+            assert _first_match_is(c, cid, r, first_images[cid][0]) and len(r["FaceMatches"]) == 1
+        # indexing into the old collections still computes their models' vectors
+        for cid, model in (("old", "dlib-resnet-v1"), ("fusion", "faceledger-fusion-v1")):
+            r = c.index_faces(CollectionId=cid, Image={"Bytes": image_bytes(people[1][1])}, MaxFaces=1)
+            assert r["FaceModelVersion"] == model
+            r = c.search_faces(CollectionId=cid, FaceId=r["FaceRecords"][0]["Face"]["FaceId"])
+            assert len(r["FaceMatches"]) == 1 and r["FaceModelVersion"] == model
+            assert _first_match_is(c, cid, r, first_images[cid][1])
     finally:
         new.stop()
 

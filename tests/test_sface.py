@@ -1,0 +1,100 @@
+"""faceledger-sface-v1: SFace 2021dec (vision/sface.py) on YuNet's box and points, the default face model, on
+real LFW photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import shared_data
+
+
+def _people(n: int, per: int = 2):
+    lfw = shared_data("lfw_dev")
+    people = sorted(p for p in lfw.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= per)[:n]
+    return [sorted(p.glob("*.jpg"))[:per] for p in people]
+
+
+def _pixels(path):
+    from faceledger.vision import decode_image
+
+    return decode_image(path.read_bytes()).pixels
+
+
+def test_default_engine_is_sface_on_yunet():
+    from faceledger.vision import default_engine
+    from faceledger.vision.engine import DEFAULT_FACE_MODEL, default_detector
+
+    eng = default_engine()
+    assert DEFAULT_FACE_MODEL == "faceledger-sface-v1" == eng.model_version
+    assert eng.dim == 128 and default_detector() == "yunet"
+    assert default_engine(face_model="faceledger-sface-v1", detector="yunet") is eng
+    assert "yunet" in eng.detector.name
+    # the older models keep the pipeline they were measured and calibrated with
+    old = default_engine(face_model="faceledger-fusion-v1")
+    assert old.dim == 1152 and "blazeface" in old.detector.name
+
+
+def test_sface_vectors_tell_people_apart():
+    from faceledger.vision import default_engine
+
+    eng = default_engine()
+    people = _people(4)
+    vecs = []
+    for imgs in people:
+        for path in imgs:
+            faces = eng.analyze(_pixels(path), max_faces=1)
+            assert len(faces) == 1, path
+            v = faces[0].embedding
+            assert v.shape == (128,) and v.dtype == np.float32
+            assert abs(float(np.linalg.norm(v)) - 1.0) < 1e-4
+            vecs.append(v)
+    V = np.array(vecs).reshape(len(people), 2, 128)
+    same = [float(V[i, 0] @ V[i, 1]) for i in range(len(people))]
+    diff = [float(V[i, 0] @ V[j, 1]) for i in range(len(people)) for j in range(len(people)) if i != j]
+    assert min(same) > max(diff), (same, diff)
+    # OpenCV's published cosine threshold for SFace is 0.363: every pair on its side
+    assert min(same) > 0.363 > max(diff)
+
+
+def test_batched_and_single_vectors_agree():
+    from faceledger.vision import default_engine
+
+    eng = default_engine()
+    paths = [p for imgs in _people(3) for p in imgs]
+    single = [eng.analyze(_pixels(p), max_faces=1)[0].embedding for p in paths]
+    many = list(eng.analyze_many(paths, load=_pixels, max_faces=1, workers=2))
+    for a, faces in zip(single, many):
+        assert np.allclose(a, faces[0].embedding, atol=1e-5)
+
+
+def test_chips_follow_the_template():
+    """A face whose points already sit on the template is copied pixel for pixel (no half-pixel shift); the
+    same face shifted and scaled in a larger image gives nearly the same chip."""
+    from faceledger.vision.sface import _dlib_template, arcface_chips
+
+    img = _pixels(_people(1, 1)[0][0])
+    crop = np.ascontiguousarray(img[60:172, 70:182])
+    tpl = _dlib_template()
+    chip = arcface_chips(crop, [tpl])[0]
+    assert np.abs(chip.astype(int) - crop.astype(int)).max() <= 1
+    # the crop enlarged 2x and moved: the chip is the crop again (up to resampling)
+    from PIL import Image
+
+    big = np.zeros((400, 400, 3), np.uint8)
+    big[50:274, 100:324] = np.asarray(Image.fromarray(crop).resize((224, 224), Image.BILINEAR))
+    chip2 = arcface_chips(big, [tpl * 2 + [100 + 0.5, 50 + 0.5]])[0]
+    assert np.abs(chip2.astype(int) - crop.astype(int)).mean() < 6
+    with pytest.raises(ValueError):
+        arcface_chips(img[..., 0], [tpl])
+
+
+def test_rotated_photo_gives_the_same_vector():
+    """YuNet's points follow the face through a quarter turn (vision/rotation.py): the vector stays close."""
+    from faceledger.vision import default_engine
+
+    eng = default_engine()
+    img = _pixels(_people(1, 1)[0][0])
+    up = eng.analyze(img, max_faces=1)[0].embedding
+    turned = eng.analyze(np.ascontiguousarray(np.rot90(img)), max_faces=1)
+    assert turned and float(up @ turned[0].embedding) > 0.8
