@@ -51,6 +51,20 @@ def default_data() -> Path:
     return Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def one_core_face_recognition(pin: bool = True):
+    """Pin this process to one CPU (``pin``; before any model loads, so onnxruntime runs one thread) and
+    import ``face_recognition`` (or exit saying how to install it)."""
+    if pin and hasattr(os, "sched_setaffinity"):
+        cpu = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+        print(f"pinned to CPU {cpu}")
+    try:
+        import face_recognition
+    except ImportError:
+        sys.exit("face_recognition is not installed: pip install --no-deps face_recognition")
+    return face_recognition
+
+
 def image_sets(data: Path, n: int) -> dict[str, list[Path]]:
     lfw = sorted((data / "lfw_dev").glob("*/*.jpg"))[:n]
     crowd = sorted((data / "groups" / "widerface_val_subset" / "images").glob("*.jpg"))
@@ -102,16 +116,7 @@ def main() -> None:
     ap.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
     args = ap.parse_args()
 
-    if not args.no_pin and hasattr(os, "sched_setaffinity"):
-        cpu = min(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cpu})
-        print(f"pinned to CPU {cpu}")
-
-    try:
-        import face_recognition
-    except ImportError:
-        sys.exit("face_recognition is not installed: pip install --no-deps face_recognition")
-
+    face_recognition = one_core_face_recognition(pin=not args.no_pin)
     engine = default_engine(args.upsample, args.engine, args.face_model)  # after pinning: 1 onnxruntime thread
     print(f"faceledger engine: {args.engine} (detector {engine.detector.name}, "
           f"embedder {type(engine.embedder).__name__}, face model {engine.model_version}); "

@@ -168,7 +168,7 @@ def put_collection_policy(inv, params: dict[str, Any]) -> dict[str, Any]:
 def get_collection_policy(inv, params: dict[str, Any]) -> dict[str, Any]:
     cid = _require(params, "CollectionId", _COLLECTION_ID, "collectionId")
     _only(params, "CollectionId")
-    if inv.store.get_collection(cid) is None:
+    if inv.store.get_collection(cid, counts=False) is None:
         raise ResourceNotFoundException(f"The collection id: {cid} does not exist")
     return {"CollectionId": cid, "Policy": inv.store.get_collection_policy(cid) or {}}
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,13 @@ MAX_BYTES = 5 * 1024 * 1024
 @dataclass(frozen=True)
 class InputImage:
     image: DecodedImage
-    sha256: str  # what the ledger keeps instead of the image
+    data: bytes = field(repr=False)  # the bytes sent
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """SHA-256 (hex) of the bytes sent, computed when first asked for (the ledger hashes the request's
+        Bytes itself)."""
+        return hashlib.sha256(self.data).hexdigest()
 
     @property
     def width(self) -> int:
@@ -178,4 +185,4 @@ def load_image(image: dict[str, Any], config: ServiceConfig, member: str = "Imag
         raise InvalidParameterException(f"Request has invalid parameters: {source}: {exc}") from None
     except InvalidImageFormat as exc:
         raise InvalidImageFormatException(f"{source}: {exc}") from None
-    return InputImage(decoded, hashlib.sha256(data).hexdigest())
+    return InputImage(decoded, data)

@@ -21,8 +21,8 @@ class CollectionRecord:
     arn: str
     face_model_version: str
     created_at: datetime
-    face_count: int = 0
-    user_count: int = 0
+    face_count: int | None = 0  # None: not counted (get_collection(counts=False))
+    user_count: int | None = 0
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class FaceStore(Protocol):
     def create_collection(
         self, collection: CollectionRecord, tags: dict[str, str]
     ) -> bool: ...  # False when it exists
-    def get_collection(self, collection_id: str) -> CollectionRecord | None: ...
+    def get_collection(self, collection_id: str, *, counts: bool = True) -> CollectionRecord | None: ...
     def collection_by_arn(self, arn: str) -> CollectionRecord | None: ...
     def list_collections(self, after: str | None, limit: int) -> Page[CollectionRecord]: ...
     def delete_collection(self, collection_id: str) -> bool: ...

@@ -453,8 +453,12 @@ class SQLiteStore(VideoJobStore):
         cid = row["collection_id"]
         faces = db.execute("SELECT COUNT(*) FROM faces WHERE collection_id = ?", (cid,)).fetchone()[0]
         users = db.execute("SELECT COUNT(*) FROM users WHERE collection_id = ?", (cid,)).fetchone()[0]
+        return self._record(row, faces, users)
+
+    @staticmethod
+    def _record(row: sqlite3.Row, faces: int | None, users: int | None) -> CollectionRecord:
         return CollectionRecord(
-            collection_id=cid,
+            collection_id=row["collection_id"],
             arn=row["arn"],
             face_model_version=row["face_model_version"],
             created_at=_ts(row["created_at"]),
@@ -484,7 +488,12 @@ class SQLiteStore(VideoJobStore):
             )
         return True
 
-    def get_collection(self, collection_id: str) -> CollectionRecord | None:
+    def get_collection(self, collection_id: str, *, counts: bool = True) -> CollectionRecord | None:
+        """The collection, with its face and user counts (``counts=False``: None, and no cost: counting reads the
+        collection's whole index, time in proportion to its faces)."""
+        if not counts:
+            row = self._conn().execute("SELECT * FROM collections WHERE collection_id = ?", (collection_id,)).fetchone()
+            return None if row is None else self._record(row, None, None)
         with self._read() as db:
             row = db.execute("SELECT * FROM collections WHERE collection_id = ?", (collection_id,)).fetchone()
             return self._collection(db, row)

@@ -38,7 +38,9 @@ class HogConfirmed:
     scaled so the box is 90 px; confirmed when a HOG detection near its centre scores above ``hog_min``).
     An unconfirmed box is kept with its Confidence lowered to ``unconfirmed_confidence`` (when higher), so
     DetectFaces still shows it and IndexFaces at AUTO does not enrol it.  At most ``max_checks`` boxes are
-    checked per image (the largest first; the others count as unconfirmed).  Keeps the detections' type."""
+    checked per image (the largest first; the others count as unconfirmed).  Keeps the detections' type.
+    When ``inner`` is itself a HOG check (:class:`~faceledger.vision.dlib_models.HogVerifiedDetector`, BlazeFace's),
+    the scores it computed are reused (``score_as``: the same decisions, HOG run once a box)."""
 
     def __init__(self, inner, *, confirm_score: float = math.inf, min_px: float = AUTO_MIN_PX,
                  auto_confidence: float = AUTO_CONFIDENCE, hog_min: float = HOG_CONFIRM,
@@ -57,11 +59,20 @@ class HogConfirmed:
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         img = np.ascontiguousarray(image)
-        dets = list(self.inner.detect(img))
+        known: list[float | None] | None = None
+        if isinstance(self.inner, type(self._hog)):  # the inner detector ran HOG on these boxes already
+            scored = self.inner.detect_scored(img)
+            dets = [d for d, _ in scored]
+            known = [self.inner.score_as(self._hog, s) for _, s in scored]
+        else:
+            dets = list(self.inner.detect(img))
         todo = sorted((i for i, d in enumerate(dets) if self.needs_check(d)), key=lambda i: -dets[i].width)
         for n, i in enumerate(todo):
             d = dets[i]
-            if n < self.max_checks and self._hog.hog_score(img, d) > self._hog.min_score:
+            if n < self.max_checks and self._score(img, d, known[i] if known is not None else None) > self._hog.min_score:
                 continue
             dets[i] = dataclasses.replace(d, confidence=min(d.confidence, self.unconfirmed_confidence))
         return dets
+
+    def _score(self, img: np.ndarray, d: Detection, known: float | None) -> float:
+        return known if known is not None else self._hog.hog_score(img, d)

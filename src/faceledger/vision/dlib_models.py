@@ -352,7 +352,7 @@ class HogVerifiedDetector:
                                                                 box=tuple(min(max(v, 0.0), lim) for v, lim in
                                                                           zip(box, (sx1 - sx0, sy1 - sy0) * 2))))
         with self._m.hog() as detector:
-            rects, scores, _ = detector.run(crop, 0, min(self.min_score, self.large_min_score, 0.0) - 0.5)
+            rects, scores, _ = detector.run(crop, 0, self.hog_threshold)
         best = -math.inf
         c = size / 2
         for r, s in zip(rects, scores):
@@ -361,9 +361,34 @@ class HogVerifiedDetector:
                 best = max(best, float(s))
         return best
 
+    @property
+    def hog_threshold(self) -> float:
+        """The score HOG's detections must exceed to be looked at by :meth:`hog_score` (below every bar)."""
+        return min(self.min_score, self.large_min_score, 0.0) - 0.5
+
     def detect(self, image: np.ndarray) -> list[Detection]:
+        return [d for d, _ in self.detect_scored(image)]
+
+    def detect_scored(self, image: np.ndarray) -> list[tuple[Detection, float]]:
+        """:meth:`detect`'s boxes, each with its :meth:`hog_score` (so a second check of the same boxes, as
+        :class:`faceledger.vision.confirm.HogConfirmed`'s, need not run HOG again: :meth:`score_as`)."""
         img = _as_rgb(image)
-        return [d for d in self.inner.detect(img) if self.hog_score(img, d) > self.bar(d)]
+        out = []
+        for d in self.inner.detect(img):
+            score = self.hog_score(img, d)
+            if score > self.bar(d):
+                out.append((d, score))
+        return out
+
+    def score_as(self, other: "HogVerifiedDetector", score: float) -> float | None:
+        """What ``other.hog_score`` gives for a box this detector's :meth:`hog_score` scored ``score``, without
+        running HOG again; None when that cannot be told (another crop size or HOG model, or ``other`` looks at
+        scores this detector dropped).  Exact: the crop is the same, and dlib's non-maximum suppression only lets
+        a higher-scoring detection remove another, so the detections above ``other``'s higher threshold are the
+        same whatever lower threshold this one ran HOG with; the best near the centre is the same one."""
+        if other.box_px != self.box_px or other._m is not self._m or self.hog_threshold > other.hog_threshold:
+            return None
+        return score if score > other.hog_threshold else -math.inf
 
     def bar(self, det: Detection) -> float:
         """The HOG score a box must beat."""

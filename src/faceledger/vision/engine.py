@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -118,6 +118,9 @@ class FaceAnalysis:
     pose: Pose
     quality: Quality
     embedding: np.ndarray | None
+    #: the (5, 2) points (pixels, dlib order) the landmark model located and the embedder aligns on, kept so
+    #: that embedding the face later (:meth:`FaceEngine.embed`) does not locate them again
+    points: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @runtime_checkable
@@ -229,9 +232,23 @@ class FaceEngine:
                         sharpness=geometry.sharpness(img, box),
                     ),
                     embedding=None,
+                    points=pts,
                 )
             )
         return out, shapes
+
+    def embed(self, image: np.ndarray, faces: Sequence[FaceAnalysis]) -> None:
+        """Set the ``embedding`` of ``faces`` (found by ``analyze(image, embed=False)``): the vectors
+        ``analyze(image)`` gives, computed only for these faces, on the points located then (located
+        again for a face that has none)."""
+        if not faces:
+            return
+        img = _check_image(image)
+        shapes = [f.points if f.points is not None else
+                  np.asarray(self.landmarks.locate(img, f.detection), dtype=np.float64) for f in faces]
+        vectors = np.asarray(self.embedder.embed(img, shapes), dtype=np.float32)
+        for face, vector in zip(faces, vectors):
+            face.embedding = vector.copy()
 
     def analyze_many(
         self,

@@ -18,8 +18,10 @@ from ..errors import ResourceNotFoundException
 MAX_FACES_PER_IMAGE = 100
 
 
-def require_collection(inv: Invocation, collection_id: str) -> CollectionRecord:
-    collection = inv.store.get_collection(collection_id)
+def require_collection(inv: Invocation, collection_id: str, *, counts: bool = True) -> CollectionRecord:
+    """The collection, or ResourceNotFoundException. ``counts=False``: without its face and user counts (None),
+    for operations that do not use them (counting costs time in proportion to the collection's faces)."""
+    collection = inv.store.get_collection(collection_id, counts=counts)
     if collection is None:
         raise ResourceNotFoundException(f"The collection id: {collection_id} does not exist")
     return collection
@@ -28,11 +30,5 @@ def require_collection(inv: Invocation, collection_id: str) -> CollectionRecord:
 def embed_faces(inv: Invocation, pixels: np.ndarray, faces: Sequence[FaceAnalysis]) -> None:
     """Set the ``embedding`` of ``faces`` (found by ``inv.engine.analyze(pixels, embed=False)``): the same
     vectors ``analyze(embed=True)`` gives, computed only for the faces an operation keeps."""
-    if not faces:
-        return
-    engine = inv.engine
-    image = np.ascontiguousarray(pixels)
-    shapes = [np.asarray(engine.landmarks.locate(image, f.detection), dtype=np.float64) for f in faces]
-    vectors = np.asarray(engine.embedder.embed(image, shapes), dtype=np.float32)
-    for face, vector in zip(faces, vectors):
-        face.embedding = vector.copy()
+    if faces:
+        inv.engine.embed(pixels, faces)

@@ -73,7 +73,7 @@ def index_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
       ledger entry says so (``Repeat``). Without an ExternalImageId, every call stores its faces, as
       before and as Rekognition's documentation conditions it on "the same external ID".
     """
-    collection = require_collection(inv, req["CollectionId"])
+    collection = require_collection(inv, req["CollectionId"], counts=False)
     cid = collection.collection_id
     inv = inv.for_model(collection.face_model_version)
     image = load_image(req["Image"], inv.config)
@@ -147,7 +147,7 @@ def index_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
 
 @operation("ListFaces")
 def list_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
-    collection = require_collection(inv, req["CollectionId"])
+    collection = require_collection(inv, req["CollectionId"], counts=False)
     after = tokens.decode(inv.service.pagination_key, "ListFaces", collection.collection_id, req.get("NextToken"))
     page = inv.store.list_faces(
         collection.collection_id,
@@ -165,7 +165,7 @@ def list_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
 
 @operation("DeleteFaces")
 def delete_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
-    collection = require_collection(inv, req["CollectionId"])
+    collection = require_collection(inv, req["CollectionId"], counts=False)
     cid = collection.collection_id
     requested = list(dict.fromkeys(req["FaceIds"]))
     found = inv.store.get_faces(cid, requested)

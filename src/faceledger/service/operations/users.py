@@ -47,7 +47,7 @@ def require_user(inv: Invocation, collection_id: str, user_id: str) -> UserRecor
 
 @operation("CreateUser")
 def create_user(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
-    cid = require_collection(inv, req["CollectionId"]).collection_id
+    cid = require_collection(inv, req["CollectionId"], counts=False).collection_id
     if not inv.store.create_user(UserRecord(cid, req["UserId"], inv.now())):
         raise ConflictException(f"User {req['UserId']} already exists in collection {cid}")
     return {}
@@ -55,7 +55,7 @@ def create_user(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
 
 @operation("DeleteUser")
 def delete_user(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
-    cid = require_collection(inv, req["CollectionId"]).collection_id
+    cid = require_collection(inv, req["CollectionId"], counts=False).collection_id
     if not inv.store.delete_user(cid, req["UserId"]):
         raise ResourceNotFoundException(f"User {req['UserId']} does not exist in collection {cid}")
     return {}
@@ -63,7 +63,7 @@ def delete_user(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
 
 @operation("ListUsers")
 def list_users(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
-    cid = require_collection(inv, req["CollectionId"]).collection_id
+    cid = require_collection(inv, req["CollectionId"], counts=False).collection_id
     after = tokens.decode(inv.service.pagination_key, "ListUsers", cid, req.get("NextToken"))
     page = inv.store.list_users(cid, after, req.get("MaxResults", DEFAULT_LIST_SIZE))
     out: dict[str, Any] = {"Users": [{"UserId": u.user_id, "UserStatus": user_status(u)} for u in page.items]}
@@ -72,7 +72,7 @@ def list_users(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
 
 @operation("AssociateFaces")
 def associate_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
-    cid = require_collection(inv, req["CollectionId"]).collection_id
+    cid = require_collection(inv, req["CollectionId"], counts=False).collection_id
     user_id = req["UserId"]
     require_user(inv, cid, user_id)
     threshold = float(req.get("UserMatchThreshold", DEFAULT_ASSOCIATE_THRESHOLD))
@@ -129,7 +129,7 @@ def associate_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
 
 @operation("DisassociateFaces")
 def disassociate_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
-    cid = require_collection(inv, req["CollectionId"]).collection_id
+    cid = require_collection(inv, req["CollectionId"], counts=False).collection_id
     user_id = req["UserId"]
     require_user(inv, cid, user_id)
     requested = list(dict.fromkeys(req["FaceIds"]))
@@ -187,7 +187,7 @@ def user_matches(
 
 @operation("SearchUsers")
 def search_users(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
-    collection = require_collection(inv, req["CollectionId"])
+    collection = require_collection(inv, req["CollectionId"], counts=False)
     cid = collection.collection_id
     if ("UserId" in req) == ("FaceId" in req):
         raise InvalidParameterException("SearchUsers needs exactly one of UserId or FaceId")
@@ -214,7 +214,7 @@ def search_users(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
 
 @operation("SearchUsersByImage")
 def search_users_by_image(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
-    collection = require_collection(inv, req["CollectionId"])
+    collection = require_collection(inv, req["CollectionId"], counts=False)
     inv = inv.for_model(collection.face_model_version)
     image = load_image(req["Image"], inv.config)
     # one detection: the largest face is searched, the next 99 largest are UnsearchedFaces (the limit of
