@@ -191,3 +191,23 @@ def test_sigkill_during_bulk_indexing_loses_no_acknowledged_face_and_needs_no_re
     assert store.indexes.builds == 0  # the saved index (1,500 faces) was caught up, not rebuilt
     assert len(store.indexes.current("k").index) == stored
     store.close()
+
+
+def test_a_database_of_the_previous_version_is_migrated_counted_and_searched(tmp_path):
+    import sqlite3
+
+    vectors = identities(np.random.default_rng(8), 300, 2, 32)
+    make_store(tmp_path / "faceledger.db", "old", vectors, batch=200).close()
+    db = sqlite3.connect(tmp_path / "faceledger.db", isolation_level=None)  # back to the previous schema
+    for statement in ("DROP TRIGGER faces_tombstone", "DROP TRIGGER faces_counted", "DROP INDEX faces_by_seq",
+                      "DROP TABLE face_tombstones", "ALTER TABLE faces DROP COLUMN seq",
+                      "ALTER TABLE collections DROP COLUMN face_count"):
+        db.execute(statement)
+    db.close()
+    store = SQLiteStore(tmp_path / "faceledger.db")
+    assert store.get_collection("old").face_count == 600
+    assert ids_of(store.nearest("old", vectors[5], limit=1, max_distance=2.0)) == [5]
+    store.delete_faces("old", [face("old", 5, vectors[5]).face_id])
+    assert store.get_collection("old").face_count == 599
+    assert 5 not in ids_of(store.nearest("old", vectors[5], limit=3, max_distance=2.0))
+    store.close()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import logging
 import math
 import os
 import re
@@ -42,6 +43,8 @@ from .errors import (
     ResourceNotFoundException,
 )
 from .governance import _COLLECTION_ID, _FACE_ID, validate_policy
+
+log = logging.getLogger("faceledger.transfer")
 
 FORMAT = "faceledger-collection-export-1"
 #: Embedding length of the face models this version knows; a model missing here is checked against the
@@ -223,9 +226,21 @@ def _check_vectors(vectors: np.ndarray, start: int) -> None:
 
 
 def _expected_dimension(inv, model: str) -> int | None:
+    """The model's vector length: known, or that of a stored face of the model (None: no way to tell)."""
     if model in DIMENSIONS:
         return DIMENSIONS[model]
-    return None
+    after = None
+    while True:
+        page = inv.store.list_collections(after, 1000)
+        for c in page.items:
+            if c.face_model_version == model and c.face_count:
+                first = inv.store.list_faces(c.collection_id, after=None, limit=1).items
+                found = inv.store.get_faces(c.collection_id, [f.face_id for f in first], with_embeddings=True)
+                for face in found.values():
+                    return int(face.embedding.shape[0])
+        if page.cursor is None:
+            return None
+        after = page.cursor
 
 
 def import_collection(inv, params: dict[str, Any]) -> dict[str, Any]:
@@ -321,7 +336,16 @@ def import_collection(inv, params: dict[str, Any]) -> dict[str, Any]:
         flush()
     for uid in sorted(wanted_users):
         inv.store.create_user(UserRecord(cid, uid, inv.now()))
-    inv.after_commit(lambda: inv.store.rebuild_index(cid))
+    inv.after_commit(lambda: _build_index(inv.store, cid))
     inv.meta.update(BiometricData=True, FaceCount=done, Directory=str(src.resolve()))
     return {"CollectionId": cid, "CollectionArn": record.arn, "FaceModelVersion": model, "FaceCount": done,
             "Users": len(wanted_users)}
+
+
+def _build_index(store, cid: str) -> None:
+    """Build the imported collection's index now (else the first search would); a failure loses nothing."""
+    try:
+        store.rebuild_index(cid)
+    except Exception:
+        log.warning("could not build the vector index of imported collection %s: the first search will", cid,
+                    exc_info=True)

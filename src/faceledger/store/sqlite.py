@@ -25,7 +25,6 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -56,7 +55,8 @@ CREATE TABLE IF NOT EXISTS collections (
     arn TEXT NOT NULL UNIQUE,
     face_model_version TEXT NOT NULL,
     created_at REAL NOT NULL,
-    generation INTEGER NOT NULL DEFAULT 0
+    generation INTEGER NOT NULL DEFAULT 0,
+    face_count INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS faces (
     face_id TEXT PRIMARY KEY,
@@ -174,13 +174,17 @@ _FACE_COLUMNS = (
 #: Vector indexes are derived state (store/index/manager.py): each face row carries ``seq``, the collection's
 #: generation after the write that stored it, and each delete leaves a tombstone at the generation the
 #: write bumps to (every write that deletes faces bumps the generation once after its deletes).
-INDEX_SCHEMA = """
-CREATE INDEX IF NOT EXISTS faces_by_seq ON faces(collection_id, seq);
-CREATE TRIGGER IF NOT EXISTS faces_tombstone AFTER DELETE ON faces BEGIN
+INDEX_SCHEMA = (
+    "CREATE INDEX IF NOT EXISTS faces_by_seq ON faces(collection_id, seq)",
+    """CREATE TRIGGER IF NOT EXISTS faces_tombstone AFTER DELETE ON faces BEGIN
     INSERT INTO face_tombstones (collection_id, generation, face_rowid)
     SELECT old.collection_id, generation + 1, old.rowid FROM collections WHERE collection_id = old.collection_id;
-END;
-"""
+    UPDATE collections SET face_count = face_count - 1 WHERE collection_id = old.collection_id;
+END""",
+    """CREATE TRIGGER IF NOT EXISTS faces_counted AFTER INSERT ON faces BEGIN
+    UPDATE collections SET face_count = face_count + 1 WHERE collection_id = new.collection_id;
+END""",
+)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -190,7 +194,20 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE faces ADD COLUMN image_digest TEXT")
     if "seq" not in columns:  # older faces: seq 0, in any index built from generation 0 on
         conn.execute("ALTER TABLE faces ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
-    conn.executescript(INDEX_SCHEMA)
+    counted = "face_count" in {row[1] for row in conn.execute("PRAGMA table_info(collections)")}
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if not counted:  # kept by the triggers from now on (a search reads it: no COUNT over millions of rows)
+            conn.execute("ALTER TABLE collections ADD COLUMN face_count INTEGER NOT NULL DEFAULT 0")
+            conn.execute("UPDATE collections SET face_count = "
+                         "(SELECT COUNT(*) FROM faces WHERE faces.collection_id = collections.collection_id)")
+            conn.execute("DROP TRIGGER IF EXISTS faces_tombstone")
+        for statement in INDEX_SCHEMA:
+            conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
 
 
 def _ts(value: float) -> datetime:
@@ -451,7 +468,7 @@ class SQLiteStore(VideoJobStore):
         if row is None:
             return None
         cid = row["collection_id"]
-        faces = db.execute("SELECT COUNT(*) FROM faces WHERE collection_id = ?", (cid,)).fetchone()[0]
+        faces = row["face_count"]  # kept by triggers (INDEX_SCHEMA)
         users = db.execute("SELECT COUNT(*) FROM users WHERE collection_id = ?", (cid,)).fetchone()[0]
         return self._record(row, faces, users)
 
@@ -717,33 +734,41 @@ class SQLiteStore(VideoJobStore):
                                                  if not index.exact else want, max_distance)
         else:
             labels, distances = index.search(query, want, max_distance)
-        found = self._faces_by_rowid(collection_id, labels, with_embeddings=not index.exact)
-        hits = []
-        for label, distance in zip(labels.tolist(), distances.tolist()):
-            record = found.pop(label, None)  # gone: deleted since the index was read (or a repeated label)
-            if record is None or record.face_id in excluded:
+        rows = self._rows_by_rowid(collection_id, labels, with_embeddings=not index.exact)
+        # gone (deleted since the index was read), excluded, or a repeated label: dropped
+        seen: set[int] = set()
+        kept, kept_rows = [], []
+        for k, label in enumerate(labels.tolist()):
+            row = rows.get(label)
+            if row is None or label in seen or row["face_id"] in excluded:
                 continue
-            if not index.exact:
-                distance = float(np.sqrt(((record.embedding - query) ** 2).sum()))
-                if distance > max_distance:
-                    continue
-                record = replace(record, embedding=None)
-            hits.append(Neighbour(record, float(distance)))
-        if not index.exact:
-            hits.sort(key=lambda h: h.distance)
-        return hits[:limit]
+            seen.add(label)
+            kept.append(k)
+            kept_rows.append(row)
+        if not kept_rows:
+            return []
+        distances = distances[kept]
+        if not index.exact:  # re-measure every candidate from the stored float32 vector: the ranking is exact
+            blobs = [self._open(r["face_id"], r["embedding"]) for r in kept_rows]
+            diff = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1) - query
+            distances = np.sqrt((diff * diff).sum(axis=1))
+            order = [k for k in np.lexsort((labels[kept], distances)).tolist() if distances[k] <= max_distance]
+        else:
+            order = range(len(kept_rows))
+        return [Neighbour(_face(kept_rows[k]), float(distances[k])) for k in order][:limit]
 
-    def _faces_by_rowid(self, collection_id: str, rowids: np.ndarray, *, with_embeddings: bool) -> dict:
+    def _rows_by_rowid(self, collection_id: str, rowids: np.ndarray, *, with_embeddings: bool) -> dict:
         cols = "rowid, " + _FACE_COLUMNS + (", embedding" if with_embeddings else "")
         out = {}
         ids = [int(r) for r in rowids]
         conn = self._conn()
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
-            for row in conn.execute(f"SELECT {cols} FROM faces WHERE collection_id = ? AND rowid IN "
-                                    f"({','.join('?' * len(chunk))})", (collection_id, *chunk)):
-                embedding = self._open(row["face_id"], row["embedding"]) if with_embeddings else None
-                out[row["rowid"]] = _face(row, embedding)
+            # by rowid only: with the collection in the WHERE clause SQLite may scan the collection's index
+            for row in conn.execute(f"SELECT {cols} FROM faces WHERE rowid IN ({','.join('?' * len(chunk))})",
+                                    chunk):
+                if row["collection_id"] == collection_id:  # else: the row number was reused by another collection
+                    out[row["rowid"]] = row
         return out
 
     def rebuild_index(self, collection_id: str, kind: str | None = None) -> dict | None:
