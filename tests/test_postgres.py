@@ -161,3 +161,107 @@ def test_a_stopped_database_is_a_503_that_says_so_and_the_service_recovers(nodes
     assert httpx.get(b.url + "/health", timeout=10).status_code == 200
     verified = faceledger_cli(a.database, "audit", "verify", "--data", str(a.data_dir))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+# ---- the store itself: every table on PostgreSQL, two stores (two nodes) on one database ----------------------
+
+def _face(cid: str, vector, *, face_id: str | None = None, external: str | None = None):
+    from datetime import datetime, timezone
+
+    import numpy as np
+
+    from faceledger.store import FaceRecord
+
+    return FaceRecord(face_id=face_id or str(uuid.uuid4()), collection_id=cid, image_id=str(uuid.uuid4()),
+                      external_image_id=external, bounding_box=(0.5, 0.5, 0.1, 0.1), confidence=99.0,
+                      face_model_version="test", created_at=datetime.now(timezone.utc),
+                      embedding=np.asarray(vector, np.float32))
+
+
+@pytest.fixture
+def stores(pg_cluster):
+    from faceledger.store.postgres import PostgresStore
+
+    url = pg_cluster.url()
+    one, two = PostgresStore(url), PostgresStore(url)
+    yield one, two
+    one.close()
+    two.close()
+
+
+def test_faces_users_tags_and_ledger_are_shared_by_two_stores(stores):
+    from datetime import datetime, timezone
+
+    import numpy as np
+
+    from faceledger.store import CollectionRecord, UserRecord
+    from faceledger.store.ledger import LedgerEntry
+
+    one, two = stores
+    now = datetime.now(timezone.utc)
+    assert one.create_collection(CollectionRecord("c", "arn:c", "test", now), {"k": "v"})
+    assert not two.create_collection(CollectionRecord("c", "arn:c", "test", now), {})
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(40, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    faces = [_face("c", v, external="img") for v in vectors]
+    assert one.add_faces(faces[:20])
+    assert [n.face.face_id for n in two.nearest("c", vectors[3], limit=1, max_distance=2.0)] == [faces[3].face_id]
+    assert one.add_faces(faces[20:])  # two's index catches up from the database
+    hit = two.nearest("c", vectors[33], limit=2, max_distance=2.0)
+    assert hit[0].face.face_id == faces[33].face_id and hit[0].distance == pytest.approx(0.0, abs=1e-5)
+    got = two.get_faces("c", [faces[5].face_id], with_embeddings=True)[faces[5].face_id]
+    assert np.array_equal(got.embedding, vectors[5])
+    assert two.delete_faces("c", [faces[33].face_id, "nope"]) == [faces[33].face_id]
+    assert faces[33].face_id not in [n.face.face_id for n in one.nearest("c", vectors[33], limit=5, max_distance=2.0)]
+    assert one.get_collection("c").face_count == 39
+    assert two.create_user(UserRecord("c", "u1", now)) and not one.create_user(UserRecord("c", "u1", now))
+    one.set_face_user("c", [faces[0].face_id], "u1")
+    assert two.get_user("c", "u1").face_count == 1
+    two.put_tags("c", {"k": "w", "x": "y"})
+    assert one.get_tags("c") == {"k": "w", "x": "y"}
+    assert one.put_collection_policy("c", {"Statement": []}) and two.get_collection_policy("c") == {"Statement": []}
+    page = one.list_faces("c", after=None, limit=10)
+    assert len(page.items) == 10 and [f.face_id for f in page.items] == sorted(f.face_id for f in page.items)
+    assert len(two.erase_external_image_id("img", dry_run=True)) == 39
+    for i, store in enumerate((one, two, one)):
+        store.append_ledger(LedgerEntry("2026-01-01T00:00:00.000000+00:00", f"p{i}", None, "test", "Op", "c",
+                                        None, None, "OK", {"i": i}))
+    assert two.verify_ledger().ok and two.verify_ledger().entries == 3
+    assert [r["principal"] for r in one.ledger_rows(contains=['"i":1'])] == ["p1"]
+    assert one.delete_collection("c") and two.get_collection("c") is None
+    assert two.nearest("c", vectors[0], limit=1, max_distance=2.0) == []
+
+
+def test_stream_tables_and_video_jobs_live_in_postgresql(stores):
+    import time as clock
+
+    from faceledger.store.streams import StreamTables
+    from faceledger.store.video_jobs import VideoJob
+
+    one, two = stores
+    s1, s2 = StreamTables(one), StreamTables(two)
+    assert s1.add_source("cam", "rtsp://127.0.0.1/x", "rtsp") and not s2.add_source("cam", "rtsp://y", "rtsp")
+    assert [s.name for s in s2.list_sources()] == ["cam"]
+    s1.put_sink("arn:k", "http://127.0.0.1/hook")
+    assert s2.get_sink("arn:k") == "http://127.0.0.1/hook"
+    assert s1.create_processor("p", "arn:p", {"SourceName": "cam"}, {"t": "1"})
+    assert s2.update_processor("p", desired="RUNNING", stats={"frames": 3})
+    assert s1.desired_running() == ["p"] and s1.get_processor("p").stats == {"frames": 3}
+    assert s2.processors_using_source("cam") == ["p"]
+    assert s1.delete_processor("p") and s2.remove_source("cam")
+
+    now = clock.time()
+    one.create_video_job(VideoJob("j1", "FaceSearch", "QUEUED", "me", {"r": 1}, {"v": 1}, now, now))
+    assert two.count_active_video_jobs() == 1
+    job, failed = two.claim_video_job("node-2", now, 60, 3, lambda owner: False)
+    assert job.job_id == "j1" and failed == []
+    assert one.claim_video_job("node-1", now, 60, 3, lambda owner: False) == (None, [])  # node 2 holds it
+    assert two.save_video_checkpoint("j1", "node-2", {"t": 1.0}, now, [("track", {"a": 1}, b"\x00" * 8)])
+    assert not one.save_video_checkpoint("j1", "node-1", {"t": 2.0}, now)
+    assert one.video_job_items("j1", "track") == [({"a": 1}, b"\x00" * 8)]
+    assert two.finish_video_job("j1", "node-2", "SUCCEEDED", None, now, now + 10,
+                                [(0, 1, {"x": 0}), (1, 0, {"x": 1})])
+    assert one.video_job_results("j1", -1, 1) == ([{"x": 0}], 0)
+    assert one.video_job_results("j1", -1, 5, by_index=True) == ([{"x": 1}, {"x": 0}], None)
+    assert two.delete_expired_video_jobs(now + 11) == 1 and one.get_video_job("j1") is None

@@ -135,7 +135,9 @@ def open_store(config: ServiceConfig) -> FaceStore:
 
         if not is_postgres_url(config.database):
             raise ValueError(f"--database must be a postgresql:// URL, not {config.database.split(':')[0]!r}")
-        return PostgresStore(config.database, embedding_key=config.embedding_key)
+        # this node's approximate indexes are saved in its data folder (derived state: caught up on start)
+        return PostgresStore(config.database, embedding_key=config.embedding_key,
+                             index_dir=Path(config.data_dir) / "postgresql.index")
     return SQLiteStore(Path(config.data_dir) / "faceledger.db", embedding_key=config.embedding_key)
 
 
