@@ -137,7 +137,8 @@ def open_store(config: ServiceConfig) -> FaceStore:
             raise ValueError(f"--database must be a postgresql:// URL, not {config.database.split(':')[0]!r}")
         # this node's approximate indexes are saved in its data folder (derived state: caught up on start)
         return PostgresStore(config.database, embedding_key=config.embedding_key,
-                             index_dir=Path(config.data_dir) / "postgresql.index")
+                             index_dir=Path(config.data_dir) / "postgresql.index"
+                             if Path(config.data_dir).is_dir() else None)
     return SQLiteStore(Path(config.data_dir) / "faceledger.db", embedding_key=config.embedding_key)
 
 
