@@ -265,3 +265,67 @@ def test_stream_tables_and_video_jobs_live_in_postgresql(stores):
     assert one.video_job_results("j1", -1, 1) == ([{"x": 0}], 0)
     assert one.video_job_results("j1", -1, 5, by_index=True) == ([{"x": 1}, {"x": 0}], None)
     assert two.delete_expired_video_jobs(now + 11) == 1 and one.get_video_job("j1") is None
+
+
+# ---- faceledger migrate ----------------------------------------------------------------------------------------
+
+def test_migrate_moves_a_whole_store_and_its_ledger_verifies_on_the_target(pg_cluster, tmp_path):
+    from datetime import datetime, timezone
+
+    import numpy as np
+    from click.testing import CliRunner
+
+    from faceledger.cli import main
+    from faceledger.store import AccessKeyRecord, CollectionRecord, UserRecord
+    from faceledger.store.ledger import LedgerEntry
+    from faceledger.store.postgres import PostgresStore
+    from faceledger.store.sqlite import SQLiteStore
+    from faceledger.store.video_jobs import VideoJob
+
+    data = tmp_path / "data"
+    data.mkdir()
+    src = SQLiteStore(data / "faceledger.db")
+    now = datetime.now(timezone.utc)
+    src.create_collection(CollectionRecord("c1", "arn:c1", "test", now), {"team": "a"})
+    src.create_collection(CollectionRecord("c2", "arn:c2", "test", now), {})
+    vectors = np.random.default_rng(1).normal(size=(30, 8)).astype(np.float32)
+    faces = [_face("c1", v, external=f"img-{i}") for i, v in enumerate(vectors)]
+    src.add_faces(faces)
+    src.delete_faces("c1", [faces[0].face_id])  # leaves a tombstone: derived state, not moved
+    src.create_user(UserRecord("c1", "u", now))
+    src.set_face_user("c1", [faces[1].face_id], "u")
+    src.put_collection_policy("c2", {"Statement": []})
+    src.add_access_key(AccessKeyRecord("AKID", "k", b"sealed", "{}", now))
+    src.create_video_job(VideoJob("j", "FaceDetection", "QUEUED", "me", {}, {}, 1.0, 1.0))
+    for i in range(5):
+        src.append_ledger(LedgerEntry(now.isoformat(), "p", None, "test", f"Op{i}", "c1", None, None, "OK", {"i": i}))
+    source_rows = list(src.ledger_rows())
+    src.close()
+
+    url = pg_cluster.url()
+    result = CliRunner().invoke(main, ["migrate", "--from", str(data), "--to", url])
+    assert result.exit_code == 0, result.output
+    assert "ledger intact on the target: 6 entries" in result.output
+
+    target = PostgresStore(url)
+    try:
+        moved = list(target.ledger_rows())
+        assert moved[:5] == source_rows  # every entry as it was: same hashes, same chain
+        assert moved[5]["operation"] == "Migrate" and moved[5]["prev_hash"] == source_rows[-1]["hash"]
+        assert target.get_collection("c1").face_count == 29 and target.get_collection("c1").user_count == 1
+        assert target.get_tags("c1") == {"team": "a"} and target.get_collection_policy("c2") == {"Statement": []}
+        assert target.get_access_key("AKID").secret == b"sealed"
+        assert target.get_video_job("j").status == "QUEUED"
+        assert target.get_user("c1", "u").face_count == 1
+        hit = target.nearest("c1", vectors[7], limit=1, max_distance=10.0)
+        assert hit[0].face.face_id == faces[7].face_id and hit[0].distance == pytest.approx(0, abs=1e-5)
+        assert target.nearest("c1", vectors[0], limit=1, max_distance=1e-3) == []  # the deleted face stays gone
+        assert [c.collection_id for c in target.list_collections(None, 10).items] == ["c1", "c2"]
+    finally:
+        target.close()
+    verified = faceledger_cli(url, "audit", "verify", "--data", str(tmp_path / "elsewhere"))
+    assert verified.returncode == 0 and "ledger intact: 6 entries" in verified.stdout, verified.stderr
+
+    again = CliRunner().invoke(main, ["migrate", "--from", str(data), "--to", url])
+    assert again.exit_code != 0 and "already holds faceledger data" in again.output
+    assert "ledger intact: 6 entries" in faceledger_cli(url, "audit", "verify").stdout  # nothing half-added
