@@ -60,14 +60,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def create_key(data_dir: Path, name: str = "test", policy: dict | None = None) -> tuple[str, str]:
-    """`faceledger keys create --json` on a data folder: (AccessKeyId, SecretAccessKey)."""
+def create_key(data_dir: Path, name: str = "test", policy: dict | None = None, *,
+               database: str | None = None) -> tuple[str, str]:
+    """`faceledger keys create --json` on a data folder (``database``: on that PostgreSQL database):
+    (AccessKeyId, SecretAccessKey)."""
     cmd = [sys.executable, "-m", "faceledger", "keys", "create", "--data", str(data_dir), "--name", name, "--json"]
     if policy is not None:
         policy_file = data_dir.parent / f"policy-{uuid.uuid4().hex[:8]}.json"
         policy_file.write_text(json.dumps(policy))
         cmd += ["--policy", str(policy_file)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    env = None if database is None else {**os.environ, "FACELEDGER_DATABASE": database}
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     key = json.loads(out)
     return key["AccessKeyId"], key["SecretAccessKey"]
 
@@ -76,11 +79,14 @@ class Server:
     """A `faceledger serve` subprocess on a free loopback port.
 
     Authentication is on: before starting, a key is created with `faceledger keys create --json`
-    and :meth:`client` signs with it. ``dev=True`` serves in development mode instead.
+    and :meth:`client` signs with it. ``dev=True`` serves in development mode instead. ``database``: a
+    postgresql:// URL the server keeps its records in (``serve --database``; None: the data folder's SQLite).
     """
 
     def __init__(self, data_dir: Path, buckets_dir: Path, extra: list[str] | None = None, *,
-                 dev: bool = False, env: dict[str, str] | None = None, preexec_fn=None) -> None:
+                 dev: bool = False, env: dict[str, str] | None = None, preexec_fn=None,
+                 database: str | None = None) -> None:
+        self.database = database
         self.data_dir, self.buckets_dir = data_dir, buckets_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -91,7 +97,9 @@ class Server:
             self.key_id, self.secret = "local", "local"
             extra = ["--dev", *(extra or [])]
         else:
-            self.key_id, self.secret = create_key(data_dir)
+            self.key_id, self.secret = create_key(data_dir, database=database)
+        if database is not None:
+            extra = ["--database", database, *(extra or [])]
         cmd = [sys.executable, "-m", "faceledger", "serve", "--port", str(self.port),
                "--data", str(data_dir), "--buckets", str(buckets_dir), "--log-level", "warning", *(extra or [])]
         self._log_file = open(self.log, "wb")
@@ -120,6 +128,21 @@ class Server:
             config=Config(retries={"total_max_attempts": 1}, read_timeout=300, **config),
         )
 
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Rows of one SELECT (SQLite's ``?`` parameters) run directly on the server's store, whichever it is."""
+        if self.database is None:
+            import sqlite3
+
+            con = sqlite3.connect(self.data_dir / "faceledger.db")
+            try:
+                return [tuple(r) for r in con.execute(sql, args)]
+            finally:
+                con.close()
+        import psycopg
+
+        with psycopg.connect(self.database) as con:
+            return [tuple(r) for r in con.execute(sql.replace("?", "%s"), args)]
+
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
@@ -135,16 +158,60 @@ class Server:
         self._log_file.close()
 
 
-def serve_in(root: Path) -> Iterator[Server]:
-    """A live server on ``root``/data and ``root``/buckets for a fixture's lifetime (``yield from``)."""
-    srv = Server(root / "data", root / "buckets")
+def serve_in(root: Path, database: str | None = None) -> Iterator[Server]:
+    """A live server on ``root``/data and ``root``/buckets for a fixture's lifetime (``yield from``);
+    ``database``: its records in that PostgreSQL database."""
+    srv = Server(root / "data", root / "buckets", database=database)
     yield srv
     srv.stop()
 
 
+# ---- backends ---------------------------------------------------------------------------------------------
+# A test module that sets ``BACKENDS = ("sqlite", "postgresql")`` runs each of its tests that use the live
+# ``server`` (through ``rekognition`` and the like) once per backend: the embedded SQLite store, and a private
+# PostgreSQL cluster (tests/pgcluster.py; skipped, saying why, where no PostgreSQL server is installed).
+# `pytest --backend sqlite` (or postgresql) runs one backend only.
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backend", action="append", default=None, choices=("sqlite", "postgresql"),
+                     help="run the multi-backend API tests on this backend only (repeatable)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    backends = getattr(metafunc.module, "BACKENDS", None)
+    if backends and "backend" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("backend")
+        metafunc.parametrize("backend", [b for b in backends if not chosen or b in chosen], indirect=True,
+                             scope="session")
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from serve_in(tmp_path_factory.mktemp("server"))
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store the live ``server`` runs on: "sqlite" unless the module asks for several (BACKENDS)."""
+    return getattr(request, "param", "sqlite")
+
+
+def private_pg_cluster() -> Iterator[object]:
+    """A private PostgreSQL cluster (tests/pgcluster.py) for a fixture's lifetime (``yield from``), or skip."""
+    import pgcluster
+
+    if pgcluster.find_bin() is None:
+        pytest.skip("no PostgreSQL server installed (Debian: apt-get install postgresql-15; .ci/run does it)")
+    cluster = pgcluster.Cluster()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[object]:
+    """The session's PostgreSQL cluster (each user takes a fresh database of it: ``pg_cluster.url()``)."""
+    yield from private_pg_cluster()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, backend: str) -> Iterator[Server]:
+    database = request.getfixturevalue("pg_cluster").url() if backend == "postgresql" else None
+    yield from serve_in(tmp_path_factory.mktemp(f"server-{backend}"), database)
 
 
 #: Request headers that turn faceledger's default search policy off (no limit on expected false matches, no

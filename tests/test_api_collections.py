@@ -14,6 +14,8 @@ from botocore.exceptions import ClientError
 
 from conftest import image_bytes, shared_data
 
+BACKENDS = ("sqlite", "postgresql")  # tests/conftest.py: these tests run on both stores
+
 ARN_PREFIX = "arn:aws:rekognition:us-east-1:000000000000:collection/"
 
 

@@ -13,6 +13,8 @@ from PIL import Image
 
 from conftest import image_bytes, shared_data
 
+BACKENDS = ("sqlite", "postgresql")  # tests/conftest.py: these tests run on both stores
+
 LANDMARKS = {"eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight"}
 # five different people, one frontal face each
 LFW_FIVE = [

@@ -19,6 +19,8 @@ from faceledger.service.model import check_response
 
 from conftest import image_bytes, shared_data
 
+BACKENDS = ("sqlite", "postgresql")  # tests/conftest.py: these tests run on both stores
+
 N_PEOPLE = 4
 N_STRANGERS = 20
 

@@ -11,6 +11,8 @@ from faceledger.service.model import check_response
 
 from conftest import image_bytes, shared_data
 
+BACKENDS = ("sqlite", "postgresql")  # tests/conftest.py: these tests run on both stores
+
 
 def people(lfw: Path, n: int, min_images: int) -> list[list[Path]]:
     """Photographs of the first ``n`` LFW people (by name) with at least ``min_images`` of them."""
@@ -270,11 +272,8 @@ def test_client_request_token_makes_user_operations_idempotent(rekognition, serv
 
     # the ledger records the replays as such
     import json
-    import sqlite3
 
-    con = sqlite3.connect(server.data_dir / "faceledger.db")
-    rows = [(r, json.loads(d)) for r, d in con.execute(
+    rows = [(r, json.loads(d)) for r, d in server.query(
         "SELECT result, detail FROM ledger WHERE operation = 'CreateUser' AND collection_id = ? ORDER BY seq", (cid,))]
-    con.close()
     assert [r for r, _ in rows] == ["OK", "OK", "ConflictException", "IdempotentParameterMismatchException"]
     assert rows[1][1].get("IdempotentReplay") is True and "IdempotentReplay" not in rows[0][1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import os
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -346,7 +347,7 @@ def _local_service(data_dir: Path, must_exist: bool = True) -> Any:
     from ..store.files import private_umask
 
     private_umask()  # what this process writes in the data folder is the owner's alone
-    if must_exist and not (data_dir / "faceledger.db").exists():
+    if must_exist and not os.environ.get("FACELEDGER_DATABASE") and not (data_dir / "faceledger.db").exists():
         raise CliError(f"no faceledger data in {data_dir} (no faceledger.db)")
     return Service(ServiceConfig(data_dir=data_dir))
 

@@ -79,6 +79,12 @@ class ServiceConfig:
     video_retention_days: float = 7.0
     video_workers: int = 1
     video_notify: tuple[tuple[str, str], ...] = ()
+    # Where the records live (docs/distributed.md): None: the embedded SQLite file in data_dir; a
+    # postgresql:// URL: that PostgreSQL database (serve --database, or $FACELEDGER_DATABASE for every command).
+    database: str | None = field(default_factory=lambda: os.environ.get("FACELEDGER_DATABASE") or None)
+    # Where vectors are searched: None: each node's own index; milvus://host:port or a Milvus Lite file
+    # (serve --vector-store, or $FACELEDGER_VECTOR_STORE).
+    vector_store: str | None = field(default_factory=lambda: os.environ.get("FACELEDGER_VECTOR_STORE") or None)
 
     def collection_arn(self, collection_id: str) -> str:
         return f"arn:aws:rekognition:{self.region}:{self.account_id}:collection/{collection_id}"

@@ -129,6 +129,20 @@ class Invocation:
             unit.after_commit.append(fn)
 
 
+def open_store(config: ServiceConfig) -> FaceStore:
+    """The store ``config`` names: PostgreSQL (``config.database``) or the data folder's SQLite file."""
+    if config.database:
+        from ..store.postgres import PostgresStore, is_postgres_url
+
+        if not is_postgres_url(config.database):
+            raise ValueError(f"--database must be a postgresql:// URL, not {config.database.split(':')[0]!r}")
+        # this node's approximate indexes are saved in its data folder (derived state: caught up on start)
+        return PostgresStore(config.database, embedding_key=config.embedding_key,
+                             index_dir=Path(config.data_dir) / "postgresql.index"
+                             if Path(config.data_dir).is_dir() else None)
+    return SQLiteStore(Path(config.data_dir) / "faceledger.db", embedding_key=config.embedding_key)
+
+
 class Service:
     """A faceledger service over one store and one face engine."""
 
@@ -143,9 +157,7 @@ class Service:
         from . import operations  # noqa: F401  (registers the operation functions)
 
         self.config = config
-        self.store = store if store is not None else SQLiteStore(
-            Path(config.data_dir) / "faceledger.db", embedding_key=config.embedding_key
-        )
+        self.store = store if store is not None else open_store(config)
         self.clock = clock
         self._engines: dict[str, FaceEngine] = {}
         if engine is not None:

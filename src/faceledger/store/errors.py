@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+import sys
 
 __all__ = ["StorageError", "storage_failure"]
 
@@ -53,9 +54,30 @@ def storage_failure(exc: BaseException) -> StorageError | None:
             return StorageError("the database is read-only (permissions, or a read-only file system)", detail,
                                 disk_full=False)
         return None
+    remote = _remote_failure(exc)
+    if remote is not None:
+        return remote
     if isinstance(exc, OSError):
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return StorageError(_DISK_FULL, f"OS: {exc}", disk_full=True)
         if exc.errno in (errno.EIO, errno.EROFS):
             return StorageError("the data folder's storage failed", f"OS: {exc}", disk_full=False)
+    return None
+
+
+def _remote_failure(exc: BaseException) -> StorageError | None:
+    """A PostgreSQL server or a Milvus vector store that cannot be reached (stopped, restarting, the network
+    down), or that refuses writes for lack of space. Only modules already imported are consulted."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        if sqlstate == "53100":  # disk_full
+            return StorageError("the PostgreSQL server's disk is full", f"PostgreSQL: {exc}", disk_full=True)
+        if sqlstate.startswith("53") or sqlstate.startswith("57") or sqlstate.startswith("08") or not sqlstate:
+            return StorageError("the PostgreSQL database cannot be reached (stopped, restarting or unreachable)",
+                                f"PostgreSQL: {str(exc).strip()}", disk_full=False)
+    from .vectors import VectorStoreUnavailable  # the Milvus vector store (faceledger.store.vectors)
+
+    if isinstance(exc, VectorStoreUnavailable):
+        return StorageError(exc.reason, exc.detail, disk_full=False)
     return None

@@ -261,7 +261,7 @@ def _rollback(conn: sqlite3.Connection) -> None:
         return
     try:
         conn.execute("ROLLBACK")
-    except sqlite3.Error:
+    except Exception:  # sqlite3.Error, or a PostgreSQL connection that is gone
         log.warning("ROLLBACK failed", exc_info=True)
 
 
@@ -417,6 +417,13 @@ class SQLiteStore(VideoJobStore):
         return {"ok": failure is None, "reason": None if failure is None else str(failure), "since": since,
                 "free_bytes": free}
 
+    def _private_connection(self):
+        """A new connection of this thread's alone, closed by the caller (a snapshot apart from the units of
+        work)."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        return conn
+
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A consistent snapshot across several SELECTs (inside an open transaction: that one)."""
@@ -439,7 +446,7 @@ class SQLiteStore(VideoJobStore):
             for conn in self._connections:
                 try:
                     conn.close()
-                except sqlite3.ProgrammingError:  # closed from another thread already
+                except Exception:  # closed from another thread already, or its server is gone
                     pass
             self._connections.clear()
         self._local = threading.local()
@@ -628,8 +635,7 @@ class SQLiteStore(VideoJobStore):
         """Every face of the collection with its embedding, in FaceId order, ``chunk`` at a time:
         (records without embeddings, float32 (n, D) vectors). One snapshot (a private connection), so a
         concurrent write is either wholly in it or not at all."""
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
+        conn = self._private_connection()
         try:
             conn.execute("BEGIN")
             cursor = conn.execute(f"SELECT {_FACE_COLUMNS}, embedding FROM faces WHERE collection_id = ? "
@@ -911,8 +917,7 @@ class SQLiteStore(VideoJobStore):
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        conn = sqlite3.connect(self.path, isolation_level=None)  # a private snapshot, any thread
-        conn.row_factory = sqlite3.Row
+        conn = self._private_connection()  # a private snapshot, any thread
         try:
             for row in conn.execute(sql, args):
                 yield dict(row)
