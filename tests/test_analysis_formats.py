@@ -85,3 +85,21 @@ def test_models_fetch_analysis_readies_every_analysis_model():
     assert result.exit_code == 0, result.output
     for version in ("PP-OCRv6-small", "nsfwjs-4.4.0-mobilenet_v2_mid", "efficientnet-lite0-imagenet1k", "nanodet-m-coco"):
         assert f"ready: {version}" in result.output
+
+
+def test_word_pieces_are_joined_into_space_separated_words():
+    """rapidocr splits letter-spaced capitals ("R" + "OYAL", seen on the shared crowd video's "ROYAL OPERA
+    HOUSE" sign); DetectText's WORDs are the line's space-separated tokens."""
+    from faceledger.analysis.text import TextWord, words_of
+
+    def piece(text, x0, x1, confidence=0.99):
+        return TextWord(text, confidence, np.array([[x0, 0], [x1, 0], [x1, 10], [x0, 10]], dtype=float))
+
+    joined = words_of("ROYAL OPERA", (piece("R", 0, 8), piece("OYAL", 10, 50, 0.9), piece("OPER", 60, 95),
+                                      piece("A", 97, 105)))
+    assert [w.text for w in joined] == ["ROYAL", "OPERA"]
+    assert joined[0].polygon[:, 0].tolist() == [0, 50, 50, 0] and joined[0].confidence == 0.9
+    same = (piece("a", 0, 5), piece("b", 8, 12))
+    assert words_of("a b", same) == same
+    odd = (piece("ab", 0, 5), piece("c", 8, 12))  # pieces that do not spell the tokens: kept as they are
+    assert words_of("a bc", odd) == odd

@@ -80,10 +80,11 @@ def test_page_lines_words_ids_and_geometry(page_answer):
         by_line[word["ParentId"]].append(word["DetectedText"])
     for line in lines:
         assert " ".join(by_line[line["Id"]]) == line["DetectedText"]
-    # what was read: 6 of the 7 lines cleanly; all of it within 80% of the characters
+    # through the default WordFilter (80): the clean lines whole, the faint fifth line's doubtful words dropped
     read = "\n".join(line["DetectedText"] for line in lines)
-    assert character_accuracy(read, "\n".join(PAGE_LINES)) > 0.8, read
-    assert "Region-based segmentation" in read and "histogram of grey values:" in read
+    assert character_accuracy(read, "\n".join(PAGE_LINES)) > 0.75, read
+    for clean in PAGE_LINES[:4] + PAGE_LINES[5:6]:
+        assert clean in read
     for d in r["TextDetections"]:
         assert d["Confidence"] >= 80  # the default WordFilter
         box, polygon = d["Geometry"]["BoundingBox"], d["Geometry"]["Polygon"]
@@ -108,9 +109,11 @@ def test_regions_of_interest_and_word_filter(rekognition, page, page_answer):
     # tall words only: the title's letters are the tallest on the page
     tall = rekognition.detect_text(Image={"Bytes": page}, Filters={"WordFilter": {"MinBoundingBoxHeight": 0.13}})
     assert all(d["Geometry"]["BoundingBox"]["Height"] >= 0.13 for d in tall["TextDetections"])
-    # MinConfidence 0 keeps at least what the default keeps
+    # MinConfidence 0 keeps at least what the default keeps, and reads page() as bench/text_accuracy.py does
     every = rekognition.detect_text(Image={"Bytes": page}, Filters={"WordFilter": {"MinConfidence": 0}})
     assert len(every["TextDetections"]) >= len(page_answer["TextDetections"])
+    read = "\n".join(d["DetectedText"] for d in every["TextDetections"] if d["Type"] == "LINE")
+    assert character_accuracy(read, "\n".join(PAGE_LINES)) > 0.85, read  # measured 0.870
 
 
 @pytest.mark.parametrize("text, size, angle, ink, paper", [

@@ -125,8 +125,31 @@ class TextReader:
             polygon = np.asarray(box, dtype=np.float64)
             if not kept:  # no word boxes for this line: the line is its one word
                 kept = (TextWord(text.strip(), float(score), polygon),)
-            lines.append(TextLine(text.strip(), float(score), polygon, kept))
+            lines.append(TextLine(text.strip(), float(score), polygon, words_of(text.strip(), kept)))
         return lines  # rapidocr's order: top to bottom, then left to right
+
+
+def words_of(text: str, pieces: tuple[TextWord, ...]) -> tuple[TextWord, ...]:
+    """The line's words as Rekognition counts them (separated by spaces), from rapidocr's word pieces: it splits
+    letter-spaced capitals ("R" + "OYAL", "OPER" + "A") where the recogniser sees a gap. Consecutive pieces
+    whose concatenation is one space-separated token become one word (box: from the first piece's left edge to
+    the last's right edge; confidence: the lowest of them). When the pieces do not spell the tokens, they are
+    returned as they are."""
+    tokens = text.split()
+    if [p.text for p in pieces] == tokens:
+        return pieces
+    out, i = [], 0
+    for token in tokens:
+        group, spelled = [], ""
+        while i < len(pieces) and len(spelled) < len(token):
+            group.append(pieces[i])
+            spelled += pieces[i].text
+            i += 1
+        if spelled != token:
+            return pieces
+        polygon = np.array([group[0].polygon[0], group[-1].polygon[1], group[-1].polygon[2], group[0].polygon[3]])
+        out.append(TextWord(token, min(p.confidence for p in group), polygon))
+    return tuple(out) if i == len(pieces) else pieces
 
 
 def edit_distance(a: str, b: str) -> int:
