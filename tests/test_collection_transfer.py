@@ -4,7 +4,9 @@ imported folder), and every refusal leaves nothing behind (synthetic 128-d vecto
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +86,8 @@ def test_import_round_trip_through_the_cli_and_boto3(exported, tmp_path):
     assert "write: 1200/1200" in result.stderr  # progress
     again = run("collections", "import", out, "--collection-id", "copy", "--data", data, code=2)
     assert "ResourceAlreadyExistsException" in again.stderr
-    server = Server(data, tmp_path / "buckets")
+    # a server that searches "copy" with the approximate index (it is above 1,000 faces)
+    server = Server(data, tmp_path / "buckets", env=dict(os.environ, FACELEDGER_EXACT_BELOW="1000"))
     try:
         client = server.client()
         assert client.describe_collection(CollectionId="copy")["FaceCount"] == 1200
@@ -93,8 +96,17 @@ def test_import_round_trip_through_the_cli_and_boto3(exported, tmp_path):
         hits = client.search_faces(CollectionId="copy", FaceId=probe, FaceMatchThreshold=0,
                                    MaxFaces=3)["FaceMatches"]
         assert hits[0]["Face"]["FaceId"] == face("copy", 3, vectors[3]).face_id  # its identity's other face
+        client.delete_faces(CollectionId="copy", FaceIds=[face("copy", 3, vectors[3]).face_id])
+        hits = client.search_faces(CollectionId="copy", FaceId=probe, FaceMatchThreshold=0,
+                                   MaxFaces=3)["FaceMatches"]
+        assert face("copy", 3, vectors[3]).face_id not in [h["Face"]["FaceId"] for h in hits]
     finally:
         server.stop()
+    saved = [json.loads(p.read_text()) for p in (data / "faceledger.db.index").glob("*.json")]
+    assert [(m["collection_id"], m["kind"]) for m in saved] == [("copy", "faiss-ivf")]
+    generation = sqlite3.connect(data / "faceledger.db").execute(
+        "SELECT generation FROM collections WHERE collection_id = 'copy'").fetchone()[0]
+    assert saved[0]["generation"] == generation  # the clean stop saved the delete: a restart re-reads nothing
     assert [e["result"] for e in ledger(data, "ImportCollection")] == ["OK", "ResourceAlreadyExistsException"]
 
 

@@ -211,3 +211,17 @@ def test_a_database_of_the_previous_version_is_migrated_counted_and_searched(tmp
     assert store.get_collection("old").face_count == 599
     assert 5 not in ids_of(store.nearest("old", vectors[5], limit=3, max_distance=2.0))
     store.close()
+
+
+def test_an_encrypted_store_never_writes_its_index_to_disk(tmp_path):
+    import os
+
+    vectors = identities(np.random.default_rng(9), 600, 2, 32)
+    store = SQLiteStore(tmp_path / "faceledger.db", embedding_key=os.urandom(32))
+    store.indexes.exact_below = 1000
+    store.create_collection(CollectionRecord("enc", "arn:enc", MODEL, NOW), {})
+    store.add_faces([face("enc", i, v) for i, v in enumerate(vectors)])
+    assert ids_of(store.nearest("enc", vectors[4], limit=1, max_distance=2.0)) == [4]
+    assert store.indexes.current("enc").index.kind == "faiss-ivf"
+    store.close()
+    assert not (tmp_path / "faceledger.db.index").exists()

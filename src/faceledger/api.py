@@ -302,6 +302,9 @@ def create_app(
         await anyio.to_thread.run_sync(live_streams.shutdown, service)
         await anyio.to_thread.run_sync(service.video_jobs.stop)
         await anyio.to_thread.run_sync(functools.partial(service.flush_refusals, force=True))
+        save_indexes = getattr(getattr(service.store, "indexes", None), "save_all", None)
+        if save_indexes is not None:  # a clean stop saves the vector indexes: the next start re-reads nothing
+            await anyio.to_thread.run_sync(save_indexes)
 
     async def rekognition(request: Request) -> Response:
         context = _context(request, authenticate)
