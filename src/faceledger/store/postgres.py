@@ -6,8 +6,8 @@ The SQL is the SQLite store's own: this module holds only what differs (a dialec
 * parameters ``?`` become ``%s``; ``instr(a, b)`` becomes ``strpos(a, b)``;
 * the schema's ``REAL``/``BLOB``/``INTEGER`` become ``DOUBLE PRECISION``/``BYTEA``/``BIGINT``, text compares
   byte-wise (``COLLATE "C"``, as SQLite does, so listings page in the same order); the ``rowid`` SQLite gives
-  every row is an explicit ``BIGSERIAL`` column of ``collections`` and ``faces``; the tombstone trigger is
-  PL/pgSQL;
+  every row is an explicit ``BIGSERIAL`` column of ``collections`` and ``faces``; the tombstone and face-count
+  triggers are PL/pgSQL;
 * ``BEGIN IMMEDIATE`` (SQLite's one writer at a time) becomes ``BEGIN`` and a transaction-scoped advisory lock
   (:data:`WRITE_LOCK`) taken by every writing transaction of every node: writes are serialised across the
   cluster, so the ledger stays one hash chain (each append reads the head under the lock) and every check
@@ -50,11 +50,20 @@ CREATE OR REPLACE FUNCTION faceledger_face_tombstone() RETURNS trigger AS $$
 BEGIN
     INSERT INTO face_tombstones (collection_id, generation, face_rowid)
     SELECT OLD.collection_id, generation + 1, OLD.rowid FROM collections WHERE collection_id = OLD.collection_id;
+    UPDATE collections SET face_count = face_count - 1 WHERE collection_id = OLD.collection_id;
     RETURN OLD;
 END
 $$ LANGUAGE plpgsql;
 CREATE OR REPLACE TRIGGER faces_tombstone AFTER DELETE ON faces FOR EACH ROW
     EXECUTE FUNCTION faceledger_face_tombstone();
+CREATE OR REPLACE FUNCTION faceledger_face_counted() RETURNS trigger AS $$
+BEGIN
+    UPDATE collections SET face_count = face_count + 1 WHERE collection_id = NEW.collection_id;
+    RETURN NEW;
+END
+$$ LANGUAGE plpgsql;
+CREATE OR REPLACE TRIGGER faces_counted AFTER INSERT ON faces FOR EACH ROW
+    EXECUTE FUNCTION faceledger_face_counted();
 """
 
 
