@@ -219,6 +219,15 @@ def test_detect_group_photo(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()  # detect needs no data folder and leaves none
 
 
+def test_detect_attributes_all_adds_gender(tmp_path: Path) -> None:
+    # Afifi & Abdelhamed's LFW labels: Aaron_Peirsol is in male_names.txt
+    face = shared_data("lfw_dev", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg")
+    assert "Gender" not in run_json("detect", face, "--data", tmp_path / "data")["FaceDetails"][0]
+    r = run_json("detect", face, "--attributes", "ALL", "--data", tmp_path / "data")
+    assert r["FaceDetails"][0]["Gender"]["Value"] == "Male"
+    assert "Male " in run("detect", face, "--attributes", "all", "--data", tmp_path / "data").stdout
+
+
 def test_compare(test_images: Path, train: Path, tmp_path: Path) -> None:
     d = ["--data", tmp_path / "data"]
     r = run_json("compare", train / "obama" / "obama.jpg", test_images / "obama_and_biden.jpg", *d)

@@ -317,10 +317,12 @@ def compare(app: App, source: Path, target: Path, threshold: float, quality_filt
 
 @client_command(main, "detect")
 @click.argument("image", type=image_path)
-def detect(app: App, image: Path) -> None:
+@click.option("--attributes", type=click.Choice(["DEFAULT", "ALL"], case_sensitive=False), default="DEFAULT",
+              show_default=True, help="ALL adds Gender where measured (docs/analysis.md)")
+def detect(app: App, image: Path, attributes: str) -> None:
     """Detect the faces in IMAGE: box, confidence, pose and quality (--json adds landmarks)."""
     app.stateless = True
-    r = app.call("detect_faces", Image=read_image(image), Attributes=["ALL"])
+    r = app.call("detect_faces", Image=read_image(image), Attributes=[attributes.upper()])
     if app.as_json:
         return app.print_json(r)
     faces = r.get("FaceDetails", [])
@@ -328,12 +330,16 @@ def detect(app: App, image: Path) -> None:
     if not faces:
         return
     size = image_size(image)
-    table = app.table("#", "Box", "Confidence", "Roll", "Yaw", "Pitch", "Brightness", "Sharpness")
+    gender = attributes.upper() == "ALL"
+    table = app.table("#", "Box", "Confidence", "Roll", "Yaw", "Pitch", "Brightness", "Sharpness",
+                      *(["Gender"] if gender else []))
     for i, face in enumerate(faces, 1):
         pose, quality = face.get("Pose", {}), face.get("Quality", {})
+        g = face.get("Gender")
         table.add_row(str(i), fmt_box(face.get("BoundingBox"), size), fmt_pct(face.get("Confidence")),
                       *(f"{pose[k]:+.0f}" if k in pose else "" for k in ("Roll", "Yaw", "Pitch")),
-                      *(f"{quality[k]:.0f}" if k in quality else "" for k in ("Brightness", "Sharpness")))
+                      *(f"{quality[k]:.0f}" if k in quality else "" for k in ("Brightness", "Sharpness")),
+                      *([f"{g['Value']} {g['Confidence']:.0f}%" if g else "-"] if gender else []))
     app.out.print(table)
 
 

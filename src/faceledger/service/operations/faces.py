@@ -15,7 +15,7 @@ from ..dispatch import Invocation, operation
 from ..errors import ResourceNotFoundException
 from ..images import load_image
 from ..quality import failing_reasons
-from ._common import MAX_FACES_PER_IMAGE, embed_faces, require_collection
+from ._common import MAX_FACES_PER_IMAGE, embed_faces, face_details, require_collection
 
 DEFAULT_LIST_SIZE = 1000
 #: A face found again in an image indexed before is that stored face when their boxes overlap this much
@@ -84,6 +84,7 @@ def index_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     limit = min(req.get("MaxFaces", MAX_FACES_PER_IMAGE), MAX_FACES_PER_IMAGE)
     external_id = req.get("ExternalImageId")
 
+    detail = face_details(pixels, faces, w, h, req.get("DetectionAttributes"))
     selected: list[FaceAnalysis] = []
     unindexed: list[dict[str, Any]] = []
     for n, face in enumerate(faces):
@@ -91,7 +92,7 @@ def index_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
         if not reasons and len(selected) >= limit:
             reasons = ["EXCEEDS_MAX_FACES"]
         if reasons:
-            unindexed.append({"Reasons": reasons, "FaceDetail": shapes.face_detail(face, w, h)})
+            unindexed.append({"Reasons": reasons, "FaceDetail": detail(face)})
         else:
             selected.append(face)
     boxes = [shapes.box_ratios(f, w, h) for f in selected]
@@ -129,7 +130,7 @@ def index_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
                 image_digest=digest,
             )
             to_store.append(record)
-        records.append({"Face": shapes.stored_face(record), "FaceDetail": shapes.face_detail(face, w, h)})
+        records.append({"Face": shapes.stored_face(record), "FaceDetail": detail(face)})
     if not inv.store.add_faces(to_store):  # the collection was deleted while the image was analysed
         raise ResourceNotFoundException(f"The collection id: {cid} does not exist")
     if stored:

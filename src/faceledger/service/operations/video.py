@@ -142,7 +142,7 @@ def _progress(inv: Invocation, job: VideoJob) -> str:
 
 @operation("StartFaceDetection")
 def start_face_detection(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
-    # FaceAttributes DEFAULT or ALL give the same honest FaceDetail as DetectFaces (shapes.DEFAULT_ATTRIBUTES)
+    # FaceAttributes DEFAULT or ALL give DetectFaces' DEFAULT FaceDetail (shapes.DEFAULT_ATTRIBUTES): no Gender on video yet
     return _start(inv, req, "FaceDetection")
 
 

