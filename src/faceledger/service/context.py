@@ -79,6 +79,8 @@ class ServiceConfig:
     video_retention_days: float = 7.0
     video_workers: int = 1
     video_notify: tuple[tuple[str, str], ...] = ()
+    # Frames analysed per second of video by label, moderation and text jobs (docs/video.md).
+    video_analysis_fps: float = 1.0
 
     def collection_arn(self, collection_id: str) -> str:
         return f"arn:aws:rekognition:{self.region}:{self.account_id}:collection/{collection_id}"
