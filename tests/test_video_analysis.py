@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from test_api_text import font
-from test_video import TOPIC, _put, _wait, rek, srv, webhook  # noqa: F401 - the same server fixtures
+from test_video import TOPIC, _put, _wait, hamilton, rek, srv, webhook  # noqa: F401 - the same server fixtures
 
 FPS = 5
 CHANNEL = {"SNSTopicArn": TOPIC, "RoleArn": "arn:aws:iam::000000000000:role/notify"}
@@ -205,3 +205,21 @@ def test_collection_limited_key_gets_its_own_face_search_jobs_only(rek, srv, lab
             (limited.get_label_detection if job_id == labels_job[0] else limited.get_face_search)(JobId=job_id)
         assert err.value.response["Error"]["Code"] == "AccessDeniedException"
         assert where in err.value.response["Error"]["Message"]
+
+
+@pytest.mark.slow
+def test_label_detection_on_the_hamilton_clip_sees_the_person_in_the_close_shot(rek, hamilton):
+    """The shared clip: Miranda faces the camera in a medium shot 2.74-7.01 s (test_video.MIRANDA_SHOT_MS,
+    checked by eye): every analysed frame of that shot has Person, with a box (NanoDet's Instances)."""
+    from test_video import MIRANDA_SHOT_MS
+
+    job = rek.start_label_detection(Video=hamilton, Settings={"GeneralLabels": {"LabelInclusionFilters": ["Person"]}})
+    done = _wait(lambda: rek.get_label_detection(JobId=job["JobId"]))
+    assert done["JobStatus"] == "SUCCEEDED" and done["VideoMetadata"]["FrameWidth"] == 640
+    seen = {r["Timestamp"] for r in done["Labels"] if r["Label"]["Instances"]}
+    shot = {t for t in range(0, 9200, 1000) if MIRANDA_SHOT_MS[0] <= t < MIRANDA_SHOT_MS[1]}
+    # the first frame of each second of the shot, within one frame period (29.97 fps) of the whole second
+    assert all(any(abs(s - t) <= 34 for s in seen) for t in shot if t - 34 >= MIRANDA_SHOT_MS[0]), (seen, shot)
+    for row in done["Labels"]:
+        box = row["Label"]["Instances"][0]["BoundingBox"] if row["Label"]["Instances"] else None
+        assert box is None or (0 <= box["Left"] <= 1 and 0 < box["Width"] <= 1)
