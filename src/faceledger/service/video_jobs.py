@@ -557,7 +557,11 @@ def _analysis(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
 
     service = runner.service
     every = 1000.0 / max(0.01, float(getattr(service.config, "video_analysis_fps", ANALYSIS_FPS)))
-    analyse, version = _frame_analyser(job.api, job.request)
+    try:
+        analyse, version = _frame_analyser(job.api, job.request)
+    except RekognitionError as exc:  # a model package missing or altered: say what to install
+        runner.finish(job, "FAILED", f"The {job.api} model cannot be loaded: {exc.message}", [])
+        return
     resume = int(progress.get("resume_ms", 0))
     slot = int(progress.get("slot", -1))
     items: list = []
