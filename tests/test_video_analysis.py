@@ -5,6 +5,7 @@ clip; job semantics (JobTag, idempotency, paging, aggregation, sorting)."""
 from __future__ import annotations
 
 import io
+import json
 import time
 import uuid
 
@@ -13,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from test_api_text import font
-from test_video import TOPIC, _put, _wait, hamilton, rek, srv, webhook  # noqa: F401 - the same server fixtures
+from test_video import TOPIC, _ledger, _put, _wait, hamilton, rek, srv, webhook  # noqa: F401 - the same server fixtures
 
 FPS = 5
 CHANNEL = {"SNSTopicArn": TOPIC, "RoleArn": "arn:aws:iam::000000000000:role/notify"}
@@ -67,7 +68,7 @@ def labels_job(rek, pets_clip):
     return job["JobId"], _wait(lambda: rek.get_label_detection(JobId=job["JobId"]))
 
 
-def test_label_detection_timestamps_and_continuous_appearances(rek, pets_clip, labels_job, webhook):
+def test_label_detection_timestamps_and_continuous_appearances(rek, srv, pets_clip, labels_job, webhook):
     job_id, done = labels_job
     deadline = time.monotonic() + 10
     while not any(m["JobId"] == job_id for m in webhook[1]) and time.monotonic() < deadline:
@@ -120,6 +121,12 @@ def test_label_detection_timestamps_and_continuous_appearances(rek, pets_clip, l
     with pytest.raises(ClientError) as err:
         rek.get_text_detection(JobId=job_id)
     assert err.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    # the ledger: the start (with the video's SHA-256) and the end (the labels found, the frames analysed)
+    entries = [e for e in _ledger(srv, "StartLabelDetection") if job_id in json.dumps(e)]
+    assert [e["result"] for e in entries] == ["OK", "JOB_SUCCEEDED"]
+    started, ended = (e["detail"] for e in entries)
+    assert len(started["Search"]["VideoSHA256"]) == 64
+    assert "Cat" in ended["Search"]["Labels"] and ended["Search"]["FramesAnalysed"] == 5
 
 
 def test_label_detection_settings_filter_labels(rek, pets_clip, labels_job):
