@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,8 +37,6 @@ def main() -> None:
     from faceledger.service.video_jobs import ANALYSIS_FPS, ANALYSIS_SIDE, _frame_analyser
     from faceledger.video import frames, probe
 
-    import tempfile
-
     service = Service(ServiceConfig(data_dir=Path(tempfile.mkdtemp(prefix="bench-va-"))))
     engine = service.engine
     jobs = {"labels": "LabelDetection", "moderation": "ContentModeration", "text": "TextDetection"}
@@ -53,7 +52,6 @@ def main() -> None:
         for name, api in [*jobs.items(), ("faces", "FaceDetection")]:
             side = ANALYSIS_SIDE.get(api, 1920)
             images = [f.image.copy() for f in frames(path, every_ms=every, max_side=side)]
-            t0 = time.perf_counter()
             t_decode = time.perf_counter()
             list(frames(path, every_ms=every, max_side=side))
             decode = time.perf_counter() - t_decode
