@@ -101,6 +101,8 @@ _LIMITS = ServerLimits()
               help="A repeated warning or error is logged once per this many seconds (0: every time).")
 @click.option("--video-sample-fps", default=5.0, show_default=True, type=click.FloatRange(min=0.01, max=120),
               help="Frames analysed per second of video by face detection and face search jobs (docs/video.md).")
+@click.option("--video-analysis-fps", default=1.0, show_default=True, type=click.FloatRange(min=0.01, max=120),
+              help="Frames analysed per second of video by label, moderation and text jobs (docs/video.md).")
 @click.option("--video-max-jobs", default=20, show_default=True, type=click.IntRange(min=1),
               help="Video jobs queued or running at most; one more Start* is LimitExceededException.")
 @click.option("--video-retention-days", default=7.0, show_default=True, type=click.FloatRange(min=0),
@@ -118,7 +120,7 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
           analysis_workers: int = 0, analysis_queue: int = -1, log_interval: float = _LIMITS.log_interval,
           detector: str | None = None, video_sample_fps: float = 5.0, video_max_jobs: int = 20,
           video_retention_days: float = 7.0, video_workers: int = 1, notify: tuple[str, ...] = (),
-          database: str | None = None) -> None:
+          database: str | None = None, video_analysis_fps: float = 1.0) -> None:
     """Serve the Rekognition API over HTTP, every request signed with a faceledger key.
 
     In this order: the port is claimed (a busy port fails here, before anything else); every face
@@ -174,7 +176,8 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
                                         min_margin=min_margin, calibration=calibration,
                                         video_sample_fps=video_sample_fps, video_max_jobs=video_max_jobs,
                                         video_retention_days=video_retention_days, video_workers=video_workers,
-                                        video_notify=notify_map, database=database))
+                                        video_notify=notify_map, database=database,
+                                        video_analysis_fps=video_analysis_fps))
         if calibration is not None:
             try:
                 service.scale  # load and check it now, not on the first search

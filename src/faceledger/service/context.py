@@ -85,6 +85,8 @@ class ServiceConfig:
     # Where vectors are searched: None: each node's own index; milvus://host:port or a Milvus Lite file
     # (serve --vector-store, or $FACELEDGER_VECTOR_STORE).
     vector_store: str | None = field(default_factory=lambda: os.environ.get("FACELEDGER_VECTOR_STORE") or None)
+    # Frames analysed per second of video by label, moderation and text jobs (docs/video.md).
+    video_analysis_fps: float = 1.0
 
     def collection_arn(self, collection_id: str) -> str:
         return f"arn:aws:rekognition:{self.region}:{self.account_id}:collection/{collection_id}"

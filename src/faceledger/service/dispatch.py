@@ -266,9 +266,13 @@ class Service:
 
     def resource_of(self, request: Any) -> str:
         """The IAM resource a request acts on: its collection's ARN (``CollectionId``, or the collection of a
-        ``ResourceArn``), else ``*``. Cheap on unvalidated params: an id past the model's 255 characters (an
+        ``ResourceArn``, or -- for a video Get* that names only a ``JobId`` -- the collection of that job, as
+        GetFaceSearch's), else ``*``. Cheap on unvalidated params: an id past the model's 255 characters (an
         invalid one, refused by validation next) is cut to 256 before it is matched against policies."""
         cid = collection_of(request)
+        if cid is None and isinstance(request, dict) and isinstance(request.get("JobId"), str):
+            job = self.store.get_video_job(request["JobId"][:256])
+            cid = job.collection_id if job is not None else None
         return self.config.collection_arn(cid[:256]) if cid is not None else "*"
 
     def precheck(self, operation_name: str, context: RequestContext,

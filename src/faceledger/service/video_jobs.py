@@ -50,7 +50,17 @@ SEARCH_PROBES = 3
 #: Face jobs analyse frames scaled down to at most this many pixels on their longer side (1080p stays whole).
 FACE_FRAME_SIDE = 1920
 #: The APIs, as Rekognition's completion message names them.
-API_NAMES = {"FaceDetection": "FACE_DETECTION", "FaceSearch": "FACE_SEARCH", "SegmentDetection": "SEGMENT_DETECTION"}
+API_NAMES = {"FaceDetection": "FACE_DETECTION", "FaceSearch": "FACE_SEARCH", "SegmentDetection": "SEGMENT_DETECTION",
+             "LabelDetection": "LABEL_DETECTION", "ContentModeration": "CONTENT_MODERATION",
+             "TextDetection": "TEXT_DETECTION"}
+#: Label, moderation and text jobs analyse this many frames per second when the server's config does not say
+#: (``video_analysis_fps``): the image models cost about 0.1-0.4 s of CPU a frame (bench/video.py), so 1/s
+#: keeps a label job near real time on one core; a label, moderation verdict or line of text is given at
+#: 1-second resolution.
+ANALYSIS_FPS = 1.0
+#: Label, moderation and text jobs analyse frames scaled down to at most this many pixels on their longer side
+#: (the classifiers take 224 px, NanoDet 416 px; text keeps 1280 px for small print).
+ANALYSIS_SIDE = {"LabelDetection": 640, "ContentModeration": 640, "TextDetection": 1280}
 SHOT_MODEL = "pyscenedetect-content-0.7"
 CUE_MODEL = "faceledger-blackframe-1"
 
@@ -278,7 +288,8 @@ def run_job(runner: VideoJobRunner, job: VideoJob) -> None:
     progress = dict(job.progress or {})
     progress.setdefault("attempts", []).append({"from_ms": int(progress.get("resume_ms", 0)), "frames": 0})
     runner.save(job, progress, [], info.metadata())  # VideoMetadata as soon as the job runs
-    kind = {"FaceDetection": _faces, "FaceSearch": _faces, "SegmentDetection": _segments}[job.api]
+    kind = {"FaceDetection": _faces, "FaceSearch": _faces, "SegmentDetection": _segments,
+            "LabelDetection": _analysis, "ContentModeration": _analysis, "TextDetection": _analysis}[job.api]
     kind(runner, job, path, info, progress)
 
 
@@ -517,6 +528,84 @@ def _segments(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
     message = None if error is None else _damage(error, "segments")
     runner.finish(job, "FAILED" if error else "SUCCEEDED", message, results, progress=progress,
                   outcome={"meta": {"Segments": len(results), "FramesAnalysed": progress.get("frames", 0)}})
+
+
+def _frame_analyser(api: str, request: dict) -> tuple[Any, str]:
+    """(pixels -> what one sampled frame gives, the model version) for a label, moderation or text job."""
+    from .operations import analysis as ops
+
+    if api == "LabelDetection":
+        min_confidence = float(request.get("MinConfidence", 50.0))
+        general = (request.get("Settings") or {}).get("GeneralLabels") or {}
+
+        def labels(pixels):
+            found, _ = ops.general_labels(pixels, min_confidence, False, 0)
+            return ops.filter_labels(found, general)
+
+        return labels, f"{ops.label_classifier().model_version} + {ops.object_detector().model_version}"
+    if api == "ContentModeration":
+        min_confidence = float(request.get("MinConfidence", 50.0))
+        return (lambda pixels: ops.moderation_labels(pixels, min_confidence)), ops.nsfw_classifier().model_version
+    filters = request.get("Filters") or {}
+    return (lambda pixels: ops.text_detections(pixels, filters)), ops.text_reader().model_version
+
+
+def _analysis(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: dict) -> None:
+    """LabelDetection, ContentModeration, TextDetection: the image model on one frame per sampling slot
+    (``video_analysis_fps``, default ANALYSIS_FPS), each frame's findings saved as a work item at checkpoints."""
+    from ..video.appearances import appearance_rows
+
+    service = runner.service
+    every = 1000.0 / max(0.01, float(getattr(service.config, "video_analysis_fps", ANALYSIS_FPS)))
+    try:
+        analyse, version = _frame_analyser(job.api, job.request)
+    except RekognitionError as exc:  # a model package missing or altered: say what to install
+        runner.finish(job, "FAILED", f"The {job.api} model cannot be loaded: {exc.message}", [])
+        return
+    resume = int(progress.get("resume_ms", 0))
+    slot = int(progress.get("slot", -1))
+    items: list = []
+    last_saved = resume
+    last_ms = resume - 1
+    error: VideoError | None = None
+    try:
+        for frame in frames(path, start_ms=resume, first_pts=first_frame_pts(path), every_ms=every,
+                            max_side=ANALYSIS_SIDE[job.api]):
+            runner.check()
+            ms = last_ms = frame.timestamp_ms
+            if ms - last_saved >= CHECKPOINT_MS:
+                progress.update(resume_ms=ms, slot=slot)
+                runner.save(job, progress, items, info.metadata())
+                items, last_saved = [], ms
+            s = int(ms // every)
+            if s == slot:
+                continue
+            slot = s
+            items.append(("afr", {"t": ms, "found": analyse(frame.image)}, None))
+            progress["frames"] = progress.get("frames", 0) + 1
+            progress["attempts"][-1]["frames"] += 1
+            runner.live[job.job_id] = (progress["frames"], ms)
+    except VideoError as exc:
+        error = exc
+    progress.update(resume_ms=last_ms + 1, slot=slot, model_version=version)
+    runner.save(job, progress, items, info.metadata())
+    analysed = [body for body, _ in service.store.video_job_items(job.job_id, "afr")]
+    if job.api == "TextDetection":
+        results = [(i, i, row) for i, row in enumerate(
+            {"Timestamp": f["t"], "TextDetection": d} for f in analysed for d in f["found"])]
+        meta = {"TextDetections": len(results),
+                "Lines": sorted({d["DetectedText"] for f in analysed for d in f["found"] if d["Type"] == "LINE"})[:100]}
+    else:
+        member = "Label" if job.api == "LabelDetection" else "ModerationLabel"
+        results = appearance_rows(analysed, member, int(info.duration_ms))
+        if member == "ModerationLabel":
+            for _, _, row in results:
+                row["ContentTypes"] = []
+        meta = {"Labels": sorted({label["Name"] for f in analysed for label in f["found"]})}
+    status = "FAILED" if error else "SUCCEEDED"
+    message = None if error is None else _damage(error, "results")
+    runner.finish(job, status, message, results, progress=progress,
+                  outcome={"meta": {**meta, "FramesAnalysed": progress.get("frames", 0), "ModelVersion": version}})
 
 
 def _damage(error: VideoError, what: str) -> str:

@@ -212,13 +212,16 @@ class VideoJobStore:
                         json.dumps(progress) if progress is not None else None, job_id))
         return True
 
-    def video_job_results(self, job_id: str, after: int, limit: int, by_index: bool = False) -> tuple[list, int | None]:
+    def video_job_results(self, job_id: str, after: int, limit: int, by_index: bool = False,
+                          before: int | None = None) -> tuple[list, int | None]:
         """(result bodies after position ``after`` (-1: from the start), the position to continue after, or
-        None when no more remain) in timestamp order, or person-index order (``by_index``)."""
+        None when no more remain) in timestamp order, or person-index order (``by_index``); only positions
+        below ``before`` when given (a job that keeps two result sets, as label jobs' TIMESTAMPS and SEGMENTS)."""
         column = "index_pos" if by_index else "pos"
         rows = self._conn().execute(
-            f"SELECT {column} AS p, body FROM video_job_results WHERE job_id = ? AND {column} > ? ORDER BY {column} "
-            "LIMIT ?", (job_id, after, limit + 1)).fetchall()
+            f"SELECT {column} AS p, body FROM video_job_results WHERE job_id = ? AND {column} > ? AND {column} < ? "
+            f"ORDER BY {column} LIMIT ?", (job_id, after, (1 << 62) if before is None else before,
+                                           limit + 1)).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
         return [json.loads(r["body"]) for r in rows], (rows[-1]["p"] if more and rows else None)

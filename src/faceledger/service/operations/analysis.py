@@ -137,14 +137,22 @@ def detect_text(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     returned with the words it keeps (its text, confidence and geometry are theirs) and dropped when it keeps
     none. At most MAX_WORDS words."""
     filters = req.get("Filters") or {}
+    region_polygons(filters.get("RegionsOfInterest") or [])  # bad regions are refused before the image is read
+    image = load_image(req["Image"], inv.config)
+    return {"TextDetections": text_detections(image.image.pixels, filters),
+            "TextModelVersion": text_reader().model_version}
+
+
+def text_detections(pixels: np.ndarray, filters: dict[str, Any]) -> list[dict[str, Any]]:
+    """DetectText's TextDetections for one RGB image (also each sampled frame of StartTextDetection): lines
+    first, then words, filtered by ``filters`` (DetectText's or StartTextDetection's Filters)."""
     word_filter = filters.get("WordFilter") or {}
     min_confidence = float(word_filter.get("MinConfidence", DEFAULT_WORD_CONFIDENCE))
     min_height = float(word_filter.get("MinBoundingBoxHeight", 0.0))
     min_width = float(word_filter.get("MinBoundingBoxWidth", 0.0))
     regions = region_polygons(filters.get("RegionsOfInterest") or [])
-    image = load_image(req["Image"], inv.config)
-    w, h = image.width, image.height
-    lines = text_reader().read(image.image.pixels)
+    h, w = pixels.shape[:2]
+    lines = text_reader().read(pixels)
 
     kept_lines: list[tuple[Any, list[Any]]] = []
     words_left = MAX_WORDS
@@ -179,7 +187,7 @@ def detect_text(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
             word_items.append({"DetectedText": word.text, "Type": "WORD", "Id": next_word_id, "ParentId": line_id,
                                "Confidence": float(100 * word.confidence), "Geometry": geometry(word.polygon, w, h)})
             next_word_id += 1
-    return {"TextDetections": detections + word_items, "TextModelVersion": text_reader().model_version}
+    return detections + word_items
 
 
 # -- DetectModerationLabels ---------------------------------------------------------------------------------
@@ -224,13 +232,19 @@ def detect_moderation_labels(inv: Invocation, req: dict[str, Any]) -> dict[str, 
                                             "open model (docs/analysis.md)")
     min_confidence = float(req.get("MinConfidence", 50.0))
     image = load_image(req["Image"], inv.config)
-    model = nsfw_classifier()
-    scores = moderation_scores(model.classify(image.image.pixels))
-    labels = sorted(({"Name": name, "ParentName": "", "TaxonomyLevel": 1, "Confidence": float(scores[name])}
-                     for name in MODERATION_LABELS if scores[name] >= min_confidence),
-                    key=lambda label: -label["Confidence"])
+    labels = moderation_labels(image.image.pixels, min_confidence)
     inv.meta["Undetectable"] = ", ".join(UNDETECTABLE_CATEGORIES)
-    return {"ModerationLabels": labels, "ModerationModelVersion": model.model_version, "ContentTypes": []}
+    return {"ModerationLabels": labels, "ModerationModelVersion": nsfw_classifier().model_version,
+            "ContentTypes": []}
+
+
+def moderation_labels(pixels: np.ndarray, min_confidence: float) -> list[dict[str, Any]]:
+    """The ModerationLabels of one RGB image (also each sampled frame of StartContentModeration): level-1
+    labels (MODERATION_LABELS) at or above ``min_confidence``, most confident first."""
+    scores = moderation_scores(nsfw_classifier().classify(pixels))
+    return sorted(({"Name": name, "ParentName": "", "TaxonomyLevel": 1, "Confidence": float(scores[name])}
+                   for name in MODERATION_LABELS if scores[name] >= min_confidence),
+                  key=lambda label: -label["Confidence"])
 
 
 # -- DetectLabels -------------------------------------------------------------------------------------------
@@ -323,6 +337,25 @@ def general_labels(pixels: np.ndarray, min_confidence: float, with_colors: bool,
     return labels, f"{classifier.model_version} + {detector.model_version}"
 
 
+def filter_labels(found: list[dict[str, Any]], general: dict[str, Any]) -> list[dict[str, Any]]:
+    """``found`` (general_labels' labels) kept by Settings.GeneralLabels: label and category inclusion and
+    exclusion filters, names compared case-insensitively (DetectLabels and StartLabelDetection)."""
+    include, exclude = _folded(general.get("LabelInclusionFilters")), _folded(general.get("LabelExclusionFilters"))
+    include_cat = _folded(general.get("LabelCategoryInclusionFilters"))
+    exclude_cat = _folded(general.get("LabelCategoryExclusionFilters"))
+    labels = []
+    for label in found:
+        name = label["Name"].casefold()
+        categories = {c["Name"].casefold() for c in label["Categories"]}
+        if (include is not None and name not in include) or (exclude is not None and name in exclude):
+            continue
+        if (include_cat is not None and not categories & include_cat) or \
+                (exclude_cat is not None and categories & exclude_cat):
+            continue
+        labels.append(label)
+    return labels
+
+
 @operation("DetectLabels")
 def detect_labels(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     """Labels from the ImageNet classifier (faceledger.analysis.labels: class and WordNet parent names, each
@@ -334,26 +367,13 @@ def detect_labels(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     min_confidence = float(req.get("MinConfidence", DEFAULT_LABEL_CONFIDENCE))
     max_labels = int(req.get("MaxLabels", DEFAULT_MAX_LABELS))
     settings = req.get("Settings") or {}
-    general = settings.get("GeneralLabels") or {}
-    include, exclude = _folded(general.get("LabelInclusionFilters")), _folded(general.get("LabelExclusionFilters"))
-    include_cat = _folded(general.get("LabelCategoryInclusionFilters"))
-    exclude_cat = _folded(general.get("LabelCategoryExclusionFilters"))
     max_colors = int((settings.get("ImageProperties") or {}).get("MaxDominantColors", DEFAULT_DOMINANT_COLORS))
     image = load_image(req["Image"], inv.config)
     pixels = image.image.pixels
     response: dict[str, Any] = {}
     if "GENERAL_LABELS" in features:
         found, version = general_labels(pixels, min_confidence, "IMAGE_PROPERTIES" in features, max_colors)
-        labels = []
-        for label in found:
-            name = label["Name"].casefold()
-            categories = {c["Name"].casefold() for c in label["Categories"]}
-            if (include is not None and name not in include) or (exclude is not None and name in exclude):
-                continue
-            if (include_cat is not None and not categories & include_cat) or \
-                    (exclude_cat is not None and categories & exclude_cat):
-                continue
-            labels.append(label)
+        labels = filter_labels(found, settings.get("GeneralLabels") or {})
         response["Labels"] = labels[:max_labels]
         response["LabelModelVersion"] = version
     if "IMAGE_PROPERTIES" in features:

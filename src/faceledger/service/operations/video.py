@@ -1,5 +1,7 @@
 """Stored video: StartFaceDetection/GetFaceDetection, StartFaceSearch/GetFaceSearch,
-StartSegmentDetection/GetSegmentDetection (asynchronous jobs, see service/video_jobs.py).
+StartSegmentDetection/GetSegmentDetection, StartLabelDetection/GetLabelDetection,
+StartContentModeration/GetContentModeration, StartTextDetection/GetTextDetection (asynchronous jobs, see
+service/video_jobs.py).
 StartPersonTracking/GetPersonTracking answer UnsupportedOperationException (service/unsupported.py):
 Rekognition retired people pathing."""
 
@@ -23,6 +25,7 @@ from ..errors import (
     VideoTooLargeException,
 )
 from ..images import s3_object_path
+from ...video.appearances import SEGMENTS_BASE
 from ..video_jobs import SHOT_MODEL, CUE_MODEL, job_json
 from ._common import require_collection
 
@@ -104,7 +107,10 @@ def _job(inv: Invocation, req: dict[str, Any], api: str) -> VideoJob:
     return job
 
 
-def _get(inv: Invocation, req: dict[str, Any], api: str, member: str, by_index: bool = False) -> dict[str, Any]:
+def _get(inv: Invocation, req: dict[str, Any], api: str, member: str, by_index: bool = False,
+         segments: bool | None = None) -> dict[str, Any]:
+    """The common Get* answer; ``segments`` (label jobs): page the SEGMENTS result set (True) or the
+    TIMESTAMPS one (False) of the two the job keeps."""
     job = _job(inv, req, api)
     out: dict[str, Any] = {"JobStatus": "IN_PROGRESS" if job.status == "QUEUED" else job.status, "JobId": job.job_id,
                            "Video": {"S3Object": job.video}}
@@ -119,10 +125,14 @@ def _get(inv: Invocation, req: dict[str, Any], api: str, member: str, by_index: 
         out["StatusMessage"] = _progress(inv, job)
         return out
     scope = f"{job.job_id}:{'INDEX' if by_index else 'TIMESTAMP'}"
+    low, high = -1, None
+    if segments is not None:
+        scope += ":SEGMENTS" if segments else ":TIMESTAMPS"
+        low, high = (SEGMENTS_BASE - 1, None) if segments else (-1, SEGMENTS_BASE)
     cursor = tokens.decode(inv.service.pagination_key, f"Get{api}", scope, req.get("NextToken"))
-    after = int(cursor) if cursor is not None else -1
+    after = max(low, int(cursor)) if cursor is not None else low
     limit = int(req.get("MaxResults", DEFAULT_MAX_RESULTS))
-    items, more = inv.store.video_job_results(job.job_id, after, limit, by_index=by_index)
+    items, more = inv.store.video_job_results(job.job_id, after, limit, by_index=by_index, before=high)
     out[member] = items
     return tokens.with_next_token(inv.service.pagination_key, out, f"Get{api}", scope,
                                   None if more is None else str(more))
@@ -186,4 +196,74 @@ def get_segment_detection(inv: Invocation, req: dict[str, Any]) -> dict[str, Any
     if "VideoMetadata" in out:  # a list here (one entry a video stream), a structure in the other Get* results
         out["VideoMetadata"] = [out["VideoMetadata"]]
     out["AudioMetadata"] = []
+    return out
+
+
+# -- label, moderation and text jobs: the image models on sampled frames (service/video_jobs.py's _analysis) --
+
+
+@operation("StartLabelDetection")
+def start_label_detection(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    """DetectLabels' classifier and detector on one frame a second (MinConfidence default 50, as Rekognition
+    Video; Settings.GeneralLabels filters as DetectLabels)."""
+    for feature in req.get("Features") or []:
+        if feature != "GENERAL_LABELS":
+            raise InvalidParameterException(f"Features: {feature} is not a feature of label detection in video")
+    return _start(inv, req, "LabelDetection")
+
+
+def _labels_get(inv: Invocation, req: dict[str, Any], api: str, member: str, version: str) -> dict[str, Any]:
+    aggregate = req.get("AggregateBy", "TIMESTAMPS")
+    sort = req.get("SortBy", "TIMESTAMP")
+    out = _get(inv, req, api, member, by_index=sort == "NAME", segments=aggregate == "SEGMENTS")
+    job = inv.store.get_video_job(req["JobId"])
+    model = (job.progress or {}).get("model_version") if job is not None else None
+    if model:
+        out[version] = model
+    out["GetRequestMetadata"] = {"SortBy": sort, "AggregateBy": aggregate}
+    return out
+
+
+@operation("GetLabelDetection")
+def get_label_detection(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    """Labels per sampled frame (AggregateBy TIMESTAMPS, the default) or per continuous appearance
+    (SEGMENTS: StartTimestampMillis, EndTimestampMillis, DurationMillis), sorted by TIMESTAMP (default) or
+    NAME; see faceledger.video.appearances."""
+    return _labels_get(inv, req, "LabelDetection", "Labels", "LabelModelVersion")
+
+
+@operation("StartContentModeration")
+def start_content_moderation(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    """DetectModerationLabels' model on one frame a second (MinConfidence default 50)."""
+    return _start(inv, req, "ContentModeration")
+
+
+@operation("GetContentModeration")
+def get_content_moderation(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    """As GetLabelDetection, with ModerationLabels; the categories no model here detects in
+    x-faceledger-undetectable-categories, as DetectModerationLabels."""
+    from .analysis import UNDETECTABLE_CATEGORIES
+
+    out = _labels_get(inv, req, "ContentModeration", "ModerationLabels", "ModerationModelVersion")
+    inv.meta["Undetectable"] = ", ".join(UNDETECTABLE_CATEGORIES)
+    return out
+
+
+@operation("StartTextDetection")
+def start_text_detection(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    """DetectText's reader on one frame a second; Filters (WordFilter, RegionsOfInterest) as DetectText's."""
+    from .analysis import region_polygons
+
+    region_polygons((req.get("Filters") or {}).get("RegionsOfInterest") or [])  # bad regions refused now
+    return _start(inv, req, "TextDetection")
+
+
+@operation("GetTextDetection")
+def get_text_detection(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
+    """TextDetections of each sampled frame (Timestamp, TextDetection with that frame's Ids), in time order."""
+    out = _get(inv, req, "TextDetection", "TextDetections")
+    job = inv.store.get_video_job(req["JobId"])
+    model = (job.progress or {}).get("model_version") if job is not None else None
+    if model:
+        out["TextModelVersion"] = model
     return out
