@@ -258,14 +258,18 @@ class MilvusIndexes(CollectionIndexes):
         state.incarnation, state.index, state.generation = head[0], index, generation
 
     def forget(self, collection_id: str, *, files: bool = True) -> None:
-        """Drop the collection's vectors (``files``: in Milvus too, and its sync record)."""
+        """Drop the collection's vectors (``files``: in Milvus too, unless the store has it again)."""
         with self._lock:
             self._states.pop(collection_id, None)
-        if files:
-            try:
-                self.repair()
-            except Exception as exc:  # noqa: BLE001  (Milvus down: the next start repairs it)
-                log.warning("could not drop the Milvus vectors of deleted collection %s: %s", collection_id, exc)
+        if not files:
+            return
+        try:
+            with self.store._write() as db:
+                if self._head(db, collection_id) is None:  # not created again meanwhile (by another node)
+                    self.vectors.drop(milvus_name(collection_id))
+                    db.execute("DELETE FROM vector_sync WHERE collection_id = ?", (collection_id,))
+        except Exception as exc:  # noqa: BLE001  (Milvus down: the next start drops it)
+            log.warning("could not drop the Milvus vectors of deleted collection %s: %s", collection_id, exc)
 
     def repair(self) -> dict:
         """Drop what Milvus holds of collections the store no longer has, then bring every collection up to date
