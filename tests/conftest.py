@@ -209,9 +209,22 @@ def pg_cluster() -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, backend: str) -> Iterator[Server]:
-    database = request.getfixturevalue("pg_cluster").url() if backend == "postgresql" else None
-    yield from serve_in(tmp_path_factory.mktemp(f"server-{backend}"), database)
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The session's live server on the embedded store."""
+    yield from serve_in(tmp_path_factory.mktemp("server"))
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory, pg_cluster) -> Iterator[Server]:
+    """The session's live server on PostgreSQL (a fresh database of the session's cluster)."""
+    yield from serve_in(tmp_path_factory.mktemp("server-postgresql"), pg_cluster.url())
+
+
+@pytest.fixture(scope="session")
+def server(request: pytest.FixtureRequest, backend: str) -> Server:
+    """The live server of the test's backend (the servers themselves live for the whole session, so moving
+    between modules with and without BACKENDS starts none again)."""
+    return request.getfixturevalue("pg_server" if backend == "postgresql" else "sqlite_server")
 
 
 #: Request headers that turn faceledger's default search policy off (no limit on expected false matches, no

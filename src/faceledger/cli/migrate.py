@@ -87,6 +87,7 @@ def migrate(source: Path, target: str) -> None:
 def _copy(src: sqlite3.Connection, store, tables: set[str], source: Path) -> dict[str, int]:
     """Copy every table in one PostgreSQL transaction (the store's write lock held); rows per table."""
     counts: dict[str, int] = {}
+    collection_columns: set[str] = set()
     with store._write() as db:
         for table in ("collections", "ledger", "access_keys", "video_jobs", "stream_processors"):
             if db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
@@ -110,4 +111,9 @@ def _copy(src: sqlite3.Connection, store, tables: set[str], source: Path) -> dic
                 n += len(rows)
             counts[table] = n
             click.echo(f"  {table}: {n} rows", err=True)
+            if table == "collections":
+                collection_columns = target_columns
+        if "face_count" in collection_columns:  # a counter kept by triggers: the copied faces counted it again
+            db.execute("UPDATE collections SET face_count = (SELECT COUNT(*) FROM faces "
+                       "WHERE faces.collection_id = collections.collection_id)")
     return counts

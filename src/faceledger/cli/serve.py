@@ -52,6 +52,9 @@ _LIMITS = ServerLimits()
 @click.option("--database", default=None, envvar="FACELEDGER_DATABASE", metavar="postgresql://...",
               help="Keep every record in this PostgreSQL database instead of DATA/faceledger.db, so several "
                    "servers share one state (docs/distributed.md).")
+@click.option("--vector-store", default=None, envvar="FACELEDGER_VECTOR_STORE", metavar="milvus://host:port|FILE.db",
+              help="Keep vectors and the approximate search in Milvus (a server, or a Milvus Lite file); the records "
+                   "stay in the data folder or --database (docs/distributed.md).")
 @click.option("--buckets", "buckets_dir", default=None, type=click.Path(path_type=Path),
               help="Folder whose subfolders serve as S3 buckets for S3Object image inputs.")
 @click.option("--upsample", default=None, type=int, help="HOG detector upsampling (default: measured default).")
@@ -120,7 +123,8 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
           analysis_workers: int = 0, analysis_queue: int = -1, log_interval: float = _LIMITS.log_interval,
           detector: str | None = None, video_sample_fps: float = 5.0, video_max_jobs: int = 20,
           video_retention_days: float = 7.0, video_workers: int = 1, notify: tuple[str, ...] = (),
-          database: str | None = None, video_analysis_fps: float = 1.0) -> None:
+          database: str | None = None, vector_store: str | None = None,
+          video_analysis_fps: float = 1.0) -> None:
     """Serve the Rekognition API over HTTP, every request signed with a faceledger key.
 
     In this order: the port is claimed (a busy port fails here, before anything else); every face
@@ -177,7 +181,7 @@ def serve(host: str, port: int, data_dir: Path, buckets_dir: Path | None, upsamp
                                         video_sample_fps=video_sample_fps, video_max_jobs=video_max_jobs,
                                         video_retention_days=video_retention_days, video_workers=video_workers,
                                         video_notify=notify_map, database=database,
-                                        video_analysis_fps=video_analysis_fps))
+                                        vector_store=vector_store, video_analysis_fps=video_analysis_fps))
         if calibration is not None:
             try:
                 service.scale  # load and check it now, not on the first search

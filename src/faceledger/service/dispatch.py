@@ -130,7 +130,17 @@ class Invocation:
 
 
 def open_store(config: ServiceConfig) -> FaceStore:
-    """The store ``config`` names: PostgreSQL (``config.database``) or the data folder's SQLite file."""
+    """The store ``config`` names: PostgreSQL (``config.database``) or the data folder's SQLite file; its vectors
+    searched in Milvus when ``config.vector_store`` names one (store/milvus.py)."""
+    store = _open_records(config)
+    if config.vector_store:
+        from ..store.milvus import attach
+
+        attach(store, config.vector_store)
+    return store
+
+
+def _open_records(config: ServiceConfig) -> FaceStore:
     if config.database:
         from ..store.postgres import PostgresStore, is_postgres_url
 
