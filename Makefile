@@ -12,7 +12,7 @@ BUCKETS ?= ./buckets
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[video,streams,analysis,scale]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
