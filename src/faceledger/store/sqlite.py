@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS faces (
     created_at REAL NOT NULL,
     user_id TEXT,
     embedding BLOB NOT NULL,
-    image_digest TEXT
+    image_digest TEXT,
+    quality_band TEXT
 );
 CREATE INDEX IF NOT EXISTS faces_by_collection ON faces(collection_id, face_id);
 CREATE INDEX IF NOT EXISTS faces_by_user ON faces(collection_id, user_id);
@@ -125,7 +126,7 @@ CREATE TABLE IF NOT EXISTS health_probe (
 
 _FACE_COLUMNS = (
     "face_id, collection_id, image_id, external_image_id, box_width, box_height, box_left, box_top, "
-    "confidence, face_model_version, created_at, user_id, image_digest"
+    "confidence, face_model_version, created_at, user_id, image_digest, quality_band"
 )
 
 
@@ -134,6 +135,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(faces)")}
     if "image_digest" not in columns:  # duplicate detection in IndexFaces; older faces have none
         conn.execute("ALTER TABLE faces ADD COLUMN image_digest TEXT")
+    if "quality_band" not in columns:  # Similarity by quality band (vision.face_quality); older faces have none
+        conn.execute("ALTER TABLE faces ADD COLUMN quality_band TEXT")
 
 
 def _ts(value: float) -> datetime:
@@ -204,6 +207,7 @@ def _face(row: sqlite3.Row, embedding: bytes | None = None) -> FaceRecord:
         user_id=row["user_id"],
         embedding=None if embedding is None else np.frombuffer(embedding, dtype=np.float32),
         image_digest=row["image_digest"],
+        quality_band=row["quality_band"],
     )
 
 
@@ -486,6 +490,7 @@ class SQLiteStore:
                     f.created_at.timestamp(),
                     f.user_id,
                     f.image_digest,
+                    f.quality_band,
                     self._seal(f.face_id, np.ascontiguousarray(f.embedding, dtype=np.float32).tobytes()),
                 )
             )
@@ -495,7 +500,7 @@ class SQLiteStore:
                 if db.execute("SELECT 1 FROM collections WHERE collection_id = ?", (cid,)).fetchone() is None:
                     return False
             db.executemany(
-                f"INSERT INTO faces ({_FACE_COLUMNS}, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                f"INSERT INTO faces ({_FACE_COLUMNS}, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
             )
             for cid in collection_ids:
                 self._bump(db, cid)
