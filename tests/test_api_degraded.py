@@ -128,3 +128,24 @@ def test_a_dark_probe_searched_anyway_gets_its_bands_similarity(rekognition, col
     d, _, _ = _distance(engine, _pixels(lfw, MATED[1]), _pixels(lfw, MATED[0]))
     assert r["FaceMatches"][0]["Similarity"] == pytest.approx(main.similarity(d), abs=0.05)
     assert BAND not in _headers(r) and EFM in _headers(r)
+
+
+def test_a_blurred_face_indexed_anyway_keeps_its_band_in_searches(rekognition, plain_rekognition, collection_id,
+                                                                  lfw, engine):
+    """The issue's search: a blurred stranger indexed with QualityFilter NONE, searched for with another
+    blurred stranger at the default policy. The stored face keeps its band, so the pair is degraded-both:
+    no match at 80 (the main table said 99)."""
+    both = SimilarityScale.load(engine.model_version, "degraded-both")
+    a, b = STRANGERS[0]
+    da, pa = _degraded(lfw, engine, a, "blur", 5)
+    db, pb = _degraded(lfw, engine, b, "blur", 5)
+    r = rekognition.index_faces(CollectionId=collection_id, Image={"Bytes": da}, QualityFilter="NONE", MaxFaces=1)
+    assert len(r["FaceRecords"]) == 1
+    r = rekognition.search_faces_by_image(CollectionId=collection_id, Image={"Bytes": db})
+    assert r["FaceMatches"] == [] and _headers(r)[BAND] == "degraded-both"
+    d, _, _ = _distance(engine, pa, pb)
+    # threshold 0 without the default policy's limit on expected false matches: the score itself
+    r = plain_rekognition.search_faces_by_image(CollectionId=collection_id, Image={"Bytes": db},
+                                                FaceMatchThreshold=0)
+    assert r["FaceMatches"][0]["Similarity"] == pytest.approx(both.similarity(d), abs=0.05)
+    assert r["FaceMatches"][0]["Similarity"] < 80
