@@ -149,3 +149,32 @@ def test_a_blurred_face_indexed_anyway_keeps_its_band_in_searches(rekognition, p
                                                 FaceMatchThreshold=0)
     assert r["FaceMatches"][0]["Similarity"] == pytest.approx(both.similarity(d), abs=0.05)
     assert r["FaceMatches"][0]["Similarity"] < 80
+
+
+def test_a_database_without_quality_bands_opens_and_its_faces_count_as_calibrated(tmp_path, lfw, engine):
+    """Faces stored before bands were recorded: the column is added, the faces stay (band None: counted as
+    calibrated, search.face_matches), and a face indexed afterwards has its band again."""
+    import sqlite3
+
+    import faceledger
+
+    a, b = STRANGERS[0]
+    da, _ = _degraded(lfw, engine, a, "blur", 5)
+    data = tmp_path / "old"
+    with faceledger.Client(data_dir=data) as client:
+        client.create_collection(CollectionId="c")
+        client.index_faces(CollectionId="c", Image={"Bytes": da}, QualityFilter="NONE", MaxFaces=1)
+    con = sqlite3.connect(data / "faceledger.db")
+    con.execute("ALTER TABLE faces DROP COLUMN quality_band")  # as an earlier version created it
+    con.commit()
+    con.close()
+    sharp = (lfw / b).read_bytes()
+    with faceledger.Client(data_dir=data) as client:
+        assert client.describe_collection(CollectionId="c")["FaceCount"] == 1
+        r = client.compare_faces(SourceImage={"Bytes": sharp}, TargetImage={"Bytes": sharp})  # a live pair
+        assert BAND not in _headers(r)
+        client.index_faces(CollectionId="c", Image={"Bytes": da}, QualityFilter="NONE", MaxFaces=1)
+        con = sqlite3.connect(data / "faceledger.db")
+        bands = sorted(str(x) for (x,) in con.execute("SELECT quality_band FROM faces"))
+        con.close()
+        assert bands == ["None", "degraded"]
