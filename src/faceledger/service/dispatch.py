@@ -32,6 +32,7 @@ from ..store.sqlite import SQLiteStore
 from ..vision import FaceEngine
 from ..vision.models import ModelsUnavailable, prepare_engine
 from ..vision.engine import FACE_MODELS, default_face_model
+from ..vision.face_quality import BANDS, CALIBRATED
 from ..vision.similarity import SimilarityScale
 from . import auth, governance, model, tokens, unsupported
 from .context import RequestContext, ServiceConfig
@@ -113,6 +114,18 @@ class Invocation:
         if self.face_model is None:
             return self.service.scale
         return self.service.scale_for(self.face_model)
+
+    def band_scale(self, band: str) -> SimilarityScale:
+        """The Similarity scale of this call's face model for a pair of faces in quality ``band``
+        (vision.face_quality.BANDS). A band other than "calibrated" is reported in ``meta`` (QualityBand: the
+        worst band this call scored a pair in; "... (uncalibrated)" when the model has no table for it)."""
+        if band == CALIBRATED:
+            return self.scale
+        scale = self.service.band_scale_for(self.face_model or self.service.model_version, band)
+        previous = str(self.meta.get("QualityBand", CALIBRATED)).split(" ")[0]
+        if BANDS.index(band) >= BANDS.index(previous):
+            self.meta["QualityBand"] = band if scale is not None else f"{band} (uncalibrated)"
+        return self.scale if scale is None else scale
 
     def for_model(self, face_model: str) -> "Invocation":
         """This call, computing and comparing vectors with ``face_model`` (a collection's FaceModelVersion):
@@ -217,6 +230,17 @@ class Service:
                 sc = SimilarityScale.load(face_model)
             self._scales[face_model] = sc
         return sc
+
+    def band_scale_for(self, face_model: str, band: str) -> SimilarityScale | None:
+        """``face_model``'s packaged table for pairs in quality ``band`` (bench/degradation.py), or None when
+        the model has none (then its main table is all there is, and the band is reported uncalibrated)."""
+        key = f"{face_model}.{band}"
+        if key not in self._scales:
+            try:
+                self._scales[key] = SimilarityScale.load(face_model, band)
+            except ValueError:
+                self._scales[key] = None  # type: ignore[assignment]
+        return self._scales[key]
 
     def calibration_source(self) -> str:
         """Which calibration Similarity comes from (the packaged table, or --calibration FILE)."""

@@ -3,6 +3,12 @@
 Rekognition leaves its bars unpublished; ours are below, in one table, and
 documented in docs/api.md. A face fails a bar for each reason it misses, with
 Rekognition's reason codes. AUTO is MEDIUM.
+
+Every filter but NONE also keeps to the range of image quality the Similarity tables
+were calibrated on (vision.face_quality.RANGE; docs/similarity.md, "Validity range"):
+outside it a Similarity states a false match rate many times too low. A face outside
+the range fails with the reason of each way it is out (RANGE_REASONS). With NONE such
+a face is compared anyway, and scored with its quality band's table (:func:`face_band`).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..vision import FaceAnalysis
+from ..vision.face_quality import band, degradations
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,27 @@ BARS: dict[str, QualityBar] = {
 }
 BARS["AUTO"] = BARS["MEDIUM"]
 
+#: Rekognition's reason for each way a face can be outside the calibrated range (vision.face_quality)
+RANGE_REASONS = {
+    "SMALL": "SMALL_BOUNDING_BOX",
+    "BLURRED": "LOW_SHARPNESS",
+    "LOW_CONTRAST": "LOW_BRIGHTNESS",
+    "NOISY": "LOW_FACE_QUALITY",
+    "COMPRESSED": "LOW_FACE_QUALITY",
+    "COVERED": "LOW_FACE_QUALITY",
+}
+
+
+def face_degradations(face: FaceAnalysis) -> list[str]:
+    """The ways ``face`` is outside the calibrated range (vision.face_quality.DEGRADATIONS; empty: inside)."""
+    m = face.quality.measures
+    return degradations(m) if m is not None else []
+
+
+def face_band(face: FaceAnalysis) -> str:
+    """``face``'s quality band: "calibrated" or "degraded" (vision.face_quality.band)."""
+    return band(face.quality.measures)
+
 
 def failing_reasons(face: FaceAnalysis, quality_filter: str) -> list[str]:
     """Rekognition's Reasons for which ``face`` fails ``quality_filter`` (empty: it passes)."""
@@ -47,4 +75,7 @@ def failing_reasons(face: FaceAnalysis, quality_filter: str) -> list[str]:
         reasons.append("LOW_CONFIDENCE")
     if min(det.right - det.left, det.bottom - det.top) < bar.min_box_px:
         reasons.append("SMALL_BOUNDING_BOX")
+    for kind in face_degradations(face):
+        if RANGE_REASONS[kind] not in reasons:
+            reasons.append(RANGE_REASONS[kind])
     return reasons

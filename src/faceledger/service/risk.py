@@ -36,8 +36,14 @@ HEADER_MARGIN = "x-faceledger-min-margin"
 HEADER_AMBIGUOUS = "x-faceledger-ambiguous"
 #: DetectModerationLabels: the moderation categories no model here computes (a missing label there means nothing)
 HEADER_UNDETECTABLE = "x-faceledger-undetectable-categories"
+#: the quality band of the compared pair when a face is outside the calibrated range (QualityFilter NONE):
+#: "degraded-one" or "degraded-both", its Similarity from that band's table (docs/similarity.md)
+HEADER_QUALITY_BAND = "x-faceledger-quality-band"
+#: the ways the searched (or source) face is outside the calibrated range, comma-separated
+HEADER_DEGRADATIONS = "x-faceledger-degradations"
 META_HEADERS = {"ExpectedFalseMatches": HEADER_EXPECTED, "ThresholdUsed": HEADER_THRESHOLD,
-                "Ambiguous": HEADER_AMBIGUOUS, "Undetectable": HEADER_UNDETECTABLE}
+                "Ambiguous": HEADER_AMBIGUOUS, "Undetectable": HEADER_UNDETECTABLE,
+                "QualityBand": HEADER_QUALITY_BAND, "Degradations": HEADER_DEGRADATIONS}
 
 #: Two faces without a user count as one identity for the margin rule when they match each other at
 #: this Similarity (FMR 1e-4): several photos of one person are not "look-alikes" of each other.
@@ -99,13 +105,15 @@ def reach(threshold: float, margin: float) -> float:
     return float(similarity_from_fmr(10.0 ** min(0.0, math.log10(fmr_from_similarity(threshold)) + margin)))
 
 
-def ambiguous(inv, best_distance: float, runner_up_distance: float | None, margin: float) -> bool:
+def ambiguous(inv, best_distance: float, runner_up_distance: float | None, margin: float, scale=None) -> bool:
     """The margin rule's verdict for one search: True when the runner-up identity is within ``margin``
-    decades of FMR of the best one. Records MinMargin, Ambiguous and MarginDecades in ``inv.meta``."""
+    decades of FMR of the best one (on ``scale``, default the call's). Records MinMargin, Ambiguous and
+    MarginDecades in ``inv.meta``."""
     if margin <= 0:
         return False
+    scale = inv.scale if scale is None else scale
     gap = None if runner_up_distance is None else float(
-        inv.scale.log10_fmr(runner_up_distance) - inv.scale.log10_fmr(best_distance))
+        scale.log10_fmr(runner_up_distance) - scale.log10_fmr(best_distance))
     verdict = gap is not None and gap < margin
     inv.meta["MinMargin"] = margin
     inv.meta["Ambiguous"] = verdict
@@ -121,6 +129,8 @@ def header_value(key: str, value) -> str:
         return f"{float(value):.6g}"
     if key == "Ambiguous":
         return "true" if value else "false"
+    if key in ("QualityBand", "Degradations"):
+        return str(value)
     return f"{float(value):g}"
 
 

@@ -40,6 +40,10 @@ class FaceRecord:
     # What makes two IndexFaces calls "the same image" (see faceledger.service.operations.faces.image_digest);
     # kept for faces indexed with an ExternalImageId only. None: not recorded.
     image_digest: str | None = field(default=None, repr=False)
+    # The face's quality band when it was indexed (faceledger.vision.face_quality.band: "calibrated", or
+    # "degraded" for a face outside the range the Similarity tables were calibrated on, indexed with
+    # QualityFilter NONE). None: not recorded (faces indexed before 2026-11-30), taken as "calibrated".
+    quality_band: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS faces (
     user_id TEXT,
     embedding BLOB NOT NULL,
     image_digest TEXT,
-    seq INTEGER NOT NULL DEFAULT 0
+    seq INTEGER NOT NULL DEFAULT 0,
+    quality_band TEXT
 );
 CREATE INDEX IF NOT EXISTS faces_by_collection ON faces(collection_id, face_id);
 CREATE TABLE IF NOT EXISTS face_tombstones (
@@ -167,7 +168,7 @@ CREATE TABLE IF NOT EXISTS stream_processors (
 
 _FACE_COLUMNS = (
     "face_id, collection_id, image_id, external_image_id, box_width, box_height, box_left, box_top, "
-    "confidence, face_model_version, created_at, user_id, image_digest"
+    "confidence, face_model_version, created_at, user_id, image_digest, quality_band"
 )
 
 
@@ -192,6 +193,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(faces)")}
     if "image_digest" not in columns:  # duplicate detection in IndexFaces; older faces have none
         conn.execute("ALTER TABLE faces ADD COLUMN image_digest TEXT")
+    if "quality_band" not in columns:  # Similarity by quality band (vision.face_quality); older faces have none
+        conn.execute("ALTER TABLE faces ADD COLUMN quality_band TEXT")
     if "seq" not in columns:  # older faces: seq 0, in any index built from generation 0 on
         conn.execute("ALTER TABLE faces ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
     counted = "face_count" in {row[1] for row in conn.execute("PRAGMA table_info(collections)")}
@@ -278,6 +281,7 @@ def _face(row: sqlite3.Row, embedding: bytes | None = None) -> FaceRecord:
         user_id=row["user_id"],
         embedding=None if embedding is None else np.frombuffer(embedding, dtype=np.float32),
         image_digest=row["image_digest"],
+        quality_band=row["quality_band"],
     )
 
 
@@ -571,6 +575,7 @@ class SQLiteStore(VideoJobStore):
                     f.created_at.timestamp(),
                     f.user_id,
                     f.image_digest,
+                    f.quality_band,
                     self._seal(f.face_id, np.ascontiguousarray(f.embedding, dtype=np.float32).tobytes()),
                 )
             )
@@ -583,7 +588,7 @@ class SQLiteStore(VideoJobStore):
                     return False
                 seqs[cid] = row[0] + 1  # the generation this write bumps to
             db.executemany(
-                f"INSERT INTO faces ({_FACE_COLUMNS}, embedding, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO faces ({_FACE_COLUMNS}, embedding, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [row + (seqs[row[1]],) for row in rows],
             )
             for cid in collection_ids:

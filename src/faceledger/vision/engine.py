@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtim
 import numpy as np
 
 from . import geometry
+from .face_quality import QualityMeasures, measure
 
 __all__ = [
     "BLAZEFACE_SCORE_THRESHOLD",
@@ -109,6 +110,9 @@ class Pose:
 class Quality:
     brightness: float
     sharpness: float
+    #: vision.face_quality's measures (face size, detail, noise, blockiness, contrast, covered share):
+    #: how far the face is from the range the Similarity tables were calibrated on
+    measures: QualityMeasures | None = None
 
 
 @dataclass
@@ -230,6 +234,7 @@ class FaceEngine:
                     quality=Quality(
                         brightness=geometry.brightness(img, box),
                         sharpness=geometry.sharpness(img, box),
+                        measures=measure(img, box),
                     ),
                     embedding=None,
                     points=pts,

@@ -94,9 +94,24 @@ class SimilarityScale:
         return cls(obj["model"], obj["distance"], obj["log10_fmr"], meta)
 
     @classmethod
-    def load(cls, model: str = "dlib-resnet-v1") -> "SimilarityScale":
-        """The packaged table for ``model`` (``faceledger/data/similarity-<model>.json``); cached."""
-        return _load_packaged(model)
+    def load(cls, model: str = "dlib-resnet-v1", band: str | None = None) -> "SimilarityScale":
+        """The packaged table for ``model`` (``faceledger/data/similarity-<model>.json``); cached.
+
+        ``band``: a quality band of the pair compared (vision.face_quality.BANDS): ``None`` or "calibrated"
+        is the model's main table; "degraded-one" / "degraded-both" (one or both faces outside the range the
+        main table was calibrated on) read ``similarity-<model>.<band>.json``, built by
+        ``bench/degradation.py calibrate``. ValueError when the model has no such table.
+        """
+        return _load_packaged(model, None if band in (None, "calibrated") else band)
+
+    @classmethod
+    def has_band(cls, model: str, band: str | None) -> bool:
+        """Whether ``load(model, band)`` has a table (the main one always counts)."""
+        try:
+            cls.load(model, band)
+        except ValueError:
+            return False
+        return True
 
     # ------------------------------------------------------------------ mapping
     def log10_fmr(self, distance):
@@ -104,6 +119,10 @@ class SimilarityScale:
         x = np.asarray(distance, dtype=np.float64)
         L = np.interp(x, self._d, self._L, left=self._L[0], right=0.0)
         return float(L) if L.ndim == 0 else L
+
+    def distance_at_log10_fmr(self, log10_fmr: float) -> float:
+        """The distance whose FMR is ``10**log10_fmr`` (the table's inverse, clipped to its ends)."""
+        return float(np.interp(float(log10_fmr), self._L, self._d))
 
     def similarity(self, distance):
         """Similarity 0..100 for a distance (float) or distances (array, same shape)."""
@@ -141,13 +160,15 @@ class SimilarityScale:
 
 
 @functools.lru_cache(maxsize=None)
-def _load_packaged(model: str) -> SimilarityScale:
-    ref = resources.files("faceledger").joinpath("data", f"similarity-{model}.json")
+def _load_packaged(model: str, band: str | None = None) -> SimilarityScale:
+    name = f"similarity-{model}.json" if band is None else f"similarity-{model}.{band}.json"
+    ref = resources.files("faceledger").joinpath("data", name)
     try:
         text = ref.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ValueError(f"no similarity table is packaged for model {model!r}") from None
+        what = "" if band is None else f" and band {band!r}"
+        raise ValueError(f"no similarity table is packaged for model {model!r}{what}") from None
     obj = json.loads(text)
-    if obj.get("model") != model:
-        raise ValueError(f"similarity table for {model!r} says model {obj.get('model')!r}")
+    if obj.get("model") != model or obj.get("band") != band:
+        raise ValueError(f"similarity table {name} says model {obj.get('model')!r}, band {obj.get('band')!r}")
     return SimilarityScale.from_dict(obj)

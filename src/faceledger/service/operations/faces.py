@@ -14,7 +14,7 @@ from .. import shapes, tokens
 from ..dispatch import Invocation, operation
 from ..errors import ResourceNotFoundException
 from ..images import load_image
-from ..quality import failing_reasons
+from ..quality import face_band, failing_reasons
 from ._common import MAX_FACES_PER_IMAGE, embed_faces, face_details, require_collection
 
 DEFAULT_LIST_SIZE = 1000
@@ -128,6 +128,7 @@ def index_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
                 created_at=now,
                 embedding=face.embedding,
                 image_digest=digest,
+                quality_band=face_band(face),
             )
             to_store.append(record)
         records.append({"Face": shapes.stored_face(record), "FaceDetail": detail(face)})

@@ -1,4 +1,11 @@
-"""SearchFaces, SearchFacesByImage, CompareFaces: Similarity comes from the calibrated scale."""
+"""SearchFaces, SearchFacesByImage, CompareFaces: Similarity comes from the calibrated scale.
+
+A pair of faces of which one or both are outside the range the scale was calibrated on (searched, compared or
+indexed with QualityFilter NONE; service.quality) is scored with the table of its quality band
+(vision.face_quality.pair_band: one face degraded, or both), so that its Similarity still states its false
+match rate (docs/similarity.md, "Validity range"). A stored face's band is the one it had when indexed
+(FaceRecord.quality_band; faces stored before it was recorded count as inside the range).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,8 @@ from .. import shapes
 from ..dispatch import Invocation, operation
 from ..errors import InvalidParameterException
 from ..images import InputImage, load_image
-from ..quality import failing_reasons
+from ...vision.face_quality import BANDS, CALIBRATED, pair_band
+from ..quality import face_band, face_degradations, failing_reasons
 from ..risk import (
     RUNNER_UP_CANDIDATES,
     SAME_IDENTITY_SIMILARITY,
@@ -46,13 +54,20 @@ def largest_face(inv: Invocation, image: InputImage, quality_filter: str, member
         )
     if faces[0].embedding is None:
         embed_faces(inv, image.image.pixels, faces)
+    degraded = face_degradations(faces[0])
+    if degraded:
+        inv.meta["Degradations"] = ",".join(degraded)
     return faces[0]
 
 
 def face_matches(inv: Invocation, collection_id: str, vector: np.ndarray, req: dict[str, Any], exclude=(),
-                 face_count: int | None = None) -> list:
-    """Faces at or above the threshold used (see risk.search_threshold), nearest first, unless the margin
-    rule finds the search ambiguous (risk.ambiguous): then none."""
+                 face_count: int | None = None, probe_band: str | None = None) -> list:
+    """Faces at or above the threshold used (see risk.search_threshold), most similar first, unless the margin
+    rule finds the search ambiguous (risk.ambiguous): then none. Each hit is scored with the table of its pair's
+    quality band: ``probe_band`` (the searched face's, service.quality.face_band; None: calibrated) with the
+    stored face's (FaceRecord.quality_band)."""
+    probe_band = probe_band or CALIBRATED
+    widest = inv.band_scale(pair_band(probe_band, CALIBRATED))  # no pair with this probe scores higher
     if face_count is None:
         face_count = inv.store.get_collection(collection_id).face_count
     threshold = search_threshold(inv, float(req.get("FaceMatchThreshold", DEFAULT_THRESHOLD)),
@@ -63,17 +78,19 @@ def face_matches(inv: Invocation, collection_id: str, vector: np.ndarray, req: d
         collection_id,
         vector,
         limit=max_faces + (RUNNER_UP_CANDIDATES if margin > 0 else 0),
-        max_distance=inv.scale.max_distance(reach(threshold, margin)),
+        max_distance=widest.max_distance(reach(threshold, margin)),
         exclude_face_ids=exclude,
     )
     matches = []
     for hit in hits[:max_faces]:
-        similarity = float(inv.scale.similarity(hit.distance))
+        scale = inv.band_scale(pair_band(probe_band, hit.face.quality_band or CALIBRATED))
+        similarity = float(scale.similarity(hit.distance))
         if similarity >= threshold:
             matches.append({"Similarity": similarity, "Face": shapes.stored_face(hit.face)})
+    matches.sort(key=lambda m: -m["Similarity"])
     if margin > 0 and matches:
         runner_up = _runner_up(inv, collection_id, hits)
-        if ambiguous(inv, hits[0].distance, None if runner_up is None else runner_up.distance, margin):
+        if ambiguous(inv, hits[0].distance, None if runner_up is None else runner_up.distance, margin, widest):
             return []
     return matches
 
@@ -113,7 +130,7 @@ def search_faces_by_image(inv: Invocation, req: dict[str, Any]) -> dict[str, Any
         "SearchedFaceBoundingBox": shapes.bounding_box(shapes.box_ratios(face, image.width, image.height)),
         "SearchedFaceConfidence": float(face.detection.confidence),
         "FaceMatches": face_matches(inv, collection.collection_id, face.embedding, req,
-                                    face_count=collection.face_count),
+                                    face_count=collection.face_count, probe_band=face_band(face)),
         "FaceModelVersion": collection.face_model_version,
     }
 
@@ -130,7 +147,7 @@ def search_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
         "SearchedFaceId": face_id,
         "FaceMatches": face_matches(
             inv, collection.collection_id, found[face_id].embedding, req, exclude=(face_id,),
-            face_count=collection.face_count,
+            face_count=collection.face_count, probe_band=found[face_id].quality_band,
         ),
         "FaceModelVersion": collection.face_model_version,
     }
@@ -150,8 +167,14 @@ def compare_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     ]
     matches, unmatched = [], []
     if targets:
-        distances = inv.engine.distance(src.embedding, np.stack([f.embedding for f in targets]))
-        similarities = np.atleast_1d(inv.scale.similarity(np.asarray(distances).reshape(-1)))
+        distances = np.asarray(inv.engine.distance(src.embedding, np.stack([f.embedding for f in targets]))).reshape(-1)
+        # each pair scored with the table of its quality band (both faces are known here)
+        source_band = face_band(src)
+        bands = [pair_band(source_band, face_band(f)) for f in targets]
+        similarities = [float(inv.band_scale(b).similarity(float(d))) for b, d in zip(bands, distances)]
+        worst = max(bands, key=BANDS.index)
+        if worst != CALIBRATED:
+            inv.band_scale(worst)  # reports the worst pair's band (x-faceledger-quality-band)
         for face, similarity in zip(targets, similarities):
             detail = shapes.compared_face(face, target.width, target.height)
             if similarity >= threshold:

@@ -24,6 +24,8 @@ from ..errors import (
 from ..images import load_image
 from ._common import MAX_FACES_PER_IMAGE, require_collection
 from ..risk import ambiguous, margin_of, reach, search_threshold
+from ...vision.face_quality import CALIBRATED, DEGRADED, pair_band
+from ..quality import face_band
 from .search import largest_face
 
 MAX_FACES_PER_USER = 100
@@ -155,32 +157,43 @@ def disassociate_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def user_matches(
-    inv: Invocation, cid: str, vectors: Iterable[np.ndarray], req: dict[str, Any], exclude_user: str | None = None
+    inv: Invocation, cid: str, vectors: Iterable[np.ndarray], req: dict[str, Any], exclude_user: str | None = None,
+    probe_bands: Iterable[str | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Users ranked by their nearest face to any of ``vectors`` (see the module's docstring); none when the
-    margin rule finds the best user too close to the runner-up (risk.ambiguous)."""
+    margin rule finds the best user too close to the runner-up (risk.ambiguous). Each pair is scored with the
+    table of its quality band (search.face_matches): ``probe_bands``, one a vector (None: calibrated), with the
+    stored face's."""
     vectors = list(vectors)
+    bands = [b or CALIBRATED for b in (probe_bands or [None] * len(vectors))]
+    # the widest reach: no pair of these probes scores higher than on this scale
+    scale = inv.band_scale(pair_band(CALIBRATED if CALIBRATED in bands or not bands else DEGRADED, CALIBRATED))
     face_count = inv.store.get_collection(cid).face_count
     # every face of the collection is compared (a user's own faces too: they are not excluded from the search)
     threshold = search_threshold(inv, float(req.get("UserMatchThreshold", DEFAULT_SEARCH_THRESHOLD)), face_count,
                                  probes=len(vectors))
     margin = margin_of(inv)
-    max_distance = inv.scale.max_distance(reach(threshold, margin))
+    max_distance = scale.max_distance(reach(threshold, margin))
     best: dict[str, float] = {}
-    for vector in vectors:
+    similar: dict[str, float] = {}
+    for vector, probe_band in zip(vectors, bands):
         for hit in inv.store.nearest(cid, vector, limit=face_count, max_distance=max_distance):
             uid = hit.face.user_id
             if uid is None or uid == exclude_user:
                 continue
             best[uid] = min(best.get(uid, np.inf), hit.distance)
+            pair = inv.band_scale(pair_band(probe_band, hit.face.quality_band or CALIBRATED))
+            similar[uid] = max(similar.get(uid, 0.0), float(pair.similarity(hit.distance)))
     ordered = sorted(best.items(), key=lambda item: (item[1], item[0]))
     ranked = ordered[: req.get("MaxUsers", DEFAULT_MAX_USERS)]
     matches = []
     for uid, distance in ranked:
-        similarity = float(inv.scale.similarity(distance))
+        similarity = similar[uid]
         if similarity >= threshold:
             matches.append({"Similarity": similarity, "User": {"UserId": uid, "UserStatus": "ACTIVE"}})
-    if margin > 0 and matches and ambiguous(inv, ordered[0][1], ordered[1][1] if len(ordered) > 1 else None, margin):
+    matches.sort(key=lambda m: -m["Similarity"])
+    if margin > 0 and matches and ambiguous(inv, ordered[0][1], ordered[1][1] if len(ordered) > 1 else None, margin,
+                                            scale):
         return []
     return matches
 
@@ -198,7 +211,8 @@ def search_users(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
         found = inv.store.get_faces(cid, [face_id], with_embeddings=True)
         if face_id not in found:
             raise InvalidParameterException(f"Face {face_id} is not in collection {cid}")
-        out["UserMatches"] = user_matches(inv, cid, [found[face_id].embedding], req, found[face_id].user_id)
+        out["UserMatches"] = user_matches(inv, cid, [found[face_id].embedding], req, found[face_id].user_id,
+                                          probe_bands=[found[face_id].quality_band])
         out["SearchedFace"] = {"FaceId": face_id}
     else:
         user_id = req["UserId"]
@@ -207,7 +221,8 @@ def search_users(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
         if not own:
             raise InvalidParameterException(f"User {user_id} has no faces to search with")
         stored = inv.store.get_faces(cid, [f.face_id for f in own], with_embeddings=True)
-        out["UserMatches"] = user_matches(inv, cid, [f.embedding for f in stored.values()], req, user_id)
+        out["UserMatches"] = user_matches(inv, cid, [f.embedding for f in stored.values()], req, user_id,
+                                          probe_bands=[f.quality_band for f in stored.values()])
         out["SearchedUser"] = {"UserId": user_id}
     return out
 
@@ -223,7 +238,8 @@ def search_users_by_image(inv: Invocation, req: dict[str, Any]) -> dict[str, Any
     face = largest_face(inv, image, req.get("QualityFilter", "NONE"), found=found)
     others = found[1:]
     return {
-        "UserMatches": user_matches(inv, collection.collection_id, [face.embedding], req),
+        "UserMatches": user_matches(inv, collection.collection_id, [face.embedding], req,
+                                    probe_bands=[face_band(face)]),
         "FaceModelVersion": collection.face_model_version,
         "SearchedFace": {"FaceDetail": shapes.face_detail(face, image.width, image.height)},
         "UnsearchedFaces": [

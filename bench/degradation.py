@@ -1,0 +1,497 @@
+#!/usr/bin/env python3
+"""How Similarity's false match rate moves on degraded photos, before and after the quality rules.
+
+On a seeded sample of lfw_dev (``--people`` identities with 2+ images, two images each: one mated pair per
+person, and every different-person pair as an impostor pair), each image is degraded the ways cameras
+degrade faces (CONDITIONS: Gaussian blur, faces downscaled to 20-40 px, JPEG compression, sensor noise,
+low light, a band over the eyes or the lower face), then run through the service's own pipeline
+(``decode_image`` of the encoded photo, ``default_engine(face_model=M).analyze_many``, largest face) and
+measured by ``faceledger.vision.face_quality``. For each condition, with both photos degraded and with one
+sharp and one degraded, it prints:
+
+* before: FMR and TAR at Similarity 80, 90, 99 of the model's shipped table (every face as the service
+  scored it until now, QualityFilter NONE), and the FMR's ratio to nominal (flagged ``!`` over 3x);
+* after: the faces AUTO now refuses (``service.quality`` / ``vision.face_quality.degradations``), and
+  for the pairs searched anyway (QualityFilter NONE) FMR at the Similarity of the pair's quality band
+  (``SimilarityScale.load(model, band)``), measured on the held-out half of the identities when the band
+  tables are built here (``calibrate``).
+
+Off-angle pose cannot be made from a frontal photo without a 3-D model, so it is not synthesised: the
+``pose`` rows use LFW's own turned faces (sharp images with |yaw| >= POSE_YAW from the landmarks).
+
+    python bench/degradation.py embed      [--face-model M] [--people 600]  # ~20k analyses, resumable
+    python bench/degradation.py calibrate  [--face-model M]   # band tables -> src/faceledger/data/
+    python bench/degradation.py report     [--face-model M]   # before/after tables, JSON under .cache/
+    python bench/degradation.py all        [--face-model M]
+
+``--out DIR`` also writes the printed report and its JSON there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from calibrate_similarity import clopper_pearson, list_images, person_of  # noqa: E402
+
+from faceledger.evaluation.degradations import CONDITIONS, as_camera_would, degrade  # noqa: E402
+from faceledger.evaluation.label_errors import is_excluded  # noqa: E402
+
+DEFAULT_DATA = (ROOT / ".." / "shared" / "data" / "lfw_dev").resolve()
+if not DEFAULT_DATA.exists():
+    DEFAULT_DATA = Path("/work/shared/data/lfw_dev")
+SEED = 20261130
+LEVELS = (80, 90, 99)
+FLAG = 3.0
+POSE_YAW = 20.0
+
+
+# ----------------------------------------------------------------------------- embedding
+
+def cache_dir(model: str) -> Path:
+    return ROOT / ".cache" / f"degradation-{model}"
+
+
+def sample(data: Path, people: int) -> list[str]:
+    images = list_images(data)
+    by = {}
+    for rel in images:
+        by.setdefault(person_of(rel), []).append(rel)
+    multi = sorted(p for p, v in by.items() if len(v) >= 2)
+    rng = np.random.default_rng(SEED)
+    chosen = rng.choice(len(multi), size=min(people, len(multi)), replace=False)
+    out = []
+    for k in sorted(chosen):
+        v = by[multi[k]]
+        out.extend(v[i] for i in sorted(rng.choice(len(v), 2, replace=False)))
+    return out
+
+
+def cmd_embed(data: Path, model: str, people: int, reverse: bool = False, only: list[str] | None = None):
+    from faceledger.vision import default_engine
+    from faceledger.vision.face_quality import measure
+    from faceledger.vision.image import decode_image
+
+    eng = default_engine(face_model=model)
+    d = cache_dir(model)
+    d.mkdir(parents=True, exist_ok=True)
+    rels = sample(data, people)
+    (d / "sample.json").write_text(json.dumps({"people": people, "seed": SEED, "images": rels}))
+    sharp_faces: dict[str, object] = {}
+    names = list(CONDITIONS) if not only else ["sharp"] + list(only)
+    if reverse:  # a second process can take the list from the other end (claims keep them apart)
+        names = names[:1] + names[:0:-1]
+    sharp_npz = d / "sharp.npz"
+    if sharp_npz.exists() and all(CONDITIONS[c][0] not in ("small", "occlude") for c in names[1:]):
+        # these degradations need only to know that the sharp photo had a face, not where
+        found = np.isfinite(np.load(sharp_npz)["vectors"][:, 0])
+        sharp_faces = {rel: True for rel, ok in zip(rels, found) if ok}
+        names = names[1:]
+    for cname in names:
+        kind, p = CONDITIONS[cname]
+        out = d / f"{cname.replace(' ', '_')}.npz"
+        claim = out.with_suffix(".claim")
+        if cname != "sharp" and (out.exists() or claim.exists()):
+            print(f"[embed] {cname}: cached or claimed", flush=True)
+            continue
+        if cname != "sharp":
+            claim.write_text(str(os.getpid()))
+        t0 = time.time()
+
+        def load(k, kind=kind, p=p):
+            rel = rels[k]
+            img = decode_image((data / rel).read_bytes()).pixels
+            if kind == "none":
+                return img
+            face = sharp_faces.get(rel)
+            if face is None:
+                return np.zeros((100, 100, 3), np.uint8)  # no sharp face: nothing to degrade (counted as FTE)
+            rng = np.random.default_rng([SEED, k, len(cname)])
+            img = degrade(img, kind, p, face, rng)
+            return img if kind == "jpeg" else as_camera_would(img)
+
+        vecs = np.full((len(rels), eng.dim), np.nan, np.float32)
+        feats = np.full((len(rels), len(FEATURES)), np.nan, np.float64)
+        for k, faces in enumerate(eng.analyze_many(range(len(rels)), load=lambda k: _keep(k, load(k)),
+                                                   max_faces=1)):
+            if isinstance(faces, Exception):
+                raise faces
+            if not faces:
+                continue
+            f = faces[0]
+            if kind == "none":
+                sharp_faces[rels[k]] = f
+            img = _kept.pop(k)
+            det = f.detection
+            q = measure(img, (det.left, det.top, det.right, det.bottom))
+            vecs[k] = f.embedding
+            feats[k] = [q.face_px, q.detail, q.noise, q.blockiness, q.contrast, q.flat, q.brightness,
+                        f.quality.sharpness, det.confidence, f.pose.yaw, f.pose.pitch, f.pose.roll,
+                        det.left, det.top, det.right, det.bottom]
+            _kept.pop(k, None)
+        _kept.clear()
+        tmp = out.with_suffix(".tmp.npz")
+        np.savez(tmp, vectors=vecs, features=feats)
+        os.replace(tmp, out)
+        if claim.exists():
+            claim.unlink()
+        ok = int(np.isfinite(vecs[:, 0]).sum())
+        print(f"[embed] {cname}: {ok}/{len(rels)} faces, {time.time() - t0:.0f}s", flush=True)
+
+
+_kept: dict[int, np.ndarray] = {}
+
+
+def _keep(k: int, img: np.ndarray) -> np.ndarray:
+    _kept[k] = img
+    return img
+
+
+FEATURES = ("face_px", "detail", "noise", "blockiness", "contrast", "flat", "brightness", "sharpness",
+            "confidence", "yaw", "pitch", "roll", "left", "top", "right", "bottom")
+
+
+def load_all(model: str):
+    d = cache_dir(model)
+    rels = json.loads((d / "sample.json").read_text())["images"]
+    out = {}
+    for cname in CONDITIONS:
+        f = d / f"{cname.replace(' ', '_')}.npz"
+        if f.exists():
+            z = np.load(f)
+            out[cname] = (z["vectors"].astype(np.float64), z["features"])
+    return rels, out
+
+
+
+# ----------------------------------------------------------------------------- pairs and bands
+
+def measures_of(feat: np.ndarray):
+    from faceledger.vision.face_quality import QualityMeasures
+
+    return QualityMeasures(*[float(x) for x in feat[:7]])
+
+
+def face_bands(feats: np.ndarray) -> np.ndarray:
+    """Per face: 0 no face, 1 calibrated, 2 degraded (vision.face_quality.band)."""
+    from faceledger.vision.face_quality import DEGRADED, band
+
+    out = np.zeros(len(feats), np.int8)
+    for k, f in enumerate(feats):
+        if np.isfinite(f[0]):
+            out[k] = 2 if band(measures_of(f)) == DEGRADED else 1
+    return out
+
+
+def auto_refused(feats: np.ndarray) -> np.ndarray:
+    """Per face: True where IndexFaces at QualityFilter AUTO refuses it (service.quality.failing_reasons)."""
+    from faceledger.service.quality import failing_reasons
+    from faceledger.vision.engine import Detection, FaceAnalysis, Pose, Quality
+
+    out = np.ones(len(feats), bool)
+    for k, f in enumerate(feats):
+        if not np.isfinite(f[0]):
+            continue
+        m = measures_of(f)
+        face = FaceAnalysis(Detection(0.0, 0.0, m.face_px, m.face_px, 0.0, float(f[8])), {},
+                            Pose(roll=float(f[11]), yaw=float(f[9]), pitch=float(f[10])),
+                            Quality(brightness=m.brightness, sharpness=float(f[7]), measures=m), None)
+        out[k] = bool(failing_reasons(face, "AUTO"))
+    return out
+
+
+class Pairs:
+    """Distances of the impostor and mated pairs of one condition, both photos degraded or one sharp."""
+
+    def __init__(self, rels, labels, A, B, ok_a, ok_b, ordered: bool):
+        """Pairs (i from A, j from B); ``ordered``: A and B are different photos sets (all i != j pairs,
+        both orders), else A is B (i < j)."""
+        n = len(rels)
+        ia, ib = np.nonzero(ok_a)[0], np.nonzero(ok_b)[0]
+        a, b = A[ia], B[ib]
+        D = np.sqrt(np.maximum(0.0, (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)))
+        I, J = np.meshgrid(ia, ib, indexing="ij")
+        keep = (I != J) if ordered else (I < J)
+        same = labels[I] == labels[J]
+        excl = np.zeros_like(keep)
+        for x, y in zip(*np.nonzero(keep & ~same & (D < 0.75 * np.median(D)))):
+            excl[x, y] = is_excluded(rels[I[x, y]], rels[J[x, y]])
+        imp = keep & ~same & ~excl
+        gen = keep & same
+        self.imp_d, self.imp_i, self.imp_j = D[imp], I[imp], J[imp]
+        self.gen_d, self.gen_i, self.gen_j = D[gen], I[gen], J[gen]
+
+
+def rate_row(d: np.ndarray, thresholds) -> list[tuple[int, int]]:
+    return [(int((d <= t).sum()), int(d.size)) for t in thresholds]
+
+
+def band_table(base, arrays: list[np.ndarray], min_pairs: int = 100_000) -> dict:
+    """A Similarity table for a band of degraded pairs: at each FMR, the smallest distance of the base table
+    and of every condition's impostor quantile (the worst condition sets it), so that a degraded pair's
+    Similarity never states a lower FMR than any measured degradation gives.
+
+    Each condition counts down to the FMR where it still has 20 pairs; the measured part ends where the
+    thinnest condition with ``min_pairs`` pairs does (every such condition counts at every point); below, a straight line in log10 FMR fitted to the
+    last measured decade, to FMR 1e-9 (as calibrate_similarity.build_table)."""
+    from calibrate_similarity import _quantile_distance
+
+    arrays = [np.sort(a) for a in arrays if a.size >= 2_000]
+    if not any(a.size >= min_pairs for a in arrays):
+        raise SystemExit("no condition has enough degraded impostor pairs for a band table")
+    # each condition counts down to the FMR where it still has 20 pairs; the table's measured part ends
+    # where the thinnest of the conditions with min_pairs pairs stops (all of those count at every point)
+    depth = [math.log10(20 / a.size) for a in arrays]
+    stop = max(dp for dp, a in zip(depth, arrays) if a.size >= min_pairs)
+    grid = np.round(np.arange(0.0, stop - 1e-9, -0.05), 4)
+    grid = np.append(grid, round(stop, 4))
+
+    def env(L):
+        return min([float(base.distance_at_log10_fmr(L))]
+                   + [_quantile_distance(a, L) for a, dp in zip(arrays, depth) if L >= dp - 1e-9])
+
+    body_d = np.array([env(L) for L in grid])
+    body_d = np.minimum.accumulate(body_d)  # non-increasing as FMR falls
+    fit = grid <= stop + 1.0
+    dd, LL = body_d[fit] - body_d[-1], grid[fit] - grid[-1]
+    slope = float((dd * LL).sum() / max((dd * dd).sum(), 1e-12))
+    slope = max(slope, 1.0)
+    tail_L = np.arange(grid[-1] - 0.25, -9.0 - 1e-9, -0.25)
+    tail_L = np.append(tail_L, -9.0) if tail_L[-1] > -9.0 else tail_L
+    tail_d = body_d[-1] + (tail_L - grid[-1]) / slope
+    tail_d = np.minimum(tail_d, [base.distance_at_log10_fmr(L) for L in tail_L])
+    dist = np.round(np.concatenate([tail_d[::-1], body_d[::-1]]), 5)
+    logf = np.round(np.concatenate([tail_L[::-1], grid[::-1]]), 4)
+    keep = np.ones(dist.size, bool)
+    for k in range(1, dist.size):
+        prev = np.nonzero(keep[:k])[0][-1]
+        if dist[k] <= dist[prev] or logf[k] <= logf[prev]:
+            keep[k] = False
+    return {"distance": dist[keep].tolist(), "log10_fmr": logf[keep].tolist(),
+            "_fit": {"measured_to_log10_fmr": float(stop), "tail_slope": slope,
+                     "conditions": len(arrays), "pairs": [int(a.size) for a in arrays]}}
+
+
+def build_pairs(rels, runs, only=None):
+    labels = np.array([hash(person_of(r)) for r in rels])
+    Vs, Fs = runs["sharp"]
+    ok_s = np.isfinite(Vs[:, 0])
+    out = {}
+    for cname, (V, F) in runs.items():
+        ok = np.isfinite(V[:, 0])
+        if only is not None:
+            ok = ok & only
+        oks = ok_s & (only if only is not None else True)
+        both = Pairs(rels, labels, V, V, ok, ok, ordered=False)
+        mixed = None if cname == "sharp" else Pairs(rels, labels, Vs, V, oks, ok, ordered=True)
+        out[cname] = (both, mixed)
+    return out
+
+
+def cmd_calibrate(model: str, rels=None, runs=None, only=None, write=True) -> dict:
+    """Band tables for ``model`` from the out-of-range pairs of every condition; written to
+    src/faceledger/data/similarity-<model>.<band>.json (unless write=False: returned)."""
+    from faceledger.vision.face_quality import BANDS
+    from faceledger.vision.similarity import SimilarityScale
+
+    if rels is None:
+        rels, runs = load_all(model)
+    base = SimilarityScale.load(model)
+    bands = {c: face_bands(F) for c, (V, F) in runs.items()}
+    pairs = build_pairs(rels, runs, only)
+    one, two = [], []
+    for cname, (both, mixed) in pairs.items():
+        if cname == "sharp":
+            continue
+        b = bands[cname]
+        two.append(both.imp_d[(b[both.imp_i] == 2) & (b[both.imp_j] == 2)])
+        bs = bands["sharp"]
+        one.append(mixed.imp_d[(bs[mixed.imp_i] == 1) & (b[mixed.imp_j] == 2)])
+    tables = {}
+    for name, arrays in ((BANDS[1], one), (BANDS[2], two)):
+        t = band_table(base, arrays)
+        t.update(model=model, band=name, source=(
+            f"bench/degradation.py calibrate: {len(rels)} lfw_dev images ({len(rels) // 2} people), "
+            f"{', '.join(c for c in runs if c != 'sharp')}; impostor pairs with "
+            + ("one photo degraded outside the calibrated range and one sharp inside it"
+               if name == BANDS[1] else "both photos degraded outside the calibrated range")
+            + f"; at each FMR the smallest distance of {model}'s main table and of every condition"))
+        tables[name] = t
+        if write:
+            out = ROOT / "src" / "faceledger" / "data" / f"similarity-{model}.{name}.json"
+            out.write_text(json.dumps(t, indent=None, separators=(",", ":")) + "\n")
+            print(f"[calibrate] {out.relative_to(ROOT)}: {len(t['distance'])} points, measured to FMR "
+                  f"{10 ** t['_fit']['measured_to_log10_fmr']:.2g}; d80 {SimilarityScale.from_dict(t).max_distance(80):.4f} "
+                  f"(main table {base.max_distance(80):.4f})", flush=True)
+    return tables
+
+
+
+def _cell(k: int, n: int, nominal: float) -> tuple[str, float]:
+    if n == 0:
+        return "-", float("nan")
+    r = k / n / nominal
+    hi = clopper_pearson(k, n)[1] / nominal
+    flag = "!" if r > FLAG else " "
+    return f"{k / n:8.1e} {r:6.1f}x{flag}" if k else f"{'0':>8} <{hi:5.1f}x ", r
+
+
+def _scales(model, tables=None):
+    from faceledger.vision.face_quality import BANDS
+    from faceledger.vision.similarity import SimilarityScale
+
+    base = SimilarityScale.load(model)
+    if tables is None:
+        return [base] + [SimilarityScale.load(model, b) for b in BANDS[1:]]
+    return [base] + [SimilarityScale.from_dict(tables[b]) for b in BANDS[1:]]
+
+
+def _sims(scales, d, nb):
+    """Similarity of each pair: the table of its band (nb = degraded faces in the pair: 0, 1, 2)."""
+    out = np.empty(d.size)
+    for k, sc in enumerate(scales):
+        m = nb == k
+        out[m] = sc.similarity(d[m])
+    return out
+
+
+def cmd_report(model: str, out_dir: Path | None = None):
+    from faceledger.vision.face_quality import RANGE
+    from faceledger.vision.similarity import SimilarityScale, fmr_from_similarity
+
+    rels, runs = load_all(model)
+    base = SimilarityScale.load(model)
+    thr = [base.max_distance(t) for t in LEVELS]
+    nominal = [fmr_from_similarity(t) for t in LEVELS]
+    people = sorted({person_of(r) for r in rels})
+    half = set(np.random.default_rng(SEED + 1).permutation(len(people))[: len(people) // 2].tolist())
+    in_a = np.array([people.index(person_of(r)) in half for r in rels])
+    tables_a = cmd_calibrate(model, rels, runs, only=in_a, write=False)
+    held = _scales(model, tables_a)
+    shipped = _scales(model)
+    bands = {c: face_bands(F) for c, (V, F) in runs.items()}
+    refused = {c: auto_refused(F) for c, (V, F) in runs.items()}
+    all_pairs = build_pairs(rels, runs)
+    b_pairs = build_pairs(rels, runs, only=~in_a)
+    lines = []
+
+    def say(x=""):
+        print(x, flush=True)
+        lines.append(x)
+
+    say(f"# bench/degradation.py report: face model {model}; {len(rels)} lfw_dev images of {len(people)} people "
+        f"(seed {SEED}); validity range {RANGE}")
+    say("# FMR at Similarity 80 / 90 / 99 (nominal 1e-4 / 1e-5 / 1.26e-6) and its ratio to nominal ('!' over "
+        f"{FLAG:g}x; '0 <Nx': none seen, 95% upper bound N x nominal)")
+    say("# before: every face as detected, the model's main table (QualityFilter NONE). AUTO: share of the "
+        "degraded photos' faces IndexFaces at AUTO refuses now (before this change: old bars).")
+    say("# after: QualityFilter NONE, each pair scored with its quality band's table (shipped: built on all "
+        "these people); held-out @80: the tables built on one half of the people, FMR on the other half's pairs.")
+    hdr = (f"{'condition':12s} {'pairs':5s} {'faces':>9s} {'AUTO ref.':>9s} | " +
+           " | ".join(f"before @{t:<2d}        " for t in LEVELS) + f" | {'TAR@80':>6s} || " +
+           " | ".join(f"after @{t:<2d}         " for t in LEVELS) + f" | {'TAR@80':>6s} | held-out @80")
+    say(hdr)
+    report = {"model": model, "images": len(rels), "seed": SEED, "levels": list(LEVELS), "range": str(RANGE),
+              "rows": []}
+    for cname in runs:
+        V, F = runs[cname]
+        ok = np.isfinite(V[:, 0])
+        for kind in ("both", "mixed"):
+            k = 0 if kind == "both" else 1
+            P, H = all_pairs[cname][k], b_pairs[cname][k]
+            if P is None:
+                continue
+            before = rate_row(P.imp_d, thr)
+            tar = rate_row(P.gen_d, thr)
+            bs = bands["sharp"] if kind == "mixed" else bands[cname]
+            bd = bands[cname]
+
+            def scored(scales, pairs):
+                s_imp = _sims(scales, pairs.imp_d, (bs[pairs.imp_i] == 2).astype(int) + (bd[pairs.imp_j] == 2))
+                s_gen = _sims(scales, pairs.gen_d, (bs[pairs.gen_i] == 2).astype(int) + (bd[pairs.gen_j] == 2))
+                return ([(int((s_imp >= t).sum()), int(s_imp.size)) for t in LEVELS],
+                        [(int((s_gen >= t).sum()), int(s_gen.size)) for t in LEVELS])
+
+            after, tar_a = scored(shipped, P)
+            held_out, _ = scored(held, H)
+            ref = refused[cname][ok].mean() if ok.any() else float("nan")
+            cells_b = [_cell(k_, n, nom) for (k_, n), nom in zip(before, nominal)]
+            cells_a = [_cell(k_, n, nom) for (k_, n), nom in zip(after, nominal)]
+            cell_h = _cell(*held_out[0], nominal[0])
+            say(f"{cname:12s} {kind:5s} {ok.sum():4d}/{len(ok):4d} {100 * ref:8.1f}% | "
+                + " | ".join(c for c, _ in cells_b) + f" | {tar[0][0] / max(1, tar[0][1]):6.3f} || "
+                + " | ".join(c for c, _ in cells_a) + f" | {tar_a[0][0] / max(1, tar_a[0][1]):6.3f} | {cell_h[0]}")
+            report["rows"].append({
+                "condition": cname, "pairs": kind, "faces": int(ok.sum()), "images": len(ok),
+                "auto_refused": float(ref), "degraded_share": float((bd[ok] == 2).mean()),
+                "before": {"fmr": before, "tar": tar, "ratio": [r for _, r in cells_b]},
+                "after": {"fmr": after, "tar": tar_a, "ratio": [r for _, r in cells_a]},
+                "after_held_out": {"fmr": held_out, "ratio_80": cell_h[1]},
+            })
+    # off-angle pose: LFW's own turned faces (not synthesised)
+    Vs, Fs = runs["sharp"]
+    okp = np.isfinite(Fs[:, 9])
+    turned = okp & (np.abs(Fs[:, 9]) >= POSE_YAW)
+    P = all_pairs["sharp"][0]
+    ti, tj = turned[P.imp_i], turned[P.imp_j]
+    gi, gj = turned[P.gen_i], turned[P.gen_j]
+    for kind, m, g in (("both", ti & tj, gi & gj), ("one", ti ^ tj, gi ^ gj)):
+        before = rate_row(P.imp_d[m], thr)
+        tar = rate_row(P.gen_d[g], thr)
+        cells_b = [_cell(k, n, nom) for (k, n), nom in zip(before, nominal)]
+        say(f"{'yaw>=' + str(int(POSE_YAW)):12s} {kind:5s} {turned.sum():4d}/{okp.sum():4d} {'':>9s} | "
+            + " | ".join(c for c, _ in cells_b) + f" | {tar[0][0] / max(1, tar[0][1]):6.3f} || (natural pose, "
+            f"not synthesised; {int(g.sum())} mated pairs)")
+        report["rows"].append({"condition": f"yaw>={POSE_YAW:g} (LFW's own)", "pairs": kind,
+                               "faces": int(turned.sum()),
+                               "before": {"fmr": before, "tar": tar, "ratio": [r for _, r in cells_b]}})
+    # the measures, for choosing the range
+    say("\n# median [1st, 99th percentile] of each measure per condition (faces found)")
+    for cname, (V, F) in runs.items():
+        ok = np.isfinite(F[:, 0])
+        say(f"{cname:12s} " + " ".join(
+            f"{n}={np.median(F[ok, k]):.3g}[{np.percentile(F[ok, k], 1):.3g},{np.percentile(F[ok, k], 99):.3g}]"
+            for k, n in enumerate(FEATURES[:8])) + f" degraded={100 * (bands[cname][ok] == 2).mean():.1f}%")
+    path = cache_dir(model) / "report.json"
+    path.write_text(json.dumps(report, indent=1))
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"degradation-{model}.txt").write_text("\n".join(lines) + "\n")
+        (out_dir / f"degradation-{model}.json").write_text(json.dumps(report, indent=1))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=("embed", "calibrate", "report", "all"))
+    ap.add_argument("--face-model", default=None, help="FaceModelVersion (default: the default engine's)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--people", type=int, default=600)
+    ap.add_argument("--out", type=Path, default=None, help="also write the report here")
+    ap.add_argument("--conditions", default=None, help="embed: only these (comma-separated CONDITIONS names)")
+    ap.add_argument("--reverse", action="store_true",
+                    help="embed: take the conditions from the last one (a second process beside a first)")
+    args = ap.parse_args(argv)
+    from faceledger.vision.engine import DEFAULT_FACE_MODEL
+
+    model = args.face_model or DEFAULT_FACE_MODEL
+    if args.step in ("embed", "all"):
+        cmd_embed(args.data, model, args.people, args.reverse,
+                  args.conditions.split(",") if args.conditions else None)
+    if args.step in ("calibrate", "all"):
+        cmd_calibrate(model)
+    if args.step in ("report", "all"):
+        cmd_report(model, args.out)
+
+
+if __name__ == "__main__":
+    main()
