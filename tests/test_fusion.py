@@ -19,7 +19,7 @@ def unit(v):
 def faces():
     lfw = shared_data("lfw_dev")
     people = sorted(p for p in lfw.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 2)[:3]
-    eng = default_engine()
+    eng = default_engine(face_model="faceledger-fusion-v1")
     out = []
     for p in people:
         for f in sorted(p.glob("*.jpg"))[:2]:
@@ -30,7 +30,7 @@ def faces():
 
 
 def test_fused_vector_is_the_documented_formula(faces):
-    eng = default_engine()
+    eng = default_engine(face_model="faceledger-fusion-v1")
     fusion = eng.embedder
     assert eng.model_version == "faceledger-fusion-v1" and fusion.weight == 2.0
     name, img, shapes = faces[0]
@@ -64,7 +64,7 @@ def test_fused_vector_is_the_documented_formula(faces):
 
 
 def test_same_person_is_closer_than_anyone_else(faces):
-    eng = default_engine()
+    eng = default_engine(face_model="faceledger-fusion-v1")
     V = np.stack([eng.embedder.embed(img, shapes)[0] for _, img, shapes in faces])
     names = [n for n, _, _ in faces]
     d = eng.distance(V, V)
