@@ -214,6 +214,9 @@ def main() -> int:
     ap.add_argument("--skip", nargs="*", default=[],
                     help="descriptors to leave out: sface-bgr, sface-dlib5, mobilefacenet, faceplugin")
     ap.add_argument("--litert", type=Path, default=None, help="folder with ai-edge-litert (for mobilefacenet)")
+    ap.add_argument("--packaged", action="store_true",
+                    help="use the packaged Similarity table of faceledger-sface-v1 / -fusion-v1 (default: build each "
+                         "model's table here, as calibrate_similarity.py builds the packaged ones)")
     ap.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = ap.parse_args()
 
@@ -301,9 +304,9 @@ def main() -> int:
         ids = {p: k for k, p in enumerate(sorted(set(people)))}
         imp, gen, _, _ = cal_pairs(Xs, np.array([ids[people[i]] for i in keep]), sub_paths, closest=0)
         tar3, tar4 = M.tar_at_far(gen, imp, 1e-3), M.tar_at_far(gen, imp, 1e-4)
-        if name in PACKAGED:  # the service's own table for this face model
+        if name in PACKAGED and args.packaged:  # the service's own table for this face model
             scale = SimilarityScale.load(PACKAGED[name])
-        else:  # a table built the same way (calibrate_similarity.build_table) on the same pairs
+        else:  # a table built as the packaged ones are (calibrate_similarity.build_table) on the same pairs
             scale = scale_from_table(name, cal_table(imp))
         c1 = congress(Xs, sub_paths, scale, args.seeds, 1)
         c2 = congress(Xs, sub_paths, scale, args.seeds, 2)

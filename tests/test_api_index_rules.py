@@ -135,7 +135,7 @@ def test_a_repeat_with_other_max_faces_adds_only_the_faces_not_stored(rekognitio
 
 
 def test_a_repeat_with_a_looser_quality_filter(rekognition, collection_id):
-    # a crowd with small faces, some of which HIGH refuses (12.jpg's five are all large and sharp for YuNet)
+    # a crowd of small faces (YuNet finds 12.jpg's five faces all large and sharp: HIGH keeps them all)
     crowd = image_bytes(shared_data("groups", "linzaer_imgs", "1.jpg"))
     high = rekognition.index_faces(CollectionId=collection_id, Image={"Bytes": crowd}, ExternalImageId="crowd",
                                    QualityFilter="HIGH")

@@ -217,11 +217,12 @@ def test_crowd_photo_indexed_face_by_face_then_found_from_a_crop(rekognition, co
         box = record["Face"]["BoundingBox"]
         left, top = box["Left"] * w, box["Top"] * h
         bw, bh = box["Width"] * w, box["Height"] * h
+        # half a box of margin: a wider crop of a crowd also holds neighbours' faces as large as this one
         crop = photo.crop((
-            max(0, int(left - bw)), max(0, int(top - bh)),
-            min(w, int(left + 2 * bw)), min(h, int(top + 2 * bh)),
+            max(0, int(left - bw / 2)), max(0, int(top - bh / 2)),
+            min(w, int(left + 1.5 * bw)), min(h, int(top + 1.5 * bh)),
         ))
-        x0, y0, cw, ch = (max(0, int(left - bw)), max(0, int(top - bh)), crop.width, crop.height)
+        x0, y0, cw, ch = (max(0, int(left - bw / 2)), max(0, int(top - bh / 2)), crop.width, crop.height)
         if crop.width < 300:
             scale = 300 / crop.width
             crop = crop.resize((300, round(crop.height * scale)), Image.BICUBIC)
