@@ -356,3 +356,46 @@ def test_a_client_that_stops_reading_its_response_is_disconnected():
         srv.should_exit = True
         runner.join(10)
         sock.close()
+
+
+def test_an_over_limit_body_sent_in_full_gets_the_aws_error_not_a_reset(limited):
+    """A client that sends a body over the limit, all of it, before reading: the refusal must reach it as
+    ImageTooLargeException. Answering mid-body and closing reset the connection under load (seen in CI)."""
+    from faceledger.api import DRAIN_BYTES, MAX_BODY_BYTES
+
+    sock = _connect(limited)
+    try:
+        for size in (MAX_BODY_BYTES + 1_000_000, None):  # a declared length, then a chunked body
+            head = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-amz-json-1.1\r\n"
+                    b"X-Amz-Target: RekognitionService.DetectFaces\r\n")
+            if size is not None:
+                sock.sendall(head + f"Content-Length: {size}\r\n\r\n".encode())
+                sent = 0
+                while sent < size:
+                    n = min(1 << 20, size - sent)
+                    sock.sendall(b"A" * n)
+                    sent += n
+            else:
+                sock.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n")
+                chunk = b"A" * (1 << 20)
+                for _ in range(MAX_BODY_BYTES // len(chunk) + 2):
+                    sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                sock.sendall(b"0\r\n\r\n")
+            head, body = _read_response(sock)
+            assert head.startswith(b"HTTP/1.1 400"), head
+            error = json.loads(body)
+            assert error["__type"] == "ImageTooLargeException" and "limit" in error["message"], error
+        assert not _is_closed(sock)  # the whole body was read: the connection can carry the next request
+    finally:
+        sock.close()
+    # past DRAIN_BYTES the server does not read on: it answers at once and closes
+    sock = _connect(limited)
+    try:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-amz-json-1.1\r\n"
+                     b"X-Amz-Target: RekognitionService.DetectFaces\r\n"
+                     + f"Content-Length: {DRAIN_BYTES + 1}\r\n\r\n".encode())
+        head, body = _read_response(sock)
+        assert head.startswith(b"HTTP/1.1 400") and json.loads(body)["__type"] == "ImageTooLargeException"
+        assert _closed_within(sock, 5) is not None
+    finally:
+        sock.close()

@@ -94,24 +94,44 @@ def _limit(value: str | None) -> float | None:
     return number if math.isfinite(number) else float("nan")
 
 
+#: An over-limit body up to this size is read and discarded before the refusal is sent, so that the client
+#: (still sending) receives the AWS error instead of a connection reset; a longer one is refused at once and
+#: its connection closed. Reading costs time in proportion to what was sent, and no memory.
+DRAIN_BYTES = 4 * MAX_BODY_BYTES
+
+
 async def _read_body(request: Request, timeout: float | None = None) -> bytes:
     """The request body, at most MAX_BODY_BYTES, all of it within ``timeout`` seconds (None: no limit), else
-    RequestTimeoutException (the answer then closes the connection: a slow client cannot hold it)."""
+    RequestTimeoutException (the answer then closes the connection: a slow client cannot hold it).
+
+    Over MAX_BODY_BYTES: ImageTooLargeException, after the rest of the body (up to DRAIN_BYTES in all) has been
+    read and thrown away, so the answer reaches a client that is still sending (answering mid-body and closing
+    reset the connection under load: the client saw no error code at all)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    declared_size = int(declared) if declared is not None and declared.isdigit() else None
+    if declared_size is not None and declared_size > DRAIN_BYTES:
         raise ImageTooLargeException(f"Request body of {declared} bytes is over the {MAX_BODY_BYTES} byte limit")
+    too_large = declared_size is not None and declared_size > MAX_BODY_BYTES
     chunks, size = [], 0
     try:
         with anyio.fail_after(timeout):
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > MAX_BODY_BYTES:
-                    raise ImageTooLargeException(f"Request body is over the {MAX_BODY_BYTES} byte limit")
+                    too_large = True
+                    chunks.clear()
+                if too_large:
+                    if size > DRAIN_BYTES:
+                        break
+                    continue
                 chunks.append(chunk)
     except TimeoutError:
         raise RequestTimeoutException(
             f"The request body was not received within {timeout:g} s ({size} bytes arrived); closing the "
             "connection") from None
+    if too_large:
+        said = f"of {declared} bytes " if declared_size is not None else ""
+        raise ImageTooLargeException(f"Request body {said}is over the {MAX_BODY_BYTES} byte limit")
     return b"".join(chunks)
 
 
