@@ -138,7 +138,7 @@ def inventory(engine: str = DEFAULT_ENGINE, upsample: int | None = None) -> list
 def _pypi_models(yunet: bool = True) -> list[ModelState]:
     """YuNet (the detector of faceledger-sface-v1 and of --detector yunet) and SFace, from PyPI wheels."""
     from . import pypi
-    from .sface import SFACE_SHA256, SFACE_WHEEL
+    from .sface import SFACE_CACHE_KEY, SFACE_WHEEL
     from .tfjs_models import cached_onnx_path
     from .yunet import MODEL_SHA256, VARIANTS, YUNET_VARIANT
 
@@ -147,7 +147,7 @@ def _pypi_models(yunet: bool = True) -> list[ModelState]:
             ("YuNet 2023mar", "face detection and landmarks (faceledger-sface-v1, --detector yunet)",
              VARIANTS[YUNET_VARIANT], f"yunet-2023mar-{YUNET_VARIANT}-dyn-{MODEL_SHA256[YUNET_VARIANT][:16]}"),
             ("SFace 2021dec", "face descriptors (faceledger-sface-v1)", SFACE_WHEEL,
-             f"sface-2021dec-int8bq-dyn3-{SFACE_SHA256[:16]}")):
+             SFACE_CACHE_KEY)):
         if not yunet and name.startswith("YuNet"):
             continue  # an explicit --upsample runs dlib's HOG for every model
         spec = pypi.PINNED[pkg]

