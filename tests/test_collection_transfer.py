@@ -28,6 +28,8 @@ def exported(tmp_path_factory) -> tuple[Path, Path, np.ndarray]:
     store.put_tags("src", {"team": "scale"})
     store.put_collection_policy("src", {"MaxFaces": 10})
     store.close()
+    with sqlite3.connect(root / "data" / "faceledger.db") as db:  # face 5 was indexed outside the calibrated range
+        db.execute("UPDATE faces SET quality_band = 'degraded' WHERE face_id = ?", (face("src", 5, vectors[5]).face_id,))
     data = root / "data"
     run("users", "create", "src", "alice", "--data", data)
     run("users", "associate", "src", "alice", face("src", 0, vectors[0]).face_id, "--data", data)
@@ -44,7 +46,8 @@ def test_export_writes_the_three_files_as_specified(exported):
     faces = [json.loads(line) for line in (out / "faces.jsonl").read_text().splitlines()]
     assert len(faces) == 1200 and [f["FaceId"] for f in faces] == sorted(f["FaceId"] for f in faces)
     assert set(faces[0]) == {"FaceId", "ImageId", "ExternalImageId", "UserId", "BoundingBox", "Confidence",
-                             "IndexFacesModelVersion", "CreationTimestamp"}
+                             "IndexFacesModelVersion", "CreationTimestamp", "QualityBand"}
+    assert [f["QualityBand"] for f in faces[:7]] == [None] * 5 + ["degraded", None]
     assert faces[0]["UserId"] == "alice" and faces[0]["CreationTimestamp"] == "2026-11-30T00:00:00Z"
     matrix = np.load(out / "vectors.npy")
     assert matrix.dtype == np.float32 and matrix.shape == (1200, 128)
@@ -108,6 +111,9 @@ def test_import_round_trip_through_the_cli_and_boto3(exported, tmp_path):
         "SELECT generation FROM collections WHERE collection_id = 'copy'").fetchone()[0]
     assert saved[0]["generation"] == generation  # the clean stop saved the delete: a restart re-reads nothing
     assert [e["result"] for e in ledger(data, "ImportCollection")] == ["OK", "ResourceAlreadyExistsException"]
+    bands = dict(sqlite3.connect(data / "faceledger.db").execute(
+        "SELECT face_id, quality_band FROM faces WHERE collection_id = 'copy' AND quality_band IS NOT NULL"))
+    assert bands == {face("copy", 5, vectors[5]).face_id: "degraded"}  # still scored on its band's table
 
 
 def _corrupt(src: Path, dst: Path, *, vectors=None, faces=None, meta=None) -> Path:
@@ -134,6 +140,10 @@ def test_import_refusals_leave_nothing_behind(exported, tmp_path):
     cases = {
         "NaN": _corrupt(out, tmp_path / "nan", vectors=nan),
         "have 128 dimensions": _corrupt(out, tmp_path / "dim", vectors=np.ones((1200, 64), np.float32) / 8),
+        "faceledger-sface-v1 vectors have 128": _corrupt(out, tmp_path / "sface", vectors=np.ones((1200, 64), np.float32) / 8,
+                                                         meta=dict(meta, FaceModelVersion="faceledger-sface-v1")),
+        "QualityBand must be one of": _corrupt(out, tmp_path / "band",
+                                               faces=faces[:10] + [dict(faces[10], QualityBand="sharp")] + faces[11:]),
         "appears twice": _corrupt(out, tmp_path / "dup", faces=dup),
         "not a unit vector": _corrupt(out, tmp_path / "norm", vectors=matrix * 2),
         "must match": _corrupt(out, tmp_path / "count", faces=faces[:-1]),

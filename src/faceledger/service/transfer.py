@@ -6,7 +6,9 @@ An export is a folder of three files (docs/scale.md, "Export and import")::
                        "ExportedAt", "Format": "faceledger-collection-export-1"}
     faces.jsonl       one JSON object a face, FaceId order: FaceId, ImageId, ExternalImageId, UserId,
                       BoundingBox {Width, Height, Left, Top}, Confidence, IndexFacesModelVersion,
-                      CreationTimestamp (ISO 8601, UTC)
+                      CreationTimestamp (ISO 8601, UTC), and faceledger's QualityBand ("calibrated" or
+                      "degraded": which Similarity table the face is scored with, vision.face_quality; null
+                      for a face stored before bands were recorded)
     vectors.npy       float32 (FaceCount, Dimension), row i is the face on line i of faces.jsonl, unit length
                       as the model produced it
 
@@ -28,7 +30,6 @@ import json
 import logging
 import math
 import os
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -36,6 +37,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..store import CollectionRecord, FaceRecord, UserRecord
+from ..vision.engine import FACE_MODEL_DIMENSIONS
+from ..vision.face_quality import FACE_BANDS
 from .errors import (
     AccessDeniedException,
     InvalidParameterException,
@@ -47,9 +50,9 @@ from .governance import _COLLECTION_ID, _FACE_ID, validate_policy
 log = logging.getLogger("faceledger.transfer")
 
 FORMAT = "faceledger-collection-export-1"
-#: Embedding length of the face models this version knows; a model missing here is checked against the
-#: store's other collections of that model (when there are some).
-DIMENSIONS = {"faceledger-fusion-v1": 1152, "dlib-resnet-v1": 128}
+#: Embedding length of the face models this version knows (vision.engine); a model missing here is checked
+#: against the store's other collections of that model (when there are some).
+DIMENSIONS = FACE_MODEL_DIMENSIONS
 #: vectors whose length is further than this from 1 are refused (a model's vectors are unit length)
 UNIT_TOLERANCE = 1e-3
 #: faces written per batch (one transaction for all of them)
@@ -88,7 +91,7 @@ def _face_json(face: FaceRecord) -> dict[str, Any]:
     return {"FaceId": face.face_id, "ImageId": face.image_id, "ExternalImageId": face.external_image_id,
             "UserId": face.user_id, "BoundingBox": {"Width": w, "Height": h, "Left": left, "Top": top},
             "Confidence": face.confidence, "IndexFacesModelVersion": face.face_model_version,
-            "CreationTimestamp": _iso(face.created_at)}
+            "CreationTimestamp": _iso(face.created_at), "QualityBand": face.quality_band}
 
 
 def export_collection(inv, params: dict[str, Any]) -> dict[str, Any]:
@@ -206,10 +209,13 @@ def _record(n: int, row: Any, cid: str, model: str, embedding: np.ndarray | None
             raise InvalidParameterException(f"{where}: {key} must be a string")
     if not isinstance(row.get("ImageId"), str) or not row["ImageId"]:
         raise InvalidParameterException(f"{where}: ImageId is required")
+    band = row.get("QualityBand")
+    if band is not None and band not in FACE_BANDS:
+        raise InvalidParameterException(f"{where}: QualityBand must be one of {', '.join(FACE_BANDS)} or null")
     return FaceRecord(face_id=face_id, collection_id=cid, image_id=row["ImageId"],
                       external_image_id=row.get("ExternalImageId"), bounding_box=tuple(values),
                       confidence=confidence, face_model_version=model, created_at=created,
-                      user_id=row.get("UserId"), embedding=embedding)
+                      user_id=row.get("UserId"), embedding=embedding, quality_band=band)
 
 
 def _check_vectors(vectors: np.ndarray, start: int) -> None:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BANDS", "CALIBRATED", "DEGRADATIONS", "DEGRADED", "DETAIL_SIZE", "RANGE", "QualityMeasures", "ValidityRange",
+__all__ = ["BANDS", "CALIBRATED", "DEGRADATIONS", "DEGRADED", "DETAIL_SIZE", "FACE_BANDS", "RANGE", "QualityMeasures", "ValidityRange",
            "band", "degradations", "measure", "pair_band"]
 
 #: the crop size (px, square) at which ``detail`` is measured
@@ -197,6 +197,8 @@ def degradations(m: QualityMeasures, rng: ValidityRange = RANGE) -> list[str]:
 #: Quality bands of a face: inside the calibrated range or not.
 CALIBRATED = "calibrated"
 DEGRADED = "degraded"
+#: Every band a face can be stored with (FaceRecord.quality_band; None: stored before bands were recorded).
+FACE_BANDS = (CALIBRATED, DEGRADED)
 #: Quality bands of a pair of faces: the Similarity table each is scored with (SimilarityScale.load(model,
 #: band)); "calibrated" is the model's main table.
 BANDS = (CALIBRATED, "degraded-one", "degraded-both")
