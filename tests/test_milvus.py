@@ -3,7 +3,9 @@ local file, or served on a loopback port to be stopped and started)."""
 
 from __future__ import annotations
 
+import json
 import socket
+import urllib.request
 import uuid
 from datetime import datetime, timezone
 
@@ -133,7 +135,10 @@ def test_milvus_unreachable_is_a_storage_failure_that_says_so_and_recovers(tmp_p
         faces = [_face("c", v) for v in vectors]
         store.add_faces(faces)
         assert store.nearest("c", vectors[4], limit=1, max_distance=2.0)[0].face.face_id == faces[4].face_id
+        assert store.indexes.status()["ok"] is True
         served.stop()
+        down = store.indexes.status()  # what GET /health reports: a 503 naming Milvus, not "ok"
+        assert down["ok"] is False and "Milvus" in down["reason"] and str(port) in down["reason"]
         store.add_faces([_face("c", _vectors(1, seed=3)[0])])  # the store alone still takes writes
         with pytest.raises(Exception) as e:
             store.nearest("c", vectors[4], limit=1, max_distance=2.0)
@@ -141,6 +146,7 @@ def test_milvus_unreachable_is_a_storage_failure_that_says_so_and_recovers(tmp_p
         assert failure is not None and "Milvus" in failure.reason and str(port) in failure.reason
         served = start()
         assert store.nearest("c", vectors[4], limit=1, max_distance=2.0)[0].face.face_id == faces[4].face_id
+        assert store.indexes.status()["ok"] is True
     finally:
         store.close()
         served.stop()
@@ -151,6 +157,8 @@ def test_serve_with_vector_store_milvus_lite(tmp_path):
     srv = Server(tmp_path / "data", tmp_path / "buckets", ["--vector-store", str(tmp_path / "vectors.db")])
     try:
         client = srv.client()
+        health = json.loads(urllib.request.urlopen(f"{srv.url}/health").read())
+        assert health["status"] == "ok" and health["vector_store"]["ok"] is True
         people = [sorted(shared_data("lfw_dev", name).glob("*.jpg")) for name in ("Aaron_Peirsol", "Colin_Powell")]
         cid = f"milvus-{uuid.uuid4().hex[:8]}"
         client.create_collection(CollectionId=cid)

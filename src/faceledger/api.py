@@ -373,9 +373,14 @@ def create_app(
         reasons = []
         if not storage.get("ok", True):
             reasons.append(f"storage: {storage.get('reason')}")
+        vector_status = getattr(getattr(service.store, "indexes", None), "status", None)
+        vectors = await anyio.to_thread.run_sync(vector_status) if vector_status is not None else None
+        if vectors is not None and not vectors["ok"]:
+            reasons.append(f"vector store: {vectors['reason']}")
         if models_state["ready"] is False:
             reasons.append(f"models: {models_state['error'] or 'not loaded yet'}")
         body = {"status": "unavailable" if reasons else "ok", "reasons": reasons, "storage": storage,
+                "vector_store": vectors,
                 "models": models_state, "calibration": service.calibration_source(),
                 "max_expected_false_matches": service.config.max_expected_false_matches,
                 "min_margin": service.config.min_margin, "face_model": service.model_version,

@@ -208,6 +208,16 @@ class MilvusIndexes(CollectionIndexes):
         with store._write() as db:
             db.execute(SYNC_SCHEMA)
 
+    def status(self) -> dict:
+        """``{"ok": bool, "reason": str | None, "where": ...}``: whether Milvus answers now (one cheap
+        ``list_collections`` call, bounded by the connect check and TIMEOUT); ``GET /health`` reports it, so a
+        load balancer stops sending searches to a node whose vector store is gone."""
+        try:
+            self.vectors.call("list_collections")
+        except VectorStoreUnavailable as exc:
+            return {"ok": False, "reason": str(exc), "where": self.vectors.where}
+        return {"ok": True, "reason": None, "where": self.vectors.where}
+
     # CollectionIndexes.current and .rebuild call these: here they bring Milvus up to date
     def _load(self, collection_id: str, state: _State) -> None:
         return None
