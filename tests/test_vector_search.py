@@ -148,6 +148,38 @@ def test_a_restart_catches_the_saved_index_up_without_a_rebuild(big):
     again.close()
 
 
+def test_crossing_the_exact_size_builds_the_approximate_index_without_stalling_searches(tmp_path, monkeypatch):
+    import threading
+
+    from faceledger.store.index import faiss_ivf
+
+    release = threading.Event()  # the build waits for it: the search below must not
+    train = faiss_ivf.IVFIndex.train.__func__
+    monkeypatch.setattr(faiss_ivf.IVFIndex, "train",
+                        classmethod(lambda cls, *a, **k: (release.wait(60), train(cls, *a, **k))[1]))
+    safety = threading.Timer(30, release.set)  # a search that waited for the build fails below instead of hanging
+    safety.start()
+    vectors = identities(np.random.default_rng(8), 700, 2, 32)
+    store = make_store(tmp_path / "faceledger.db", "grow", vectors[:800], batch=400)
+    store.indexes.exact_below = 1000
+    assert store.indexes.current("grow").index.kind == "exact"
+    builds = store.indexes.builds
+    store.add_faces([face("grow", 800 + i, v) for i, v in enumerate(vectors[800:])])  # 1,400 faces now
+    # the search that sees the collection past the exact size answers from the exact index, at once and right;
+    # the approximate index is built from a snapshot on a thread and swapped in
+    hits = store.nearest("grow", vectors[1300], limit=2, max_distance=2.0)
+    assert ids_of(hits) == [1300, 1301]
+    assert not release.is_set() and store.indexes.current("grow").index.kind == "exact"
+    release.set()
+    safety.cancel()
+    store.indexes.wait_for_builds(60)
+    state = store.indexes.current("grow")
+    assert state.index.kind == "faiss-ivf" and len(state.index) == 1400 and store.indexes.builds == builds + 1
+    store.delete_faces("grow", [face("grow", 1301, vectors[1301]).face_id])  # caught up after the swap
+    assert 1301 not in ids_of(store.nearest("grow", vectors[1300], limit=5, max_distance=2.0))
+    store.close()
+
+
 KILLED_WRITER = """
 import sys
 import numpy as np

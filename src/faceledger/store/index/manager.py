@@ -15,6 +15,10 @@ The store (SQLite) is the source of truth; an index is derived from it:
   matrix-vector product a query); at that size it switches to the approximate index
   (:class:`faceledger.store.index.faiss_ivf.IVFIndex`), retrained when the collection has grown
   :data:`RETRAIN_GROWTH` times past what it was trained on, and on demand (``faceledger index rebuild``).
+  Crossing that size and retraining happen on a background thread: searches go on with the index they
+  have (exact, or the old approximate one, caught up as usual) until the new one, built from a snapshot,
+  is swapped in and caught up; a build from nothing (no index yet, or a restart without a saved one)
+  happens in the search that needs it.
 
 Indexes of stores whose embeddings are encrypted are never written to disk (they are rebuilt on start).
 """
@@ -70,6 +74,7 @@ class _State:
     incarnation: tuple
     unsaved: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
+    building: threading.Thread | None = None  # a replacement being built in the background
 
 
 class CollectionIndexes:
@@ -90,6 +95,7 @@ class CollectionIndexes:
             self.exact_below = 1 << 62
         self._states: dict[str, _State] = {}
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()  # one writer of the index files at a time
         self.builds = 0  # full builds from the store since this process opened it
         self.last_build_seconds: float | None = None
 
@@ -146,11 +152,41 @@ class CollectionIndexes:
         state.unsaved += len(gone) + len(labels)
         n = len(state.index)
         if isinstance(state.index, ExactIndex) and n >= self.exact_below and _have_faiss():
-            return self._build(collection_id, state)
-        if not state.index.exact and n > RETRAIN_GROWTH * max(state.index.trained_on, 1):
-            return self._build(collection_id, state)
+            self._build_in_background(collection_id, state)
+        elif not state.index.exact and n > RETRAIN_GROWTH * max(state.index.trained_on, 1):
+            self._build_in_background(collection_id, state)
         if state.unsaved >= SAVE_EVERY:
             self._save(collection_id, state)
+
+    def _build_in_background(self, collection_id: str, state: _State) -> None:
+        """Build ``state``'s replacement on a thread (called holding ``state.lock``); searches meanwhile use
+        ``state.index`` as it is. The replacement reflects the generation of its snapshot and is caught up
+        by the next :meth:`current`; it is dropped if the collection was deleted and created again."""
+        if state.building is not None:
+            return
+
+        def run() -> None:
+            fresh = _State(None, -1, state.incarnation)
+            try:
+                self._build(collection_id, fresh)
+                with state.lock:
+                    if fresh.index is not None and fresh.incarnation == state.incarnation:
+                        state.index, state.generation, state.unsaved = fresh.index, fresh.generation, 0
+            except Exception:  # the store went away, memory ran out: the current index goes on serving
+                log.warning("building the index of collection %s in the background failed", collection_id,
+                            exc_info=True)
+            finally:
+                state.building = None
+
+        state.building = threading.Thread(target=run, name=f"index-build-{collection_id}", daemon=True)
+        state.building.start()
+
+    def wait_for_builds(self, timeout: float | None = None) -> None:
+        """Wait for the background builds running now (tests, benches, a clean stop)."""
+        with self._lock:
+            threads = [s.building for s in self._states.values() if s.building is not None]
+        for thread in threads:
+            thread.join(timeout)
 
     def _rows(self, cursor) -> tuple[np.ndarray, np.ndarray]:
         labels, blobs = [], []
@@ -230,6 +266,10 @@ class CollectionIndexes:
     def _save(self, collection_id: str, state: _State) -> None:
         if self.directory is None or state.index is None or state.index.exact:
             return
+        with self._save_lock:
+            self._save_files(collection_id, state)
+
+    def _save_files(self, collection_id: str, state: _State) -> None:
         self.directory.mkdir(mode=0o700, exist_ok=True)
         name = f"{self._stem(collection_id)}-g{state.generation}.faiss"
         state.index.save(self.directory / name)
@@ -283,7 +323,8 @@ class CollectionIndexes:
             path.unlink(missing_ok=True)
 
     def save_all(self) -> None:
-        """Save every index with unsaved changes (a clean stop)."""
+        """Save every index with unsaved changes (a clean stop; background builds are waited for first)."""
+        self.wait_for_builds()
         with self._lock:
             states = list(self._states.items())
         for collection_id, state in states:
