@@ -11,7 +11,7 @@ For each N:
   of the synthetic faces come in pairs (mated probes: a face whose mate is stored), 20% alone (strangers:
   no mate stored), and every real lfw_dev face is mixed in (real probes: a person with 2+ photos). ``--model
   dlib`` uses the dlib-resnet-v1 block of the fusion vectors (its first 128 values, renormalised: exactly
-  dlib-resnet-v1's descriptor), ``--model fusion`` the 1152-d vectors.
+  dlib-resnet-v1's descriptor), ``--model fusion`` the 1152-d vectors, ``--model sface`` a cache of 128-d faceledger-sface-v1 vectors.
 * **import**: the vectors are written as a collection export (collection.json, faces.jsonl, vectors.npy) and
   imported with ``Faceledger.ImportCollection`` (one transaction, then the index build), timed.
 * **serving**, in a fresh process on the data folder (so its memory is what a server would hold):
@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = {"dlib": ("dlib-resnet-v1", 128), "fusion": ("faceledger-fusion-v1", 1152)}
+MODELS = {"dlib": ("dlib-resnet-v1", 128), "fusion": ("faceledger-fusion-v1", 1152),
+          "sface": ("faceledger-sface-v1", 128)}
 DLIB_WEIGHT = 2.0  # vision/fusion.py: [sqrt(w) d, f] / sqrt(w + 1)
 
 
@@ -50,16 +51,22 @@ def face_id(i: int) -> str:
 
 
 def real_embeddings(path: str | None, model: str) -> tuple[np.ndarray, list[str]]:
+    """lfw_dev's real vectors of ``model`` and each one's person. ``dlib`` and ``fusion`` read a cache of
+    1152-d fusion vectors (dlib is its first block); ``sface`` a cache of 128-d faceledger-sface-v1 vectors
+    (``faceledger eval verify ../shared/data/lfw_dev --face-model faceledger-sface-v1``)."""
+    width = 128 if model == "sface" else 1152
     if path is None:
         cache = Path(os.environ.get("FACELEDGER_CACHE", Path.home() / ".cache/faceledger/embeddings"))
-        files = sorted(glob.glob(str(cache / "lfw_dev-*.npz")), key=os.path.getsize)
+        files = [f for f in sorted(glob.glob(str(cache / "lfw_dev-*.npz")), key=os.path.getsize)
+                 if np.load(f)["vectors"].shape[1] == width]
         if not files:
-            sys.exit("no lfw_dev embeddings cached: run `faceledger eval verify ../shared/data/lfw_dev` first")
+            sys.exit(f"no lfw_dev embeddings of {width} values cached: run `faceledger eval verify "
+                     "../shared/data/lfw_dev` with the model first")
         path = files[-1]
     z = np.load(path)
     vectors, paths = z["vectors"].astype(np.float32), [str(p) for p in z["paths"]]
-    if vectors.shape[1] != 1152:
-        sys.exit(f"{path}: expected faceledger-fusion-v1 vectors (1152-d), got {vectors.shape[1]}-d")
+    if vectors.shape[1] != width:
+        sys.exit(f"{path}: expected {width}-d vectors for --model {model}, got {vectors.shape[1]}-d")
     if model == "dlib":
         vectors = vectors[:, :128] * np.sqrt((DLIB_WEIGHT + 1) / DLIB_WEIGHT)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
