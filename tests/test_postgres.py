@@ -235,6 +235,24 @@ def test_faces_users_tags_and_ledger_are_shared_by_two_stores(stores):
     assert two.nearest("c", vectors[0], limit=1, max_distance=2.0) == []
 
 
+def test_a_threads_connection_is_closed_when_the_thread_ends(stores):
+    """Worker threads come and go (anyio retires one idle for 10 s): each one's PostgreSQL connection must go
+    with it, or a long-running node holds more and more server connections until max_connections refuses."""
+    one, _ = stores
+
+    def backends() -> int:
+        return one._conn().execute("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+                                   ).fetchone()["n"]
+
+    before = backends()
+    for _ in range(30):
+        worker = threading.Thread(target=lambda: one.get_collection("nope"))
+        worker.start()
+        worker.join()
+    assert backends() <= before + 1  # (a thread's close can still be on its way)
+    assert len(one._connections) == 1  # this thread's
+
+
 def test_stream_tables_and_video_jobs_live_in_postgresql(stores):
     import time as clock
 

@@ -180,6 +180,22 @@ def test_crossing_the_exact_size_builds_the_approximate_index_without_stalling_s
     store.close()
 
 
+def test_a_threads_connection_is_closed_when_the_thread_ends(tmp_path):
+    """Worker threads come and go (anyio retires one idle for 10 s; video and stream workers end): the SQLite
+    connection of each must close with it, or a long-running server leaks two file descriptors a thread."""
+    import os
+    import threading
+
+    store = make_store(tmp_path / "faceledger.db", "t", unit_vectors(np.random.default_rng(9), 10, 8))
+    opened = len(os.listdir("/proc/self/fd"))
+    for _ in range(40):
+        worker = threading.Thread(target=lambda: store.get_collection("t"))
+        worker.start()
+        worker.join()
+    assert len(store._connections) == 1 and len(os.listdir("/proc/self/fd")) <= opened + 2
+    store.close()
+
+
 KILLED_WRITER = """
 import sys
 import numpy as np

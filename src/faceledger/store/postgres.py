@@ -174,7 +174,7 @@ class PostgresStore(SQLiteStore):
         self._busy_timeout_ms = 0
         self._local = threading.local()
         self._connections: list[PgConnection] = []
-        self._connections_lock = threading.Lock()
+        self._connections_lock = threading.RLock()
         with self._storage_errors():
             conn = self._conn()
             conn.execute("BEGIN")
@@ -193,28 +193,13 @@ class PostgresStore(SQLiteStore):
     def __repr__(self) -> str:
         return f"PostgresStore({redact(self.dsn)})"
 
-    def _conn(self) -> PgConnection:  # type: ignore[override]
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and conn.broken:  # the server went away: a new connection next time
-            self._drop(conn)
-            conn = None
-        if conn is None:
-            with self._storage_errors():
-                conn = PgConnection(self.dsn)
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
-        return conn
+    def _new_connection(self) -> PgConnection:  # type: ignore[override]
+        with self._storage_errors():
+            return PgConnection(self.dsn)
 
-    def _drop(self, conn: PgConnection) -> None:
-        self._local.conn = None
-        with self._connections_lock:
-            if conn in self._connections:
-                self._connections.remove(conn)
-        try:
-            conn.close()
-        except Exception:
-            pass
+    @staticmethod
+    def _is_broken(conn) -> bool:
+        return conn.broken  # the server went away: a new connection this time
 
     def _private_connection(self) -> PgConnection:
         with self._storage_errors():

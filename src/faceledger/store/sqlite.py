@@ -285,6 +285,24 @@ def _face(row: sqlite3.Row, embedding: bytes | None = None) -> FaceRecord:
     )
 
 
+class _ThreadConnection:
+    """A thread's store connection, held in the store's thread-local slot: when the thread ends, the slot is
+    freed and the connection closed. Worker threads come and go (anyio retires a thread idle for 10 s, video
+    and stream workers end): kept until the store closed, each would hold its file descriptors (SQLite) or a
+    server connection (PostgreSQL) for ever."""
+
+    __slots__ = ("conn", "_release")
+
+    def __init__(self, conn, release) -> None:
+        self.conn, self._release = conn, release
+
+    def __del__(self) -> None:
+        try:
+            self._release(self.conn)
+        except Exception:  # noqa: BLE001  (interpreter shutdown)
+            pass
+
+
 class SQLiteStore(VideoJobStore):
     """:class:`faceledger.store.FaceStore` on one SQLite file."""
 
@@ -303,7 +321,7 @@ class SQLiteStore(VideoJobStore):
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
+        self._connections_lock = threading.RLock()
         with self._storage_errors():
             self._conn().executescript(SCHEMA)
             self._conn().executescript(VIDEO_JOBS_SCHEMA)
@@ -315,24 +333,47 @@ class SQLiteStore(VideoJobStore):
     # -- connections and transactions -------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            with self._storage_errors():
-                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-                try:
-                    conn.row_factory = sqlite3.Row
-                    conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-                    conn.execute("PRAGMA journal_mode = WAL")
-                    conn.execute("PRAGMA synchronous = FULL")
-                    conn.execute("PRAGMA foreign_keys = ON")
-                    conn.execute("PRAGMA secure_delete = ON")  # deleted faces are overwritten, not just unlinked
-                except BaseException:
-                    conn.close()
-                    raise
-            self._local.conn = conn
+        """This thread's connection, opened on first use and closed when the thread ends (_ThreadConnection)."""
+        held = getattr(self._local, "conn", None)
+        if held is not None and self._is_broken(held.conn):
+            self._release(held.conn)
+            held = None
+        if held is None:
+            conn = self._new_connection()
             with self._connections_lock:
                 self._connections.append(conn)
+            held = self._local.conn = _ThreadConnection(conn, self._release)
+        return held.conn
+
+    def _new_connection(self) -> sqlite3.Connection:
+        with self._storage_errors():
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            try:
+                conn.row_factory = sqlite3.Row
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA secure_delete = ON")  # deleted faces are overwritten, not just unlinked
+            except BaseException:
+                conn.close()
+                raise
         return conn
+
+    @staticmethod
+    def _is_broken(conn) -> bool:
+        return False
+
+    def _release(self, conn) -> None:
+        """Close ``conn`` and forget it (its thread ended, or it broke)."""
+        with self._connections_lock:
+            if conn not in self._connections:
+                return  # closed already (store.close())
+            self._connections.remove(conn)
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001  (its server is gone)
+            pass
 
     @contextmanager
     def unit_of_work(self) -> Iterator[UnitOfWork]:
