@@ -216,3 +216,31 @@ def test_a_close_up_cat_is_a_pet_and_no_person(detector):
 
     found = find_labels(detector.detect, skimage_data.chelsea(), ("PERSON", "PET"), 50.0)
     assert {f.label for f in found} == {"PET"}
+
+
+def test_cli_creates_and_describes_a_label_detection_processor(home):
+    """`faceledger streams processors create --labels` against the server, then `describe` and `delete`."""
+    from click.testing import CliRunner
+
+    from faceledger.cli import main
+
+    env = {"AWS_ACCESS_KEY_ID": home.key_id, "AWS_SECRET_ACCESS_KEY": home.secret,
+           "AWS_EC2_METADATA_DISABLED": "true", "COLUMNS": "160"}
+
+    def cli(*args: str, code: int = 0):
+        done = CliRunner(env=env).invoke(main, ["streams", "processors", *args, "--endpoint", home.url,
+                                                "--region", "us-east-1"], catch_exceptions=False)
+        assert done.exit_code == code, (done.stdout, done.stderr)
+        return done
+
+    assert "PACKAGE is not supported" in cli("create", "p-cli", "--source", "porchcam", "--labels", "person,package",
+                                             "--s3-bucket", BUCKET, code=2).stderr
+    assert "--collection" in cli("create", "p-cli", "--source", "porchcam", code=2).stderr
+    cli("create", "p-cli", "--source", "porchcam", "--labels", "PERSON,PET", "--min-confidence", "60",
+        "--s3-bucket", BUCKET, "--notify-topic", TOPIC)
+    described = json.loads(cli("describe", "p-cli", "--json").stdout)["StreamProcessor"]
+    assert described["Settings"] == {"ConnectedHome": {"Labels": ["PERSON", "PET"], "MinConfidence": 60.0}}
+    assert described["Output"] == {"S3Destination": {"Bucket": BUCKET, "KeyPrefix": ""}}
+    table = cli("describe", "p-cli").stdout
+    assert "Labels" in table and "PERSON, PET" in table
+    cli("delete", "p-cli")
