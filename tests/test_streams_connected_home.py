@@ -244,3 +244,41 @@ def test_cli_creates_and_describes_a_label_detection_processor(home):
     table = cli("describe", "p-cli").stdout
     assert "Labels" in table and "PERSON, PET" in table
     cli("delete", "p-cli")
+
+
+def test_a_session_resumes_for_the_time_it_had_left(tmp_path):
+    """A server that (re)starts resumes a ConnectedHome session for what is left of its MaxDurationInSeconds, and
+    one whose duration ran out meanwhile is STOPPED, not run again (in-process, as test_cli_streams does)."""
+    from faceledger.client import Client
+    from faceledger.service import Service, ServiceConfig, streams
+
+    (tmp_path / "buckets" / BUCKET).mkdir(parents=True)
+    service = Service(ServiceConfig(data_dir=tmp_path / "data", buckets_dir=tmp_path / "buckets"))
+    client = Client(service=service)
+    try:
+        client.add_stream_source(Name="cam", Url=str(shared_data("video", "short_hamilton_clip.mp4")))
+        client.create_stream_processor(
+            Name="door", RoleArn=ROLE, Input={"KinesisVideoStream": {"Arn": video_arn("cam")}},
+            Output={"S3Destination": {"Bucket": BUCKET}}, Settings={"ConnectedHome": {"Labels": ["PERSON"]}})
+        # no server hosts processors yet: the start is recorded, and a server resumes it
+        session = client.start_stream_processor(Name="door", StopSelector={"MaxDurationInSeconds": 3})["SessionId"]
+        assert streams.host(service) == ["door"]
+        wait_for("the session's end", lambda: client.describe_stream_processor(Name="door")["Status"] == "STOPPED"
+                 and not streams.runtime_of(service).is_running("door"), timeout=60)
+        assert streams.runtime_of(service).tables.desired_running() == []  # a StopSelector's stop is final
+        folder = tmp_path / "buckets" / BUCKET / "door" / session
+        kept = [json.loads(line)["Message"] for path in folder.glob("*.jsonl")
+                for line in path.read_text().splitlines()]
+        assert [m["eventNamespace"]["type"] for m in kept] == ["LABEL_DETECTED", "STREAM_PROCESSING_COMPLETE"]
+        assert all(m["sessionId"] == session for m in kept)
+        streams.shutdown(service)
+
+        # started while no server runs, and its 1 s is over by the time one does: stopped, saying why
+        client.start_stream_processor(Name="door", StopSelector={"MaxDurationInSeconds": 1})
+        time.sleep(1.2)
+        assert streams.host(service) == []
+        described = client.describe_stream_processor(Name="door")
+        assert described["Status"] == "STOPPED" and "ran out" in described["StatusMessage"]
+    finally:
+        streams.shutdown(service)
+        service.close()

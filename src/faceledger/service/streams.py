@@ -41,6 +41,7 @@ from ..streams.sinks import JsonLinesSink, S3Sink, SinkError, WebhookSink
 from ..streams.source import check_source_url
 from . import shapes
 from .context import RequestContext
+from .errors import RekognitionError
 from .ledger import build_entry
 
 log = logging.getLogger("faceledger.streams")
@@ -192,8 +193,13 @@ class StreamRuntime:
         context = RequestContext(transport="stream", principal=d.get("Principal"), purpose=d.get("Purpose"),
                                  case_reference=d.get("Case"), request_id=session_id)
         name = record.name
-        home = self._home_session(record, context, session_id, start or {"Name": name}, sinks) \
-            if "ConnectedHome" in d["Settings"] else None
+        try:
+            home = self._home_session(record, context, session_id, start or {"Name": name}, sinks) \
+                if "ConnectedHome" in d["Settings"] else None
+        except BaseException:
+            for sink in sinks:
+                sink.close()
+            raise
 
         def on_status(status: str, message: str) -> None:
             values: dict[str, Any] = {"status": status, "status_message": message}
@@ -284,7 +290,10 @@ class StreamRuntime:
             raise ProcessorFailed("this server has no buckets folder for S3Destination")
         base = f"{s3.get('KeyPrefix', '')}{record.name}/{session_id}"
         bucket_dir = Path(buckets) / s3["Bucket"]
-        detector = object_detector()
+        try:
+            detector = object_detector()
+        except RekognitionError as exc:  # ModelsUnavailable: FAILED saying which model, not a 5xx after the fact
+            raise ProcessorFailed(f"the object detector cannot be loaded: {exc}") from exc
         selector = (start.get("StartSelector") or {}).get("KVSStreamStartSelector") or {}
         regions = d.get("RegionsOfInterest")
 
