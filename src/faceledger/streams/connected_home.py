@@ -24,6 +24,7 @@ Event", "Message": {...}}`` with the Message members of that guide (:func:`label
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 import uuid
@@ -189,8 +190,6 @@ class ConnectedHomeSession:
         new = [label for label in SUPPORTED if label not in self.first_seen and any(f.label == label for f in found)]
         out = []
         if new:
-            import hashlib
-
             frame_jpeg = jpeg(pixels)
             mapping = {"kinesisVideoMapping": {
                 "fragmentNumber": info.fragment_number,
