@@ -300,6 +300,64 @@ def test_black_frames_of_a_synthetic_clip(srv, rek):
     assert {s["TechnicalCueSegment"]["Type"] for s in done["Segments"]} == {"BlackFrames"}
 
 
+def _face_clip(photo: Path, frames: int = 8, fps: int = 5) -> tuple[bytes, np.ndarray]:
+    """A still clip of one real face photo (H.264 in MP4, made with PyAV), and its first frame as decoded."""
+    import io
+
+    import av
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(photo).convert("RGB"))[:248, :248]  # even sides for yuv420p
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = pixels.shape[1], pixels.shape[0], "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "18"}
+        for _ in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with av.open(io.BytesIO(buf.getvalue())) as clip:
+        first = next(clip.decode(video=0)).to_ndarray(format="rgb24")
+    return buf.getvalue(), first
+
+
+def test_face_detection_attributes_all_gives_detect_faces_gender(srv, rek):
+    """GetFaceDetection's FaceDetail is DetectFaces' (one function): with FaceAttributes ALL each face has the
+    Gender that DetectFaces with Attributes ALL gives on the same decoded frame; DEFAULT has none."""
+    import io
+
+    from PIL import Image
+
+    names = (shared_data("lfw_gender_afifi") / "female_names.txt").read_text().split()
+    photo = next(p for p in (shared_data("lfw_dev") / n.rsplit("_", 1)[0] / n for n in sorted(names)) if p.exists())
+    data, first = _face_clip(photo)
+    video = _put(srv, "face-still.mp4", data)
+    png = io.BytesIO()
+    Image.fromarray(first).save(png, "PNG")
+    still = max(rek.detect_faces(Image={"Bytes": png.getvalue()}, Attributes=["ALL"])["FaceDetails"],
+                key=lambda d: d["BoundingBox"]["Width"])
+    assert still["Gender"]["Value"] == "Female"  # Afifi & Abdelhamed's label
+    results = {}
+    for attributes in ("ALL", "DEFAULT"):
+        job = rek.start_face_detection(Video=video, FaceAttributes=attributes)
+        done = _wait(lambda: rek.get_face_detection(JobId=job["JobId"]))
+        assert done["JobStatus"] == "SUCCEEDED"
+        results[attributes] = [max([f["Face"] for f in done["Faces"] if f["Timestamp"] == t],
+                                   key=lambda d: d["BoundingBox"]["Width"])
+                               for t in sorted({f["Timestamp"] for f in done["Faces"]})]
+    assert len(results["ALL"]) >= 6  # 8 frames at 5 a second, sampled at 5 a second
+    for face in results["ALL"]:
+        assert face["Gender"]["Value"] == still["Gender"]["Value"]
+        assert abs(face["Gender"]["Confidence"] - still["Gender"]["Confidence"]) < 1.0
+        assert abs(face["BoundingBox"]["Left"] - still["BoundingBox"]["Left"]) < 0.02
+    assert results["ALL"][0]["Gender"] == still["Gender"]  # the same pixels: the same answer
+    assert all("Gender" not in f and "AgeRange" not in f for f in results["DEFAULT"])
+    assert {k for f in results["ALL"] for k in f} == {"BoundingBox", "Confidence", "Landmarks", "Pose", "Quality",
+                                                     "Gender"}
+
+
 @pytest.mark.parametrize("codec,container,name,codec_name", [
     ("libx265", "matroska", "clip.mkv", "HEVC (High Efficiency Video Coding)"),
     ("libvpx-vp9", "webm", "clip.webm", "Google VP9"),

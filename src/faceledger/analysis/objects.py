@@ -107,10 +107,12 @@ class ObjectDetector(OnnxModel):
         x = (np.asarray(image, dtype=np.float32)[..., ::-1] - MEAN_BGR) / STD_BGR
         return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
-    def detect(self, rgb: np.ndarray) -> list[DetectedObject]:
-        """Objects in ``rgb`` ((H, W, 3) uint8 RGB), most confident first."""
+    def detect(self, rgb: np.ndarray, min_score: float | None = None) -> list[DetectedObject]:
+        """Objects in ``rgb`` ((H, W, 3) uint8 RGB) scoring at least ``min_score`` (0-1; None: the detector's
+        own, ``self.min_score``), most confident first."""
         from ..vision.tfjs_models import nms
 
+        floor = self.min_score if min_score is None else float(min_score)
         h, w = rgb.shape[:2]
         with self._lock:
             outputs = self._session.run(None, {self._input: self.preprocess(rgb)})
@@ -120,7 +122,7 @@ class ObjectDetector(OnnxModel):
             grid = int(round(cells ** 0.5))
             stride = INPUT_SIZE / grid
             reg = next(o for o in outputs if o.shape[1] == cells and o.shape[-1] == 4 * BINS)[0]
-            rows, labels = np.nonzero(cls[0] >= self.min_score)
+            rows, labels = np.nonzero(cls[0] >= floor)
             if not rows.size:
                 continue
             logits = reg[rows].reshape(-1, 4, BINS).astype(np.float64)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .common import App, client_command
+from .common import App, CliError, client_command
 from .main import main
 
 #: The account and region of the ARNs the CLI builds from names (the server accepts any in these ARNs).
@@ -110,27 +110,50 @@ def processors() -> None:
 @client_command(processors, "create")
 @click.argument("name")
 @click.option("--source", required=True, help="The source to read (its name, as `streams sources add`).")
-@click.option("--collection", "collection_id", required=True, help="The collection to search.")
+@click.option("--collection", "collection_id", default=None, help="Face search: the collection to search.")
 @click.option("--threshold", type=click.FloatRange(0, 100), default=None,
               help="FaceMatchThreshold (default 80; lower values are raised to 80).")
+@click.option("--labels", default=None,
+              help="Label detection (ConnectedHome) instead of face search: PERSON, PET or ALL (PERSON and PET), "
+                   "comma-separated; needs --s3-bucket (its images go there).")
+@click.option("--min-confidence", type=click.FloatRange(0, 100), default=None,
+              help="ConnectedHome MinConfidence (default 50).")
+@click.option("--notify-topic", default=None,
+              help="ConnectedHome: the SNS topic ARN whose webhook (`serve --notify ARN=URL`) gets the notifications.")
 @click.option("--output-stream", default=None,
-              help="Kinesis data stream name for the records (default: the processor's name): "
+              help="Kinesis data stream name for the records (face search default: the processor's name): "
                    "<data>/streams/NAME.jsonl.")
 @click.option("--s3-bucket", default=None, help="Also write the records to this bucket of the buckets folder.")
 @click.option("--s3-prefix", default="", help="Key prefix of the S3 objects.")
-def processors_create(app: App, name: str, source: str, collection_id: str, threshold: float | None,
+def processors_create(app: App, name: str, source: str, collection_id: str | None, threshold: float | None,
+                      labels: str | None, min_confidence: float | None, notify_topic: str | None,
                       output_stream: str | None, s3_bucket: str | None, s3_prefix: str) -> None:
     """Create the processor NAME: face search of COLLECTION in SOURCE (needs --purpose and --case, and the
-    collection's policy must allow live search: `faceledger policy set COLLECTION --allow-live-search`)."""
-    output: dict[str, Any] = {"KinesisDataStream": {"Arn": data_stream_arn(output_stream or name, app.region)}}
+    collection's policy must allow live search: `faceledger policy set COLLECTION --allow-live-search`), or, with
+    --labels, PERSON and PET detection (docs/streams.md)."""
+    if (collection_id is None) == (labels is None):
+        raise CliError("give --collection (face search) or --labels (label detection), one of them")
+    output: dict[str, Any] = {}
+    if output_stream or labels is None:
+        output["KinesisDataStream"] = {"Arn": data_stream_arn(output_stream or name, app.region)}
     if s3_bucket:
         output["S3Destination"] = {"Bucket": s3_bucket, "KeyPrefix": s3_prefix}
-    search: dict[str, Any] = {"CollectionId": collection_id}
-    if threshold is not None:
-        search["FaceMatchThreshold"] = threshold
+    extra: dict[str, Any] = {}
+    if labels is not None:
+        home: dict[str, Any] = {"Labels": [label.strip().upper() for label in labels.split(",") if label.strip()]}
+        if min_confidence is not None:
+            home["MinConfidence"] = min_confidence
+        settings: dict[str, Any] = {"ConnectedHome": home}
+        if notify_topic:
+            extra["NotificationChannel"] = {"SNSTopicArn": notify_topic}
+    else:
+        search: dict[str, Any] = {"CollectionId": collection_id}
+        if threshold is not None:
+            search["FaceMatchThreshold"] = threshold
+        settings = {"FaceSearch": search}
     r = app.call("create_stream_processor", Name=name, RoleArn=DEFAULT_ROLE_ARN,
                  Input={"KinesisVideoStream": {"Arn": video_stream_arn(source, app.region)}}, Output=output,
-                 Settings={"FaceSearch": search})
+                 Settings=settings, **extra)
     if app.as_json:
         return app.print_json(r)
     app.out.print(f"created stream processor {name} ({r['StreamProcessorArn']})", markup=False)
@@ -173,8 +196,7 @@ def processors_describe(app: App, name: str) -> None:
         return app.print_json({"StreamProcessor": r, "Status": status})
     rows = [("Name", r["Name"]), ("Arn", r["StreamProcessorArn"]), ("Status", r["Status"]),
             ("StatusMessage", r.get("StatusMessage", "")), ("Source", status.get("Source", "")),
-            ("Collection", r["Settings"]["FaceSearch"]["CollectionId"]),
-            ("FaceMatchThreshold", str(r["Settings"]["FaceSearch"].get("FaceMatchThreshold", ""))),
+            *_settings_rows(r["Settings"]),
             ("Output", ", ".join(f"{k}: {v}" for k, v in r["Output"].items()))]
     for key, value in (status.get("Stats") or {}).items():
         rows.append((key, "" if value is None else str(value)))
@@ -182,6 +204,16 @@ def processors_describe(app: App, name: str) -> None:
     for row in rows:
         table.add_row(*row)
     app.out.print(table)
+
+
+def _settings_rows(settings: dict[str, Any]) -> list[tuple[str, str]]:
+    """The describe table's rows of a face search or a ConnectedHome processor's Settings."""
+    if "ConnectedHome" in settings:
+        home = settings["ConnectedHome"]
+        return [("Labels", ", ".join(home.get("Labels", []))), ("MinConfidence", str(home.get("MinConfidence", "")))]
+    search = settings.get("FaceSearch", {})
+    return [("Collection", search.get("CollectionId", "")),
+            ("FaceMatchThreshold", str(search.get("FaceMatchThreshold", "")))]
 
 
 @client_command(processors, "list")

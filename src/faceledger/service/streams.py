@@ -11,6 +11,13 @@ each searched through the same search policy as SearchFacesByImage
 (:func:`faceledger.service.operations.search.face_matches`: size-aware threshold, margin rule, expected false
 matches), every match recorded in the ledger (operation ``StreamProcessorMatch``, with the processor's creator,
 purpose and case) before its record is written to the sinks.
+
+A ConnectedHome processor (:mod:`faceledger.streams.connected_home`) runs DetectLabels' object detector on the
+same newest frames instead: the first PERSON and the first PET of a session each give a LABEL_DETECTED
+notification (the frame and crops written as JPEG objects of its S3 destination; a ledger entry, operation
+``StreamProcessorLabelDetected``), and its end a STREAM_PROCESSING_COMPLETE one (``StreamProcessorSessionComplete``).
+Notifications go to the webhook of its NotificationChannel's SNS topic (``serve --notify ARN=URL``), to the
+S3 destination's JSON Lines objects and to its Kinesis data stream's sinks when it has one.
 """
 
 from __future__ import annotations
@@ -27,18 +34,23 @@ from typing import Any
 import numpy as np
 
 from ..store.streams import StreamProcessorRecord, StreamTables
+from ..streams.connected_home import ConnectedHomeSession
 from ..streams.processor import DEFAULT_RATE_FPS, LiveProcessor, ProcessorFailed
 from ..streams.records import encode_record
 from ..streams.sinks import JsonLinesSink, S3Sink, SinkError, WebhookSink
 from ..streams.source import check_source_url
 from . import shapes
 from .context import RequestContext
+from .errors import RekognitionError
 from .ledger import build_entry
 
 log = logging.getLogger("faceledger.streams")
 
 #: The operation name of the ledger entry each reported match gets.
 MATCH_OPERATION = "StreamProcessorMatch"
+#: The ledger operations of a ConnectedHome processor's notifications.
+LABEL_OPERATION = "StreamProcessorLabelDetected"
+COMPLETE_OPERATION = "StreamProcessorSessionComplete"
 #: Faces of one frame looked at, largest first (as DetectFaces).
 MAX_FACES_PER_FRAME = 100
 KINESIS_STREAM = re.compile(r"^arn:[a-z\d-]+:kinesis:[a-z\d-]+:\d{12}:stream/([a-zA-Z0-9_.\-]{1,128})$")
@@ -95,6 +107,15 @@ def settings_from_env(env: dict[str, str] | None = None) -> tuple[float, dict[st
     return rate, timeouts
 
 
+def _duration_left(record: StreamProcessorRecord) -> float | None:
+    """Seconds left of a ConnectedHome session's MaxDurationInSeconds (None: a face search processor, which runs
+    until stopped unless its StopSelector said otherwise, and is resumed without it)."""
+    last = record.definition.get("LastStart")
+    if "ConnectedHome" not in record.definition["Settings"] or not last:
+        return None
+    return float(last["MaxDurationInSeconds"]) - (time.time() - float(last["At"]))
+
+
 class _Running:
     """One started processor and what it writes to."""
 
@@ -124,7 +145,14 @@ class StreamRuntime:
                 record = self.tables.get_processor(name)
                 if record is not None and name not in self.running:
                     try:
-                        self.launch(record, record.session_id or str(uuid.uuid4()))
+                        left = _duration_left(record)
+                        if left is not None and left <= 0:  # a ConnectedHome session that ended meanwhile
+                            self.tables.update_processor(name, status="STOPPED", desired="STOPPED",
+                                                         status_message="stopped: its session's MaxDurationInSeconds "
+                                                                        "ran out while no server ran it")
+                            continue
+                        self.launch(record, record.session_id or str(uuid.uuid4()), max_duration_s=left,
+                                    start=(record.definition.get("LastStart") or {}).get("Request"))
                         resumed.append(name)
                     except Exception as exc:  # a source removed since: FAILED with why, the others go on
                         log.warning("stream processor %s cannot resume: %s", name, exc)
@@ -152,8 +180,10 @@ class StreamRuntime:
 
     # -- start and stop ----------------------------------------------------------------------
 
-    def launch(self, record: StreamProcessorRecord, session_id: str, max_duration_s: float | None = None) -> None:
-        """Start ``record``'s threads (the caller has checked policy and state)."""
+    def launch(self, record: StreamProcessorRecord, session_id: str, max_duration_s: float | None = None,
+               start: dict[str, Any] | None = None) -> None:
+        """Start ``record``'s threads (the caller has checked policy and state). ``start``: the
+        StartStreamProcessor request (a ConnectedHome processor's StartSelector, and its notifications echo it)."""
         d = record.definition
         source = self.tables.get_source(d["SourceName"])
         if source is None:
@@ -163,19 +193,29 @@ class StreamRuntime:
         context = RequestContext(transport="stream", principal=d.get("Principal"), purpose=d.get("Purpose"),
                                  case_reference=d.get("Case"), request_id=session_id)
         name = record.name
+        try:
+            home = self._home_session(record, context, session_id, start or {"Name": name}, sinks) \
+                if "ConnectedHome" in d["Settings"] else None
+        except BaseException:
+            for sink in sinks:
+                sink.close()
+            raise
 
         def on_status(status: str, message: str) -> None:
             values: dict[str, Any] = {"status": status, "status_message": message}
             live = self.live(name)
             if live is not None:
                 values["stats"] = live.stats.as_dict()
-            if status == "FAILED":  # not retried, not resumed: StartStreamProcessor again once fixed
-                values["desired"] = "STOPPED"
+            if status == "FAILED" or (status == "STOPPED" and live is not None and live.ran_out):
+                values["desired"] = "STOPPED"  # FAILED is not retried, nor resumed; a StopSelector's stop is final
             self.tables.update_processor(name, **values)
+            if home is not None and status in ("STOPPED", "FAILED"):
+                self._complete(record, context, home, sinks, message)
 
         live = LiveProcessor(
             name, url, stream_arn=d["Input"]["KinesisVideoStream"]["Arn"],
-            analyse=lambda pixels: self._analyse(record, context, session_id, pixels),
+            analyse=None if home else (lambda pixels: self._analyse(record, context, session_id, pixels)),
+            handle=home.frame if home else None,
             emit=lambda r: _write(sinks, encode_record(r)), on_status=on_status,
             rate_fps=self.rate_fps, max_duration_s=max_duration_s,
             fragment_base=int(time.time()) * 1_000_000, **self.timeouts)
@@ -229,6 +269,82 @@ class StreamRuntime:
             raise ProcessorFailed(str(exc)) from exc
         return sinks
 
+    # -- ConnectedHome: labels PERSON and PET ----------------------------------------------------
+
+    def _home_session(self, record: StreamProcessorRecord, context: RequestContext, session_id: str,
+                      start: dict[str, Any], sinks: list[Any]) -> ConnectedHomeSession:
+        from .operations.analysis import object_detector
+
+        d = record.definition
+        settings = d["Settings"]["ConnectedHome"]
+        channel = d.get("NotificationChannel")
+        if channel:  # the SNS topic's webhook (serve --notify ARN=URL), checked at CreateStreamProcessor
+            url = dict(self.service.config.video_notify).get(channel["SNSTopicArn"])
+            if url is None:
+                raise ProcessorFailed(f"NotificationChannel.SNSTopicArn {channel['SNSTopicArn']} has no webhook on "
+                                      "this server (start it with --notify ARN=URL)")
+            sinks.append(WebhookSink(url))
+        s3 = d["Output"]["S3Destination"]
+        buckets = self.service.config.buckets_dir
+        if buckets is None:
+            raise ProcessorFailed("this server has no buckets folder for S3Destination")
+        base = f"{s3.get('KeyPrefix', '')}{record.name}/{session_id}"
+        bucket_dir = Path(buckets) / s3["Bucket"]
+        try:
+            detector = object_detector()
+        except RekognitionError as exc:  # ModelsUnavailable: FAILED saying which model, not a 5xx after the fact
+            raise ProcessorFailed(f"the object detector cannot be loaded: {exc}") from exc
+        selector = (start.get("StartSelector") or {}).get("KVSStreamStartSelector") or {}
+        regions = d.get("RegionsOfInterest")
+
+        def put_object(key: str, data: bytes) -> str:
+            try:
+                write_object(bucket_dir / base / key, data)
+            except OSError as exc:
+                raise ProcessorFailed(f"cannot write s3://{s3['Bucket']}/{base}/{key}: {exc.strerror or exc}") \
+                    from exc
+            return f"s3://{s3['Bucket']}/{base}/{key}"
+
+        def record_event(message: dict[str, Any], frame_sha256: str, frame_uri: str) -> None:
+            body = message["Message"]
+            bucket, key = frame_uri[len("s3://"):].split("/", 1)
+            entry = build_entry(
+                when=self.service.clock(), operation=LABEL_OPERATION, context=context,
+                request={"Name": record.name, "Image": {"S3Object": {"Bucket": bucket, "Name": key}}},
+                response={"Labels": [{"Name": e["name"], "Confidence": e["confidence"]} for e in body["labels"]]},
+                notes=[f"StreamProcessor {record.name}", f"SessionId {session_id}", f"Source {d['SourceName']}",
+                       f"EventId {body['eventId']}", f"Frame SHA-256 {frame_sha256}"])
+            self.service.store.append_ledger(entry)
+
+        return ConnectedHomeSession(
+            stream_arn=d["Input"]["KinesisVideoStream"]["Arn"], session_id=session_id,
+            labels=tuple(d["LabelsInForce"]), min_confidence=float(settings["MinConfidence"]),
+            detect=lambda pixels, min_score: detector.detect(pixels, min_score=min_score),
+            put_object=put_object, record=record_event, tags=dict(record.tags),
+            start_request={k: v for k, v in start.items()},
+            keep=(lambda box: in_regions(box, regions)) if regions else None,
+            start_after_ms=selector.get("ProducerTimestamp"),
+            start_after_fragment=int(selector["FragmentNumber"]) if "FragmentNumber" in selector else None)
+
+    def _complete(self, record: StreamProcessorRecord, context: RequestContext, home: ConnectedHomeSession,
+                  sinks: list[Any], how: str) -> None:
+        """The end of a ConnectedHome session: its ledger entry and STREAM_PROCESSING_COMPLETE notification."""
+        message = home.complete(how)
+        if message is None:
+            return
+        try:
+            self.service.store.append_ledger(build_entry(
+                when=self.service.clock(), operation=COMPLETE_OPERATION, context=context,
+                request={"Name": record.name}, response=None, message=message["Message"]["streamProcessingResults"][
+                    "message"], notes=[f"StreamProcessor {record.name}", f"SessionId {home.session_id}",
+                                       f"EventId {message['Message']['eventId']}"]))
+        except Exception:  # noqa: BLE001 - the notification still leaves
+            log.exception("stream processor %s: could not record the end of its session", record.name)
+        try:
+            _write(sinks, encode_record(message))
+        except ProcessorFailed as exc:
+            log.warning("stream processor %s: end-of-session notification not written: %s", record.name, exc)
+
     def _analyse(self, record: StreamProcessorRecord, context: RequestContext, session_id: str,
                  pixels: np.ndarray) -> list[dict[str, Any]]:
         from .dispatch import Invocation
@@ -266,6 +382,21 @@ class StreamRuntime:
                             notes=[f"StreamProcessor {record.name}", f"SessionId {session_id}",
                                    f"Source {record.definition['SourceName']}"], meta=meta)
         self.service.store.append_ledger(entry)
+
+
+def write_object(path: Path, data: bytes) -> None:
+    """An object of the buckets folder, written whole or not at all (a temporary file renamed; folders 0700,
+    the file 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _write(sinks: list[Any], data: bytes) -> None:

@@ -299,6 +299,8 @@ def _sample_ms(service) -> float:
 
 def _faces(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: dict) -> None:
     """FaceDetection and FaceSearch: detect in sampled frames, track (reset at cuts), save at checkpoints."""
+    from .operations._common import face_details
+
     service = runner.service
     search = job.api == "FaceSearch"
     if search:
@@ -310,6 +312,7 @@ def _faces(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: di
     else:
         engine = service.engine
     every = _sample_ms(service)
+    attributes = None if search else [job.request.get("FaceAttributes", "DEFAULT")]
     resume = int(progress.get("resume_ms", 0))
     fp = FacePass(engine, 1000.0 / every, embed=search, first_track=int(progress.get("next_track", 0)))
     shots = ShotDetector(info.frame_rate) if search else None
@@ -343,9 +346,13 @@ def _faces(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: di
             if s == slot:
                 continue
             slot = s
-            for sighting in fp.frame(frame):
-                detail = shapes.face_detail(sighting.face, sighting.width, sighting.height)
-                items.append(("obs", {"t": ms, "track": sighting.track, "face": detail}, None))
+            sightings = fp.frame(frame)
+            # the FaceDetail of DetectFaces, by the same function: Gender with FaceAttributes ALL (FaceDetection
+            # only: FaceSearch's PersonDetail has no attributes), where the face clears the measured bars
+            detail = face_details(frame.image, [s.face for s in sightings], frame.image.shape[1],
+                                  frame.image.shape[0], attributes)
+            for sighting in sightings:
+                items.append(("obs", {"t": ms, "track": sighting.track, "face": detail(sighting.face)}, None))
             progress["frames"] = progress.get("frames", 0) + 1
             progress["attempts"][-1]["frames"] += 1
             runner.live[job.job_id] = (progress["frames"], ms)

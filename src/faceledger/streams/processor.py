@@ -52,6 +52,7 @@ class ProcessorStats:
     records_written: int = 0
     faces_detected: int = 0
     faces_matched: int = 0
+    labels_detected: int = 0
     lag_last_s: float = 0.0
     lag_max_s: float = 0.0
     lag_total_s: float = 0.0
@@ -71,6 +72,7 @@ class ProcessorStats:
             "FramesDropped": d["frames_dropped"], "Connections": d["connections"],
             "Disconnects": d["disconnects"], "RecordsWritten": d["records_written"],
             "FacesDetected": d["faces_detected"], "FacesMatched": d["faces_matched"],
+            "LabelsDetected": d["labels_detected"],
             "LagLastSeconds": round(self.lag_last_s, 4), "LagMaxSeconds": round(self.lag_max_s, 4),
             "LagMeanSeconds": round(self.lag_total_s / n, 4) if self.frames_analysed else 0.0,
             "AnalysisMeanSeconds": round(self.analysis_total_s / n, 4) if self.frames_analysed else 0.0,
@@ -82,12 +84,24 @@ class ProcessorStats:
 
 
 @dataclass
+class FrameInfo:
+    """Where an analysed frame sits in the live source (faceledger's Kinesis mapping, docs/streams.md)."""
+
+    fragment_number: str
+    producer_timestamp: float  # Unix seconds at which the fragment's first frame was received
+    server_timestamp: float
+    frame_offset_s: float  # the frame's time minus its fragment's first frame's, in the source's clock
+    received_wall: float  # Unix seconds at which this frame was received
+
+
+@dataclass
 class _Waiting:
     """The newest decoded frame, not analysed yet."""
 
     frame: Any
     t: float
     received_mono: float
+    received_wall: float
     fragment_number: str
     fragment_wall: float
     fragment_t0: float
@@ -99,11 +113,14 @@ class LiveProcessor:
     ``analyse(pixels)`` gets an (H, W, 3) uint8 RGB frame and returns the FaceSearchResponse entries of
     :func:`faceledger.streams.records.frame_record`; ``emit(record)`` gets each frame record (a dict). Either may
     raise ProcessorFailed (FAILED); any other exception fails the processor too, with its message.
+    ``handle(pixels, FrameInfo)``, instead of ``analyse`` (a ConnectedHome processor): the records of one frame
+    (none, one or more) and the number of labelled boxes it holds.
     ``max_duration_s``: stop (STOPPED) after that many seconds (StopSelector.MaxDurationInSeconds)."""
 
     def __init__(self, name: str, source: SourceUrl, *, stream_arn: str,
-                 analyse: Callable[[np.ndarray], list[dict[str, Any]]],
+                 analyse: Callable[[np.ndarray], list[dict[str, Any]]] | None = None,
                  emit: Callable[[dict[str, Any]], None],
+                 handle: Callable[[np.ndarray, FrameInfo], tuple[list[dict[str, Any]], int]] | None = None,
                  on_status: Callable[[str, str], None] = lambda status, message: None,
                  rate_fps: float = DEFAULT_RATE_FPS, open_timeout_s: float = OPEN_TIMEOUT_S,
                  read_timeout_s: float = READ_TIMEOUT_S, backoff_s: float = 0.5, max_backoff_s: float = 30.0,
@@ -112,7 +129,9 @@ class LiveProcessor:
         if not rate_fps > 0:
             raise ValueError("rate_fps must be > 0")
         self.name, self.source, self.stream_arn = name, source, stream_arn
-        self._analyse, self._emit, self._on_status = analyse, emit, on_status
+        if (analyse is None) == (handle is None):
+            raise ValueError("give analyse or handle")
+        self._analyse, self._handle, self._emit, self._on_status = analyse, handle, emit, on_status
         self.period = 1.0 / rate_fps
         self.open_timeout_s, self.read_timeout_s = open_timeout_s, read_timeout_s
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
@@ -130,6 +149,8 @@ class LiveProcessor:
                                           daemon=True)
         self._started = False
         self._got_frames = False
+        #: True once it stopped by itself at ``max_duration_s`` (StopSelector.MaxDurationInSeconds)
+        self.ran_out = False
 
     # -- control -----------------------------------------------------------------------------
 
@@ -244,7 +265,7 @@ class LiveProcessor:
                 self.stats.frames_received += 1
                 if self._waiting is not None:
                     self.stats.frames_dropped += 1
-                self._waiting = _Waiting(frame, t, now_mono, fragment, fragment_wall, fragment_t0)
+                self._waiting = _Waiting(frame, t, now_mono, now_wall, fragment, fragment_wall, fragment_t0)
                 self._cond.notify()
 
     # -- analysis ----------------------------------------------------------------------------
@@ -255,6 +276,7 @@ class LiveProcessor:
         try:
             while not self._stop.is_set():
                 if self.max_duration_s is not None and time.monotonic() - started >= self.max_duration_s:
+                    self.ran_out = True
                     threading.Thread(target=self.stop, daemon=True).start()  # StopSelector: a normal stop
                     return
                 wait = next_due - time.monotonic()
@@ -286,17 +308,26 @@ class LiveProcessor:
         return frame.to_ndarray(format="rgb24")
 
     def _process(self, item: _Waiting, began: float) -> None:
-        faces = self._analyse(self._pixels(item.frame))
-        record = frame_record(stream_arn=self.stream_arn, fragment_number=item.fragment_number,
-                              producer_timestamp=item.fragment_wall, server_timestamp=item.fragment_wall,
-                              frame_offset_s=max(0.0, item.t - item.fragment_t0), status="RUNNING", faces=faces)
-        self._emit(record)
-        done = time.monotonic()
+        pixels = self._pixels(item.frame)
         s = self.stats
+        if self._handle is not None:
+            records, boxes = self._handle(pixels, FrameInfo(item.fragment_number, item.fragment_wall,
+                                                            item.fragment_wall, max(0.0, item.t - item.fragment_t0),
+                                                            item.received_wall))
+            s.labels_detected += boxes
+        else:
+            faces = self._analyse(pixels)
+            records = [frame_record(stream_arn=self.stream_arn, fragment_number=item.fragment_number,
+                                    producer_timestamp=item.fragment_wall, server_timestamp=item.fragment_wall,
+                                    frame_offset_s=max(0.0, item.t - item.fragment_t0), status="RUNNING",
+                                    faces=faces)]
+            s.faces_detected += len(faces)
+            s.faces_matched += sum(1 for f in faces if f.get("MatchedFaces"))
+        for record in records:
+            self._emit(record)
+        done = time.monotonic()
         s.frames_analysed += 1
-        s.records_written += 1
-        s.faces_detected += len(faces)
-        s.faces_matched += sum(1 for f in faces if f.get("MatchedFaces"))
+        s.records_written += len(records)
         s.lag_last_s = done - item.received_mono
         s.lag_max_s = max(s.lag_max_s, s.lag_last_s)
         s.lag_total_s += s.lag_last_s

@@ -17,11 +17,20 @@ Live face search is refused (AccessDeniedException naming the policy) unless the
 (X-Faceledger-Purpose, X-Faceledger-Case): they are kept with the processor and recorded with every match.
 FaceSearch.FaceMatchThreshold defaults to 80 and is raised to 80 when lower (as Rekognition), then the
 collection's policy applies (floor, MaxFaces, RequirePurpose) as to SearchFacesByImage.
+
+Settings.ConnectedHome (label detection, :mod:`faceledger.streams.connected_home`): Labels PERSON and PET (ALL
+means both here); PACKAGE, alone or in the list, is InvalidParameterException saying that it is not supported
+(a setting of an operation this server runs, refused as its other unsupported settings are;
+UnsupportedOperationException is for operations refused whole, service/unsupported.py). Output.S3Destination is
+required (frame and crop JPEGs); NotificationChannel's topic must map to a webhook (``serve --notify ARN=URL``).
+No collection is searched, so no AllowLiveSearch, purpose or case is needed. StartStreamProcessor takes a
+StartSelector and a StopSelector (MaxDurationInSeconds, default 10 as Rekognition's).
 """
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -39,6 +48,7 @@ from ..errors import (
     preview,
 )
 from ..streams import kinesis_stream_name, kinesis_video_stream_name, records_file, runtime_of
+from ...streams.connected_home import DEFAULT_MAX_DURATION_S, DEFAULT_MIN_CONFIDENCE, labels_in_force
 from ...streams.processor import ProcessorFailed
 from ...streams.source import check_source_url
 
@@ -96,12 +106,14 @@ def create_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, A
     runtime = runtime_of(inv.service)
     name = req["Name"]
     settings = req["Settings"]
-    if "ConnectedHome" in settings:
-        raise InvalidParameterException("ConnectedHome (label detection) stream processors are not supported by "
-                                        "faceledger; use Settings.FaceSearch")
+    home = settings.get("ConnectedHome")
     search = settings.get("FaceSearch")
-    if not search or "CollectionId" not in search:
-        raise InvalidParameterException("Settings.FaceSearch.CollectionId is required")
+    if home is not None and search is not None:
+        raise InvalidParameterException("Settings takes FaceSearch (face search) or ConnectedHome (label "
+                                        "detection), not both")
+    if home is None and (not search or "CollectionId" not in search):
+        raise InvalidParameterException("Settings.FaceSearch.CollectionId (face search) or Settings.ConnectedHome "
+                                        "(label detection) is required")
     video_arn = req["Input"].get("KinesisVideoStream", {}).get("Arn")
     source_name = kinesis_video_stream_name(video_arn or "")
     if source_name is None:
@@ -125,6 +137,10 @@ def create_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, A
     if len(tags) > MAX_TAGS:
         raise ServiceQuotaExceededException(f"A resource can have at most {MAX_TAGS} tags; the request has "
                                             f"{len(tags)}")
+    if home is not None:
+        definition = _connected_home_definition(inv, req, home)
+        definition["SourceName"] = source_name
+        return _created(inv, runtime, name, definition, tags)
     cid = search["CollectionId"]
     asked = search.get("FaceMatchThreshold")
     threshold = MIN_LIVE_THRESHOLD if asked is None else max(float(asked), MIN_LIVE_THRESHOLD)
@@ -138,11 +154,52 @@ def create_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, A
                       Case=inv.context.case_reference, Notes=notes)
     if "MaxFaces" in request:
         definition["MaxFaces"] = request["MaxFaces"]
+    inv.meta.update(ThresholdUsed=request["FaceMatchThreshold"])
+    return _created(inv, runtime, name, definition, tags)
+
+
+def _created(inv: Invocation, runtime, name: str, definition: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]:
     arn = processor_arn(inv, name)
     if not runtime.tables.create_processor(name, arn, definition, tags):
         raise ResourceInUseException(f"Stream processor {name} already exists")
-    inv.meta.update(ThresholdUsed=request["FaceMatchThreshold"])
     return {"StreamProcessorArn": arn}
+
+
+def _home_labels(labels: list[str]) -> tuple[str, ...]:
+    """The labels in force for ConnectedHome Labels (ALL: PERSON and PET); InvalidParameterException for PACKAGE
+    (not supported: connected_home.UNSUPPORTED) or an unknown label."""
+    try:
+        return labels_in_force(labels)
+    except ValueError as exc:
+        raise InvalidParameterException(str(exc)) from None
+
+
+def _connected_home_definition(inv: Invocation, req: dict[str, Any], home: dict[str, Any]) -> dict[str, Any]:
+    """A ConnectedHome processor's definition: Labels (and the labels in force), MinConfidence (default 50); it
+    needs Output.S3Destination (its frame images), and a NotificationChannel topic mapped to a webhook
+    (``serve --notify ARN=URL``) when it has one. No collection is searched: no AllowLiveSearch, purpose or case
+    is needed (kept when given)."""
+    in_force = _home_labels(home["Labels"])
+    if not req["Output"].get("S3Destination"):
+        raise InvalidParameterException("A ConnectedHome (label detection) stream processor needs "
+                                        "Output.S3Destination: the frames and crops of its detections go there")
+    _check_channel(inv, req.get("NotificationChannel"))
+    definition = {k: v for k, v in req.items() if k not in ("Tags", "Name")}
+    definition["Settings"] = {"ConnectedHome": {
+        "Labels": list(home["Labels"]), "MinConfidence": float(home.get("MinConfidence", DEFAULT_MIN_CONFIDENCE))}}
+    definition.update(LabelsInForce=list(in_force), Principal=inv.context.who(), Purpose=inv.context.purpose,
+                      Case=inv.context.case_reference,
+                      Notes=[f"labels detected: {', '.join(in_force)}"
+                             + (" (ALL means PERSON and PET here: PACKAGE is not detected)"
+                                if "ALL" in home["Labels"] else "")])
+    return definition
+
+
+def _check_channel(inv: Invocation, channel: dict[str, Any] | None) -> None:
+    if channel and channel.get("SNSTopicArn") not in dict(inv.config.video_notify):
+        raise InvalidParameterException(
+            f"NotificationChannel.SNSTopicArn {preview(channel.get('SNSTopicArn'))} has no webhook on this server "
+            "(start it with --notify ARN=URL)")
 
 
 def _check_s3(inv: Invocation, s3: dict[str, Any]) -> None:
@@ -201,32 +258,41 @@ def list_stream_processors(inv: Invocation, req: dict[str, Any]) -> dict[str, An
 def start_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     runtime = runtime_of(inv.service)
     record = _require(inv, req["Name"])
-    if req.get("StartSelector"):
+    home = "ConnectedHome" in record.definition["Settings"]
+    if req.get("StartSelector") is not None and not home:
         raise InvalidParameterException("StartSelector is for label detection stream processors: a face search "
                                         "processor starts at the newest frame of its live source")
     if runtime.is_running(record.name) or (record.desired == "RUNNING" and record.status in ("STARTING", "RUNNING")
                                            and not runtime.hosting):
         raise ResourceInUseException(f"Stream processor {record.name} is already running")
-    cid = record.definition["Settings"]["FaceSearch"]["CollectionId"]
-    # the collection's policy is checked again: it may have changed since CreateStreamProcessor
-    policy = inv.store.get_collection_policy(cid) or {}
-    if inv.store.get_collection(cid) is None:
-        raise InvalidParameterException(f"The collection id: {cid} does not exist")
-    if policy.get("AllowLiveSearch") is not True:
-        raise AccessDeniedException(
-            f"Live face search of collection {cid} is refused by its collection policy: AllowLiveSearch is not true")
     max_duration = (req.get("StopSelector") or {}).get("MaxDurationInSeconds")
+    values: dict[str, Any] = {}
+    if home:
+        _check_start_selector(req.get("StartSelector"))
+        if max_duration is None:
+            max_duration = DEFAULT_MAX_DURATION_S
+        values["definition"] = {**record.definition, "LastStart": {
+            "Request": req, "At": time.time(), "MaxDurationInSeconds": max_duration}}
+    else:
+        cid = record.definition["Settings"]["FaceSearch"]["CollectionId"]
+        # the collection's policy is checked again: it may have changed since CreateStreamProcessor
+        policy = inv.store.get_collection_policy(cid) or {}
+        if inv.store.get_collection(cid) is None:
+            raise InvalidParameterException(f"The collection id: {cid} does not exist")
+        if policy.get("AllowLiveSearch") is not True:
+            raise AccessDeniedException(f"Live face search of collection {cid} is refused by its collection policy: "
+                                        "AllowLiveSearch is not true")
     session_id = str(uuid.uuid4())
     runtime.halt(record.name)  # a FAILED run's threads and sinks, if any
     runtime.tables.update_processor(record.name, desired="RUNNING", session_id=session_id, status="STARTING",
                                     status_message="starting" if runtime.hosting else
-                                    "waiting for a faceledger server on this data folder to run it")
+                                    "waiting for a faceledger server on this data folder to run it", **values)
     if runtime.hosting:
         fresh = runtime.tables.get_processor(record.name)
 
         def launch() -> None:
             try:
-                runtime.launch(fresh, session_id, max_duration_s=max_duration)
+                runtime.launch(fresh, session_id, max_duration_s=max_duration, start=req)
             except (ProcessorFailed, ValueError) as exc:  # the source was removed, its file deleted, ...
                 runtime.tables.update_processor(record.name, status="FAILED", status_message=f"cannot start: {exc}",
                                                 desired="STOPPED")
@@ -244,6 +310,18 @@ def stop_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, Any
     runtime.tables.update_processor(record.name, desired="STOPPED")
     inv.after_commit(lambda: _outside(lambda: _halted(runtime, record.name)))
     return {}
+
+
+def _check_start_selector(selector: dict[str, Any] | None) -> None:
+    """A label detection processor's StartSelector: KVSStreamStartSelector with exactly one of ProducerTimestamp
+    (Unix milliseconds) or FragmentNumber (faceledger's fragment numbers, docs/streams.md); optional here (a
+    live source has nothing buffered: a point in the past starts at the newest frame)."""
+    if selector is None:
+        return
+    kvs = selector.get("KVSStreamStartSelector")
+    if kvs is None or len({"ProducerTimestamp", "FragmentNumber"} & set(kvs)) != 1:
+        raise InvalidParameterException("StartSelector.KVSStreamStartSelector needs one of ProducerTimestamp "
+                                        "(Unix time in milliseconds) or FragmentNumber")
 
 
 def _outside(fn) -> None:
@@ -283,9 +361,20 @@ def _require_stopped(inv: Invocation, name: str, verb: str):
 @operation("UpdateStreamProcessor")
 def update_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     runtime, record = _require_stopped(inv, req["Name"], "updating")
-    if (req.get("SettingsForUpdate") or {}).get("ConnectedHomeForUpdate"):
-        raise InvalidParameterException("ConnectedHome settings are not supported: this is a face search processor")
     d = dict(record.definition)
+    home = d["Settings"].get("ConnectedHome")
+    update = (req.get("SettingsForUpdate") or {}).get("ConnectedHomeForUpdate")
+    if update and home is None:
+        raise InvalidParameterException("ConnectedHomeForUpdate applies to label detection (ConnectedHome) "
+                                        "processors only: this is a face search processor")
+    if update:
+        home = dict(home)
+        if "Labels" in update:
+            d["LabelsInForce"] = list(_home_labels(update["Labels"]))
+            home["Labels"] = list(update["Labels"])
+        if "MinConfidence" in update:
+            home["MinConfidence"] = float(update["MinConfidence"])
+        d["Settings"] = {"ConnectedHome": home}
     if "RegionsOfInterestForUpdate" in req:
         d["RegionsOfInterest"] = req["RegionsOfInterestForUpdate"]
     if "DataSharingPreferenceForUpdate" in req:
@@ -293,6 +382,8 @@ def update_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, A
     for param in req.get("ParametersToDelete", []):
         if param == "RegionsOfInterest":
             d.pop("RegionsOfInterest", None)
+        elif param == "ConnectedHomeMinConfidence" and home is not None:
+            d["Settings"] = {"ConnectedHome": {**home, "MinConfidence": DEFAULT_MIN_CONFIDENCE}}
         else:
             raise InvalidParameterException(f"ParametersToDelete {param} applies to label detection processors only")
     runtime.tables.update_processor(record.name, definition=d)
