@@ -324,6 +324,8 @@ def test_paging_over_more_than_1000_segments(srv, rek, detection):
     assert len(first) == 1000 and done["NextToken"]
     rest = rek.get_segment_detection(JobId=job["JobId"], NextToken=done["NextToken"])
     assert len(rest["Segments"]) == 40 and "NextToken" not in rest
+    big = rek.get_segment_detection(JobId=job["JobId"], MaxResults=5000)  # over 1000: a page of 1000, as AWS
+    assert len(big["Segments"]) == 1000 and big["NextToken"]
     starts = [s["StartFrameNumber"] for s in first + rest["Segments"]]
     assert starts == list(range(0, 4160, 4))
     with pytest.raises(rek.exceptions.InvalidPaginationTokenException):  # a token of another job

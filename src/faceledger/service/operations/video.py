@@ -26,14 +26,15 @@ from ..errors import (
 )
 from ..images import s3_object_path
 from ...video.appearances import SEGMENTS_BASE
-from ..video_jobs import SHOT_MODEL, CUE_MODEL, job_json
+from ..video_jobs import MAX_VIDEO_MS, SHOT_MODEL, CUE_MODEL, job_json
 from ._common import require_collection
 
 #: Rekognition Video's limits: "the maximum file size for a stored video is 10GB", "the maximum duration
 #: for a stored video is 6 hours".
 MAX_VIDEO_BYTES = 10 * 1024 ** 3
-MAX_VIDEO_MS = 6 * 3600 * 1000
-DEFAULT_MAX_RESULTS = 1000
+#: A Get* page holds at most this many results, whatever MaxResults asks (Rekognition: "The largest value you
+#: can specify is 1000. If you specify a value greater than 1000, a maximum of 1000 results is returned").
+MAX_PAGE = DEFAULT_MAX_RESULTS = 1000
 
 
 
@@ -120,18 +121,19 @@ def _get(inv: Invocation, req: dict[str, Any], api: str, member: str, by_index: 
         out["StatusMessage"] = job.status_message
     if job.metadata:
         out["VideoMetadata"] = job.metadata
-    if job.status in ("QUEUED", "IN_PROGRESS"):
-        out[member] = []
-        out["StatusMessage"] = _progress(inv, job)
-        return out
     scope = f"{job.job_id}:{'INDEX' if by_index else 'TIMESTAMP'}"
     low, high = -1, None
     if segments is not None:
         scope += ":SEGMENTS" if segments else ":TIMESTAMPS"
         low, high = (SEGMENTS_BASE - 1, None) if segments else (-1, SEGMENTS_BASE)
+    # the token is checked whatever the job's state: another job's token is refused also while this one runs
     cursor = tokens.decode(inv.service.pagination_key, f"Get{api}", scope, req.get("NextToken"))
+    if job.status in ("QUEUED", "IN_PROGRESS"):
+        out[member] = []
+        out["StatusMessage"] = _progress(inv, job)
+        return out
     after = max(low, int(cursor)) if cursor is not None else low
-    limit = int(req.get("MaxResults", DEFAULT_MAX_RESULTS))
+    limit = min(int(req.get("MaxResults", DEFAULT_MAX_RESULTS)), MAX_PAGE)
     items, more = inv.store.video_job_results(job.job_id, after, limit, by_index=by_index, before=high)
     out[member] = items
     return tokens.with_next_token(inv.service.pagination_key, out, f"Get{api}", scope,
