@@ -383,3 +383,30 @@ def test_rtsp_processor_finds_people_reconnects_and_detects_a_frozen_source(live
     assert {f["FaceId"] for e in entries for f in e["detail"]["Faces"]} == {m["Face"]["FaceId"] for m in reported}
     stops = [e for e in ledger(live, "StopStreamProcessor") if e["detail"]["Request"]["Name"] == "stage-watch"]
     assert len(stops) == 1 and stops[0]["result"] == "OK"
+
+
+def test_s3_destination_never_writes_through_a_link_out_of_the_buckets_folder(live, rekognition, tmp_path):
+    """A bucket that is a symbolic link out of the buckets folder is refused at Create; a folder of the key prefix
+    that is one (planted before or after Create) fails the processor at its first record, writing nothing there."""
+    clip = shared_data("video", "short_hamilton_clip.mp4")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (live.buckets_dir / "evil").symlink_to(outside)
+    (live.buckets_dir / "drop").mkdir()
+    (live.buckets_dir / "drop" / "link").symlink_to(outside)
+    cid = f"s3-{uuid.uuid4().hex[:8]}"
+    rekognition.create_collection(CollectionId=cid)
+    extension(live, "PutCollectionPolicy", CollectionId=cid, Policy={"AllowLiveSearch": True})
+    extension(live, "AddStreamSource", Name="s3clip", Url=str(clip))
+    code, message = error_of(create, rekognition, "p-evil", "s3clip", cid, s3={"Bucket": "evil", "KeyPrefix": ""})
+    assert code == "InvalidParameterException" and "link out of it" in message
+    create(rekognition, "p-link", "s3clip", cid, s3={"Bucket": "drop", "KeyPrefix": "link/"})
+    rekognition.start_stream_processor(Name="p-link")
+    deadline = time.monotonic() + 60
+    while (d := rekognition.describe_stream_processor(Name="p-link"))["Status"] != "FAILED":
+        assert time.monotonic() < deadline, d
+        time.sleep(0.3)
+    assert "symbolic link leads out of the bucket" in d["StatusMessage"], d
+    assert list(outside.iterdir()) == []
+    rekognition.delete_stream_processor(Name="p-link")
+    extension(live, "RemoveStreamSource", Name="s3clip")

@@ -221,7 +221,7 @@ class StreamRuntime:
                 buckets = self.service.config.buckets_dir
                 if buckets is None:
                     raise SinkError("this server has no buckets folder for S3Destination")
-                sinks.append(S3Sink(Path(buckets) / s3["Bucket"], s3.get("KeyPrefix", ""),
+                sinks.append(S3Sink(Path(buckets), s3["Bucket"], s3.get("KeyPrefix", ""),
                                     f"{record.name}/{session_id}"))
         except SinkError as exc:
             for sink in sinks:

@@ -40,6 +40,7 @@ from ..errors import (
 )
 from ..streams import kinesis_stream_name, kinesis_video_stream_name, records_file, runtime_of
 from ...streams.processor import ProcessorFailed
+from ...streams.sinks import SinkError, bucket_folder
 from ...streams.source import check_source_url
 
 #: Rekognition's FaceSearch threshold: default 80, and lower values are raised to 80.
@@ -152,8 +153,11 @@ def _check_s3(inv: Invocation, s3: dict[str, Any]) -> None:
     if buckets is None:
         raise InvalidParameterException("This server has no buckets folder for S3Destination (serve --buckets DIR)")
     bucket, prefix = s3.get("Bucket", ""), s3.get("KeyPrefix", "")
-    if "/" in bucket or bucket in (".", "..") or not (Path(buckets) / bucket).is_dir():
-        raise InvalidParameterException(f"S3Destination bucket {preview(bucket)} does not exist in the buckets folder")
+    try:
+        bucket_folder(Path(buckets), bucket)  # a folder inside the buckets folder, not a link out of it
+    except SinkError:
+        raise InvalidParameterException(f"S3Destination bucket {preview(bucket)} does not exist in the buckets "
+                                        "folder (or is a symbolic link out of it)") from None
     if prefix.startswith("/") or ".." in prefix.split("/") or "\0" in prefix or "//" in prefix:
         raise InvalidParameterException("S3Destination.KeyPrefix must be a relative key prefix without '..' or '//'")
 
