@@ -123,3 +123,29 @@ def test_pages_hold_at_most_1000_results_and_tokens_are_checked_while_a_job_runs
     _wait(lambda: client.get_segment_detection(JobId=other))
     with pytest.raises(client.exceptions.InvalidPaginationTokenException):
         client.get_segment_detection(JobId=other, NextToken=token)
+
+
+def test_concurrent_starts_never_pass_the_job_limit(tmp_path):
+    """Eight Starts at once against a limit of 2 (the workers stopped, so every job stays queued): two jobs, six
+    LimitExceededException, however the threads interleave with the hashing of the video."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from faceledger.client import Client
+    from faceledger.service import Service, ServiceConfig
+
+    bucket = tmp_path / "buckets" / "vids"
+    bucket.mkdir(parents=True)
+    (bucket / "a.h264").write_bytes(_h264(64, 64, 10) + bytes(4 << 20))  # some MB to hash: a wide window
+    service = Service(ServiceConfig(tmp_path / "data", tmp_path / "buckets", video_max_jobs=2))
+    service.video_jobs.stop()
+    with Client(service=service) as client:
+        def start(_):
+            try:
+                return client.start_segment_detection(Video=_video("a.h264"), SegmentTypes=["SHOT"])["JobId"]
+            except client.exceptions.LimitExceededException:
+                return None
+
+        with ThreadPoolExecutor(8) as pool:
+            started = [j for j in pool.map(start, range(8)) if j]
+        assert len(started) == 2
+        assert service.store.count_active_video_jobs() == 2

@@ -66,6 +66,11 @@ def _video(inv: Invocation, video: dict[str, Any]) -> tuple[dict, dict]:
     return dict(s3), {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
 
 
+def _over_limit(inv: Invocation) -> LimitExceededException:
+    return LimitExceededException(f"This server already has {inv.config.video_max_jobs} video jobs queued or "
+                                  "running, its limit; start the job when one has finished")
+
+
 def _start(inv: Invocation, req: dict[str, Any], api: str, collection_id: str | None = None) -> dict[str, Any]:
     channel = req.get("NotificationChannel")
     if channel and channel.get("SNSTopicArn") not in dict(inv.config.video_notify):
@@ -73,9 +78,7 @@ def _start(inv: Invocation, req: dict[str, Any], api: str, collection_id: str | 
             f"NotificationChannel.SNSTopicArn {channel.get('SNSTopicArn')} has no webhook on this server "
             "(start it with --notify ARN=URL)")
     if inv.store.count_active_video_jobs() >= int(inv.config.video_max_jobs):
-        raise LimitExceededException(
-            f"This server already has {inv.config.video_max_jobs} video jobs queued or running, its limit; "
-            "start the job when one has finished")
+        raise _over_limit(inv)
     s3, file = _video(inv, req["Video"])
     now = inv.now().timestamp()
     job_id = uuid.uuid4().hex + uuid.uuid4().hex[:16]
@@ -89,6 +92,10 @@ def _start(inv: Invocation, req: dict[str, Any], api: str, collection_id: str | 
                    job_tag=req.get("JobTag"),
                    progress={"file": {"size": file["size"], "mtime_ns": file["mtime_ns"]}})
     inv.store.create_video_job(job)
+    # counted again inside the write (which holds the store's write lock until the call commits): two Starts at
+    # once both saw room above, while this call hashed its video; the later one is refused and rolled back
+    if inv.store.count_active_video_jobs() > int(inv.config.video_max_jobs):
+        raise _over_limit(inv)
     inv.meta.update(JobId=job_id, Video=f"s3://{s3['Bucket']}/{s3['Name']}", VideoSHA256=file["sha256"])
     inv.after_commit(inv.service.video_jobs.wake)
     return {"JobId": job_id}
