@@ -400,6 +400,8 @@ def test_s3_destination_never_writes_through_a_link_out_of_the_buckets_folder(li
     extension(live, "AddStreamSource", Name="s3clip", Url=str(clip))
     code, message = error_of(create, rekognition, "p-evil", "s3clip", cid, s3={"Bucket": "evil", "KeyPrefix": ""})
     assert code == "InvalidParameterException" and "link out of it" in message
+    code, message = error_of(create, rekognition, "p-long", "s3clip", cid, s3={"Bucket": "drop", "KeyPrefix": "a" * 300})
+    assert code == "InvalidParameterException" and "at most 200 bytes" in message  # not a failure at the first record
     create(rekognition, "p-link", "s3clip", cid, s3={"Bucket": "drop", "KeyPrefix": "link/"})
     rekognition.start_stream_processor(Name="p-link")
     deadline = time.monotonic() + 60

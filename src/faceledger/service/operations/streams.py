@@ -160,6 +160,9 @@ def _check_s3(inv: Invocation, s3: dict[str, Any]) -> None:
                                         "folder (or is a symbolic link out of it)") from None
     if prefix.startswith("/") or ".." in prefix.split("/") or "\0" in prefix or "//" in prefix:
         raise InvalidParameterException("S3Destination.KeyPrefix must be a relative key prefix without '..' or '//'")
+    if any(len(part.encode("utf-8", "surrogatepass")) > 200 for part in prefix.split("/")):  # + the processor's name
+        raise InvalidParameterException("S3Destination.KeyPrefix: each part between '/' is at most 200 bytes (a "
+                                        "folder or file name of the buckets folder)")
 
 
 def _status(inv: Invocation, record) -> tuple[str, str | None, dict[str, Any] | None]:
