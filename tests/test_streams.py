@@ -412,3 +412,38 @@ def test_s3_destination_never_writes_through_a_link_out_of_the_buckets_folder(li
     assert list(outside.iterdir()) == []
     rekognition.delete_stream_processor(Name="p-link")
     extension(live, "RemoveStreamSource", Name="s3clip")
+
+
+def test_processor_operations_are_authorized_on_the_collection_the_processor_searches(live, rekognition):
+    """Starting a processor is a live search of its collection: a key limited to another collection may not start,
+    describe, delete or tag it (as it may not create it); a key limited to that collection may."""
+    from conftest import create_key
+
+    clip = shared_data("video", "short_hamilton_clip.mp4")
+    cid = f"auth-{uuid.uuid4().hex[:8]}"
+    rekognition.create_collection(CollectionId=cid)
+    extension(live, "PutCollectionPolicy", CollectionId=cid, Policy={"AllowLiveSearch": True})
+    extension(live, "AddStreamSource", Name="authclip", Url=str(clip))
+    arn = create(rekognition, "p-auth", "authclip", cid)["StreamProcessorArn"]
+    actions = [f"rekognition:{a}" for a in ("StartStreamProcessor", "StopStreamProcessor", "DescribeStreamProcessor",
+                                            "DeleteStreamProcessor", "UpdateStreamProcessor", "TagResource")]
+
+    def key(collection: str):
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions,
+                  "Resource": f"arn:aws:rekognition:us-east-1:000000000000:collection/{collection}"}]}
+        client = live.client(create_key(live.data_dir, f"k-{collection}", policy))
+        add_purpose_headers(client, "test: live search", "CASE-12")
+        return client
+
+    other, same = key("some-other-collection"), key(cid)
+    for call, kwargs in ((other.start_stream_processor, {"Name": "p-auth"}),
+                         (other.describe_stream_processor, {"Name": "p-auth"}),
+                         (other.delete_stream_processor, {"Name": "p-auth"}),
+                         (other.tag_resource, {"ResourceArn": arn, "Tags": {"a": "b"}})):
+        code, message = error_of(call, **kwargs)
+        assert code == "AccessDeniedException" and f"collection/{cid}" in message, (call, message)
+    assert rekognition.describe_stream_processor(Name="p-auth")["Status"] == "STOPPED"  # not started
+    assert same.describe_stream_processor(Name="p-auth")["Settings"]["FaceSearch"]["CollectionId"] == cid
+    same.tag_resource(ResourceArn=arn, Tags={"a": "b"})
+    same.delete_stream_processor(Name="p-auth")
+    extension(live, "RemoveStreamSource", Name="authclip")
