@@ -260,6 +260,11 @@ def test_face_search_finds_miranda_in_his_shots_as_one_person(srv, rek, hamilton
     (note,) = [m for m in webhook[1] if m["JobId"] == job["JobId"]]
     assert note["Status"] == "SUCCEEDED" and note["API"] == "FACE_SEARCH" and note["JobTag"] == "hamilton-search"
     assert note["Video"] == {"S3ObjectName": "hamilton.mp4", "S3Bucket": "videos"} and note["Timestamp"] > 0
+    # a face deleted since (DeleteFaces, `faceledger erase`) leaves the results: the person stays, unmatched
+    gone = {m["Face"]["FaceId"] for p in persons for m in p.get("FaceMatches", [])}
+    rek.delete_faces(CollectionId=cid, FaceIds=sorted(gone))
+    after = rek.get_face_search(JobId=job["JobId"])["Persons"]
+    assert len(after) == len(persons) and not any(p.get("FaceMatches") for p in after)
 
 
 def test_collection_policy_applies_to_start_face_search(srv, rek, hamilton):

@@ -180,12 +180,30 @@ def start_face_search(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
 @operation("GetFaceSearch")
 def get_face_search(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     out = _get(inv, req, "FaceSearch", "Persons", by_index=req.get("SortBy", "TIMESTAMP") == "INDEX")
+    _drop_deleted_faces(inv, out["Persons"])
     job = inv.store.get_video_job(req["JobId"])
     summary = (job.progress or {}).get("search") if job is not None else None
     if summary:  # the x-faceledger-* headers: threshold used, expected false matches summed over persons
         inv.meta.update(ThresholdUsed=summary["ThresholdUsed"], ExpectedFalseMatches=summary["ExpectedFalseMatches"],
                         Persons=summary["Persons"])
     return out
+
+
+def _drop_deleted_faces(inv: Invocation, persons: list[dict[str, Any]]) -> None:
+    """Remove from the FaceMatches of ``persons`` the faces deleted since the job ran (DeleteFaces, `faceledger
+    erase`, a retention sweep): the results are kept for days, an erased person must not stay in them. A person
+    left without a match keeps its observations, as an unmatched person. (The ledger keeps its record.)"""
+    ids = {m["Face"]["FaceId"] for p in persons for m in p.get("FaceMatches", [])}
+    if not ids:
+        return
+    kept = set(inv.store.existing_face_ids(sorted(ids)))
+    if kept == ids:
+        return
+    for p in persons:
+        if "FaceMatches" in p:
+            p["FaceMatches"] = [m for m in p["FaceMatches"] if m["Face"]["FaceId"] in kept]
+            if not p["FaceMatches"]:
+                del p["FaceMatches"]
 
 
 @operation("StartSegmentDetection")
