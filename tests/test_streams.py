@@ -447,3 +447,25 @@ def test_processor_operations_are_authorized_on_the_collection_the_processor_sea
     same.tag_resource(ResourceArn=arn, Tags={"a": "b"})
     same.delete_stream_processor(Name="p-auth")
     extension(live, "RemoveStreamSource", Name="authclip")
+
+
+def test_a_camera_password_never_reaches_a_status_message(live, rekognition):
+    """FFmpeg's errors quote the URL they could not open: the processor's StatusMessage (DescribeStreamProcessor,
+    GetStreamProcessorStatus) shows it with the password as ***, as `sources list` does."""
+    cid = f"pw-{uuid.uuid4().hex[:8]}"
+    rekognition.create_collection(CollectionId=cid)
+    extension(live, "PutCollectionPolicy", CollectionId=cid, Policy={"AllowLiveSearch": True})
+    extension(live, "AddStreamSource", Name="pwcam", Url=f"rtsp://admin:p@ss-hunter2@127.0.0.1:{free_port()}/x")
+    create(rekognition, "p-pw", "pwcam", cid)
+    rekognition.start_stream_processor(Name="p-pw")
+    deadline = time.monotonic() + 30
+    while "cannot open" not in (d := rekognition.describe_stream_processor(Name="p-pw")).get("StatusMessage", ""):
+        assert time.monotonic() < deadline, d
+        time.sleep(0.2)
+    status = extension(live, "GetStreamProcessorStatus", Name="p-pw")
+    assert "admin:***@127.0.0.1" in d["StatusMessage"]
+    assert "hunter2" not in json.dumps(d, default=str) and "hunter2" not in json.dumps(status)
+    rekognition.stop_stream_processor(Name="p-pw")
+    assert "hunter2" not in rekognition.describe_stream_processor(Name="p-pw").get("StatusMessage", "")
+    rekognition.delete_stream_processor(Name="p-pw")
+    extension(live, "RemoveStreamSource", Name="pwcam")

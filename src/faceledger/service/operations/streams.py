@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import uuid
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .. import governance, tokens
 from ..dispatch import Invocation, operation
@@ -41,7 +41,7 @@ from ..errors import (
 from ..streams import kinesis_stream_name, kinesis_video_stream_name, records_file, runtime_of
 from ...streams.processor import ProcessorFailed
 from ...streams.sinks import SinkError, bucket_folder
-from ...streams.source import check_source_url
+from ...streams.source import check_source_url, redact
 
 #: Rekognition's FaceSearch threshold: default 80, and lower values are raised to 80.
 MIN_LIVE_THRESHOLD = 80.0
@@ -85,11 +85,7 @@ def _live_search_allowed(inv: Invocation, cid: str, request: dict[str, Any], ope
 
 def _clean_url(url: str) -> str:
     """A source URL as shown: without the password of its user part (cameras' URLs often carry one)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return redact(url)
 
 
 @operation("CreateStreamProcessor")
