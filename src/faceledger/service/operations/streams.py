@@ -31,6 +31,7 @@ from ..dispatch import Invocation, operation
 from ..errors import (
     AccessDeniedException,
     InvalidParameterException,
+    LimitExceededException,
     ResourceAlreadyExistsException,
     ResourceInUseException,
     ResourceNotFoundException,
@@ -38,7 +39,7 @@ from ..errors import (
     ValidationException,
     preview,
 )
-from ..streams import kinesis_stream_name, kinesis_video_stream_name, records_file, runtime_of
+from ..streams import kinesis_stream_name, kinesis_video_stream_name, max_processors, records_file, runtime_of
 from ...streams.processor import ProcessorFailed
 from ...streams.sinks import SinkError, bucket_folder
 from ...streams.source import check_source_url, redact
@@ -138,6 +139,10 @@ def create_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, A
     arn = processor_arn(inv, name)
     if not runtime.tables.create_processor(name, arn, definition, tags):
         raise ResourceInUseException(f"Stream processor {name} already exists")
+    limit = max_processors()
+    if runtime.tables.count_processors() > limit:  # counted inside the write: concurrent Creates cannot pass it
+        raise LimitExceededException(f"This server already has {limit} stream processors, its limit "
+                                     "(FACELEDGER_STREAM_MAX_PROCESSORS): delete one first")
     inv.meta.update(ThresholdUsed=request["FaceMatchThreshold"])
     return {"StreamProcessorArn": arn}
 
