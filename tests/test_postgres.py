@@ -349,3 +349,44 @@ def test_migrate_moves_a_whole_store_and_its_ledger_verifies_on_the_target(pg_cl
     again = CliRunner().invoke(main, ["migrate", "--from", str(data), "--to", url])
     assert again.exit_code != 0 and "already holds faceledger data" in again.output
     assert "ledger intact: 6 entries" in faceledger_cli(url, "audit", "verify").stdout  # nothing half-added
+
+
+def test_control_characters_of_a_refused_call_reach_no_ledger_column_and_the_store_migrates(pg_cluster, tmp_path):
+    """A client chooses the CollectionId a refused call is recorded under: a NUL (which PostgreSQL text cannot
+    hold) or a terminal escape (which `audit list` would print) is written escaped, so the entry appends on
+    PostgreSQL, the store migrates, and audit verify passes; an old entry holding a NUL is named by migrate."""
+    from botocore.exceptions import ClientError
+    from click.testing import CliRunner
+
+    from faceledger.cli import main
+    from faceledger.client import Client
+    from faceledger.service import Service, ServiceConfig
+    from faceledger.store.ledger import LedgerEntry
+    from faceledger.store.sqlite import SQLiteStore
+
+    hostile = "a\x00b\x1b[31mred\x7f"
+    for where in ("sqlite", "postgresql"):
+        data = tmp_path / where
+        config = ServiceConfig(data, database=pg_cluster.url()) if where == "postgresql" else ServiceConfig(data)
+        with Client(service=Service(config)) as client:
+            with pytest.raises(ClientError, match="ValidationException"):
+                client.describe_collection(CollectionId=hostile)
+            with pytest.raises(ClientError, match="ValidationException"):
+                client.start_face_search(CollectionId=hostile, Video={"S3Object": {"Bucket": "bkt", "Name": "v.mp4"}})
+            rows = [r for r in client._service.store.ledger_rows() if r["operation"] in
+                    ("DescribeCollection", "StartFaceSearch")]
+        assert [r["collection_id"] for r in rows] == ["a\\u0000b\\u001b[31mred\\u007f"] * 2, where
+        assert [r["result"] for r in rows] == ["ValidationException"] * 2
+    url = pg_cluster.url()
+    moved = CliRunner().invoke(main, ["migrate", "--from", str(tmp_path / "sqlite"), "--to", url])
+    assert moved.exit_code == 0 and "ledger intact on the target: 3 entries" in moved.output, moved.output
+    # a store written before the escaping (its entry's hash covers the NUL): migrate names the row instead of
+    # failing inside PostgreSQL
+    old = SQLiteStore(tmp_path / "old" / "faceledger.db")
+    old.append_ledger(LedgerEntry("2026-01-01T00:00:00", "p", None, "http", "DescribeCollection", "ok", None, None,
+                                  "OK", {}))
+    old.append_ledger(LedgerEntry("2026-01-01T00:00:01", "p", None, "http", "DescribeCollection", "x\x00y", None,
+                                  None, "ValidationException", {}))
+    old.close()
+    refused = CliRunner().invoke(main, ["migrate", "--from", str(tmp_path / "old"), "--to", pg_cluster.url()])
+    assert refused.exit_code != 0 and "row 2 of table ledger has a NUL character in collection_id" in refused.output

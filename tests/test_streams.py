@@ -383,3 +383,89 @@ def test_rtsp_processor_finds_people_reconnects_and_detects_a_frozen_source(live
     assert {f["FaceId"] for e in entries for f in e["detail"]["Faces"]} == {m["Face"]["FaceId"] for m in reported}
     stops = [e for e in ledger(live, "StopStreamProcessor") if e["detail"]["Request"]["Name"] == "stage-watch"]
     assert len(stops) == 1 and stops[0]["result"] == "OK"
+
+
+def test_s3_destination_never_writes_through_a_link_out_of_the_buckets_folder(live, rekognition, tmp_path):
+    """A bucket that is a symbolic link out of the buckets folder is refused at Create; a folder of the key prefix
+    that is one (planted before or after Create) fails the processor at its first record, writing nothing there."""
+    clip = shared_data("video", "short_hamilton_clip.mp4")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (live.buckets_dir / "evil").symlink_to(outside)
+    (live.buckets_dir / "drop").mkdir()
+    (live.buckets_dir / "drop" / "link").symlink_to(outside)
+    cid = f"s3-{uuid.uuid4().hex[:8]}"
+    rekognition.create_collection(CollectionId=cid)
+    extension(live, "PutCollectionPolicy", CollectionId=cid, Policy={"AllowLiveSearch": True})
+    extension(live, "AddStreamSource", Name="s3clip", Url=str(clip))
+    code, message = error_of(create, rekognition, "p-evil", "s3clip", cid, s3={"Bucket": "evil", "KeyPrefix": ""})
+    assert code == "InvalidParameterException" and "link out of it" in message
+    code, message = error_of(create, rekognition, "p-long", "s3clip", cid, s3={"Bucket": "drop", "KeyPrefix": "a" * 300})
+    assert code == "InvalidParameterException" and "at most 200 bytes" in message  # not a failure at the first record
+    create(rekognition, "p-link", "s3clip", cid, s3={"Bucket": "drop", "KeyPrefix": "link/"})
+    rekognition.start_stream_processor(Name="p-link")
+    deadline = time.monotonic() + 60
+    while (d := rekognition.describe_stream_processor(Name="p-link"))["Status"] != "FAILED":
+        assert time.monotonic() < deadline, d
+        time.sleep(0.3)
+    assert "symbolic link leads out of the bucket" in d["StatusMessage"], d
+    assert list(outside.iterdir()) == []
+    rekognition.delete_stream_processor(Name="p-link")
+    extension(live, "RemoveStreamSource", Name="s3clip")
+
+
+def test_processor_operations_are_authorized_on_the_collection_the_processor_searches(live, rekognition):
+    """Starting a processor is a live search of its collection: a key limited to another collection may not start,
+    describe, delete or tag it (as it may not create it); a key limited to that collection may."""
+    from conftest import create_key
+
+    clip = shared_data("video", "short_hamilton_clip.mp4")
+    cid = f"auth-{uuid.uuid4().hex[:8]}"
+    rekognition.create_collection(CollectionId=cid)
+    extension(live, "PutCollectionPolicy", CollectionId=cid, Policy={"AllowLiveSearch": True})
+    extension(live, "AddStreamSource", Name="authclip", Url=str(clip))
+    arn = create(rekognition, "p-auth", "authclip", cid)["StreamProcessorArn"]
+    actions = [f"rekognition:{a}" for a in ("StartStreamProcessor", "StopStreamProcessor", "DescribeStreamProcessor",
+                                            "DeleteStreamProcessor", "UpdateStreamProcessor", "TagResource")]
+
+    def key(collection: str):
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions,
+                  "Resource": f"arn:aws:rekognition:us-east-1:000000000000:collection/{collection}"}]}
+        client = live.client(create_key(live.data_dir, f"k-{collection}", policy))
+        add_purpose_headers(client, "test: live search", "CASE-12")
+        return client
+
+    other, same = key("some-other-collection"), key(cid)
+    for call, kwargs in ((other.start_stream_processor, {"Name": "p-auth"}),
+                         (other.describe_stream_processor, {"Name": "p-auth"}),
+                         (other.delete_stream_processor, {"Name": "p-auth"}),
+                         (other.tag_resource, {"ResourceArn": arn, "Tags": {"a": "b"}})):
+        code, message = error_of(call, **kwargs)
+        assert code == "AccessDeniedException" and f"collection/{cid}" in message, (call, message)
+    assert rekognition.describe_stream_processor(Name="p-auth")["Status"] == "STOPPED"  # not started
+    assert same.describe_stream_processor(Name="p-auth")["Settings"]["FaceSearch"]["CollectionId"] == cid
+    same.tag_resource(ResourceArn=arn, Tags={"a": "b"})
+    same.delete_stream_processor(Name="p-auth")
+    extension(live, "RemoveStreamSource", Name="authclip")
+
+
+def test_a_camera_password_never_reaches_a_status_message(live, rekognition):
+    """FFmpeg's errors quote the URL they could not open: the processor's StatusMessage (DescribeStreamProcessor,
+    GetStreamProcessorStatus) shows it with the password as ***, as `sources list` does."""
+    cid = f"pw-{uuid.uuid4().hex[:8]}"
+    rekognition.create_collection(CollectionId=cid)
+    extension(live, "PutCollectionPolicy", CollectionId=cid, Policy={"AllowLiveSearch": True})
+    extension(live, "AddStreamSource", Name="pwcam", Url=f"rtsp://admin:p@ss-hunter2@127.0.0.1:{free_port()}/x")
+    create(rekognition, "p-pw", "pwcam", cid)
+    rekognition.start_stream_processor(Name="p-pw")
+    deadline = time.monotonic() + 30
+    while "cannot open" not in (d := rekognition.describe_stream_processor(Name="p-pw")).get("StatusMessage", ""):
+        assert time.monotonic() < deadline, d
+        time.sleep(0.2)
+    status = extension(live, "GetStreamProcessorStatus", Name="p-pw")
+    assert "admin:***@127.0.0.1" in d["StatusMessage"]
+    assert "hunter2" not in json.dumps(d, default=str) and "hunter2" not in json.dumps(status)
+    rekognition.stop_stream_processor(Name="p-pw")
+    assert "hunter2" not in rekognition.describe_stream_processor(Name="p-pw").get("StatusMessage", "")
+    rekognition.delete_stream_processor(Name="p-pw")
+    extension(live, "RemoveStreamSource", Name="pwcam")

@@ -260,6 +260,11 @@ def test_face_search_finds_miranda_in_his_shots_as_one_person(srv, rek, hamilton
     (note,) = [m for m in webhook[1] if m["JobId"] == job["JobId"]]
     assert note["Status"] == "SUCCEEDED" and note["API"] == "FACE_SEARCH" and note["JobTag"] == "hamilton-search"
     assert note["Video"] == {"S3ObjectName": "hamilton.mp4", "S3Bucket": "videos"} and note["Timestamp"] > 0
+    # a face deleted since (DeleteFaces, `faceledger erase`) leaves the results: the person stays, unmatched
+    gone = {m["Face"]["FaceId"] for p in persons for m in p.get("FaceMatches", [])}
+    rek.delete_faces(CollectionId=cid, FaceIds=sorted(gone))
+    after = rek.get_face_search(JobId=job["JobId"])["Persons"]
+    assert len(after) == len(persons) and not any(p.get("FaceMatches") for p in after)
 
 
 def test_collection_policy_applies_to_start_face_search(srv, rek, hamilton):
@@ -382,6 +387,8 @@ def test_paging_over_more_than_1000_segments(srv, rek, detection):
     assert len(first) == 1000 and done["NextToken"]
     rest = rek.get_segment_detection(JobId=job["JobId"], NextToken=done["NextToken"])
     assert len(rest["Segments"]) == 40 and "NextToken" not in rest
+    big = rek.get_segment_detection(JobId=job["JobId"], MaxResults=5000)  # over 1000: a page of 1000, as AWS
+    assert len(big["Segments"]) == 1000 and big["NextToken"]
     starts = [s["StartFrameNumber"] for s in first + rest["Segments"]]
     assert starts == list(range(0, 4160, 4))
     with pytest.raises(rek.exceptions.InvalidPaginationTokenException):  # a token of another job

@@ -107,6 +107,7 @@ def _copy(src: sqlite3.Connection, store, tables: set[str], source: Path) -> dic
             cursor = src.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY rowid")
             n = 0
             while rows := cursor.fetchmany(CHUNK):
+                _refuse_nul(table, columns, rows, n)
                 db.executemany(insert, rows)
                 n += len(rows)
             counts[table] = n
@@ -117,3 +118,17 @@ def _copy(src: sqlite3.Connection, store, tables: set[str], source: Path) -> dic
             db.execute("UPDATE collections SET face_count = (SELECT COUNT(*) FROM faces "
                        "WHERE faces.collection_id = collections.collection_id)")
     return counts
+
+
+def _refuse_nul(table: str, columns: list[str], rows: list, before: int) -> None:
+    """CliError naming the first NUL character in ``rows``: PostgreSQL's text cannot hold one (SQLite's can; a
+    ledger entry written before its columns escaped control characters may, and its hash covers it)."""
+    for i, row in enumerate(rows):
+        for column, value in zip(columns, row):
+            if isinstance(value, str) and "\0" in value:
+                raise CliError(f"row {before + i + 1} of table {table} has a NUL character in {column}, which "
+                               "PostgreSQL text cannot hold (a ledger entry of a refused call, recorded before "
+                               "faceledger escaped control characters in ledger columns); nothing was written. "
+                               "The entry cannot be changed without breaking the ledger's hash chain: keep this "
+                               "store on SQLite")
+

@@ -79,6 +79,12 @@ def operation(name: str) -> Callable[[Handler], Handler]:
     return register
 
 
+#: Stream processor operations that name a processor (``Name``): authorized on the ARN of the collection it
+#: searches, as CreateStreamProcessor is (resource_of).
+PROCESSOR_OPERATIONS = frozenset({"StartStreamProcessor", "StopStreamProcessor", "DescribeStreamProcessor",
+                                  "UpdateStreamProcessor", "DeleteStreamProcessor"})
+
+
 @dataclass(frozen=True)
 class Invocation:
     """One call of one operation: the service it runs in and who asked."""
@@ -298,16 +304,35 @@ class Service:
         namespace, handler = self._handler(operation_name)
         return namespace, handler, self._validate(operation_name, namespace, params, wire)
 
-    def resource_of(self, request: Any) -> str:
+    def resource_of(self, request: Any, operation: str | None = None) -> str:
         """The IAM resource a request acts on: its collection's ARN (``CollectionId``, or the collection of a
         ``ResourceArn``, or -- for a video Get* that names only a ``JobId`` -- the collection of that job, as
-        GetFaceSearch's), else ``*``. Cheap on unvalidated params: an id past the model's 255 characters (an
+        GetFaceSearch's; for a stream processor named by ``Name`` or by its ARN, the collection it searches),
+        else ``*``. Cheap on unvalidated params: an id past the model's 255 characters (an
         invalid one, refused by validation next) is cut to 256 before it is matched against policies."""
         cid = collection_of(request)
         if cid is None and isinstance(request, dict) and isinstance(request.get("JobId"), str):
             job = self.store.get_video_job(request["JobId"][:256])
             cid = job.collection_id if job is not None else None
+        if cid is None and isinstance(request, dict):
+            cid = self._processor_collection(request, operation)
         return self.config.collection_arn(cid[:256]) if cid is not None else "*"
+
+    def _processor_collection(self, request: dict, operation: str | None) -> str | None:
+        """The collection a stream processor searches, for a request naming the processor (Start, Stop, Describe,
+        Update, Delete by ``Name``; the tag operations by its ARN): starting one is a live search of it."""
+        from ..store.streams import StreamTables
+
+        name, arn = request.get("Name"), request.get("ResourceArn")
+        if operation in PROCESSOR_OPERATIONS and isinstance(name, str):
+            record = StreamTables(self.store).get_processor(name[:256])
+        elif isinstance(arn, str) and ":streamprocessor/" in arn:
+            record = StreamTables(self.store).processor_by_arn(arn[:2048])
+        else:
+            return None
+        search = ((record.definition.get("Settings") or {}).get("FaceSearch") or {}) if record else {}
+        cid = search.get("CollectionId")
+        return cid if isinstance(cid, str) else None
 
     def precheck(self, operation_name: str, context: RequestContext,
                  small_params: Callable[[], Any] | None = None) -> None:
@@ -326,7 +351,7 @@ class Service:
 
         def resource() -> str | None:
             seen["params"] = small_params() if small_params is not None else None
-            return self.resource_of(seen["params"]) if isinstance(seen["params"], dict) else None
+            return self.resource_of(seen["params"], operation_name) if isinstance(seen["params"], dict) else None
 
         try:
             auth.authorize_anywhere(context.policy, context.who(), f"{namespace}:{operation_name}", resource)
@@ -360,7 +385,7 @@ class Service:
                 namespace, handler = self._handler(operation_name)
                 if context.policy is not None:  # before any work in proportion to the request's size
                     auth.authorize(context.policy, context.who(), f"{namespace}:{operation_name}",
-                                   self.resource_of(params))
+                                   self.resource_of(params, operation_name))
                 request = self._validate(operation_name, namespace, params, wire)
                 validated = True
                 cid = collection_of(request)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from datetime import datetime
 from typing import Any
 
@@ -212,5 +213,14 @@ def build_entry(
     )
 
 
+#: Characters a ledger column never holds as such: control characters (a NUL, which PostgreSQL's text cannot
+#: store, and terminal escapes, which `audit list` would print to an auditor's terminal) and lone surrogates.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def _column(value: str | None) -> str | None:
-    return None if value is None else clip(str(value), MAX_COLUMN_CHARS)
+    """A column's text: at most MAX_COLUMN_CHARS, with _UNPRINTABLE characters written as ``\\uXXXX`` (a refused
+    call's CollectionId is recorded as it came, so a client chooses these characters)."""
+    if value is None:
+        return None
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", clip(str(value), MAX_COLUMN_CHARS))

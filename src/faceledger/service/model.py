@@ -448,6 +448,15 @@ def parse_request(operation: str, params: Any, *, wire: bool) -> dict[str, Any]:
     return result
 
 
+def shape_problems(shape_name: str, value: Any, path: str) -> list[str]:
+    """Problems of one in-process value against a named shape of botocore's model ([] when it conforms): the
+    same constraints (type, length, pattern, range, enum) and messages as a request member. For values that
+    reach the store by another road than a request (an imported collection's faces and tags)."""
+    parser = _Parser(wire=False)
+    parser.value(SERVICE_MODEL.shape_for(shape_name), value, path)
+    return parser.errors
+
+
 # --------------------------------------------------------------------------- request bodies
 
 _STRING_LITERAL = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?')  # always matches from a quote: linear

@@ -87,9 +87,28 @@ ENV_SETTINGS = {
 }
 
 
+#: Stream processors one server (one store) holds at most, unless FACELEDGER_STREAM_MAX_PROCESSORS says otherwise:
+#: each running one decodes its source all the time (a 640x360 camera takes about a core at 5 analysed frames a
+#: second), so an unbounded number is a way to exhaust the machine. CreateStreamProcessor past it is
+#: LimitExceededException, as Rekognition's per-account quota.
+DEFAULT_MAX_PROCESSORS = 20
+
+
+def max_processors(env: dict[str, str] | None = None) -> int:
+    """The processor limit (FACELEDGER_STREAM_MAX_PROCESSORS, default DEFAULT_MAX_PROCESSORS); ValueError when
+    the variable is not a positive whole number."""
+    value = (os.environ if env is None else env).get("FACELEDGER_STREAM_MAX_PROCESSORS")
+    if not value:
+        return DEFAULT_MAX_PROCESSORS
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError("FACELEDGER_STREAM_MAX_PROCESSORS must be a whole number of processors, at least 1")
+    return int(value)
+
+
 def settings_from_env(env: dict[str, str] | None = None) -> tuple[float, dict[str, float]]:
     """(analysed frames per second, LiveProcessor timeouts) from ENV_SETTINGS; ValueError naming a bad one."""
     env = os.environ if env is None else env
+    max_processors(env)  # a bad limit stops `serve` at start, as a bad timeout does
     rate, timeouts = DEFAULT_RATE_FPS, {}
     for var, key in ENV_SETTINGS.items():
         if not env.get(var):
@@ -261,7 +280,7 @@ class StreamRuntime:
                 buckets = self.service.config.buckets_dir
                 if buckets is None:
                     raise SinkError("this server has no buckets folder for S3Destination")
-                sinks.append(S3Sink(Path(buckets) / s3["Bucket"], s3.get("KeyPrefix", ""),
+                sinks.append(S3Sink(Path(buckets), s3["Bucket"], s3.get("KeyPrefix", ""),
                                     f"{record.name}/{session_id}"))
         except SinkError as exc:
             for sink in sinks:

@@ -19,7 +19,7 @@ are refused over HTTP (``faceledger collections export|import`` run them on the 
 
 An import is all or nothing: every file is checked first (model known to this server, vectors of its
 dimension, finite and unit length, FaceIds well-formed and unique in the file and in the store, one row a
-face), then the collection, its tags, policy, users and faces are written in one transaction with the
+face, every other field within the botocore shape a request would have had to meet), then the collection, its tags, policy, users and faces are written in one transaction with the
 ledger entry; the collection's vector index is built after the commit.
 """
 
@@ -30,14 +30,13 @@ import json
 import logging
 import math
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from ..store import CollectionRecord, FaceRecord, UserRecord
-from ..vision.engine import FACE_MODEL_DIMENSIONS
 from ..vision.face_quality import FACE_BANDS
 from .errors import (
     AccessDeniedException,
@@ -45,14 +44,12 @@ from .errors import (
     ResourceAlreadyExistsException,
     ResourceNotFoundException,
 )
-from .governance import _COLLECTION_ID, _FACE_ID, validate_policy
+from .governance import _COLLECTION_ID, _EXTERNAL_ID, _FACE_ID, validate_policy
+from .model import shape_problems
 
 log = logging.getLogger("faceledger.transfer")
 
 FORMAT = "faceledger-collection-export-1"
-#: Embedding length of the face models this version knows (vision.engine); a model missing here is checked
-#: against the store's other collections of that model (when there are some).
-DIMENSIONS = FACE_MODEL_DIMENSIONS
 #: vectors whose length is further than this from 1 are refused (a model's vectors are unit length)
 UNIT_TOLERANCE = 1e-3
 #: faces written per batch (one transaction for all of them)
@@ -167,6 +164,8 @@ def _read_json(path: Path) -> Any:
         raise InvalidParameterException(f"{path} is missing: not a faceledger collection export") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidParameterException(f"{path} is not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise InvalidParameterException(f"{path} cannot be read: {exc.strerror or exc}") from None
 
 
 def _faces(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -174,6 +173,8 @@ def _faces(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         f = open(path, encoding="utf-8")
     except FileNotFoundError:
         raise InvalidParameterException(f"{path} is missing: not a faceledger collection export") from None
+    except OSError as exc:
+        raise InvalidParameterException(f"{path} cannot be read: {exc.strerror or exc}") from None
     with f:
         for n, line in enumerate(f, 1):
             try:
@@ -204,18 +205,42 @@ def _record(n: int, row: Any, cid: str, model: str, embedding: np.ndarray | None
                                         "CreationTimestamp (ISO 8601) are required") from None
     if not all(math.isfinite(v) for v in values + [confidence]):
         raise InvalidParameterException(f"{where}: BoundingBox and Confidence must be finite numbers")
-    for key in ("ImageId", "ExternalImageId", "UserId"):
-        if row.get(key) is not None and not isinstance(row.get(key), str):
-            raise InvalidParameterException(f"{where}: {key} must be a string")
     if not isinstance(row.get("ImageId"), str) or not row["ImageId"]:
         raise InvalidParameterException(f"{where}: ImageId is required")
     band = row.get("QualityBand")
     if band is not None and band not in FACE_BANDS:
         raise InvalidParameterException(f"{where}: QualityBand must be one of {', '.join(FACE_BANDS)} or null")
+    # every stored field as IndexFaces would have accepted it (botocore's shapes: length, pattern, range), so
+    # that an import cannot store what no request could: an overlong or malformed id, a Confidence of 1e30
+    # (ImageId: the ExternalImageId alphabet and length; faceledger's own ImageIds are UUIDs, a store filled by
+    # other means may hold others)
+    for key, shape, limit in (("ImageId", "ExternalImageId", 255), ("ExternalImageId", "ExternalImageId", 255),
+                              ("UserId", "UserId", 128)):
+        value = row.get(key)
+        if value is not None and not (isinstance(value, str) and len(value) <= limit and _EXTERNAL_ID.match(value)):
+            _refuse_shape(shape, value, f"{where}, {key}")  # (the common case above costs no model walk)
+    if not 0 <= confidence <= 100:
+        _refuse_shape("Percent", confidence, f"{where}, Confidence")
+    if not all(-1.0 <= v <= 2.0 for v in values) or values[0] <= 0 or values[1] <= 0:
+        raise InvalidParameterException(f"{where}: BoundingBox Width and Height must be ratios of the image above "
+                                        "0, and Left and Top within -1 to 2")
+    if created > datetime.now(timezone.utc) + _CLOCK_SKEW:  # a face from the future would outlive retention
+        raise InvalidParameterException(f"{where}: CreationTimestamp {row['CreationTimestamp']} is in the future")
     return FaceRecord(face_id=face_id, collection_id=cid, image_id=row["ImageId"],
                       external_image_id=row.get("ExternalImageId"), bounding_box=tuple(values),
                       confidence=confidence, face_model_version=model, created_at=created,
                       user_id=row.get("UserId"), embedding=embedding, quality_band=band)
+
+
+#: How far in the future an imported face's CreationTimestamp may be (clocks of two machines differ).
+_CLOCK_SKEW = timedelta(days=1)
+
+
+def _refuse_shape(shape: str, value: Any, where: str) -> None:
+    """InvalidParameterException when ``value`` breaks botocore's shape ``shape`` (what a request could not store)."""
+    problems = shape_problems(shape, value, where)
+    if problems:
+        raise InvalidParameterException(problems[0])
 
 
 def _check_vectors(vectors: np.ndarray, start: int) -> None:
@@ -231,22 +256,10 @@ def _check_vectors(vectors: np.ndarray, start: int) -> None:
                                         "as the model produces")
 
 
-def _expected_dimension(inv, model: str) -> int | None:
-    """The model's vector length: known, or that of a stored face of the model (None: no way to tell)."""
-    if model in DIMENSIONS:
-        return DIMENSIONS[model]
-    after = None
-    while True:
-        page = inv.store.list_collections(after, 1000)
-        for c in page.items:
-            if c.face_model_version == model and c.face_count:
-                first = inv.store.list_faces(c.collection_id, after=None, limit=1).items
-                found = inv.store.get_faces(c.collection_id, [f.face_id for f in first], with_embeddings=True)
-                for face in found.values():
-                    return int(face.embedding.shape[0])
-        if page.cursor is None:
-            return None
-        after = page.cursor
+def _expected_dimension(inv, model: str) -> int:
+    """The vector length of ``model`` as this server computes it (its engine's, not a table that could miss a
+    model added later); ServiceUnavailable when the model cannot be loaded."""
+    return int(inv.service.engine_for(model).dim)
 
 
 def import_collection(inv, params: dict[str, Any]) -> dict[str, Any]:
@@ -270,10 +283,13 @@ def import_collection(inv, params: dict[str, Any]) -> dict[str, Any]:
     tags = meta.get("Tags") or {}
     if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
         raise InvalidParameterException("collection.json: Tags must map strings to strings")
+    _refuse_shape("TagMap", tags, "collection.json, Tags")
     policy = validate_policy(meta["Policy"]) if meta.get("Policy") else None
     users = meta.get("Users") or []
     if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
         raise InvalidParameterException("collection.json: Users must be a list of UserIds")
+    for user in users:
+        _refuse_shape("UserId", user, "collection.json, Users")
     if inv.store.get_collection(cid) is not None:
         raise ResourceAlreadyExistsException(f"The collection id: {cid} already exists")
     try:
@@ -282,11 +298,13 @@ def import_collection(inv, params: dict[str, Any]) -> dict[str, Any]:
         raise InvalidParameterException(f"{src / 'vectors.npy'} is missing: not a faceledger collection export") from None
     except ValueError as exc:
         raise InvalidParameterException(f"vectors.npy is not a NumPy array file: {exc}") from None
+    except OSError as exc:
+        raise InvalidParameterException(f"{src / 'vectors.npy'} cannot be read: {exc.strerror or exc}") from None
     if vectors.dtype != np.float32 or vectors.ndim != 2:
         raise InvalidParameterException(f"vectors.npy must be float32 rows (N x D); it is {vectors.dtype} "
                                         f"{vectors.shape}")
     expected = _expected_dimension(inv, model)
-    if len(vectors) and expected is not None and vectors.shape[1] != expected:
+    if vectors.shape[1] != expected and (len(vectors) or vectors.shape[1]):
         raise InvalidParameterException(f"vectors.npy has {vectors.shape[1]}-d vectors; {model} vectors have "
                                         f"{expected} dimensions")
     total = len(vectors)

@@ -61,6 +61,9 @@ ANALYSIS_FPS = 1.0
 #: Label, moderation and text jobs analyse frames scaled down to at most this many pixels on their longer side
 #: (the classifiers take 224 px, NanoDet 416 px; text keeps 1280 px for small print).
 ANALYSIS_SIDE = {"LabelDetection": 640, "ContentModeration": 640, "TextDetection": 1280}
+#: Rekognition Video's limit on a stored video's duration ("the maximum duration for a stored video is 6 hours"):
+#: checked at Start on the header and, since a header can understate it, on every decoded frame.
+MAX_VIDEO_MS = 6 * 3600 * 1000
 SHOT_MODEL = "pyscenedetect-content-0.7"
 CUE_MODEL = "faceledger-blackframe-1"
 
@@ -293,6 +296,11 @@ def run_job(runner: VideoJobRunner, job: VideoJob) -> None:
     kind(runner, job, path, info, progress)
 
 
+def _limits(service) -> dict[str, int]:
+    """The limits every decoded frame of a job is held to (video.frames' ``max_pixels`` and ``max_ms``)."""
+    return {"max_pixels": int(service.config.max_image_pixels), "max_ms": MAX_VIDEO_MS}
+
+
 def _sample_ms(service) -> float:
     return 1000.0 / max(0.01, float(service.config.video_sample_fps))
 
@@ -336,6 +344,7 @@ def _faces(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: di
 
     try:
         for frame in frames(path, start_ms=resume, first_pts=first_pts, every_ms=None if search else every,
+                            **_limits(service),
                             max_side=FACE_FRAME_SIDE):
             runner.check()
             ms = last_ms = frame.timestamp_ms
@@ -504,7 +513,7 @@ def _segments(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
                 items.append(("seg", segment("TECHNICAL_CUE", first, last_i, a, b + frame_ms, conf), None))
 
     try:
-        for frame in frames(path, start_ms=resume, max_side=320):
+        for frame in frames(path, start_ms=resume, max_side=320, **_limits(runner.service)):
             runner.check()
             if last is not None and frame.timestamp_ms - last_saved >= CHECKPOINT_MS:
                 progress.update(resume_ms=frame.timestamp_ms, shot=state, black=blacks.run or None, last=last)
@@ -576,7 +585,7 @@ def _analysis(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
     last_ms = resume - 1
     error: VideoError | None = None
     try:
-        for frame in frames(path, start_ms=resume, first_pts=first_frame_pts(path), every_ms=every,
+        for frame in frames(path, start_ms=resume, first_pts=first_frame_pts(path), every_ms=every, **_limits(service),
                             max_side=ANALYSIS_SIDE[job.api]):
             runner.check()
             ms = last_ms = frame.timestamp_ms

@@ -128,6 +128,9 @@ class StreamTables:
         items = [self._processor(r) for r in rows[:limit]]
         return Page(items, items[-1].name if len(rows) > limit else None)
 
+    def count_processors(self) -> int:
+        return int(self.store._conn().execute("SELECT COUNT(*) FROM stream_processors").fetchone()[0])
+
     def processors_using_source(self, source: str) -> list[str]:
         rows = self.store._conn().execute("SELECT name, definition FROM stream_processors ORDER BY name")
         return [r[0] for r in rows if json.loads(r[1]).get("SourceName") == source]

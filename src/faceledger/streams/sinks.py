@@ -42,7 +42,8 @@ class JsonLinesSink:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            # O_NOFOLLOW: a symbolic link planted where the file goes is refused, never written through
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             self._file = os.fdopen(fd, "ab")
         except OSError as exc:
             raise SinkError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
@@ -66,12 +67,54 @@ class JsonLinesSink:
                 log.warning("closing %s failed", self.path, exc_info=True)
 
 
+def bucket_folder(buckets_dir: Path, bucket: str) -> Path:
+    """The resolved folder of ``bucket``: a folder directly inside the (resolved) buckets folder, or SinkError
+    (missing, not a folder, or a symbolic link that leads elsewhere)."""
+    try:
+        root = Path(buckets_dir).resolve(strict=True)
+        folder = (root / bucket).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise SinkError(f"bucket {bucket!r} does not exist in the buckets folder") from None
+    if folder.parent != root or not folder.is_dir() or "/" in bucket or bucket in (".", ".."):
+        raise SinkError(f"bucket {bucket!r} does not exist in the buckets folder (or is a link out of it)")
+    return folder
+
+
+def contained_file(folder: Path, key: str) -> Path:
+    """``folder``/``key`` with its parent folders created one by one, or SinkError when a part of the key is a
+    symbolic link (or '..') that leads out of ``folder``, checked before anything is created through it: writes
+    are held to the bucket as reads are (a link that stays inside the bucket is followed)."""
+    *parts, name = key.split("/")
+    current = folder
+    for part in parts:
+        if part in ("", "."):
+            continue
+        step = current / part
+        try:
+            if step.is_symlink() or step.exists():
+                real = step.resolve(strict=True)
+                if part == ".." or not real.is_relative_to(folder) or not real.is_dir():
+                    raise SinkError(f"cannot write {key!r} in the bucket: a symbolic link leads out of the bucket")
+                current = real
+            else:
+                step.mkdir(mode=0o700)
+                current = step
+        except SinkError:
+            raise
+        except (OSError, RuntimeError) as exc:
+            raise SinkError(f"cannot write {step}: {getattr(exc, 'strerror', None) or exc}") from None
+    return current / name
+
+
 class S3Sink:
     """S3Destination in the buckets folder: objects ``<KeyPrefix><session>/<UTC minute>.jsonl`` in the bucket's
-    folder (``session``: the processor's name and session id), one JSON Lines object a minute."""
+    folder (``session``: the processor's name and session id), one JSON Lines object a minute. Each object's
+    path is checked when it is opened (the bucket, and every folder of the key, inside the buckets folder: a
+    symbolic link planted later is refused too, SinkError)."""
 
-    def __init__(self, bucket_dir: Path, prefix: str, session: str) -> None:
-        self.bucket_dir, self.key_base = Path(bucket_dir), f"{prefix}{session}"
+    def __init__(self, buckets_dir: Path, bucket: str, prefix: str, session: str) -> None:
+        self.bucket_dir = bucket_folder(buckets_dir, bucket)
+        self.buckets_dir, self.bucket, self.key_base = Path(buckets_dir), bucket, f"{prefix}{session}"
         self._minute: str | None = None
         self._sink: JsonLinesSink | None = None
         self._lock = threading.Lock()
@@ -83,7 +126,8 @@ class S3Sink:
             if minute != self._minute or self._sink is None:
                 if self._sink is not None:
                     self._sink.close()
-                self._sink = JsonLinesSink(self.bucket_dir / f"{self.key_base}/{minute}.jsonl")
+                folder = bucket_folder(self.buckets_dir, self.bucket)
+                self._sink = JsonLinesSink(contained_file(folder, f"{self.key_base}/{minute}.jsonl"))
                 self._minute = minute
             self._sink.write(record)
             self.written += 1

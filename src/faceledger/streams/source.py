@@ -40,8 +40,22 @@ _NETWORK_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https"}
 _DEVICE = re.compile(r"^/dev/video[0-9]{1,3}$")
 
 
+#: The password of a URL's user part (``scheme://user:password@host``) wherever it appears in a text.
+_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s'\"]*):[^/\s'\"]*@")  # to the netloc's last @
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it shown as ``***`` (cameras' URLs often carry one, and
+    FFmpeg's errors quote the URL they could not open)."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)
+
+
 class SourceError(Exception):
-    """The source cannot be opened or read (unreachable, refused, frozen, not a video): reconnect."""
+    """The source cannot be opened or read (unreachable, refused, frozen, not a video): reconnect. Its message
+    never holds a URL's password (it becomes a processor's StatusMessage, which DescribeStreamProcessor shows)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 class SourceEnded(SourceError):

@@ -189,7 +189,7 @@ def _codec_name(ctx) -> str:
 
 
 def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, first_pts: int | None = None,
-           max_side: int | None = None) -> Iterator[Frame]:
+           max_side: int | None = None, max_pixels: int | None = None, max_ms: int | None = None) -> Iterator[Frame]:
     """The video's frames in presentation order, from ``start_ms`` (ms from the first frame shown).
 
     ``every_ms``: keep only the first frame of each ``every_ms`` slot of time (``every_ms=200``: 5 frames a
@@ -198,6 +198,9 @@ def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, firs
     Frame ``index`` counts every decoded frame from the first one shown, also when starting later
     (a seek to ``start_ms`` decodes from the keyframe before it). Raises :class:`VideoError` after the
     frames decoded before a damage, or at once when the file is not a video.
+    ``max_pixels``, ``max_ms``: limits checked on every decoded frame, not only on what the header states (a
+    stream may change its frame size midway, a header may understate the duration): a frame of more pixels,
+    or one shown later than ``max_ms``, ends the frames with a :class:`VideoError` saying so.
     """
     container, stream = _open(path)
     tb = float(stream.time_base) if stream.time_base else None
@@ -206,6 +209,7 @@ def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, firs
     decoded = 0
     last_ms = -1
     stated_ms = float(stream.duration * tb * 1000) if stream.duration is not None and tb else None
+    stated_size = f"{stream.codec_context.width}x{stream.codec_context.height}"
     try:
         if first_pts is None:
             first_pts = first_frame_pts(path) if start_ms > 0 else None
@@ -225,6 +229,15 @@ def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, firs
                     index = decoded
                     ms = int(round(index * 1000 / fps))
                 decoded += 1
+                if max_pixels is not None and frame.width * frame.height > max_pixels:
+                    raise VideoError(f"frame {index} ({ms} ms) is {frame.width}x{frame.height} pixels, over the "
+                                     f"{max_pixels / 1e6:g} megapixel limit of this server's images (the video's "
+                                     f"header stated {stated_size})",
+                                     decoded - 1)
+                if max_ms is not None and ms > max_ms:
+                    raise VideoError(f"the video runs past {max_ms / 3600000:g} hours (frame {index} is shown at "
+                                     f"{ms} ms, though its header states {int(stated_ms or 0)} ms): over the "
+                                     "limit of a stored video", decoded - 1)
                 last_ms = ms
                 if ms < start_ms:
                     continue

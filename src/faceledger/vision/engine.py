@@ -389,8 +389,6 @@ DEFAULT_FACE_MODEL = "faceledger-sface-v1"
 #: confirmation, any rotation) and YuNet's own five points; the older models: BlazeFace tiles + HOG check
 #: (ONNX_DETECTOR) and dlib's 5-point model.  Chosen by measurement: bench/face_models.py, docs/models.md.
 FACE_MODEL_DETECTORS = {"faceledger-sface-v1": "yunet"}
-#: Each face model's vector length (the export/import check and docs/scale.md's storage arithmetic).
-FACE_MODEL_DIMENSIONS = {"faceledger-sface-v1": 128, "faceledger-fusion-v1": 1152, "dlib-resnet-v1": 128}
 
 _engines: dict[tuple[int | None, str, str, str | None], FaceEngine] = {}
 _engines_lock = threading.Lock()

@@ -33,13 +33,14 @@ import re
 import time
 import uuid
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .. import governance, tokens
 from ..dispatch import Invocation, operation
 from ..errors import (
     AccessDeniedException,
     InvalidParameterException,
+    LimitExceededException,
     ResourceAlreadyExistsException,
     ResourceInUseException,
     ResourceNotFoundException,
@@ -47,10 +48,11 @@ from ..errors import (
     ValidationException,
     preview,
 )
-from ..streams import kinesis_stream_name, kinesis_video_stream_name, records_file, runtime_of
+from ..streams import kinesis_stream_name, kinesis_video_stream_name, max_processors, records_file, runtime_of
 from ...streams.connected_home import DEFAULT_MAX_DURATION_S, DEFAULT_MIN_CONFIDENCE, labels_in_force
 from ...streams.processor import ProcessorFailed
-from ...streams.source import check_source_url
+from ...streams.sinks import SinkError, bucket_folder
+from ...streams.source import check_source_url, redact
 
 #: Rekognition's FaceSearch threshold: default 80, and lower values are raised to 80.
 MIN_LIVE_THRESHOLD = 80.0
@@ -94,11 +96,7 @@ def _live_search_allowed(inv: Invocation, cid: str, request: dict[str, Any], ope
 
 def _clean_url(url: str) -> str:
     """A source URL as shown: without the password of its user part (cameras' URLs often carry one)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return redact(url)
 
 
 @operation("CreateStreamProcessor")
@@ -162,6 +160,10 @@ def _created(inv: Invocation, runtime, name: str, definition: dict[str, Any], ta
     arn = processor_arn(inv, name)
     if not runtime.tables.create_processor(name, arn, definition, tags):
         raise ResourceInUseException(f"Stream processor {name} already exists")
+    limit = max_processors()
+    if runtime.tables.count_processors() > limit:  # counted inside the write: concurrent Creates cannot pass it
+        raise LimitExceededException(f"This server already has {limit} stream processors, its limit "
+                                     "(FACELEDGER_STREAM_MAX_PROCESSORS): delete one first")
     return {"StreamProcessorArn": arn}
 
 
@@ -209,10 +211,16 @@ def _check_s3(inv: Invocation, s3: dict[str, Any]) -> None:
     if buckets is None:
         raise InvalidParameterException("This server has no buckets folder for S3Destination (serve --buckets DIR)")
     bucket, prefix = s3.get("Bucket", ""), s3.get("KeyPrefix", "")
-    if "/" in bucket or bucket in (".", "..") or not (Path(buckets) / bucket).is_dir():
-        raise InvalidParameterException(f"S3Destination bucket {preview(bucket)} does not exist in the buckets folder")
+    try:
+        bucket_folder(Path(buckets), bucket)  # a folder inside the buckets folder, not a link out of it
+    except SinkError:
+        raise InvalidParameterException(f"S3Destination bucket {preview(bucket)} does not exist in the buckets "
+                                        "folder (or is a symbolic link out of it)") from None
     if prefix.startswith("/") or ".." in prefix.split("/") or "\0" in prefix or "//" in prefix:
         raise InvalidParameterException("S3Destination.KeyPrefix must be a relative key prefix without '..' or '//'")
+    if any(len(part.encode("utf-8", "surrogatepass")) > 200 for part in prefix.split("/")):  # + the processor's name
+        raise InvalidParameterException("S3Destination.KeyPrefix: each part between '/' is at most 200 bytes (a "
+                                        "folder or file name of the buckets folder)")
 
 
 def _status(inv: Invocation, record) -> tuple[str, str | None, dict[str, Any] | None]:

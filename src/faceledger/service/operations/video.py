@@ -26,14 +26,15 @@ from ..errors import (
 )
 from ..images import s3_object_path
 from ...video.appearances import SEGMENTS_BASE
-from ..video_jobs import SHOT_MODEL, CUE_MODEL, job_json
+from ..video_jobs import MAX_VIDEO_MS, SHOT_MODEL, CUE_MODEL, job_json
 from ._common import require_collection
 
 #: Rekognition Video's limits: "the maximum file size for a stored video is 10GB", "the maximum duration
 #: for a stored video is 6 hours".
 MAX_VIDEO_BYTES = 10 * 1024 ** 3
-MAX_VIDEO_MS = 6 * 3600 * 1000
-DEFAULT_MAX_RESULTS = 1000
+#: A Get* page holds at most this many results, whatever MaxResults asks (Rekognition: "The largest value you
+#: can specify is 1000. If you specify a value greater than 1000, a maximum of 1000 results is returned").
+MAX_PAGE = DEFAULT_MAX_RESULTS = 1000
 
 
 
@@ -65,6 +66,11 @@ def _video(inv: Invocation, video: dict[str, Any]) -> tuple[dict, dict]:
     return dict(s3), {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
 
 
+def _over_limit(inv: Invocation) -> LimitExceededException:
+    return LimitExceededException(f"This server already has {inv.config.video_max_jobs} video jobs queued or "
+                                  "running, its limit; start the job when one has finished")
+
+
 def _start(inv: Invocation, req: dict[str, Any], api: str, collection_id: str | None = None) -> dict[str, Any]:
     channel = req.get("NotificationChannel")
     if channel and channel.get("SNSTopicArn") not in dict(inv.config.video_notify):
@@ -72,9 +78,7 @@ def _start(inv: Invocation, req: dict[str, Any], api: str, collection_id: str | 
             f"NotificationChannel.SNSTopicArn {channel.get('SNSTopicArn')} has no webhook on this server "
             "(start it with --notify ARN=URL)")
     if inv.store.count_active_video_jobs() >= int(inv.config.video_max_jobs):
-        raise LimitExceededException(
-            f"This server already has {inv.config.video_max_jobs} video jobs queued or running, its limit; "
-            "start the job when one has finished")
+        raise _over_limit(inv)
     s3, file = _video(inv, req["Video"])
     now = inv.now().timestamp()
     job_id = uuid.uuid4().hex + uuid.uuid4().hex[:16]
@@ -88,6 +92,10 @@ def _start(inv: Invocation, req: dict[str, Any], api: str, collection_id: str | 
                    job_tag=req.get("JobTag"),
                    progress={"file": {"size": file["size"], "mtime_ns": file["mtime_ns"]}})
     inv.store.create_video_job(job)
+    # counted again inside the write (which holds the store's write lock until the call commits): two Starts at
+    # once both saw room above, while this call hashed its video; the later one is refused and rolled back
+    if inv.store.count_active_video_jobs() > int(inv.config.video_max_jobs):
+        raise _over_limit(inv)
     inv.meta.update(JobId=job_id, Video=f"s3://{s3['Bucket']}/{s3['Name']}", VideoSHA256=file["sha256"])
     inv.after_commit(inv.service.video_jobs.wake)
     return {"JobId": job_id}
@@ -120,18 +128,19 @@ def _get(inv: Invocation, req: dict[str, Any], api: str, member: str, by_index: 
         out["StatusMessage"] = job.status_message
     if job.metadata:
         out["VideoMetadata"] = job.metadata
-    if job.status in ("QUEUED", "IN_PROGRESS"):
-        out[member] = []
-        out["StatusMessage"] = _progress(inv, job)
-        return out
     scope = f"{job.job_id}:{'INDEX' if by_index else 'TIMESTAMP'}"
     low, high = -1, None
     if segments is not None:
         scope += ":SEGMENTS" if segments else ":TIMESTAMPS"
         low, high = (SEGMENTS_BASE - 1, None) if segments else (-1, SEGMENTS_BASE)
+    # the token is checked whatever the job's state: another job's token is refused also while this one runs
     cursor = tokens.decode(inv.service.pagination_key, f"Get{api}", scope, req.get("NextToken"))
+    if job.status in ("QUEUED", "IN_PROGRESS"):
+        out[member] = []
+        out["StatusMessage"] = _progress(inv, job)
+        return out
     after = max(low, int(cursor)) if cursor is not None else low
-    limit = int(req.get("MaxResults", DEFAULT_MAX_RESULTS))
+    limit = min(int(req.get("MaxResults", DEFAULT_MAX_RESULTS)), MAX_PAGE)
     items, more = inv.store.video_job_results(job.job_id, after, limit, by_index=by_index, before=high)
     out[member] = items
     return tokens.with_next_token(inv.service.pagination_key, out, f"Get{api}", scope,
@@ -172,12 +181,30 @@ def start_face_search(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
 @operation("GetFaceSearch")
 def get_face_search(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     out = _get(inv, req, "FaceSearch", "Persons", by_index=req.get("SortBy", "TIMESTAMP") == "INDEX")
+    _drop_deleted_faces(inv, out["Persons"])
     job = inv.store.get_video_job(req["JobId"])
     summary = (job.progress or {}).get("search") if job is not None else None
     if summary:  # the x-faceledger-* headers: threshold used, expected false matches summed over persons
         inv.meta.update(ThresholdUsed=summary["ThresholdUsed"], ExpectedFalseMatches=summary["ExpectedFalseMatches"],
                         Persons=summary["Persons"])
     return out
+
+
+def _drop_deleted_faces(inv: Invocation, persons: list[dict[str, Any]]) -> None:
+    """Remove from the FaceMatches of ``persons`` the faces deleted since the job ran (DeleteFaces, `faceledger
+    erase`, a retention sweep): the results are kept for days, an erased person must not stay in them. A person
+    left without a match keeps its observations, as an unmatched person. (The ledger keeps its record.)"""
+    ids = {m["Face"]["FaceId"] for p in persons for m in p.get("FaceMatches", [])}
+    if not ids:
+        return
+    kept = set(inv.store.existing_face_ids(sorted(ids)))
+    if kept == ids:
+        return
+    for p in persons:
+        if "FaceMatches" in p:
+            p["FaceMatches"] = [m for m in p["FaceMatches"] if m["Face"]["FaceId"] in kept]
+            if not p["FaceMatches"]:
+                del p["FaceMatches"]
 
 
 @operation("StartSegmentDetection")

@@ -1,0 +1,151 @@
+"""Hostile stored videos, built here with PyAV: limits are held on every decoded frame, not only on what the
+header states (a stream that switches to larger frames midway, a header that understates the duration), and
+the Get* calls bound their pages and check their tokens whatever the job's state."""
+
+from __future__ import annotations
+
+import fractions
+import io
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+
+
+def _h264(width: int, height: int, n: int) -> bytes:
+    """A raw H.264 elementary stream of ``n`` black frames (no container, so no stated duration)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="h264") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        for _ in range(n):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((height, width, 3), np.uint8),
+                                                                   format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def _lying_mkv(path: Path, hours: float) -> None:
+    """Three frames at 0, ``hours`` and ``hours`` + 40 ms in Matroska, its header's Duration then set to 1 s."""
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("libx264", rate=1)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = fractions.Fraction(1, 1000)
+        late = int(hours * 3600 * 1000)
+        for pts in (0, late, late + 40):
+            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, fractions.Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"\x44\x89\x88")  # Segment Info's Duration element: an 8-byte float of milliseconds
+    assert at > 0
+    data[at + 3:at + 11] = struct.pack(">d", 1000.0)
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from faceledger.client import Client
+    from faceledger.service import Service, ServiceConfig
+
+    root = tmp_path_factory.mktemp("attack-video")
+    bucket = root / "buckets" / "vids"
+    bucket.mkdir(parents=True)
+    # the header says 64x64; from frame 200 (8 s) the frames are 640x640, over this server's 0.1 MP image limit
+    (bucket / "switch.h264").write_bytes(_h264(64, 64, 200) + _h264(640, 640, 5))
+    _lying_mkv(bucket / "lying.mkv", hours=7)
+    (bucket / "small.h264").write_bytes(_h264(64, 64, 30))
+    service = Service(ServiceConfig(root / "data", root / "buckets", max_image_pixels=100_000))
+    with Client(service=service) as client:
+        yield client, service
+
+
+def _wait(fetch, timeout=120):
+    deadline = time.monotonic() + timeout
+    while (out := fetch())["JobStatus"] == "IN_PROGRESS":
+        assert time.monotonic() < deadline, out
+        time.sleep(0.1)
+    return out
+
+
+def _video(name: str) -> dict:
+    return {"S3Object": {"Bucket": "vids", "Name": name}}
+
+
+def test_a_stream_that_grows_past_the_pixel_limit_midway_fails_after_its_small_frames(setup):
+    client, _ = setup
+    for start, get, member in ((client.start_segment_detection, client.get_segment_detection, "Segments"),
+                               (client.start_face_detection, client.get_face_detection, "Faces"),
+                               (client.start_label_detection, client.get_label_detection, "Labels")):
+        extra = {"SegmentTypes": ["TECHNICAL_CUE"]} if member == "Segments" else {}
+        job = start(Video=_video("switch.h264"), **extra)["JobId"]
+        out = _wait(lambda: get(JobId=job))
+        assert out["JobStatus"] == "FAILED", out
+        assert "640x640 pixels, over the 0.1 megapixel limit" in out["StatusMessage"], out
+        assert "header stated 64x64" in out["StatusMessage"]
+    # the 200 small frames before it were analysed: black, so one BlackFrames cue of frames 0-199
+    assert [s["EndFrameNumber"] for s in get_segments(client, "switch.h264")] == [199]
+
+
+def get_segments(client, name: str) -> list[dict]:
+    job = client.start_segment_detection(Video=_video(name), SegmentTypes=["TECHNICAL_CUE"])["JobId"]
+    return _wait(lambda: client.get_segment_detection(JobId=job))["Segments"]
+
+
+def test_a_header_that_understates_the_duration_does_not_lift_the_six_hour_limit(setup):
+    client, _ = setup
+    job = client.start_face_detection(Video=_video("lying.mkv"))["JobId"]  # the header says 1 s: accepted
+    out = _wait(lambda: client.get_face_detection(JobId=job))
+    assert out["JobStatus"] == "FAILED" and "runs past 6 hours" in out["StatusMessage"], out
+    assert out["VideoMetadata"]["DurationMillis"] == 1000
+
+
+def test_pages_hold_at_most_1000_results_and_tokens_are_checked_while_a_job_runs(setup):
+    client, service = setup
+    job = client.start_segment_detection(Video=_video("small.h264"), SegmentTypes=["SHOT", "TECHNICAL_CUE"])
+    done = _wait(lambda: client.get_segment_detection(JobId=job["JobId"], MaxResults=1))
+    token = done["NextToken"]
+    # another job's token is refused, also while that job is still queued or running
+    other = client.start_segment_detection(Video=_video("lying.mkv"), SegmentTypes=["SHOT"])["JobId"]
+    with pytest.raises(client.exceptions.InvalidPaginationTokenException):
+        client.get_segment_detection(JobId=other, NextToken=token)
+    _wait(lambda: client.get_segment_detection(JobId=other))
+    with pytest.raises(client.exceptions.InvalidPaginationTokenException):
+        client.get_segment_detection(JobId=other, NextToken=token)
+
+
+def test_concurrent_starts_never_pass_the_job_limit(tmp_path):
+    """Eight Starts at once against a limit of 2 (the workers stopped, so every job stays queued): two jobs, six
+    LimitExceededException, however the threads interleave with the hashing of the video."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from faceledger.client import Client
+    from faceledger.service import Service, ServiceConfig
+
+    bucket = tmp_path / "buckets" / "vids"
+    bucket.mkdir(parents=True)
+    (bucket / "a.h264").write_bytes(_h264(64, 64, 10) + bytes(4 << 20))  # some MB to hash: a wide window
+    service = Service(ServiceConfig(tmp_path / "data", tmp_path / "buckets", video_max_jobs=2))
+    service.video_jobs.stop()
+    with Client(service=service) as client:
+        def start(_):
+            try:
+                return client.start_segment_detection(Video=_video("a.h264"), SegmentTypes=["SHOT"])["JobId"]
+            except client.exceptions.LimitExceededException:
+                return None
+
+        with ThreadPoolExecutor(8) as pool:
+            started = [j for j in pool.map(start, range(8)) if j]
+        assert len(started) == 2
+        assert service.store.count_active_video_jobs() == 2
