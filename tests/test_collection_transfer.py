@@ -14,6 +14,7 @@ import pytest
 
 from conftest import Server
 from test_cli import run, run_json
+from faceledger.store.sqlite import SQLiteStore
 from test_vector_search import MODEL, face, identities, make_store
 
 N_IDS = 600
@@ -181,5 +182,11 @@ def test_a_refusal_in_a_later_batch_rolls_back_the_batches_written_before_it(exp
         assert run_json("collections", "list", "--data", data)["CollectionIds"] == []
     with sqlite3.connect(data / "faceledger.db") as db:
         assert db.execute("SELECT COUNT(*) FROM faces").fetchone()[0] == 0
+        # the per-row counting trigger, dropped during an import's writes, is back after each rollback
+        assert db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'faces_counted'").fetchone()[0] == 1
     run("collections", "import", out, "--data", data)
     assert run_json("collections", "describe", "src", "--data", data)["FaceCount"] == 1200
+    store = SQLiteStore(data / "faceledger.db")  # and after a commit: a face added later is counted
+    store.add_faces([face("src", 5000, matrix[0])])
+    assert store.get_collection("src").face_count == 1201
+    store.close()

@@ -311,28 +311,29 @@ def import_collection(inv, params: dict[str, Any]) -> dict[str, Any]:
         lines.clear()
         _progress("write", done, total)
 
-    rows = vectors[:0]
-    count = 0
-    for n, row in _faces(src / "faces.jsonl"):
-        if n > total:
-            raise InvalidParameterException(f"faces.jsonl has more faces than vectors.npy's {total} rows: they "
+    with inv.store.counted_at_end(cid):  # one COUNT at the end, not an UPDATE a face (docs/scale.md)
+        rows = vectors[:0]
+        count = 0
+        for n, row in _faces(src / "faces.jsonl"):
+            if n > total:
+                raise InvalidParameterException(f"faces.jsonl has more faces than vectors.npy's {total} rows: "
+                                                "they must match line for row")
+            if (n - 1) % BATCH == 0:
+                rows = np.asarray(vectors[n - 1:n - 1 + BATCH], dtype=np.float32)
+                _check_vectors(rows, n - 1)
+            face = _record(n, row, cid, model, rows[(n - 1) % BATCH])
+            if face.user_id is not None:
+                wanted_users.add(face.user_id)
+            batch.append(face)
+            lines.append(n)
+            count = n
+            if len(batch) >= BATCH:
+                flush()
+        if count != total:
+            raise InvalidParameterException(f"faces.jsonl has {count} faces and vectors.npy {total} rows: they "
                                             "must match line for row")
-        if (n - 1) % BATCH == 0:
-            rows = np.asarray(vectors[n - 1:n - 1 + BATCH], dtype=np.float32)
-            _check_vectors(rows, n - 1)
-        face = _record(n, row, cid, model, rows[(n - 1) % BATCH])
-        if face.user_id is not None:
-            wanted_users.add(face.user_id)
-        batch.append(face)
-        lines.append(n)
-        count = n
-        if len(batch) >= BATCH:
+        if batch:
             flush()
-    if count != total:
-        raise InvalidParameterException(f"faces.jsonl has {count} faces and vectors.npy {total} rows: they must "
-                                        "match line for row")
-    if batch:
-        flush()
     for uid in sorted(wanted_users):
         inv.store.create_user(UserRecord(cid, uid, inv.now()))
     inv.after_commit(lambda: _build_index(inv.store, cid))
