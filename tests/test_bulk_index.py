@@ -130,7 +130,7 @@ def test_resume_after_sigkill_gives_the_faces_of_an_uninterrupted_run(tmp_path: 
     assert interrupted["Interrupted"] and interrupted["FacesIndexed"] == no_ghost(data, "killed") >= 3
 
     # two worker processes, SIGKILLed once more faces are stored (the workers die with it)
-    env = {**os.environ, "FACELEDGER_INDEX_PROCESSES_FROM": "1"}
+    env = {**os.environ, "FACELEDGER_INDEX_PROCESSES_FROM": "1", "FACELEDGER_PURPOSE": "archive import"}
     proc = start_index(photos, d, env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_faces(proc, data, interrupted["FacesIndexed"] + 3)
     workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == proc.pid
@@ -149,6 +149,17 @@ def test_resume_after_sigkill_gives_the_faces_of_an_uninterrupted_run(tmp_path: 
     assert again["report"]["Run"]["WorkerProcesses"]
     assert faces_of(data, "killed") == reference  # --workers 2 (processes) gives the faces of --workers 1
     assert no_ghost(data, "killed") == sum(reference.values())
+    # the ledger stays one intact chain through two writing processes, and says who indexed each face, why
+    verified = runner.invoke(main, ["audit", "verify", "--data", str(data)])
+    assert verified.exit_code == 0 and "ledger intact" in verified.output
+    listed = runner.invoke(main, ["audit", "list", "--data", str(data), "--collection", "killed", "--operation",
+                                  "IndexFaces", "--json"]).output
+    entries = [json.loads(line) for line in listed.splitlines()]
+    in_ledger = {f["FaceId"] for e in entries if e["purpose"] == "archive import" for f in e["detail"].get("Faces", [])}
+    with faceledger.Client(data_dir=data) as client:
+        stored = {f["FaceId"] for f in client.list_faces(CollectionId="killed", MaxResults=100)["Faces"]}
+    assert stored - {f["FaceId"] for e in entries for f in e["detail"].get("Faces", [])} == set()
+    assert in_ledger  # the worker processes' entries carry the command's purpose
 
     # once more: nothing new; a file changed since is indexed again, its face not stored twice
     touched = sorted(photos.rglob("1.jpg"))[0]
