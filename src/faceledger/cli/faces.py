@@ -117,7 +117,8 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
         journal = Journal(app.data_dir / "index-journal.db", incarnation, options)
     processes = not app.endpoint and workers > 1 and found.total >= processes_from()
 
-    results: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []  # each image's entry, for --json only (millions of images: not kept)
+    seen = 0  # images accounted for
     indexed = skipped = skipped_faces = 0
     unindexed: Counter[str] = Counter()
     unindexed_faces = 0
@@ -146,6 +147,12 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
             return pool.submit(path, request)
         return pool.submit(index_file, str(path), request, app.client)
 
+    def keep(entry: dict[str, Any]) -> None:
+        nonlocal seen
+        seen += 1
+        if app.as_json:
+            results.append(entry)
+
     def record(f: Any, entry: dict[str, Any], future: Future | None, done: int | None) -> bool:
         """Account for one image's outcome; False for an error that must stop the run."""
         nonlocal indexed, unindexed_faces, no_face_images, fatal, skipped, skipped_faces
@@ -153,7 +160,7 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
             skipped += 1
             skipped_faces += done or 0
             entry["Skipped"] = True
-            results.append(entry)
+            keep(entry)
             return True
         outcome = future.result()
         if outcome[0] == "fatal":
@@ -180,7 +187,7 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
                 no_face_images += 1
             if journal is not None:
                 journal.record(entry["ExternalImageId"], f, faces)
-        results.append(entry)
+        keep(entry)
         return True
 
     # Images run `workers` at a time, at most 2 x workers in flight (a bounded queue over a streamed walk);
@@ -232,7 +239,7 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
 
     summary = {
         "Images": found.total,
-        "ImagesProcessed": len(results) - len(failed) - skipped,
+        "ImagesProcessed": seen - len(failed) - skipped,
         "ImagesSkipped": skipped,
         "ImagesFailed": len(failed),
         "ImagesFailedByReason": dict(sorted(failed_by.items())),
@@ -246,7 +253,7 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
         summary["Interrupted"] = True
     run = {  # how this run went (the summary: what it did, the same whatever the workers)
         "Seconds": round(seconds, 3),
-        "ImagesPerSecond": round((len(results) - skipped) / seconds, 2) if seconds > 0 else 0.0,
+        "ImagesPerSecond": round((seen - skipped) / seconds, 2) if seconds > 0 else 0.0,
         "FacesPerSecond": round(indexed / seconds, 2) if seconds > 0 else 0.0,
         "Workers": workers,
         "WorkerProcesses": processes,
@@ -269,11 +276,11 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
             out.print(f"    {path}: {message}", markup=False)
         kind = "worker processes" if processes else "threads"
         out.print(f"  speed:              {run['FacesPerSecond']:.1f} faces/s "
-                  f"({len(results) - skipped} images in {seconds:.1f} s, {workers} {kind})")
+                  f"({seen - skipped} images in {seconds:.1f} s, {workers} {kind})")
     if fatal is not None:
         raise fatal
     if interrupted:
-        raise CliError(f"interrupted after {len(results)} of {found.total} images: the same command goes on "
+        raise CliError(f"interrupted after {seen} of {found.total} images: the same command goes on "
                        "where this one stopped", 130)
     if failed:
         raise CliError(f"{len(failed)} of {found.total} images failed", 1)
