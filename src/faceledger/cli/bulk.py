@@ -40,7 +40,7 @@ class ImageFile:
     """One image a walk found: its path, its path relative to the folder given (a file given directly: its
     name), and its size and modification time (bytes, ns) from the walk's own stat."""
 
-    path: Path
+    path: str  # as the walk made it (a str: no pathlib object an image)
     relative: str
     size: int
     mtime_ns: int
@@ -90,7 +90,7 @@ def _walk(root: Path, real_root: str) -> Iterator[ImageFile]:
         if st is not None and not stat.S_ISREG(st.st_mode):
             continue
         real = os.path.realpath(e.path) if e.is_symlink() else os.path.join(real_root, rel)
-        yield ImageFile(Path(e.path), rel, st.st_size if st else -1, st.st_mtime_ns if st else -1, real)
+        yield ImageFile(e.path, rel, st.st_size if st else -1, st.st_mtime_ns if st else -1, real)
 
 
 def _walk_roots(paths: tuple[Path, ...]) -> Iterator[ImageFile]:
@@ -103,7 +103,7 @@ def _walk_roots(paths: tuple[Path, ...]) -> Iterator[ImageFile]:
                 size, mtime = st.st_size, st.st_mtime_ns
             except OSError:
                 size = mtime = -1
-            yield ImageFile(root, root.name, size, mtime, os.path.realpath(root))
+            yield ImageFile(str(root), root.name, size, mtime, os.path.realpath(root))
 
 
 @dataclass
@@ -113,7 +113,7 @@ class Survey:
 
     total: int
     repeated: set[int]
-    clashes: dict[str, list[Path]]
+    clashes: dict[str, list[str]]
 
 
 def survey(paths: tuple[Path, ...]) -> Survey:
@@ -132,9 +132,9 @@ def survey(paths: tuple[Path, ...]) -> Survey:
     repeated = {int(v) for v in real_values[real_counts > 1]}
     id_values, id_counts = np.unique(pairs[:, 0], return_counts=True)
     shared = {int(v) for v in id_values[id_counts > 1]}  # one id, more than one file (by hash)
-    clashes: dict[str, list[Path]] = {}
+    clashes: dict[str, list[str]] = {}
     if shared:  # rare: walk again for the files, and compare the ids themselves
-        by_id: dict[str, dict[str, Path]] = {}
+        by_id: dict[str, dict[str, str]] = {}
         for f in _walk_roots(paths):
             ext_id = external_image_id(f.relative)
             if hash(ext_id) in shared:
@@ -279,8 +279,8 @@ class ProcessPool:
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                         initializer=_worker_init, initargs=(os.getpid(), threads, app_args))
 
-    def submit(self, path: Path, params: dict[str, Any]) -> Future:
-        return self.pool.submit(index_file, str(path), params)
+    def submit(self, path: str, params: dict[str, Any]) -> Future:
+        return self.pool.submit(index_file, path, params)
 
     def close(self, cancel: bool = False) -> None:
         self.pool.shutdown(wait=True, cancel_futures=cancel)

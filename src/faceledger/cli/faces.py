@@ -29,7 +29,7 @@ from .main import main
 __all__ = ["external_image_id", "image_files", "refuse_colliding_ids"]
 
 
-def refuse_colliding_ids(clashes: dict[str, list[Path]]) -> None:
+def refuse_colliding_ids(clashes: dict[str, list[str]]) -> None:
     """CliError, before anything is indexed, when two files would get the same ExternalImageId (the same
     relative name under two folders given, or names equal in Unicode NFC; ``clashes``: id -> files, from
     :func:`faceledger.cli.bulk.survey`): `erase --external-image-id` would then erase both."""
@@ -48,7 +48,7 @@ def image_files(paths: tuple[Path, ...]) -> list[tuple[Path, str]]:
     """(file, relative name) for every image under ``paths``: folders recursively (JPEG and PNG by
     extension, hidden files and folders skipped, sorted), files as given; each file once. A list, for a
     few files; `index` streams them (:func:`faceledger.cli.bulk.iter_image_files`)."""
-    return [(f.path, f.relative) for f in iter_image_files(paths)]
+    return [(Path(f.path), f.relative) for f in iter_image_files(paths)]
 
 
 def _faces_column() -> Any:
@@ -134,7 +134,7 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
     fatal: BaseException | None = None
     pool: Any = None
 
-    def submit(path: Path, ext_id: str) -> Future:
+    def submit(path: str, ext_id: str) -> Future:
         nonlocal pool
         if pool is None:  # started at the first image to index: a run with nothing left starts nothing
             if processes:
@@ -145,7 +145,7 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
         request = {**params, "ExternalImageId": ext_id}
         if processes:
             return pool.submit(path, request)
-        return pool.submit(index_file, str(path), request, app.client)
+        return pool.submit(index_file, path, request, app.client)
 
     def keep(entry: dict[str, Any]) -> None:
         nonlocal seen
