@@ -168,6 +168,10 @@ def test_resume_after_sigkill_gives_the_faces_of_an_uninterrupted_run(tmp_path: 
     assert third["ImagesSkipped"] == N_PEOPLE - 1 and third["ImagesProcessed"] == 1
     assert third["FacesSkipped"] + third["FacesIndexed"] == sum(reference.values())
     assert faces_of(data, "killed") == reference
+    # the journal keeps no file name in the clear (an erased person's name does not stay behind in it)
+    journal = (data / "index-journal.db").read_bytes()
+    assert journal and not any(name.encode() in journal for name, _ in reference)
+    assert oct((data / "index-journal.db").stat().st_mode & 0o777) == "0o600"
     # --no-resume reads every image again: still no duplicate
     cli("index", "killed", photos, *d, "--no-resume", code=1)
     assert faces_of(data, "killed") == reference

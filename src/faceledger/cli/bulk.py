@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import sqlite3
@@ -162,11 +163,13 @@ def iter_image_files(paths: tuple[Path, ...], repeated: set[int] | None = None) 
 class Journal:
     """The images earlier runs indexed into a collection, in ``<data>/index-journal.db`` (SQLite).
 
-    A row: the collection (its ARN and creation time, so a collection deleted and created again starts
-    afresh), the ExternalImageId, the file's size and modification time, the run's options (MaxFaces,
+    A row: a SHA-256 of the collection (its ARN and creation time, so a collection deleted and created
+    again starts afresh) and the ExternalImageId (no file name is kept in the clear: an erased person's
+    name does not stay behind here), the file's size and modification time, the run's options (MaxFaces,
     QualityFilter) and the faces it indexed. An image is skipped when all of these match; a changed file
     or other options index it again. Rows are committed every ``every`` images and at the end: a crash
-    loses at most those, which are then indexed again without duplicates (IndexFaces' rule)."""
+    loses at most those, which are then indexed again without duplicates (IndexFaces' rule). The file is
+    a cache: deleting it only makes the next run read every image again."""
 
     def __init__(self, path: Path, collection: str, options: str, every: int = 64) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,19 +177,20 @@ class Journal:
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS indexed (collection TEXT NOT NULL, external_image_id TEXT NOT NULL, "
-            "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, options TEXT NOT NULL, faces INTEGER NOT NULL, "
-            "indexed_at REAL NOT NULL, PRIMARY KEY (collection, external_image_id))")
+            "CREATE TABLE IF NOT EXISTS indexed (image TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+            "mtime_ns INTEGER NOT NULL, options TEXT NOT NULL, faces INTEGER NOT NULL, indexed_at REAL NOT NULL)")
         self.collection, self.options, self.every = collection, options, every
         self.pending = 0
+
+    def _key(self, ext_id: str) -> str:
+        return hashlib.sha256(f"{self.collection}\0{ext_id}".encode("utf-8", "surrogateescape")).hexdigest()
 
     def done(self, ext_id: str, f: ImageFile) -> int | None:
         """The faces an earlier run indexed from this file, or None when it must be indexed."""
         if f.size < 0:
             return None
-        row = self.conn.execute(
-            "SELECT faces FROM indexed WHERE collection = ? AND external_image_id = ? AND size = ? "
-            "AND mtime_ns = ? AND options = ?", (self.collection, ext_id, f.size, f.mtime_ns, self.options)).fetchone()
+        row = self.conn.execute("SELECT faces FROM indexed WHERE image = ? AND size = ? AND mtime_ns = ? AND "
+                                "options = ?", (self._key(ext_id), f.size, f.mtime_ns, self.options)).fetchone()
         return None if row is None else int(row[0])
 
     def record(self, ext_id: str, f: ImageFile, faces: int) -> None:
@@ -194,8 +198,8 @@ class Journal:
             return
         if self.pending == 0:
             self.conn.execute("BEGIN")
-        self.conn.execute("INSERT OR REPLACE INTO indexed VALUES (?, ?, ?, ?, ?, ?, ?)",
-                          (self.collection, ext_id, f.size, f.mtime_ns, self.options, faces, time.time()))
+        self.conn.execute("INSERT OR REPLACE INTO indexed VALUES (?, ?, ?, ?, ?, ?)",
+                          (self._key(ext_id), f.size, f.mtime_ns, self.options, faces, time.time()))
         self.pending += 1
         if self.pending >= self.every:
             self.commit()
