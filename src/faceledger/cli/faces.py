@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,12 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
             entry["Skipped"] = True
             keep(entry)
             return True
-        outcome = future.result()
+        try:
+            outcome = future.result()
+        except BrokenProcessPool as exc:  # a worker process died (killed, out of memory, failed to start)
+            fatal = fatal or CliError(f"a worker process stopped ({exc}): the same command goes on where this "
+                                      "one stopped")
+            return False
         if outcome[0] == "fatal":
             fatal = fatal or (outcome[3] if len(outcome) > 3 and outcome[3] is not None else ClientError(
                 {"Error": {"Code": outcome[1], "Message": outcome[2]}}, "IndexFaces"))
