@@ -14,6 +14,7 @@ import pytest
 
 from conftest import Server
 from test_cli import run, run_json
+from faceledger.store.sqlite import SQLiteStore
 from test_vector_search import MODEL, face, identities, make_store
 
 N_IDS = 600
@@ -163,3 +164,39 @@ def test_import_refusals_leave_nothing_behind(exported, tmp_path):
     assert listed == ["src"]
     assert [e["result"] for e in ledger(data, "ImportCollection")] == (
         ["InvalidParameterException"] * len(cases) + ["OK", "InvalidParameterException"])
+
+
+def test_a_refusal_in_a_later_batch_rolls_back_the_batches_written_before_it(exported, tmp_path, monkeypatch):
+    """Import is one pass, batch by batch, in one transaction: a FaceId repeated across batches, a NaN row or a
+    missing row found after batches were written leaves nothing behind, and the refusal names the line/row."""
+    from faceledger.service import transfer
+
+    monkeypatch.setattr(transfer, "BATCH", 100)
+    _, out, _ = exported
+    data = tmp_path / "data"
+    matrix = np.load(out / "vectors.npy")
+    faces = [json.loads(line) for line in (out / "faces.jsonl").read_text().splitlines()]
+    dup = [dict(f) for f in faces]
+    dup[1050]["FaceId"] = dup[3]["FaceId"]
+    nan = matrix.copy()
+    nan[1150, 0] = np.nan
+    cases = {
+        "line 1051: FaceId " + faces[3]["FaceId"] + " appears twice": _corrupt(out, tmp_path / "dup", faces=dup),
+        "vectors.npy, row 1150: NaN": _corrupt(out, tmp_path / "nan", vectors=nan),
+        "faces.jsonl has 1199 faces and vectors.npy 1200 rows": _corrupt(out, tmp_path / "short", faces=faces[:-1]),
+        "more faces than vectors.npy's 1199 rows": _corrupt(out, tmp_path / "long", vectors=matrix[:-1]),
+    }
+    for message, folder in cases.items():
+        result = run("collections", "import", folder, "--data", data, code=2)
+        assert message in result.stderr, (message, result.stderr)
+        assert run_json("collections", "list", "--data", data)["CollectionIds"] == []
+    with sqlite3.connect(data / "faceledger.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM faces").fetchone()[0] == 0
+        # the per-row counting trigger, dropped during an import's writes, is back after each rollback
+        assert db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'faces_counted'").fetchone()[0] == 1
+    run("collections", "import", out, "--data", data)
+    assert run_json("collections", "describe", "src", "--data", data)["FaceCount"] == 1200
+    store = SQLiteStore(data / "faceledger.db")  # and after a commit: a face added later is counted
+    store.add_faces([face("src", 5000, matrix[0])])
+    assert store.get_collection("src").face_count == 1201
+    store.close()

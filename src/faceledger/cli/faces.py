@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 import click
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from ..external_ids import describe as describe_external_id
 from ..external_ids import external_image_id
+from .bulk import iter_image_files
 from .common import (
-    IMAGE_SUFFIXES,
-    PER_IMAGE_ERRORS,
     App,
     CliError,
-    _error_parts,
     _reasons,
     client_command,
     fmt_box,
@@ -32,15 +30,10 @@ from .main import main
 __all__ = ["external_image_id", "image_files", "refuse_colliding_ids"]
 
 
-def refuse_colliding_ids(files: list[tuple[Path, str]]) -> list[str]:
-    """The ExternalImageId of each (file, relative name); CliError, before anything is indexed, when two
-    files would get the same one (the same relative name under two folders given, or names equal in
-    Unicode NFC): `erase --external-image-id` would then erase both."""
-    ids = [external_image_id(relative) for _, relative in files]
-    by_id: dict[str, list[Path]] = {}
-    for (path, _), ext_id in zip(files, ids):
-        by_id.setdefault(ext_id, []).append(path)
-    clashes = {ext_id: paths for ext_id, paths in by_id.items() if len(paths) > 1}
+def refuse_colliding_ids(clashes: dict[str, list[str]]) -> None:
+    """CliError, before anything is indexed, when two files would get the same ExternalImageId (the same
+    relative name under two folders given, or names equal in Unicode NFC; ``clashes``: id -> files, from
+    :func:`faceledger.cli.bulk.survey`): `erase --external-image-id` would then erase both."""
     if clashes:
         lines = [f"  {ext_id}: " + ", ".join(str(p) for p in paths) for ext_id, paths in list(clashes.items())[:10]]
         more = f"\n  ... and {len(clashes) - 10} more" if len(clashes) > 10 else ""
@@ -50,35 +43,13 @@ def refuse_colliding_ids(files: list[tuple[Path, str]]) -> list[str]:
             "`faceledger erase` would erase them together; nothing was indexed:\n" + "\n".join(lines) + more +
             "\nGive their common parent folder instead (its sub-folder names become part of the ids), or "
             "rename the files.")
-    return ids
 
 
 def image_files(paths: tuple[Path, ...]) -> list[tuple[Path, str]]:
     """(file, relative name) for every image under ``paths``: folders recursively (JPEG and PNG by
-    extension, hidden files and folders skipped, sorted), files as given; each file once."""
-    found: list[tuple[Path, str]] = []
-    seen: set[Path] = set()
-
-    def add(path: Path, relative: str) -> None:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            found.append((path, relative))
-
-    for root in paths:
-        if root.is_dir():
-            batch = []
-            for folder, dirs, files in os.walk(root):
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-                for name in files:
-                    if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES):
-                        path = Path(folder) / name
-                        batch.append((path.relative_to(root).as_posix(), path))
-            for relative, path in sorted(batch):
-                add(path, relative)
-        else:
-            add(root, root.name)
-    return found
+    extension, hidden files and folders skipped, sorted), files as given; each file once. A list, for a
+    few files; `index` streams them (:func:`faceledger.cli.bulk.iter_image_files`)."""
+    return [(Path(f.path), f.relative) for f in iter_image_files(paths)]
 
 
 def _faces_column() -> Any:
@@ -105,37 +76,56 @@ def _faces_column() -> Any:
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when stderr is a terminal).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Images indexed at once (default: the CPUs available, or $FACELEDGER_WORKERS).")
+              help="Images indexed at once (default: the CPUs available, or $FACELEDGER_WORKERS); locally, "
+                   "worker processes from 200 images on.")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Skip the images an earlier run indexed into this collection with the same options "
+                   "(journal in the data folder; local data folder only).")
 def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int | None,
-          quality_filter: str | None, progress: bool | None, workers: int | None) -> None:
+          quality_filter: str | None, progress: bool | None, workers: int | None, resume: bool) -> None:
     """Index the faces of images (files, or folders recursively) into COLLECTION_ID.
 
     Each image's ExternalImageId is its path relative to the folder given (a file given directly:
     its name), encoded to fit Rekognition's pattern: '/' as ':', letters, digits and _ . - as they
     are, any other byte as '::' and two hex digits (docs/cli.md). Two files that would get the same
-    id stop the run before anything is indexed.
+    id stop the run before anything is indexed. An interrupted run (Ctrl-C, kill) started again skips
+    what it indexed and never stores a face twice.
     """
-    files = image_files(paths)
-    ext_ids = dict(zip((path for path, _ in files), refuse_colliding_ids(files)))
-    if not files:
+    import json
+    import time
+
+    from .bulk import Journal, ProcessPool, index_file, processes_from, survey
+
+    found = survey(paths)  # counts, and refuses two files with one id, before anything is indexed
+    refuse_colliding_ids(found.clashes)
+    if not found.total:
         app.err.print("warning: no JPEG or PNG images in " + ", ".join(map(str, paths)), markup=False)
-    app.call("describe_collection", CollectionId=collection_id)  # a missing collection fails before any work
+    described = app.call("describe_collection", CollectionId=collection_id)  # a missing collection fails first
     params: dict[str, Any] = {"CollectionId": collection_id}
     if max_faces is not None:
         params["MaxFaces"] = max_faces
     if quality_filter is not None:
         params["QualityFilter"] = quality_filter
-
     if workers is None:
         from ..vision.engine import default_workers
 
         workers = default_workers()
-    results: list[dict[str, Any]] = []
-    indexed = 0
+    journal = None
+    if resume and not app.endpoint:
+        created = described.get("CreationTimestamp")
+        incarnation = f"{described.get('CollectionARN')}@{created.isoformat() if created else ''}"
+        options = json.dumps({"MaxFaces": max_faces, "QualityFilter": quality_filter or "AUTO"}, sort_keys=True)
+        journal = Journal(app.data_dir / "index-journal.db", incarnation, options)
+    processes = not app.endpoint and workers > 1 and found.total >= processes_from()
+
+    results: list[dict[str, Any]] = []  # each image's entry, for --json only (millions of images: not kept)
+    seen = 0  # images accounted for
+    indexed = skipped = skipped_faces = 0
     unindexed: Counter[str] = Counter()
     unindexed_faces = 0
     no_face_images = 0
     failed: list[tuple[str, str]] = []
+    failed_by: Counter[str] = Counter()
     show = app.err.is_terminal if progress is None else progress
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -143,91 +133,163 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
     bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
                    _faces_column(), TimeElapsedColumn(), console=app.err, disable=not show, transient=False)
     fatal: BaseException | None = None
+    pool: Any = None
 
-    def index_one(path: Path, ext_id: str) -> dict[str, Any]:
-        return app.call("index_faces", **params, Image={"Bytes": path.read_bytes()}, ExternalImageId=ext_id)
+    def submit(path: str, ext_id: str) -> Future:
+        nonlocal pool
+        if pool is None:  # started at the first image to index: a run with nothing left starts nothing
+            if processes:
+                pool = ProcessPool(workers, (app.data_dir, app.buckets_dir, None, None, False, app.purpose,
+                                             app.case))
+            else:
+                pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="faceledger-index")
+        request = {**params, "ExternalImageId": ext_id}
+        if processes:
+            return pool.submit(path, request)
+        return pool.submit(index_file, path, request, app.client)
 
-    def record(path: Path, entry: dict[str, Any], future: Future) -> bool:
+    def keep(entry: dict[str, Any]) -> None:
+        nonlocal seen
+        seen += 1
+        if app.as_json:
+            results.append(entry)
+
+    def record(f: Any, entry: dict[str, Any], future: Future | None, done: int | None) -> bool:
         """Account for one image's outcome; False for an error that must stop the run."""
-        nonlocal indexed, unindexed_faces, no_face_images, fatal
+        nonlocal indexed, unindexed_faces, no_face_images, fatal, skipped, skipped_faces
+        if future is None:  # indexed by an earlier run
+            skipped += 1
+            skipped_faces += done or 0
+            entry["Skipped"] = True
+            keep(entry)
+            return True
         try:
-            r = future.result()
-        except OSError as exc:
-            message = f"cannot read: {exc.strerror or exc}"
-            entry["Error"] = {"Code": "FileError", "Message": message}
-        except ClientError as exc:
-            code, message = _error_parts(exc)
-            if code not in PER_IMAGE_ERRORS:
-                fatal = fatal or exc
-                return False
-            entry["Error"] = {"Code": code, "Message": message}
-            message = f"{code}: {message}"
-        except BotoCoreError as exc:  # the server went away: stop, after the summary so far
-            fatal = fatal or exc
+            outcome = future.result()
+        except BrokenProcessPool as exc:  # a worker process died (killed, out of memory, failed to start)
+            fatal = fatal or CliError(f"a worker process stopped ({exc}): the same command goes on where this "
+                                      "one stopped")
             return False
+        if outcome[0] == "fatal":
+            fatal = fatal or (outcome[3] if len(outcome) > 3 and outcome[3] is not None else ClientError(
+                {"Error": {"Code": outcome[1], "Message": outcome[2]}}, "IndexFaces"))
+            return False
+        if outcome[0] == "error":
+            code, message = outcome[1], outcome[2]
+            entry["Error"] = {"Code": code, "Message": message}
+            if code != "FileError":
+                message = f"{code}: {message}"
+            failed.append((str(f.path), message))
+            failed_by[code] += 1
+            app.err.print(f"error: {f.path}: {message}", markup=False)
         else:
+            r = outcome[1]
             entry.update(r)
-            indexed += len(r.get("FaceRecords", []))
+            faces = len(r.get("FaceRecords", []))
+            indexed += faces
             for face in r.get("UnindexedFaces", []):
                 unindexed_faces += 1
                 unindexed.update(face.get("Reasons", []))
             if not r.get("FaceRecords") and not r.get("UnindexedFaces"):
                 no_face_images += 1
-        if "Error" in entry:
-            failed.append((str(path), message))
-            app.err.print(f"error: {path}: {message}", markup=False)
-        results.append(entry)
+            if journal is not None:
+                journal.record(entry["ExternalImageId"], f, faces)
+        keep(entry)
         return True
 
-    # Images run `workers` at a time (IndexFaces calls in threads: the engine detects on all cores,
-    # bench/pipeline.py); results are taken in file order, so output and summary read as before.
-    pending: deque[tuple[Path, dict[str, Any], Future]] = deque()
-    todo = iter(files)
-    with bar, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="faceledger-index") as pool:
-        task = bar.add_task("index", total=len(files), faces=0)
-        while True:
-            while fatal is None and len(pending) < 2 * workers:
-                nxt = next(todo, None)
-                if nxt is None:
-                    break
-                path, _ = nxt
-                ext_id = ext_ids[path]
-                pending.append((path, {"Path": str(path), "ExternalImageId": ext_id},
-                                pool.submit(index_one, path, ext_id)))
-            if not pending:
-                break
-            path, entry, future = pending.popleft()
-            if fatal is not None and future.cancel():
-                continue  # never started: after a fatal error, start nothing new
-            if record(path, entry, future):  # images already running when a fatal error came are reported
-                bar.update(task, advance=1, faces=indexed)
+    # Images run `workers` at a time, at most 2 x workers in flight (a bounded queue over a streamed walk);
+    # results are taken in file order, so output and summary read the same whatever the workers.
+    pending: deque[tuple[Any, dict[str, Any], Future | None, int | None]] = deque()
+    todo = iter_image_files(paths, found.repeated)
+    interrupted = False
+    start = time.monotonic()
+    try:
+        with bar:
+            task = bar.add_task("index", total=found.total, faces=0)
+            try:
+                while True:
+                    while fatal is None and len(pending) < 2 * workers:
+                        f = next(todo, None)
+                        if f is None:
+                            break
+                        ext_id = external_image_id(f.relative)
+                        entry = {"Path": str(f.path), "ExternalImageId": ext_id}
+                        done = journal.done(ext_id, f) if journal is not None else None
+                        pending.append((f, entry, None if done is not None else submit(f.path, ext_id), done))
+                    if not pending:
+                        break
+                    f, entry, future, done = pending[0]  # taken off once counted: Ctrl-C while it is awaited
+                    if fatal is not None and future is not None and future.cancel():
+                        pending.popleft()
+                        continue  # never started: after a fatal error, start nothing new
+                    counted = record(f, entry, future, done)
+                    pending.popleft()
+                    if counted:  # images running when a fatal error came are reported
+                        bar.update(task, advance=1, faces=indexed)
+            except KeyboardInterrupt:
+                interrupted = True  # start nothing new; what is running finishes and is counted
+                for f, entry, future, done in pending:
+                    if future is None or not future.cancel():
+                        try:
+                            record(f, entry, future, done)
+                        except Exception:
+                            pass
+    finally:
+        if pool is not None:
+            if isinstance(pool, ProcessPool):
+                pool.close(cancel=True)
+            else:
+                pool.shutdown(wait=True, cancel_futures=True)
+        if journal is not None:
+            journal.close()
+    seconds = time.monotonic() - start
 
     summary = {
-        "Images": len(files),
-        "ImagesProcessed": len(results) - len(failed),
+        "Images": found.total,
+        "ImagesProcessed": seen - len(failed) - skipped,
+        "ImagesSkipped": skipped,
         "ImagesFailed": len(failed),
+        "ImagesFailedByReason": dict(sorted(failed_by.items())),
         "ImagesWithoutFaces": no_face_images,
         "FacesIndexed": indexed,
+        "FacesSkipped": skipped_faces,
         "FacesNotIndexed": unindexed_faces,
         "FacesNotIndexedByReason": dict(sorted(unindexed.items())),
     }
+    if interrupted:
+        summary["Interrupted"] = True
+    run = {  # how this run went (the summary: what it did, the same whatever the workers)
+        "Seconds": round(seconds, 3),
+        "ImagesPerSecond": round((seen - skipped) / seconds, 2) if seconds > 0 else 0.0,
+        "FacesPerSecond": round(indexed / seconds, 2) if seconds > 0 else 0.0,
+        "Workers": workers,
+        "WorkerProcesses": processes,
+    }
     if app.as_json:
-        app.print_json({"CollectionId": collection_id, "Images": results, "Summary": summary})
+        app.print_json({"CollectionId": collection_id, "Images": results, "Summary": summary, "Run": run})
     else:
         out = app.out
-        out.print(f"collection {collection_id}: {summary['ImagesProcessed']} of {len(files)} images processed")
+        out.print(f"collection {collection_id}: {summary['ImagesProcessed']} of {found.total} images processed")
         out.print(f"  faces indexed:      {indexed}")
         reasons = ", ".join(f"{k} {v}" for k, v in summary["FacesNotIndexedByReason"].items())
         out.print(f"  faces not indexed:  {unindexed_faces}" + (f" ({reasons})" if reasons else ""),
                   markup=False)
         out.print(f"  images, no face:    {no_face_images}")
-        out.print(f"  images with errors: {len(failed)}")
+        if skipped:
+            out.print(f"  images skipped:     {skipped} (indexed by an earlier run: {skipped_faces} faces)")
+        errors = ", ".join(f"{k} {v}" for k, v in summary["ImagesFailedByReason"].items())
+        out.print(f"  images with errors: {len(failed)}" + (f" ({errors})" if errors else ""), markup=False)
         for path, message in failed:
             out.print(f"    {path}: {message}", markup=False)
+        kind = "worker processes" if processes else "threads"
+        out.print(f"  speed:              {run['FacesPerSecond']:.1f} faces/s "
+                  f"({seen - skipped} images in {seconds:.1f} s, {workers} {kind})")
     if fatal is not None:
         raise fatal
+    if interrupted:
+        raise CliError(f"interrupted after {seen} of {found.total} images: the same command goes on "
+                       "where this one stopped", 130)
     if failed:
-        raise CliError(f"{len(failed)} of {len(files)} images failed", 1)
+        raise CliError(f"{len(failed)} of {found.total} images failed", 1)
 
 
 # ---- search, compare, detect ----------------------------------------------------------------------

@@ -308,24 +308,10 @@ def import_collection(inv, params: dict[str, Any]) -> dict[str, Any]:
         raise InvalidParameterException(f"vectors.npy has {vectors.shape[1]}-d vectors; {model} vectors have "
                                         f"{expected} dimensions")
     total = len(vectors)
-    # pass 1: check everything, write nothing
-    seen: set[str] = set()
-    count = 0
-    for n, row in _faces(src / "faces.jsonl"):
-        record = _record(n, row, cid, model)
-        if record.face_id in seen:
-            raise InvalidParameterException(f"faces.jsonl, line {n}: FaceId {record.face_id} appears twice")
-        seen.add(record.face_id)
-        count += 1
-        if count % BATCH == 0:
-            _progress("check", count, total)
-    if count != total:
-        raise InvalidParameterException(f"faces.jsonl has {count} faces and vectors.npy {total} rows: they must "
-                                        "match line for row")
-    for start in range(0, total, BATCH):
-        _check_vectors(np.asarray(vectors[start:start + BATCH], dtype=np.float32), start)
-    del seen
-    # pass 2: one transaction (the call's unit of work), the ledger entry in it
+    # One pass, in the call's one transaction (its ledger entry in it): each batch of faces is checked, then
+    # written; a refusal anywhere raises and the whole transaction rolls back, so nothing is half-imported
+    # and a SIGKILL leaves nothing either. (Reading faces.jsonl once, not once to check and once to write,
+    # and letting the FaceId's unique index find a repeated id instead of a lookup a face: docs/scale.md.)
     record = CollectionRecord(collection_id=cid, arn=inv.config.collection_arn(cid), face_model_version=model,
                               created_at=inv.now())
     if not inv.store.create_collection(record, tags):
@@ -334,36 +320,77 @@ def import_collection(inv, params: dict[str, Any]) -> dict[str, Any]:
         inv.store.put_collection_policy(cid, policy)
     wanted_users = set(users)
     batch: list[FaceRecord] = []
+    lines: list[int] = []
     done = 0
 
     def flush() -> None:
         nonlocal done
-        taken = inv.store.existing_face_ids([f.face_id for f in batch])
-        if taken:
-            raise InvalidParameterException(f"FaceId {taken[0]} is already in this store (FaceIds are unique "
-                                            "across collections): nothing was imported")
-        inv.store.add_faces(batch)
+        try:
+            inv.store.add_faces(batch)
+        except Exception as exc:
+            _refuse_taken(inv, cid, batch, lines, exc)  # a FaceId repeated or already stored: say which
+            raise
         done += len(batch)
         batch.clear()
+        lines.clear()
         _progress("write", done, total)
 
-    for n, row in _faces(src / "faces.jsonl"):
-        if (n - 1) % BATCH == 0:
-            rows = np.asarray(vectors[n - 1:n - 1 + BATCH], dtype=np.float32)
-        face = _record(n, row, cid, model, rows[(n - 1) % BATCH])
-        if face.user_id is not None:
-            wanted_users.add(face.user_id)
-        batch.append(face)
-        if len(batch) >= BATCH:
+    with inv.store.counted_at_end(cid):  # one COUNT at the end, not an UPDATE a face (docs/scale.md)
+        rows = vectors[:0]
+        count = 0
+        for n, row in _faces(src / "faces.jsonl"):
+            if n > total:
+                raise InvalidParameterException(f"faces.jsonl has more faces than vectors.npy's {total} rows: "
+                                                "they must match line for row")
+            if (n - 1) % BATCH == 0:
+                rows = np.asarray(vectors[n - 1:n - 1 + BATCH], dtype=np.float32)
+                _check_vectors(rows, n - 1)
+            face = _record(n, row, cid, model, rows[(n - 1) % BATCH])
+            if face.user_id is not None:
+                wanted_users.add(face.user_id)
+            batch.append(face)
+            lines.append(n)
+            count = n
+            if len(batch) >= BATCH:
+                flush()
+        if count != total:
+            raise InvalidParameterException(f"faces.jsonl has {count} faces and vectors.npy {total} rows: they "
+                                            "must match line for row")
+        if batch:
             flush()
-    if batch:
-        flush()
     for uid in sorted(wanted_users):
         inv.store.create_user(UserRecord(cid, uid, inv.now()))
     inv.after_commit(lambda: _build_index(inv.store, cid))
     inv.meta.update(BiometricData=True, FaceCount=done, Directory=str(src.resolve()))
     return {"CollectionId": cid, "CollectionArn": record.arn, "FaceModelVersion": model, "FaceCount": done,
             "Users": len(wanted_users)}
+
+
+def _refuse_taken(inv, cid: str, batch: list[FaceRecord], lines: list[int], exc: Exception) -> None:
+    """InvalidParameterException naming the first FaceId of ``batch`` (lines ``lines`` of faces.jsonl) that
+    is repeated in the file or already in the store, after ``exc`` stopped its write; returns when there is
+    none (another failure, raised as it is)."""
+    first: dict[str, int] = {}
+    for face, n in zip(batch, lines):
+        if face.face_id in first:
+            raise InvalidParameterException(f"faces.jsonl, line {n}: FaceId {face.face_id} appears twice (first "
+                                            f"on line {first[face.face_id]})")
+        first[face.face_id] = n
+    try:
+        taken = inv.store.existing_face_ids([f.face_id for f in batch])
+        ours = inv.store.get_faces(cid, taken) if taken else {}  # stored by an earlier batch of this import
+    except Exception:  # PostgreSQL: the failed INSERT aborted the transaction, nothing more can be read in it
+        if "unique" in str(exc).lower():
+            raise InvalidParameterException(
+                f"faces.jsonl, lines {lines[0]}-{lines[-1]}: a FaceId appears twice in the file or is already in "
+                "this store (FaceIds are unique across collections): nothing was imported") from None
+        return
+    if ours:
+        face_id = next(iter(ours))
+        raise InvalidParameterException(f"faces.jsonl, line {first[face_id]}: FaceId {face_id} appears twice")
+    if taken:
+        raise InvalidParameterException(f"FaceId {taken[0]} is already in this store (FaceIds are unique "
+                                        "across collections): nothing was imported")
 
 
 def _build_index(store, cid: str) -> None:
