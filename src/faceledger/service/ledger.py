@@ -223,4 +223,8 @@ def _column(value: str | None) -> str | None:
     call's CollectionId is recorded as it came, so a client chooses these characters)."""
     if value is None:
         return None
-    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", clip(str(value), MAX_COLUMN_CHARS))
+    text = str(value)
+    head = _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text[:MAX_COLUMN_CHARS])
+    if len(text) <= MAX_COLUMN_CHARS and len(head) <= MAX_COLUMN_CHARS:
+        return head
+    return f"{head[:MAX_COLUMN_CHARS]}...({len(text)} characters)"  # as clip() cuts, after the escaping
