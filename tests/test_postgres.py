@@ -365,6 +365,8 @@ def test_control_characters_of_a_refused_call_reach_no_ledger_column_and_the_sto
                 with pytest.raises(ClientError, match="ValidationException"):
                     c.get_face_detection(JobId="a\x00b")
                 with pytest.raises(ClientError, match="ValidationException"):
+                    c.get_face_detection(JobId="a\ud800b")  # a lone surrogate: not even encodable
+                with pytest.raises(ClientError, match="ValidationException"):
                     c.describe_stream_processor(Name="a\x00b")
                 with pytest.raises(ClientError, match="ResourceNotFoundException"):
                     c.list_tags_for_resource(ResourceArn="arn:aws:rekognition:us-east-1:000000000000:streamprocessor/a\x00")

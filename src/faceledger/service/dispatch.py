@@ -79,6 +79,19 @@ def operation(name: str) -> Callable[[Handler], Handler]:
     return register
 
 
+def _lookup_key(value: Any) -> bool:
+    """Whether an id of an unvalidated request may be looked up in the store (before validation, for the key's
+    policy): a string without a NUL or a lone surrogate, which no stored id holds and which a store cannot take
+    as a parameter (PostgreSQL refuses a NUL, neither SQLite nor PostgreSQL can encode a lone surrogate)."""
+    if not isinstance(value, str) or "\0" in value:
+        return False
+    try:
+        value[:2048].encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 #: Stream processor operations that name a processor (``Name``): authorized on the ARN of the collection it
 #: searches, as CreateStreamProcessor is (resource_of).
 PROCESSOR_OPERATIONS = frozenset({"StartStreamProcessor", "StopStreamProcessor", "DescribeStreamProcessor",
@@ -318,7 +331,7 @@ class Service:
         the ledger records it, so `audit list --collection` shows who read a face search job's results or
         started a processor searching that collection."""
         cid = collection_of(request)
-        if cid is None and isinstance(request, dict) and isinstance(request.get("JobId"), str):
+        if cid is None and isinstance(request, dict) and _lookup_key(request.get("JobId")):
             job = self.store.get_video_job(request["JobId"][:256])
             cid = job.collection_id if job is not None else None
         if cid is None and isinstance(request, dict):
@@ -331,9 +344,9 @@ class Service:
         from ..store.streams import StreamTables
 
         name, arn = request.get("Name"), request.get("ResourceArn")
-        if operation in PROCESSOR_OPERATIONS and isinstance(name, str):
+        if operation in PROCESSOR_OPERATIONS and _lookup_key(name):
             record = StreamTables(self.store).get_processor(name[:256])
-        elif isinstance(arn, str) and ":streamprocessor/" in arn:
+        elif _lookup_key(arn) and ":streamprocessor/" in arn:
             record = StreamTables(self.store).processor_by_arn(arn[:2048])
         else:
             return None

@@ -113,14 +113,19 @@ def _row_factory(cursor: Any):
 
 
 def _lookup_params(params: Sequence[Any]) -> Sequence[Any]:
-    """A SELECT's parameters, a NUL in a text one made U+FFFD. PostgreSQL's text cannot hold a NUL (a query with one
+    """A SELECT's parameters, a NUL (or a lone surrogate, _UNSTORABLE) in a text one made U+FFFD. PostgreSQL's text cannot hold a NUL (a query with one
     fails with DataError: a 5xx), so no stored value has one and a key with one matches nothing; nor does it
     with U+FFFD, which no id's pattern allows and ledger columns escape. SQLite answers such a lookup with no
     row: so does PostgreSQL now (a JobId, processor Name or ARN is looked up before validation, for its policy).
     Writes keep their NUL and fail: a value stored must be stored as sent."""
-    if not any(isinstance(p, str) and "\0" in p for p in params):
+    if not any(isinstance(p, str) and _UNSTORABLE.search(p) for p in params):
         return params
-    return [p.replace("\0", "\ufffd") if isinstance(p, str) else p for p in params]
+    return [_UNSTORABLE.sub("\ufffd", p) if isinstance(p, str) else p for p in params]
+
+
+#: What PostgreSQL's UTF-8 text cannot hold: a NUL, and a lone surrogate (not encodable; only the in-process
+#: Client can send one, HTTP bodies with one are refused when parsed).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class PgConnection:
