@@ -149,3 +149,30 @@ def test_concurrent_starts_never_pass_the_job_limit(tmp_path):
             started = [j for j in pool.map(start, range(8)) if j]
         assert len(started) == 2
         assert service.store.count_active_video_jobs() == 2
+
+
+def test_reading_a_face_search_job_is_recorded_under_its_collection(tmp_path):
+    """GetFaceSearch names only a JobId: its ledger entry (allowed or refused) carries the job's collection, so
+    `audit list --collection` shows who read that collection's video matches."""
+    from faceledger.client import Client
+    from faceledger.service import RequestContext, Service, ServiceConfig
+    from faceledger.service.auth import Policy
+
+    bucket = tmp_path / "buckets" / "vids"
+    bucket.mkdir(parents=True)
+    (bucket / "a.h264").write_bytes(_h264(64, 64, 5))
+    service = Service(ServiceConfig(tmp_path / "data", tmp_path / "buckets"))
+    service.video_jobs.stop()  # the job stays queued: only the ledger is looked at
+    with Client(service=service) as client:
+        client.create_collection(CollectionId="staff")
+        job = client.start_face_search(CollectionId="staff", Video=_video("a.h264"))["JobId"]
+        client.get_face_search(JobId=job)
+        other = Policy.parse({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "rekognition:*",
+                              "Resource": "arn:aws:rekognition:us-east-1:000000000000:collection/other"}]})
+        limited = Client(service=service, context=RequestContext(transport="python", principal="limited",
+                                                                 policy=other))
+        with pytest.raises(limited.exceptions.AccessDeniedException):
+            limited.get_face_search(JobId=job)
+        rows = [(r["principal"], r["result"], r["collection_id"]) for r in service.store.ledger_rows()
+                if r["operation"] == "GetFaceSearch"]
+    assert [(result, cid) for _, result, cid in rows] == [("OK", "staff"), ("AccessDeniedException", "staff")]

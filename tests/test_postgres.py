@@ -360,7 +360,8 @@ def test_control_characters_of_a_refused_call_reach_no_ledger_column_and_the_sto
 
     from faceledger.cli import main
     from faceledger.client import Client
-    from faceledger.service import Service, ServiceConfig
+    from faceledger.service import RequestContext, Service, ServiceConfig
+    from faceledger.service.auth import Policy
     from faceledger.store.ledger import LedgerEntry
     from faceledger.store.sqlite import SQLiteStore
 
@@ -373,13 +374,28 @@ def test_control_characters_of_a_refused_call_reach_no_ledger_column_and_the_sto
                 client.describe_collection(CollectionId=hostile)
             with pytest.raises(ClientError, match="ValidationException"):
                 client.start_face_search(CollectionId=hostile, Video={"S3Object": {"Bucket": "bkt", "Name": "v.mp4"}})
+            # ids looked up before validation (for a key's policy) or never validated against a pattern (a
+            # ResourceArn): a NUL matches nothing, as on SQLite, never a PostgreSQL DataError (a 5xx)
+            limited = Client(service=client._service, context=RequestContext(
+                transport="python", principal="limited", purpose="p", case_reference="c", policy=Policy.parse(
+                    {"Statement": [{"Effect": "Allow", "Action": "rekognition:*", "Resource": "*"}]})))
+            for c in (client, limited):
+                with pytest.raises(ClientError, match="ValidationException"):
+                    c.get_face_detection(JobId="a\x00b")
+                with pytest.raises(ClientError, match="ValidationException"):
+                    c.get_face_detection(JobId="a\ud800b")  # a lone surrogate: not even encodable
+                with pytest.raises(ClientError, match="ValidationException"):
+                    c.describe_stream_processor(Name="a\x00b")
+                with pytest.raises(ClientError, match="ResourceNotFoundException"):
+                    c.list_tags_for_resource(ResourceArn="arn:aws:rekognition:us-east-1:000000000000:streamprocessor/a\x00")
+            assert "InternalServerError" not in {r["result"] for r in client._service.store.ledger_rows()}
             rows = [r for r in client._service.store.ledger_rows() if r["operation"] in
                     ("DescribeCollection", "StartFaceSearch")]
         assert [r["collection_id"] for r in rows] == ["a\\u0000b\\u001b[31mred\\u007f"] * 2, where
         assert [r["result"] for r in rows] == ["ValidationException"] * 2
     url = pg_cluster.url()
     moved = CliRunner().invoke(main, ["migrate", "--from", str(tmp_path / "sqlite"), "--to", url])
-    assert moved.exit_code == 0 and "ledger intact on the target: 3 entries" in moved.output, moved.output
+    assert moved.exit_code == 0 and "ledger intact on the target: 9 entries" in moved.output, moved.output
     # a store written before the escaping (its entry's hash covers the NUL): migrate names the row instead of
     # failing inside PostgreSQL
     old = SQLiteStore(tmp_path / "old" / "faceledger.db")

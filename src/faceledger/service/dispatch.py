@@ -79,6 +79,19 @@ def operation(name: str) -> Callable[[Handler], Handler]:
     return register
 
 
+def _lookup_key(value: Any) -> bool:
+    """Whether an id of an unvalidated request may be looked up in the store (before validation, for the key's
+    policy): a string without a NUL or a lone surrogate, which no stored id holds and which a store cannot take
+    as a parameter (PostgreSQL refuses a NUL, neither SQLite nor PostgreSQL can encode a lone surrogate)."""
+    if not isinstance(value, str) or "\0" in value:
+        return False
+    try:
+        value[:2048].encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 #: Stream processor operations that name a processor (``Name``): authorized on the ARN of the collection it
 #: searches, as CreateStreamProcessor is (resource_of).
 PROCESSOR_OPERATIONS = frozenset({"StartStreamProcessor", "StopStreamProcessor", "DescribeStreamProcessor",
@@ -310,13 +323,20 @@ class Service:
         GetFaceSearch's; for a stream processor named by ``Name`` or by its ARN, the collection it searches),
         else ``*``. Cheap on unvalidated params: an id past the model's 255 characters (an
         invalid one, refused by validation next) is cut to 256 before it is matched against policies."""
+        cid = self.collection_named(request, operation)
+        return self.config.collection_arn(cid[:256]) if cid is not None else "*"
+
+    def collection_named(self, request: Any, operation: str | None = None) -> str | None:
+        """The collection a request acts on, also through a JobId or a stream processor (:meth:`resource_of`);
+        the ledger records it, so `audit list --collection` shows who read a face search job's results or
+        started a processor searching that collection."""
         cid = collection_of(request)
-        if cid is None and isinstance(request, dict) and isinstance(request.get("JobId"), str):
+        if cid is None and isinstance(request, dict) and _lookup_key(request.get("JobId")):
             job = self.store.get_video_job(request["JobId"][:256])
             cid = job.collection_id if job is not None else None
         if cid is None and isinstance(request, dict):
             cid = self._processor_collection(request, operation)
-        return self.config.collection_arn(cid[:256]) if cid is not None else "*"
+        return cid
 
     def _processor_collection(self, request: dict, operation: str | None) -> str | None:
         """The collection a stream processor searches, for a request naming the processor (Start, Stop, Describe,
@@ -324,9 +344,9 @@ class Service:
         from ..store.streams import StreamTables
 
         name, arn = request.get("Name"), request.get("ResourceArn")
-        if operation in PROCESSOR_OPERATIONS and isinstance(name, str):
+        if operation in PROCESSOR_OPERATIONS and _lookup_key(name):
             record = StreamTables(self.store).get_processor(name[:256])
-        elif isinstance(arn, str) and ":streamprocessor/" in arn:
+        elif _lookup_key(arn) and ":streamprocessor/" in arn:
             record = StreamTables(self.store).processor_by_arn(arn[:2048])
         else:
             return None
@@ -356,7 +376,8 @@ class Service:
         try:
             auth.authorize_anywhere(context.policy, context.who(), f"{namespace}:{operation_name}", resource)
         except RekognitionError as exc:
-            cid = collection_of(seen.get("params"))
+            params = seen.get("params")
+            cid = self.collection_named(params, operation_name) if isinstance(params, dict) else None
             request = {"CollectionId": cid[:256]} if cid else None
             try:
                 self.store.append_ledger(self._entry(operation_name, context, request, None, exc.code, exc.message,
@@ -444,9 +465,13 @@ class Service:
 
     def _entry(self, operation: str, context: RequestContext, request: Any, response: Any, result: str,
                message: str | None, notes: list[str], meta: dict[str, Any] | None = None, *, validated: bool = True):
+        try:
+            collection = self.collection_named(request, operation)
+        except Exception:  # noqa: BLE001 - the store cannot be read: the entry names what the request names
+            collection = collection_of(request)
         return build_entry(when=self.clock(), operation=operation, context=context, request=request,
                            response=response, result=result, message=message, notes=notes, meta=meta,
-                           validated=validated)
+                           validated=validated, collection_id=collection)
 
     def record_refusal(self, operation: str, context: RequestContext, exc: RekognitionError) -> None:
         """Record a request refused before dispatch (unreadable body, unknown target, bad signature, ...).

@@ -151,9 +151,11 @@ def build_entry(
     notes: list[str] | None = None,
     meta: dict[str, Any] | None = None,
     validated: bool = True,
+    collection_id: str | None = None,
 ) -> LedgerEntry:
     """The entry of one call. ``request``: the call's parameters, ``validated`` when they passed the model's
-    validation (else each value quoted is cut harder: MAX_INVALID_*)."""
+    validation (else each value quoted is cut harder: MAX_INVALID_*). ``collection_id``: the collection the call
+    acted on when the request does not name it (a video Get* by JobId, a stream processor by Name)."""
     limits = (MAX_VALID_CHARS, MAX_VALID_ITEMS, MAX_VALID_DEPTH) if validated else (
         MAX_INVALID_CHARS, MAX_INVALID_ITEMS, MAX_INVALID_DEPTH)
     detail: dict[str, Any] = {"RequestId": clip(str(context.request_id), 64)}
@@ -205,7 +207,7 @@ def build_entry(
         source=_column(context.source_ip),
         transport=_column(context.transport),
         operation=_column(operation),
-        collection_id=_column(collection_of(req)),
+        collection_id=_column(collection_of(req) if collection_id is None else collection_id),
         purpose=_column(context.purpose),
         case_ref=_column(context.case_reference),
         result=_column(result),
@@ -223,4 +225,8 @@ def _column(value: str | None) -> str | None:
     call's CollectionId is recorded as it came, so a client chooses these characters)."""
     if value is None:
         return None
-    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", clip(str(value), MAX_COLUMN_CHARS))
+    text = str(value)
+    head = _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text[:MAX_COLUMN_CHARS])
+    if len(text) <= MAX_COLUMN_CHARS and len(head) <= MAX_COLUMN_CHARS:
+        return head
+    return f"{head[:MAX_COLUMN_CHARS]}...({len(text)} characters)"  # as clip() cuts, after the escaping

@@ -112,6 +112,22 @@ def _row_factory(cursor: Any):
     return make
 
 
+def _lookup_params(params: Sequence[Any]) -> Sequence[Any]:
+    """A SELECT's parameters, a NUL (or a lone surrogate, _UNSTORABLE) in a text one made U+FFFD. PostgreSQL's text cannot hold a NUL (a query with one
+    fails with DataError: a 5xx), so no stored value has one and a key with one matches nothing; nor does it
+    with U+FFFD, which no id's pattern allows and ledger columns escape. SQLite answers such a lookup with no
+    row: so does PostgreSQL now (a JobId, processor Name or ARN is looked up before validation, for its policy).
+    Writes keep their NUL and fail: a value stored must be stored as sent."""
+    if not any(isinstance(p, str) and _UNSTORABLE.search(p) for p in params):
+        return params
+    return [_UNSTORABLE.sub("\ufffd", p) if isinstance(p, str) else p for p in params]
+
+
+#: What PostgreSQL's UTF-8 text cannot hold: a NUL, and a lone surrogate (not encodable; only the in-process
+#: Client can send one, HTTP bodies with one are refused when parsed).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 class PgConnection:
     """One psycopg connection (autocommit: transactions are the explicit BEGIN/COMMIT the store issues) that
     accepts the SQLite store's SQL (module docstring)."""
@@ -131,6 +147,8 @@ class PgConnection:
             return self.raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         if params is None or len(params) == 0:
             return self.raw.execute(statement(sql) if "?" in sql else sql.replace("instr(", "strpos("))
+        if head.startswith("SELECT"):
+            params = _lookup_params(params)
         return self.raw.execute(statement(sql), tuple(params))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]):
