@@ -113,3 +113,14 @@ def test_index_faces_detection_attributes_all(rekognition, collection_id, labell
     assert isinstance(response["FaceRecords"][0]["FaceDetail"]["Smile"]["Value"], bool)
     plain = rekognition.index_faces(CollectionId=collection_id, Image={"Bytes": image}, MaxFaces=1)
     assert "Gender" not in plain["FaceRecords"][0]["FaceDetail"] and "Smile" not in plain["FaceRecords"][0]["FaceDetail"]
+
+
+def test_emotion_model_takes_boxes_over_the_image_edge():
+    """The crop of a face box reaching past the image is padded (black), never an error; no box, no row."""
+    from faceledger.vision.emotion import CLASSES, EmotionModel
+
+    model = EmotionModel()
+    pixels = np.asarray(Image.open(io.BytesIO(jpeg(Image.new("RGB", (120, 90), (200, 150, 120))))))
+    p = model.probabilities(pixels, [(-40, -30, 30, 40), (100, 70, 300, 260), (10, 10, 11, 11)])
+    assert p.shape == (3, len(CLASSES)) and np.allclose(p.sum(axis=1), 1, atol=1e-4) and (p >= 0).all()
+    assert model.probabilities(pixels, []).shape == (0, len(CLASSES))
