@@ -83,16 +83,20 @@ def test_detect_faces_astronaut_one_confident_face(rekognition, astronaut):
 
 
 def test_detect_faces_attributes_all_fabricates_nothing(rekognition, astronaut):
-    # ALL adds Gender (measured: vision/attributes.py, docs/analysis.md) and nothing else
+    # ALL adds Gender and Smile (measured: vision/attributes.py, docs/analysis.md) and nothing else
+    shipped = {"Gender", "Smile"}
     default = rekognition.detect_faces(Image={"Bytes": astronaut})
     response = rekognition.detect_faces(Image={"Bytes": astronaut}, Attributes=["ALL"])
     assert check_response("DetectFaces", response) == []
     assert response["FaceDetails"]
     for detail in response["FaceDetails"]:
-        assert not (FABRICATED - {"Gender"}) & set(detail), sorted(FABRICATED & set(detail))
-        assert set(detail) <= MEASURED | {"Gender"}
-    assert [{k: v for k, v in d.items() if k != "Gender"} for d in response["FaceDetails"]] == default["FaceDetails"]
-    assert rekognition.detect_faces(Image={"Bytes": astronaut}, Attributes=["SMILE"])["FaceDetails"] == \
+        assert not (FABRICATED - shipped) & set(detail), sorted(FABRICATED & set(detail))
+        assert set(detail) <= MEASURED | shipped
+    assert [{k: v for k, v in d.items() if k not in shipped} for d in response["FaceDetails"]] == default["FaceDetails"]
+    smile = rekognition.detect_faces(Image={"Bytes": astronaut}, Attributes=["SMILE"])["FaceDetails"]
+    assert [{k: v for k, v in d.items() if k != "Smile"} for d in smile] == default["FaceDetails"]
+    assert [d.get("Smile") for d in smile] == [d.get("Smile") for d in response["FaceDetails"]]
+    assert rekognition.detect_faces(Image={"Bytes": astronaut}, Attributes=["EMOTIONS"])["FaceDetails"] == \
         default["FaceDetails"]
 
 

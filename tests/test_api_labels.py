@@ -46,6 +46,8 @@ def test_real_images_get_their_labels_parents_and_categories(rekognition, images
     cat = next(label for label in chelsea["Labels"] if label["Name"] == "Cat")
     assert [p["Name"] for p in cat["Parents"]] == ["Mammal", "Animal"]
     assert cat["Categories"] == [{"Name": "Animals and Pets"}]
+    # NanoDet-m alone boxes this close-up as Person 0.59: the classifier's check makes that box the cat's
+    assert "Person" not in names(chelsea) and len(cat["Instances"]) == 1
     rocket = rekognition.detect_labels(Image={"Bytes": images["rocket"]})
     assert "Missile" in names(rocket)  # two ImageNet classes of that name, one label
     for response in (coffee, chelsea, rocket):

@@ -225,7 +225,10 @@ def test_detect_attributes_all_adds_gender(tmp_path: Path) -> None:
     assert "Gender" not in run_json("detect", face, "--data", tmp_path / "data")["FaceDetails"][0]
     r = run_json("detect", face, "--attributes", "ALL", "--data", tmp_path / "data")
     assert r["FaceDetails"][0]["Gender"]["Value"] == "Male"
-    assert "Male " in run("detect", face, "--attributes", "all", "--data", tmp_path / "data").stdout
+    smile = r["FaceDetails"][0]["Smile"]
+    table = run("detect", face, "--attributes", "all", "--data", tmp_path / "data").stdout
+    assert "Male " in table and "Smile" in table
+    assert f"{'yes' if smile['Value'] else 'no'} {smile['Confidence']:.0f}%" in table
 
 
 def test_compare(test_images: Path, train: Path, tmp_path: Path) -> None:

@@ -192,8 +192,8 @@ def test_models_list_says_what_is_missing_without_fetching(tmp_path):
     listing = json.loads(r.stdout)
     assert listing["ready"] is False and listing["cache"] == str(tmp_path / "empty-cache")
     missing = {m["name"] for m in listing["models"] if not m["ready"]}
-    assert {"BlazeFace (blazeface-back) (ONNX)", "faceres (ONNX)", "dlib ResNet (ONNX)", "YuNet 2023mar (ONNX)",
-            "SFace 2021dec (ONNX)"} <= missing
+    assert {"BlazeFace (blazeface-back) (ONNX)", "faceres (ONNX)", "emotion (ONNX)", "dlib ResNet (ONNX)",
+            "YuNet 2023mar (ONNX)", "SFace 2021dec (ONNX)"} <= missing
     assert not (tmp_path / "empty-cache" / "npm").exists(), "models list fetched something"
 
 

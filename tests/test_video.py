@@ -358,9 +358,10 @@ def test_face_detection_attributes_all_gives_detect_faces_gender(srv, rek):
         assert abs(face["Gender"]["Confidence"] - still["Gender"]["Confidence"]) < 1.0
         assert abs(face["BoundingBox"]["Left"] - still["BoundingBox"]["Left"]) < 0.02
     assert results["ALL"][0]["Gender"] == still["Gender"]  # the same pixels: the same answer
-    assert all("Gender" not in f and "AgeRange" not in f for f in results["DEFAULT"])
+    assert results["ALL"][0]["Smile"] == still["Smile"]
+    assert all("Gender" not in f and "Smile" not in f and "AgeRange" not in f for f in results["DEFAULT"])
     assert {k for f in results["ALL"] for k in f} == {"BoundingBox", "Confidence", "Landmarks", "Pose", "Quality",
-                                                     "Gender"}
+                                                     "Gender", "Smile"}
 
 
 @pytest.mark.parametrize("codec,container,name,codec_name", [

@@ -380,7 +380,7 @@ def compare(app: App, source: Path, target: Path, threshold: float, quality_filt
 @client_command(main, "detect")
 @click.argument("image", type=image_path)
 @click.option("--attributes", type=click.Choice(["DEFAULT", "ALL"], case_sensitive=False), default="DEFAULT",
-              show_default=True, help="ALL adds Gender where measured (docs/analysis.md)")
+              show_default=True, help="ALL adds Gender and Smile where measured (docs/analysis.md)")
 def detect(app: App, image: Path, attributes: str) -> None:
     """Detect the faces in IMAGE: box, confidence, pose and quality (--json adds landmarks)."""
     app.stateless = True
@@ -394,14 +394,16 @@ def detect(app: App, image: Path, attributes: str) -> None:
     size = image_size(image)
     gender = attributes.upper() == "ALL"
     table = app.table("#", "Box", "Confidence", "Roll", "Yaw", "Pitch", "Brightness", "Sharpness",
-                      *(["Gender"] if gender else []))
+                      *(["Gender", "Smile"] if gender else []))
     for i, face in enumerate(faces, 1):
         pose, quality = face.get("Pose", {}), face.get("Quality", {})
-        g = face.get("Gender")
+        g, smile = face.get("Gender"), face.get("Smile")
         table.add_row(str(i), fmt_box(face.get("BoundingBox"), size), fmt_pct(face.get("Confidence")),
                       *(f"{pose[k]:+.0f}" if k in pose else "" for k in ("Roll", "Yaw", "Pitch")),
                       *(f"{quality[k]:.0f}" if k in quality else "" for k in ("Brightness", "Sharpness")),
-                      *([f"{g['Value']} {g['Confidence']:.0f}%" if g else "-"] if gender else []))
+                      *([f"{g['Value']} {g['Confidence']:.0f}%" if g else "-",
+                         f"{'yes' if smile['Value'] else 'no'} {smile['Confidence']:.0f}%" if smile else "-"]
+                        if gender else []))
     app.out.print(table)
 
 

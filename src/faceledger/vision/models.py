@@ -71,8 +71,16 @@ def prepare(engine: str = DEFAULT_ENGINE, upsample: int | None = None,
     engine's); ``{face model: engine}``.
 
     Raises ModelsUnavailable (the registry unreachable, a hash mismatch, an unwritable cache...)."""
-    return {m: prepare_engine(upsample, engine, m, detector=detector)
-            for m in (face_models or face_models_for(engine))}
+    engines = {m: prepare_engine(upsample, engine, m, detector=detector)
+               for m in (face_models or face_models_for(engine))}
+    if engine == "onnx":  # DetectFaces' Smile (vision/attributes.py): the emotion model, converted once
+        from .emotion import EmotionModel
+
+        try:
+            EmotionModel()._session()
+        except (npm.RegistryError, npm.IntegrityError, OSError) as exc:
+            raise ModelsUnavailable(f"the emotion model (Smile) is not available: {exc}. {_advice()}") from exc
+    return engines
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,7 @@ def inventory(engine: str = DEFAULT_ENGINE, upsample: int | None = None) -> list
             rows += _npm_model("BlazeFace (blazeface-back)", "face detection", "models/blazeface-back.*",
                                "blazeface-back")
         rows += _npm_model("faceres", "face descriptors (faceledger-fusion-v1)", "models/faceres.*", "faceres")
+        rows += _npm_model("emotion", "DetectFaces' Smile (Attributes ALL or SMILE)", "models/emotion.*", "emotion")
         rows += _pypi_models(yunet=upsample is None)
     return rows
 

@@ -37,20 +37,25 @@ def embed_faces(inv: Invocation, pixels: np.ndarray, faces: Sequence[FaceAnalysi
 
 #: Attributes values (DetectFaces' Attributes, IndexFaces' DetectionAttributes) that ask for Gender
 GENDER_ATTRIBUTES = frozenset({"ALL", "GENDER"})
+#: ... and for Smile
+SMILE_ATTRIBUTES = frozenset({"ALL", "SMILE"})
 
 
 def face_details(pixels: np.ndarray, faces: Sequence[FaceAnalysis], width: int, height: int,
                  attributes: Sequence[str] | None) -> Callable[[FaceAnalysis], dict[str, Any]]:
-    """A function giving each of ``faces`` its FaceDetail: :func:`shapes.face_detail` plus ``Gender`` when
-    ``attributes`` asks for it (ALL or GENDER) and the face is large and sharp enough for the measured
-    accuracy (vision/attributes.py; a smaller or blurrier face gets none). Gender is computed once, here, for
-    the first MAX_FACES_PER_IMAGE faces."""
-    extra: dict[int, dict[str, Any]] = {}
-    if GENDER_ATTRIBUTES & set(attributes or ()):
-        from ...vision.attributes import gender_model
+    """A function giving each of ``faces`` its FaceDetail: :func:`shapes.face_detail` plus ``Gender`` and
+    ``Smile`` when ``attributes`` asks for them (ALL, GENDER, SMILE) and the face is large and sharp enough for
+    the measured accuracy (vision/attributes.py; a smaller or blurrier face gets none). They are computed once,
+    here, for the first MAX_FACES_PER_IMAGE faces."""
+    from ...vision import attributes as models
 
-        kept = list(faces[:MAX_FACES_PER_IMAGE])
-        for face, gender in zip(kept, gender_model().genders(pixels, kept)):
-            if gender is not None:
-                extra[id(face)] = {"Gender": gender}
+    extra: dict[int, dict[str, Any]] = {}
+    kept = list(faces[:MAX_FACES_PER_IMAGE])
+    asked = set(attributes or ())
+    for wanted, name, compute in ((GENDER_ATTRIBUTES, "Gender", lambda: models.gender_model().genders),
+                                  (SMILE_ATTRIBUTES, "Smile", lambda: models.smile_model().smiles)):
+        if wanted & asked:
+            for face, value in zip(kept, compute()(pixels, kept)):
+                if value is not None:
+                    extra.setdefault(id(face), {})[name] = value
     return lambda face: {**shapes.face_detail(face, width, height), **extra.get(id(face), {})}

@@ -19,7 +19,7 @@ from ..errors import InvalidParameterException, ServiceUnavailable
 from ..images import load_image
 
 T = TypeVar("T")
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entrant: a factory may ask for another model (the detector for the classifier)
 
 #: DetectText "can detect up to 100 words in an image" (botocore's documentation of DetectText): the first 100
 #: words that pass the filters, in reading order, and the lines they belong to.
@@ -279,7 +279,7 @@ def object_detector():
     from ...analysis.objects import ObjectDetector
     from ...vision.onnx_models import default_threads
 
-    return ObjectDetector(threads=default_threads())
+    return ObjectDetector(threads=default_threads(), classifier=label_classifier())
 
 
 def _instance(obj, width: int, height: int, pixels: np.ndarray | None, max_colors: int) -> dict[str, Any]:

@@ -161,8 +161,8 @@ def _progress(inv: Invocation, job: VideoJob) -> str:
 
 @operation("StartFaceDetection")
 def start_face_detection(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
-    # FaceAttributes DEFAULT gives DetectFaces' DEFAULT FaceDetail (shapes.DEFAULT_ATTRIBUTES); ALL adds Gender where
-    # DetectFaces with Attributes ALL would (the same function, operations/_common.face_details, on the sampled frame)
+    # FaceAttributes DEFAULT gives DetectFaces' DEFAULT FaceDetail (shapes.DEFAULT_ATTRIBUTES); ALL adds Gender and Smile
+    # where DetectFaces with Attributes ALL would (the same function, operations/_common.face_details, on the sampled frame)
     return _start(inv, req, "FaceDetection")
 
 
