@@ -25,7 +25,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..external_ids import external_image_id
 from .common import IMAGE_SUFFIXES  # what a folder walk picks (a file given directly: whatever its name)
@@ -171,16 +171,62 @@ class Journal:
     loses at most those, which are then indexed again without duplicates (IndexFaces' rule). The file is
     a cache: deleting it only makes the next run read every image again."""
 
-    def __init__(self, path: Path, collection: str, options: str, every: int = 64) -> None:
+    def __init__(self, path: Path, collection: str, options: str, every: int = 64,
+                 warn: Callable[[str], None] | None = None) -> None:
+        """Opens (or creates) the journal at ``path``. Something other than a regular file there (a symbolic
+        link, a folder, a FIFO) is never written through: CliError naming it. A file that is not a journal
+        (damaged, another database) is set aside as ``<name>.damaged`` (``warn`` says so) and a new journal
+        begins: it is a cache, so the run only reads every image again."""
+        from ..service.images import _KINDS
+        from .common import CliError
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS indexed (image TEXT PRIMARY KEY, size INTEGER NOT NULL, "
-            "mtime_ns INTEGER NOT NULL, options TEXT NOT NULL, faces INTEGER NOT NULL, indexed_at REAL NOT NULL)")
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else next(
+                (k for test, k in _KINDS if test(mode)), "not a regular file")
+            raise CliError(f"{path} is {kind}, not an index journal: faceledger does not write through it; "
+                           "remove it (the journal is a cache) or run with --no-resume")
+        try:
+            self.conn = self._open(path)
+        except sqlite3.DatabaseError as exc:
+            damaged = path.with_name(path.name + ".damaged")
+            for suffix in ("", "-wal", "-shm"):
+                side = Path(f"{path}{suffix}")
+                if side.is_file() and not side.is_symlink():
+                    os.replace(side, f"{damaged}{suffix}")
+            if warn is not None:
+                warn(f"warning: {path} is not an index journal ({exc}): set aside as {damaged.name}; a new "
+                     "journal begins (images indexed before are read again, their faces are not stored twice)")
+            try:
+                self.conn = self._open(path)
+            except sqlite3.DatabaseError as again:
+                raise CliError(f"cannot open the index journal {path}: {again}; run with --no-resume") from None
         self.collection, self.options, self.every = collection, options, every
         self.pending = 0
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        """The journal's connection, its table checked (sqlite3.DatabaseError: not a journal). ``nofollow``:
+        a symbolic link put there after the check above is refused by SQLite itself."""
+        from urllib.parse import quote
+
+        conn = sqlite3.connect(f"file:{quote(str(path.absolute()))}?nofollow=1", uri=True, isolation_level=None,
+                               timeout=30)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS indexed (image TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+                "mtime_ns INTEGER NOT NULL, options TEXT NOT NULL, faces INTEGER NOT NULL, indexed_at REAL NOT NULL)")
+            conn.execute("SELECT image, size, mtime_ns, options, faces, indexed_at FROM indexed LIMIT 0")
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        return conn
 
     def _key(self, ext_id: str) -> str:
         return hashlib.sha256(f"{self.collection}\0{ext_id}".encode("utf-8", "surrogateescape")).hexdigest()
@@ -244,6 +290,23 @@ def _worker_init(parent: int, threads: int, app_args: tuple) -> None:
     _client = App(*app_args).client
 
 
+def read_image_file(path: str, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of the regular file ``path`` (a link to one is followed): opened without
+    blocking, so a FIFO, socket or device (given directly, or put where a walked file was) never hangs the run
+    nor fills memory (/dev/zero); ValueError naming what it is instead of a file, OSError when it cannot be
+    read. Costs at most ``limit + 1`` bytes whatever the file's size."""
+    from ..service.images import _KINDS  # (test, what a file of that kind is, in words)
+
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
+            raise ValueError(f"not an image file (it is {kind})")
+        return f.read(limit + 1)
+
+
 def index_file(path: str, params: dict[str, Any], client: Any = None) -> tuple:
     """One IndexFaces call on a file with the worker's (or the caller's) client: ``("ok", response)``,
     ``("error", code, message)`` for what concerns this image, or ``("fatal", code, message, exception)``
@@ -252,10 +315,17 @@ def index_file(path: str, params: dict[str, Any], client: Any = None) -> tuple:
 
     from .common import PER_IMAGE_ERRORS, _error_parts
 
+    from ..service.images import MAX_BYTES
+
     try:
-        data = Path(path).read_bytes()
+        data = read_image_file(path, MAX_BYTES)
     except OSError as exc:
         return ("error", "FileError", f"cannot read: {exc.strerror or exc}")
+    except ValueError as exc:  # not a regular file (any more)
+        return ("error", "FileError", str(exc))
+    if len(data) > MAX_BYTES:  # refused as IndexFaces refuses Image.Bytes over 5 MB, without reading the rest
+        return ("error", "ImageTooLargeException", f"the file is over the {MAX_BYTES // (1024 * 1024)} MB limit of "
+                "Image.Bytes")
     if not data:  # the request would be refused as a whole (ValidationException), not as this image's
         return ("error", "FileError", "empty file (0 bytes)")
     try:

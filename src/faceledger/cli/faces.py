@@ -115,7 +115,8 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
         created = described.get("CreationTimestamp")
         incarnation = f"{described.get('CollectionARN')}@{created.isoformat() if created else ''}"
         options = json.dumps({"MaxFaces": max_faces, "QualityFilter": quality_filter or "AUTO"}, sort_keys=True)
-        journal = Journal(app.data_dir / "index-journal.db", incarnation, options)
+        journal = Journal(app.data_dir / "index-journal.db", incarnation, options,
+                          warn=lambda text: app.err.print(text, markup=False))
     processes = not app.endpoint and workers > 1 and found.total >= processes_from()
 
     results: list[dict[str, Any]] = []  # each image's entry, for --json only (millions of images: not kept)

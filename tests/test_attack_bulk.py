@@ -1,0 +1,108 @@
+"""Hostile folders and data folders for `faceledger index` (cli/bulk.py): what is not an image file is reported
+and skipped (never a hang, never memory filled), the journal is never written through a link nor stops a run
+when it is damaged."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from faceledger.cli.bulk import read_image_file
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs need a POSIX system")
+
+
+def cli(*args: object, timeout: float = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "faceledger", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)  # a FIFO that blocked the run would fail here, not hang the suite
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("attack-bulk") / "data"
+    assert cli("collections", "create", "c", "--data", folder).returncode == 0
+    return folder
+
+
+def hostile_folder(root: Path) -> tuple[Path, list[Path]]:
+    """A folder with a FIFO, a socket, a link to /dev/zero and a 64 MB (sparse) file under image names; the
+    special files given directly too."""
+    photos = root / "photos"
+    photos.mkdir()
+    os.mkfifo(photos / "fifo.jpg")
+    os.symlink("/dev/zero", photos / "zero.jpg")
+    with open(photos / "huge.jpg", "wb") as f:
+        f.write(b"\xff\xd8\xff")
+        f.truncate(64 * 1024 * 1024)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(photos / "sock.jpg"))
+    sock.close()
+    return photos, [photos / "fifo.jpg", photos / "zero.jpg", photos / "sock.jpg", photos / "huge.jpg"]
+
+
+def test_fifos_devices_sockets_and_huge_files_are_reported_not_read(tmp_path: Path, data: Path) -> None:
+    photos, direct = hostile_folder(tmp_path)
+    walked = cli("index", "c", photos, "--data", data, "--json")
+    report = json.loads(walked.stdout)
+    assert report["Summary"]["ImagesFailedByReason"] == {"ImageTooLargeException": 1}  # the walk skips the rest
+    given = cli("index", "c", *direct, "--data", data, "--json")
+    report = json.loads(given.stdout)
+    errors = {Path(r["Path"]).name: r["Error"] for r in report["Images"]}
+    assert "FIFO" in errors["fifo.jpg"]["Message"] and "device" in errors["zero.jpg"]["Message"]
+    assert errors["sock.jpg"]["Code"] == "FileError"
+    assert errors["huge.jpg"]["Code"] == "ImageTooLargeException"
+    assert report["Summary"]["FacesIndexed"] == 0
+
+
+def test_read_image_file_never_blocks_and_reads_at_most_the_limit(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "f")  # a file replaced by a FIFO between the walk and the read
+    with pytest.raises(ValueError, match="FIFO"):
+        read_image_file(str(tmp_path / "f"), 10)
+    with pytest.raises(ValueError, match="device"):
+        read_image_file("/dev/zero", 10)
+    (tmp_path / "big").write_bytes(b"x" * 100)
+    assert len(read_image_file(str(tmp_path / "big"), 10)) == 11
+
+
+def test_a_journal_link_is_never_written_through(tmp_path: Path, data: Path) -> None:
+    outside = tmp_path / "outside.db"
+    journal = data / "index-journal.db"
+    journal.unlink(missing_ok=True)
+    journal.symlink_to(outside)
+    try:
+        (tmp_path / "p").mkdir()
+        (tmp_path / "p" / "x.jpg").write_text("not a photo")
+        run = cli("index", "c", tmp_path / "p", "--data", data)
+        assert run.returncode != 0 and "symbolic link" in run.stderr
+        assert not outside.exists() and not Path(f"{outside}-wal").exists()
+    finally:
+        journal.unlink()
+
+
+def test_a_damaged_journal_is_set_aside_and_the_run_goes_on(tmp_path: Path, data: Path) -> None:
+    journal = data / "index-journal.db"
+    for garbage in (b"garbage, not SQLite" * 100, None):
+        if garbage is None:  # a SQLite file with another table of that name
+            import sqlite3
+
+            with sqlite3.connect(journal) as conn:
+                conn.execute("CREATE TABLE indexed (x)")
+        else:
+            journal.write_bytes(garbage)
+        (tmp_path / "p").mkdir(exist_ok=True)
+        (tmp_path / "p" / "x.jpg").write_text("not a photo")
+        run = cli("index", "c", tmp_path / "p", "--data", data, "--json")
+        assert "set aside" in run.stderr
+        assert json.loads(run.stdout)["Summary"]["ImagesFailedByReason"] == {"InvalidImageFormatException": 1}
+        assert (data / "index-journal.db.damaged").is_file()
+        journal.unlink()
+        for side in data.glob("index-journal.db*"):
+            side.unlink()
