@@ -37,7 +37,7 @@ from ..store.streams import StreamProcessorRecord, StreamTables
 from ..streams.connected_home import ConnectedHomeSession
 from ..streams.processor import DEFAULT_RATE_FPS, LiveProcessor, ProcessorFailed
 from ..streams.records import encode_record
-from ..streams.sinks import JsonLinesSink, S3Sink, SinkError, WebhookSink
+from ..streams.sinks import JsonLinesSink, S3Sink, SinkError, WebhookSink, bucket_folder, contained_file
 from ..streams.source import check_source_url
 from . import shapes
 from .context import RequestContext
@@ -308,7 +308,6 @@ class StreamRuntime:
         if buckets is None:
             raise ProcessorFailed("this server has no buckets folder for S3Destination")
         base = f"{s3.get('KeyPrefix', '')}{record.name}/{session_id}"
-        bucket_dir = Path(buckets) / s3["Bucket"]
         try:
             detector = object_detector()
         except RekognitionError as exc:  # ModelsUnavailable: FAILED saying which model, not a 5xx after the fact
@@ -317,8 +316,10 @@ class StreamRuntime:
         regions = d.get("RegionsOfInterest")
 
         def put_object(key: str, data: bytes) -> str:
-            try:
-                write_object(bucket_dir / base / key, data)
+            try:  # held to the bucket as the JSON Lines objects are: no link out of it, checked at each write
+                write_object(contained_file(bucket_folder(Path(buckets), s3["Bucket"]), f"{base}/{key}"), data)
+            except SinkError as exc:
+                raise ProcessorFailed(f"cannot write s3://{s3['Bucket']}/{base}/{key}: {exc}") from exc
             except OSError as exc:
                 raise ProcessorFailed(f"cannot write s3://{s3['Bucket']}/{base}/{key}: {exc.strerror or exc}") \
                     from exc
