@@ -1,10 +1,12 @@
-"""Hostile settings and buckets for ConnectedHome stream processors, through boto3 on a live server: the frame and
+"""Hostile buckets and webhooks for ConnectedHome stream processors, through boto3 on a live server: the frame and
 crop JPEG objects are held to the bucket as the JSON Lines objects are (a symbolic link planted in the bucket after
-CreateStreamProcessor is refused, never written through)."""
+CreateStreamProcessor is refused, never written through); a webhook that never answers delays no Stop or Delete."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -12,16 +14,29 @@ import time
 import pytest
 
 from conftest import Server, shared_data
-from test_streams import ROLE, STREAM_ENV, extension, video_arn, wait_for
+from faceledger.streams.sinks import WEBHOOK_TIMEOUT_S
+from test_streams import ROLE, STREAM_ENV, extension, ledger, video_arn, wait_for
 
 BUCKET = "home"
+HANGING = "arn:aws:sns:us-east-1:000000000000:hanging"
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
+def hanging():
+    """A webhook that takes connections and never answers (the kernel's backlog accepts them)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/events"
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, hanging):
     root = tmp_path_factory.mktemp("attack-home")
     (root / "buckets" / BUCKET).mkdir(parents=True)
-    srv = Server(root / "data", root / "buckets", env={**os.environ, **STREAM_ENV})
+    srv = Server(root / "data", root / "buckets", ["--notify", f"{HANGING}={hanging}"],
+                 env={**os.environ, **STREAM_ENV})
     extension(srv, "AddStreamSource", Name="porchcam", Url=str(shared_data("video", "short_hamilton_clip.mp4")))
     yield srv
     srv.stop()
@@ -58,3 +73,28 @@ def test_frame_and_crop_jpegs_are_never_written_through_a_link_out_of_the_bucket
     verified = subprocess.run([sys.executable, "-m", "faceledger", "audit", "verify", "--data", str(home.data_dir)],
                               capture_output=True, text=True)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_webhook_that_never_answers_delays_no_stop_or_delete(home, rek):
+    rek.create_stream_processor(
+        Name="hung", RoleArn=ROLE, Input={"KinesisVideoStream": {"Arn": video_arn("porchcam")}},
+        Output={"S3Destination": {"Bucket": BUCKET}}, NotificationChannel={"SNSTopicArn": HANGING},
+        Settings={"ConnectedHome": {"Labels": ["PERSON"], "MinConfidence": 0}})
+    rek.start_stream_processor(Name="hung", StartSelector={"KVSStreamStartSelector": {"ProducerTimestamp": 1}},
+                               StopSelector={"MaxDurationInSeconds": 120})
+    wait_for("a detection", lambda: [e for e in ledger(home, "StreamProcessorLabelDetected")
+                                     if e["detail"]["Request"]["Name"] == "hung"], timeout=90)
+    # a bound on a stall, not a speed: before, each call waited for the webhook's timeout (5 s, up to 10 s)
+    bound = 0.8 * WEBHOOK_TIMEOUT_S
+    started = time.monotonic()
+    rek.stop_stream_processor(Name="hung")  # the notifications are stuck in the webhook's POST
+    assert time.monotonic() - started < bound, "StopStreamProcessor waited for a webhook that never answers"
+    assert rek.describe_stream_processor(Name="hung")["Status"] == "STOPPED"
+    rek.start_stream_processor(Name="hung", StartSelector={"KVSStreamStartSelector": {"ProducerTimestamp": 1}},
+                               StopSelector={"MaxDurationInSeconds": 1})
+    wait_for("the session's end", lambda: rek.describe_stream_processor(Name="hung")["Status"] == "STOPPED",
+             timeout=60)
+    started = time.monotonic()
+    rek.delete_stream_processor(Name="hung")
+    assert time.monotonic() - started < bound, "DeleteStreamProcessor waited for a webhook that never answers"
+    assert [e for e in ledger(home, "StreamProcessorSessionComplete") if "hung" in json.dumps(e)]
