@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from botocore.exceptions import ClientError
 
 from conftest import Server, shared_data
 from faceledger.streams.sinks import WEBHOOK_TIMEOUT_S
@@ -98,3 +99,34 @@ def test_a_webhook_that_never_answers_delays_no_stop_or_delete(home, rek):
     rek.delete_stream_processor(Name="hung")
     assert time.monotonic() - started < bound, "DeleteStreamProcessor waited for a webhook that never answers"
     assert [e for e in ledger(home, "StreamProcessorSessionComplete") if "hung" in json.dumps(e)]
+
+
+@pytest.mark.parametrize("regions", [
+    [{}], [{"Polygon": []}], [{"Polygon": [{"X": 0.5, "Y": 0.5}]}],
+    [{"Polygon": [{"X": i / 1001, "Y": (i % 7) / 7} for i in range(1001)]}],
+    [{"BoundingBox": {"Left": -1, "Top": 2, "Width": 5, "Height": 0}}], [{"BoundingBox": {"Left": 0.5}}],
+    [{"BoundingBox": {"Left": 0, "Top": 0, "Width": 1, "Height": 1}, "Polygon": [{"X": 0, "Y": 0}] * 3}],
+])
+def test_regions_that_hold_no_box_are_refused_at_create_and_update(home, regions):
+    raw = home.client(parameter_validation=False)
+    kinds = {"S3Destination": {"Bucket": BUCKET}}
+    with pytest.raises(ClientError) as info:
+        raw.create_stream_processor(
+            Name="regions", RoleArn=ROLE, Input={"KinesisVideoStream": {"Arn": video_arn("porchcam")}}, Output=kinds,
+            RegionsOfInterest=regions, Settings={"ConnectedHome": {"Labels": ["PERSON"]}})
+    # (1001 points: botocore's own ValidationException, the server's limit on a request's list members)
+    assert info.value.response["Error"]["Code"] in ("InvalidParameterException", "ValidationException")
+    assert "egionsOfInterest" in info.value.response["Error"]["Message"], info.value.response["Error"]
+    raw.create_stream_processor(Name="regions", RoleArn=ROLE, Input={"KinesisVideoStream": {"Arn": video_arn("porchcam")}},
+                                Output=kinds, Settings={"ConnectedHome": {"Labels": ["PERSON"]}})
+    try:
+        with pytest.raises(ClientError) as info:
+            raw.update_stream_processor(Name="regions", RegionsOfInterestForUpdate=regions)
+        assert info.value.response["Error"]["Code"] in ("InvalidParameterException", "ValidationException")
+        assert "RegionsOfInterest" not in raw.describe_stream_processor(Name="regions")  # unchanged
+        # a self-intersecting polygon still has an area: taken
+        bow = [{"Polygon": [{"X": 0, "Y": 0}, {"X": 1, "Y": 1}, {"X": 1, "Y": 0}, {"X": 0, "Y": 1}]}]
+        raw.update_stream_processor(Name="regions", RegionsOfInterestForUpdate=bow)
+        assert raw.describe_stream_processor(Name="regions")["RegionsOfInterest"] == bow
+    finally:
+        raw.delete_stream_processor(Name="regions")
