@@ -106,3 +106,18 @@ def test_a_damaged_journal_is_set_aside_and_the_run_goes_on(tmp_path: Path, data
         journal.unlink()
         for side in data.glob("index-journal.db*"):
             side.unlink()
+
+
+def test_workers_beyond_reason_are_bounded(tmp_path: Path, data: Path) -> None:
+    from rich.console import Console
+
+    from faceledger.cli.bulk import MAX_THREADS, bounded_workers
+    from faceledger.vision.engine import usable_cpus
+
+    quiet = Console(file=open(os.devnull, "w"))
+    assert bounded_workers(10**6, True, quiet) == usable_cpus()  # never a million processes loading models
+    assert bounded_workers(1, True, quiet) == 1
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "x.jpg").write_text("not a photo")
+    run = cli("index", "c", tmp_path / "p", "--data", data, "--workers", 100000, "--no-resume", "--json")
+    assert json.loads(run.stdout)["Run"]["Workers"] == MAX_THREADS and "--workers 100000" in run.stderr

@@ -34,6 +34,8 @@ from .common import IMAGE_SUFFIXES  # what a folder walk picks (a file given dir
 #: its models costs about 5 s, tens of images' worth); from it on, worker processes. ``$FACELEDGER_INDEX_
 #: PROCESSES_FROM`` sets it (0 or 1: always processes when --workers > 1).
 PROCESSES_FROM = 200
+#: At most this many worker threads (each holds up to one 5 MB image; more only queue on the server's limits).
+MAX_THREADS = 64
 
 
 @dataclass(frozen=True)
@@ -363,3 +365,17 @@ class ProcessPool:
 def processes_from() -> int:
     env = os.environ.get("FACELEDGER_INDEX_PROCESSES_FROM")
     return int(env) if env else PROCESSES_FROM
+
+
+def bounded_workers(workers: int, processes: bool, err: Any) -> int:
+    """``--workers`` as run: worker processes at most the CPUs this process may use (each loads the models,
+    hundreds of MB: ``--workers 1000`` would start a thousand), threads at most :data:`MAX_THREADS`; ``err``
+    (a rich Console) says so when it lowers the number."""
+    from ..vision.engine import usable_cpus
+
+    bound = usable_cpus() if processes else MAX_THREADS
+    if workers > bound:
+        what = (f"{bound} worker processes (the CPUs available: each loads the models, more would only share "
+                "them)") if processes else f"{bound} threads (at most {MAX_THREADS})"
+        err.print(f"warning: --workers {workers}: {what}", markup=False)
+    return min(workers, bound)

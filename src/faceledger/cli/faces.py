@@ -94,7 +94,7 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
     import json
     import time
 
-    from .bulk import Journal, ProcessPool, index_file, processes_from, survey
+    from .bulk import Journal, ProcessPool, bounded_workers, index_file, processes_from, survey
 
     found = survey(paths)  # counts, and refuses two files with one id, before anything is indexed
     refuse_colliding_ids(found.clashes)
@@ -118,6 +118,7 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
         journal = Journal(app.data_dir / "index-journal.db", incarnation, options,
                           warn=lambda text: app.err.print(text, markup=False))
     processes = not app.endpoint and workers > 1 and found.total >= processes_from()
+    workers = bounded_workers(workers, processes, app.err)
 
     results: list[dict[str, Any]] = []  # each image's entry, for --json only (millions of images: not kept)
     seen = 0  # images accounted for
