@@ -121,3 +121,22 @@ def test_workers_beyond_reason_are_bounded(tmp_path: Path, data: Path) -> None:
     (tmp_path / "p" / "x.jpg").write_text("not a photo")
     run = cli("index", "c", tmp_path / "p", "--data", data, "--workers", 100000, "--no-resume", "--json")
     assert json.loads(run.stdout)["Run"]["Workers"] == MAX_THREADS and "--workers 100000" in run.stderr
+
+
+def test_a_folder_that_cannot_be_read_is_reported_not_silently_left_out(tmp_path: Path, data: Path) -> None:
+    """A folder deeper than PATH_MAX (root reads chmod 000 folders, so the test uses what root cannot read)."""
+    photos = tmp_path / "p"
+    photos.mkdir()
+    (photos / "x.jpg").write_text("not a photo")
+    fd = os.open(photos, os.O_RDONLY)
+    try:
+        for _ in range(25):  # 25 x 201 bytes: past Linux's 4096-byte PATH_MAX
+            os.mkdir("d" * 200, dir_fd=fd)
+            fd, parent = os.open("d" * 200, os.O_RDONLY, dir_fd=fd), fd
+            os.close(parent)
+        os.close(os.open("deep.jpg", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+    finally:
+        os.close(fd)
+    run = cli("index", "c", photos, "--data", data, "--no-resume", "--json")
+    assert "cannot read this folder" in run.stderr and "its images are not indexed" in run.stderr
+    assert json.loads(run.stdout)["Summary"]["Images"] == 1

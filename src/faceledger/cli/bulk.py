@@ -23,7 +23,7 @@ import stat
 import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -50,14 +50,20 @@ class ImageFile:
     real: str  # its canonical path: a file reached twice (overlapping folders, links) is indexed once
 
 
-def _listing(folder: str) -> list[tuple[str, bool, os.DirEntry]]:
+OnError = Callable[[str, OSError], None]
+
+
+def _listing(folder: str, on_error: OnError | None = None) -> list[tuple[str, bool, os.DirEntry]]:
     """A folder's entries, hidden ones left out, sorted by name with a folder's name as ``name/``: then
-    visiting them in this order, depth first, gives the order of the whole sorted relative paths."""
+    visiting them in this order, depth first, gives the order of the whole sorted relative paths. A folder
+    that cannot be read (no permission, a path too long for the system) has none, and ``on_error`` is told."""
     try:
         with os.scandir(folder) as it:
             entries = [e for e in it if not e.name.startswith(".")]
-    except OSError:
-        return []  # an unreadable folder: os.walk's behaviour, as before
+    except OSError as exc:
+        if on_error is not None:
+            on_error(folder, exc)
+        return []
     keyed = []
     for e in entries:
         try:
@@ -69,10 +75,10 @@ def _listing(folder: str) -> list[tuple[str, bool, os.DirEntry]]:
     return keyed
 
 
-def _walk(root: Path, real_root: str) -> Iterator[ImageFile]:
+def _walk(root: Path, real_root: str, on_error: OnError | None = None) -> Iterator[ImageFile]:
     """The images under ``root`` in the order of their sorted relative paths, hidden ones left out; one
     listing an open folder in memory (the folders from the root to the one being read)."""
-    stack: list[tuple[str, Iterator[tuple[str, bool, os.DirEntry]]]] = [("", iter(_listing(str(root))))]
+    stack: list[tuple[str, Iterator[tuple[str, bool, os.DirEntry]]]] = [("", iter(_listing(str(root), on_error)))]
     while stack:
         rel_dir, entries = stack[-1]
         item = next(entries, None)
@@ -82,7 +88,7 @@ def _walk(root: Path, real_root: str) -> Iterator[ImageFile]:
         _, is_dir, e = item
         rel = f"{rel_dir}{e.name}"
         if is_dir:
-            stack.append((rel + "/", iter(_listing(e.path))))
+            stack.append((rel + "/", iter(_listing(e.path, on_error))))
             continue
         if not e.name.lower().endswith(IMAGE_SUFFIXES):
             continue
@@ -96,10 +102,10 @@ def _walk(root: Path, real_root: str) -> Iterator[ImageFile]:
         yield ImageFile(e.path, rel, st.st_size if st else -1, st.st_mtime_ns if st else -1, real)
 
 
-def _walk_roots(paths: tuple[Path, ...]) -> Iterator[ImageFile]:
+def _walk_roots(paths: tuple[Path, ...], on_error: OnError | None = None) -> Iterator[ImageFile]:
     for root in paths:
         if root.is_dir():
-            yield from _walk(root, os.path.realpath(root))
+            yield from _walk(root, os.path.realpath(root), on_error)
         else:
             try:
                 st = root.stat()
@@ -117,6 +123,12 @@ class Survey:
     total: int
     repeated: set[int]
     clashes: dict[str, list[str]]
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (folder, why): the first UNREADABLE_KEPT
+    unreadable_count: int = 0
+
+
+#: Unreadable folders a survey names (it counts them all).
+UNREADABLE_KEPT = 100
 
 
 def survey(paths: tuple[Path, ...]) -> Survey:
@@ -125,11 +137,20 @@ def survey(paths: tuple[Path, ...]) -> Survey:
     from array import array
 
     ids, reals = array("q"), array("q")
-    for f in _walk_roots(paths):
+    unreadable: list[tuple[str, str]] = []
+    count = 0
+
+    def on_error(folder: str, exc: OSError) -> None:
+        nonlocal count
+        count += 1
+        if len(unreadable) < UNREADABLE_KEPT:
+            unreadable.append((folder, exc.strerror or str(exc)))
+
+    for f in _walk_roots(paths, on_error):
         ids.append(hash(external_image_id(f.relative)))
         reals.append(hash(f.real))
     if not ids:
-        return Survey(0, set(), {})
+        return Survey(0, set(), {}, unreadable, count)
     pairs = np.unique(np.stack([np.frombuffer(ids, np.int64), np.frombuffer(reals, np.int64)], axis=1), axis=0)
     real_values, real_counts = np.unique(np.frombuffer(reals, np.int64), return_counts=True)
     repeated = {int(v) for v in real_values[real_counts > 1]}
@@ -143,7 +164,7 @@ def survey(paths: tuple[Path, ...]) -> Survey:
             if hash(ext_id) in shared:
                 by_id.setdefault(ext_id, {}).setdefault(f.real, f.path)
         clashes = {k: list(v.values()) for k, v in by_id.items() if len(v) > 1}
-    return Survey(len(real_values), repeated, clashes)
+    return Survey(len(real_values), repeated, clashes, unreadable, count)
 
 
 def iter_image_files(paths: tuple[Path, ...], repeated: set[int] | None = None) -> Iterator[ImageFile]:

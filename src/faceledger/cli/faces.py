@@ -98,6 +98,12 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
 
     found = survey(paths)  # counts, and refuses two files with one id, before anything is indexed
     refuse_colliding_ids(found.clashes)
+    for folder, why in found.unreadable:  # their images are not indexed: said, never silently left out
+        app.err.print(f"warning: {folder}: cannot read this folder ({why}): its images are not indexed",
+                      markup=False)
+    if found.unreadable_count > len(found.unreadable):
+        app.err.print(f"warning: and {found.unreadable_count - len(found.unreadable)} more folders that cannot "
+                      "be read", markup=False)
     if not found.total:
         app.err.print("warning: no JPEG or PNG images in " + ", ".join(map(str, paths)), markup=False)
     described = app.call("describe_collection", CollectionId=collection_id)  # a missing collection fails first
