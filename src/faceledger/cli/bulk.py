@@ -228,7 +228,8 @@ class Journal:
                 self.conn = self._open(path)
             except sqlite3.DatabaseError as again:
                 raise CliError(f"cannot open the index journal {path}: {again}; run with --no-resume") from None
-        self.collection, self.options, self.every = collection, options, every
+        self.collection, self.options, self.every, self.warn = collection, options, every, warn
+        self.rows: list[tuple] = []
         self.pending = 0
 
     @staticmethod
@@ -263,20 +264,34 @@ class Journal:
         return None if row is None else int(row[0])
 
     def record(self, ext_id: str, f: ImageFile, faces: int) -> None:
+        """Note an indexed image; written with the next :meth:`commit` (every ``every`` images)."""
         if f.size < 0:
             return
-        if self.pending == 0:
-            self.conn.execute("BEGIN")
-        self.conn.execute("INSERT OR REPLACE INTO indexed VALUES (?, ?, ?, ?, ?, ?)",
-                          (self._key(ext_id), f.size, f.mtime_ns, self.options, faces, time.time()))
-        self.pending += 1
+        self.rows.append((self._key(ext_id), f.size, f.mtime_ns, self.options, faces, time.time()))
+        self.pending = len(self.rows)
         if self.pending >= self.every:
             self.commit()
 
     def commit(self) -> None:
-        if self.pending:
-            self.conn.execute("COMMIT")
-            self.pending = 0
+        """Write the noted rows in one short transaction: no write lock is held while images are indexed, so a
+        second run on the same data folder never waits for this one's images (it waited up to 64 images, then
+        failed with "database is locked"). A journal still locked past the timeout loses these rows (``warn``
+        says so): they are indexed again next time, without duplicates."""
+        if not self.rows:
+            return
+        rows, self.rows, self.pending = self.rows, [], 0
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.executemany("INSERT OR REPLACE INTO indexed VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            if self.warn is not None:
+                self.warn(f"warning: the index journal could not record {len(rows)} images ({exc}): a later run "
+                          "reads them again")
 
     def close(self) -> None:
         try:
