@@ -140,3 +140,19 @@ def test_a_folder_that_cannot_be_read_is_reported_not_silently_left_out(tmp_path
     run = cli("index", "c", photos, "--data", data, "--no-resume", "--json")
     assert "cannot read this folder" in run.stderr and "its images are not indexed" in run.stderr
     assert json.loads(run.stdout)["Summary"]["Images"] == 1
+
+
+def test_two_runs_share_the_journal_without_waiting_for_each_other(tmp_path: Path) -> None:
+    """Two `faceledger index` runs on one data folder: a run's unwritten rows hold no lock (before, the first
+    run's open transaction made the second wait 30 s, then fail with "database is locked")."""
+    from faceledger.cli.bulk import ImageFile, Journal
+
+    first = Journal(tmp_path / "index-journal.db", "c", "{}")
+    second = Journal(tmp_path / "index-journal.db", "c", "{}", every=1)
+    a, b = ImageFile("a.jpg", "a.jpg", 10, 1, "/a.jpg"), ImageFile("b.jpg", "b.jpg", 20, 2, "/b.jpg")
+    first.record("a.jpg", a, 1)  # noted, not yet written (every 64)
+    second.record("b.jpg", b, 2)  # written now
+    assert first.done("b.jpg", b) == 2 and second.done("a.jpg", a) is None
+    first.close()
+    assert second.done("a.jpg", a) == 1
+    second.close()
