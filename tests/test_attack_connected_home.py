@@ -130,3 +130,28 @@ def test_regions_that_hold_no_box_are_refused_at_create_and_update(home, regions
         assert raw.describe_stream_processor(Name="regions")["RegionsOfInterest"] == bow
     finally:
         raw.delete_stream_processor(Name="regions")
+
+
+def test_boxes_at_or_past_the_frame_edge_give_crops_inside_it_or_nothing():
+    """A detector box cut to the frame can have no area (all of it at the right edge) or lie partly outside: the
+    first is no detection (its crop was an empty image: ValueError, the processor failed), the second is cut."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from faceledger.streams.connected_home import find_labels, jpeg
+
+    pixels = np.zeros((36, 64, 3), np.uint8)
+    boxes = [("Person", [64.0, 36.0, 64.0, 36.0]), ("Person", [63.5, 0.0, 70.0, 36.0]), ("Cat", [-5.0, -3.0, 2.0, 1.5]),
+             ("Dog", [10.0, 10.0, 80.0, 50.0])]
+
+    def detect(_pixels, _min_score):
+        return [SimpleNamespace(name=n, score=0.9, box=np.array(b)) for n, b in boxes]
+
+    found = find_labels(detect, pixels, ("PERSON", "PET"), 50)
+    assert [f.label for f in found] == ["PET", "PET"]
+    for f in found:
+        x0, y0, x1, y1 = f.pixels
+        assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 36
+        assert all(0 <= v <= 1 for v in f.box.values()) and f.box["left"] + f.box["width"] <= 1
+        assert jpeg(pixels[y0:y1, x0:x1])[:2] == b"\xff\xd8"
