@@ -72,9 +72,10 @@ def test_read_image_file_never_blocks_and_reads_at_most_the_limit(tmp_path: Path
     assert len(read_image_file(str(tmp_path / "big"), 10)) == 11
 
 
-def test_a_journal_link_is_never_written_through(tmp_path: Path, data: Path) -> None:
+@pytest.mark.parametrize("suffix", ["", "-wal"])
+def test_a_journal_link_is_never_written_through(tmp_path: Path, data: Path, suffix: str) -> None:
     outside = tmp_path / "outside.db"
-    journal = data / "index-journal.db"
+    journal = data / f"index-journal.db{suffix}"
     journal.unlink(missing_ok=True)
     journal.symlink_to(outside)
     try:

@@ -183,6 +183,11 @@ def iter_image_files(paths: tuple[Path, ...], repeated: set[int] | None = None) 
 # ---- the journal --------------------------------------------------------------------------------------
 
 
+#: SQLite's result codes that say nothing of a journal's content (cannot open, busy, locked, read-only, I/O,
+#: permission, disk full): a run stops with them rather than set a journal aside.
+_NOT_DAMAGED = {14, 5, 6, 8, 10, 3, 13}
+
+
 class Journal:
     """The images earlier runs indexed into a collection, in ``<data>/index-journal.db`` (SQLite).
 
@@ -204,18 +209,21 @@ class Journal:
         from .common import CliError
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            mode = os.lstat(path).st_mode
-        except FileNotFoundError:
-            mode = None
-        if mode is not None and not stat.S_ISREG(mode):
-            kind = "a symbolic link" if stat.S_ISLNK(mode) else next(
-                (k for test, k in _KINDS if test(mode)), "not a regular file")
-            raise CliError(f"{path} is {kind}, not an index journal: faceledger does not write through it; "
-                           "remove it (the journal is a cache) or run with --no-resume")
+        for side in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):  # SQLite writes all three
+            try:
+                mode = os.lstat(side).st_mode
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(mode):
+                kind = "a symbolic link" if stat.S_ISLNK(mode) else next(
+                    (k for test, k in _KINDS if test(mode)), "not a regular file")
+                raise CliError(f"{side} is {kind}, not part of an index journal: faceledger does not write "
+                               "through it; remove it (the journal is a cache) or run with --no-resume")
         try:
             self.conn = self._open(path)
         except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) in _NOT_DAMAGED:  # the journal may be fine: leave it be
+                raise CliError(f"cannot open the index journal {path}: {exc}; run with --no-resume") from None
             damaged = path.with_name(path.name + ".damaged")
             for suffix in ("", "-wal", "-shm"):
                 side = Path(f"{path}{suffix}")
