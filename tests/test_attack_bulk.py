@@ -157,3 +157,33 @@ def test_two_runs_share_the_journal_without_waiting_for_each_other(tmp_path: Pat
     first.close()
     assert second.done("a.jpg", a) == 1
     second.close()
+
+
+def test_ctrl_c_while_counting_the_images_says_so_and_exits_130(tmp_path: Path, data: Path) -> None:
+    import signal
+    import time
+
+    tree = tmp_path / "tree"
+    for d in range(200):  # the survey lists 200 folders: Ctrl-C comes while it holds one of them open
+        (tree / f"{d:03}").mkdir(parents=True)
+        for i in range(100):
+            (tree / f"{d:03}" / f"{i}.jpg").touch()
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to see the survey walking")
+    proc = subprocess.Popen([sys.executable, "-m", "faceledger", "index", "c", str(tree), "--data", str(data)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    walking = False
+    while not walking and time.monotonic() < deadline and proc.poll() is None:
+        try:
+            walking = any(os.readlink(f"/proc/{proc.pid}/fd/{fd}").startswith(str(tree))
+                          for fd in os.listdir(f"/proc/{proc.pid}/fd"))
+        except OSError:
+            pass
+    if not walking:
+        proc.kill()
+        pytest.skip("the survey ended before it could be interrupted")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err and "interrupted while counting the images" in err, err
+    assert proc.returncode == 130

@@ -96,7 +96,10 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
 
     from .bulk import Journal, ProcessPool, bounded_workers, index_file, processes_from, survey
 
-    found = survey(paths)  # counts, and refuses two files with one id, before anything is indexed
+    try:
+        found = survey(paths)  # counts, and refuses two files with one id, before anything is indexed
+    except KeyboardInterrupt:  # as Ctrl-C while indexing: a message and 130, not click's "Aborted!" and 1
+        raise CliError("interrupted while counting the images: nothing was indexed", 130) from None
     refuse_colliding_ids(found.clashes)
     for folder, why in found.unreadable:  # their images are not indexed: said, never silently left out
         app.err.print(f"warning: {folder}: cannot read this folder ({why}): its images are not indexed",
