@@ -187,3 +187,19 @@ def test_ctrl_c_while_counting_the_images_says_so_and_exits_130(tmp_path: Path, 
     out, err = proc.communicate(timeout=60)
     assert "Traceback" not in err and "interrupted while counting the images" in err, err
     assert proc.returncode == 130
+
+
+def test_file_names_with_newlines_or_bytes_that_are_not_utf8_are_escaped_in_the_report(tmp_path: Path,
+                                                                                        data: Path) -> None:
+    photos = tmp_path / "p"
+    photos.mkdir()
+    (photos / "forged\nerror: other.jpg").write_text("not a photo")
+    with open(os.path.join(os.fsencode(photos), b"bad\xff\xfe.jpg"), "wb") as f:
+        f.write(b"not a photo")
+    run = cli("index", "c", photos, "--data", data, "--no-resume", "--json")
+    assert "forged\\nerror: other.jpg" in run.stderr and "bad\\xff\\xfe.jpg" in run.stderr
+    assert not any(line.startswith("error: other.jpg") for line in run.stderr.splitlines())
+    report = json.loads(run.stdout)
+    assert report["Summary"]["ImagesFailed"] == 2
+    assert sorted(r["ExternalImageId"] for r in report["Images"]) == ["bad::FF::FE.jpg", "forged::0Aerror::3A::20other.jpg"]
+    assert {Path(r["Path"]).name for r in report["Images"]} == {"bad\\xff\\xfe.jpg", "forged\nerror: other.jpg"}

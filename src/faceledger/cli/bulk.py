@@ -423,3 +423,22 @@ def bounded_workers(workers: int, processes: bool, err: Any) -> int:
                 "them)") if processes else f"{bound} threads (at most {MAX_THREADS})"
         err.print(f"warning: --workers {workers}: {what}", markup=False)
     return min(workers, bound)
+
+
+def shown_path(path: str) -> str:
+    """``path`` for a line of the report: a control character (a newline in a file name would forge a line) or
+    a byte that is not UTF-8 (a lone surrogate) as a backslash escape, the rest as it is."""
+    if path.isprintable():
+        return path
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   if not 0xDC80 <= ord(c) <= 0xDCFF else f"\\x{ord(c) - 0xDC00:02x}" for c in path)
+
+
+def json_path(path: str) -> str:
+    """``path`` for the ``--json`` report, which must be UTF-8: as it is, unless it holds bytes that are not
+    UTF-8 (lone surrogates: printed raw, they made the whole report invalid UTF-8), then :func:`shown_path`."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return shown_path(path)

@@ -94,7 +94,7 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
     import json
     import time
 
-    from .bulk import Journal, ProcessPool, bounded_workers, index_file, processes_from, survey
+    from .bulk import Journal, ProcessPool, bounded_workers, index_file, json_path, processes_from, shown_path, survey
 
     try:
         found = survey(paths)  # counts, and refuses two files with one id, before anything is indexed
@@ -189,9 +189,9 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
             entry["Error"] = {"Code": code, "Message": message}
             if code != "FileError":
                 message = f"{code}: {message}"
-            failed.append((str(f.path), message))
+            failed.append((shown_path(str(f.path)), message))
             failed_by[code] += 1
-            app.err.print(f"error: {f.path}: {message}", markup=False)
+            app.err.print(f"error: {failed[-1][0]}: {message}", markup=False)
         else:
             r = outcome[1]
             entry.update(r)
@@ -223,7 +223,7 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
                         if f is None:
                             break
                         ext_id = external_image_id(f.relative)
-                        entry = {"Path": str(f.path), "ExternalImageId": ext_id}
+                        entry = {"Path": json_path(str(f.path)), "ExternalImageId": ext_id}
                         done = journal.done(ext_id, f) if journal is not None else None
                         pending.append((f, entry, None if done is not None else submit(f.path, ext_id), done))
                     if not pending:
