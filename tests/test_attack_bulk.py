@@ -203,3 +203,17 @@ def test_file_names_with_newlines_or_bytes_that_are_not_utf8_are_escaped_in_the_
     assert report["Summary"]["ImagesFailed"] == 2
     assert sorted(r["ExternalImageId"] for r in report["Images"]) == ["bad::FF::FE.jpg", "forged::0Aerror::3A::20other.jpg"]
     assert {Path(r["Path"]).name for r in report["Images"]} == {"bad\\xff\\xfe.jpg", "forged\nerror: other.jpg"}
+
+
+def test_the_summary_lists_the_first_failures_and_counts_them_all(tmp_path: Path, data: Path) -> None:
+    from faceledger.cli.faces import FAILED_LISTED
+
+    photos = tmp_path / "p"
+    photos.mkdir()
+    for i in range(FAILED_LISTED + 5):
+        (photos / f"{i:05}.jpg").touch()  # empty: a FileError each, without a call
+    run = cli("index", "c", photos, "--data", data, "--no-resume", "--workers", 1)
+    assert run.returncode == 1 and f"{FAILED_LISTED + 5} of {FAILED_LISTED + 5} images failed" in run.stderr
+    assert f"images with errors: {FAILED_LISTED + 5} (FileError {FAILED_LISTED + 5})" in run.stdout
+    assert "and 5 more (their error lines above)" in run.stdout
+    assert run.stderr.count("error: ") == FAILED_LISTED + 5 + 1  # each as it failed, and the last line
