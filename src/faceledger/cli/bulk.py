@@ -23,9 +23,9 @@ import stat
 import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..external_ids import external_image_id
 from .common import IMAGE_SUFFIXES  # what a folder walk picks (a file given directly: whatever its name)
@@ -34,6 +34,8 @@ from .common import IMAGE_SUFFIXES  # what a folder walk picks (a file given dir
 #: its models costs about 5 s, tens of images' worth); from it on, worker processes. ``$FACELEDGER_INDEX_
 #: PROCESSES_FROM`` sets it (0 or 1: always processes when --workers > 1).
 PROCESSES_FROM = 200
+#: At most this many worker threads (each holds up to one 5 MB image; more only queue on the server's limits).
+MAX_THREADS = 64
 
 
 @dataclass(frozen=True)
@@ -48,14 +50,20 @@ class ImageFile:
     real: str  # its canonical path: a file reached twice (overlapping folders, links) is indexed once
 
 
-def _listing(folder: str) -> list[tuple[str, bool, os.DirEntry]]:
+OnError = Callable[[str, OSError], None]
+
+
+def _listing(folder: str, on_error: OnError | None = None) -> list[tuple[str, bool, os.DirEntry]]:
     """A folder's entries, hidden ones left out, sorted by name with a folder's name as ``name/``: then
-    visiting them in this order, depth first, gives the order of the whole sorted relative paths."""
+    visiting them in this order, depth first, gives the order of the whole sorted relative paths. A folder
+    that cannot be read (no permission, a path too long for the system) has none, and ``on_error`` is told."""
     try:
         with os.scandir(folder) as it:
             entries = [e for e in it if not e.name.startswith(".")]
-    except OSError:
-        return []  # an unreadable folder: os.walk's behaviour, as before
+    except OSError as exc:
+        if on_error is not None:
+            on_error(folder, exc)
+        return []
     keyed = []
     for e in entries:
         try:
@@ -67,10 +75,10 @@ def _listing(folder: str) -> list[tuple[str, bool, os.DirEntry]]:
     return keyed
 
 
-def _walk(root: Path, real_root: str) -> Iterator[ImageFile]:
+def _walk(root: Path, real_root: str, on_error: OnError | None = None) -> Iterator[ImageFile]:
     """The images under ``root`` in the order of their sorted relative paths, hidden ones left out; one
     listing an open folder in memory (the folders from the root to the one being read)."""
-    stack: list[tuple[str, Iterator[tuple[str, bool, os.DirEntry]]]] = [("", iter(_listing(str(root))))]
+    stack: list[tuple[str, Iterator[tuple[str, bool, os.DirEntry]]]] = [("", iter(_listing(str(root), on_error)))]
     while stack:
         rel_dir, entries = stack[-1]
         item = next(entries, None)
@@ -80,7 +88,7 @@ def _walk(root: Path, real_root: str) -> Iterator[ImageFile]:
         _, is_dir, e = item
         rel = f"{rel_dir}{e.name}"
         if is_dir:
-            stack.append((rel + "/", iter(_listing(e.path))))
+            stack.append((rel + "/", iter(_listing(e.path, on_error))))
             continue
         if not e.name.lower().endswith(IMAGE_SUFFIXES):
             continue
@@ -94,10 +102,10 @@ def _walk(root: Path, real_root: str) -> Iterator[ImageFile]:
         yield ImageFile(e.path, rel, st.st_size if st else -1, st.st_mtime_ns if st else -1, real)
 
 
-def _walk_roots(paths: tuple[Path, ...]) -> Iterator[ImageFile]:
+def _walk_roots(paths: tuple[Path, ...], on_error: OnError | None = None) -> Iterator[ImageFile]:
     for root in paths:
         if root.is_dir():
-            yield from _walk(root, os.path.realpath(root))
+            yield from _walk(root, os.path.realpath(root), on_error)
         else:
             try:
                 st = root.stat()
@@ -115,6 +123,12 @@ class Survey:
     total: int
     repeated: set[int]
     clashes: dict[str, list[str]]
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (folder, why): the first UNREADABLE_KEPT
+    unreadable_count: int = 0
+
+
+#: Unreadable folders a survey names (it counts them all).
+UNREADABLE_KEPT = 100
 
 
 def survey(paths: tuple[Path, ...]) -> Survey:
@@ -123,11 +137,20 @@ def survey(paths: tuple[Path, ...]) -> Survey:
     from array import array
 
     ids, reals = array("q"), array("q")
-    for f in _walk_roots(paths):
+    unreadable: list[tuple[str, str]] = []
+    count = 0
+
+    def on_error(folder: str, exc: OSError) -> None:
+        nonlocal count
+        count += 1
+        if len(unreadable) < UNREADABLE_KEPT:
+            unreadable.append((folder, exc.strerror or str(exc)))
+
+    for f in _walk_roots(paths, on_error):
         ids.append(hash(external_image_id(f.relative)))
         reals.append(hash(f.real))
     if not ids:
-        return Survey(0, set(), {})
+        return Survey(0, set(), {}, unreadable, count)
     pairs = np.unique(np.stack([np.frombuffer(ids, np.int64), np.frombuffer(reals, np.int64)], axis=1), axis=0)
     real_values, real_counts = np.unique(np.frombuffer(reals, np.int64), return_counts=True)
     repeated = {int(v) for v in real_values[real_counts > 1]}
@@ -141,7 +164,7 @@ def survey(paths: tuple[Path, ...]) -> Survey:
             if hash(ext_id) in shared:
                 by_id.setdefault(ext_id, {}).setdefault(f.real, f.path)
         clashes = {k: list(v.values()) for k, v in by_id.items() if len(v) > 1}
-    return Survey(len(real_values), repeated, clashes)
+    return Survey(len(real_values), repeated, clashes, unreadable, count)
 
 
 def iter_image_files(paths: tuple[Path, ...], repeated: set[int] | None = None) -> Iterator[ImageFile]:
@@ -160,6 +183,11 @@ def iter_image_files(paths: tuple[Path, ...], repeated: set[int] | None = None) 
 # ---- the journal --------------------------------------------------------------------------------------
 
 
+#: SQLite's result codes that say nothing of a journal's content (cannot open, busy, locked, read-only, I/O,
+#: permission, disk full): a run stops with them rather than set a journal aside.
+_NOT_DAMAGED = {14, 5, 6, 8, 10, 3, 13}
+
+
 class Journal:
     """The images earlier runs indexed into a collection, in ``<data>/index-journal.db`` (SQLite).
 
@@ -171,16 +199,66 @@ class Journal:
     loses at most those, which are then indexed again without duplicates (IndexFaces' rule). The file is
     a cache: deleting it only makes the next run read every image again."""
 
-    def __init__(self, path: Path, collection: str, options: str, every: int = 64) -> None:
+    def __init__(self, path: Path, collection: str, options: str, every: int = 64,
+                 warn: Callable[[str], None] | None = None) -> None:
+        """Opens (or creates) the journal at ``path``. Something other than a regular file there (a symbolic
+        link, a folder, a FIFO) is never written through: CliError naming it. A file that is not a journal
+        (damaged, another database) is set aside as ``<name>.damaged`` (``warn`` says so) and a new journal
+        begins: it is a cache, so the run only reads every image again."""
+        from ..service.images import _KINDS
+        from .common import CliError
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS indexed (image TEXT PRIMARY KEY, size INTEGER NOT NULL, "
-            "mtime_ns INTEGER NOT NULL, options TEXT NOT NULL, faces INTEGER NOT NULL, indexed_at REAL NOT NULL)")
-        self.collection, self.options, self.every = collection, options, every
+        for side in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):  # SQLite writes all three
+            try:
+                mode = os.lstat(side).st_mode
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(mode):
+                kind = "a symbolic link" if stat.S_ISLNK(mode) else next(
+                    (k for test, k in _KINDS if test(mode)), "not a regular file")
+                raise CliError(f"{side} is {kind}, not part of an index journal: faceledger does not write "
+                               "through it; remove it (the journal is a cache) or run with --no-resume")
+        try:
+            self.conn = self._open(path)
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) in _NOT_DAMAGED:  # the journal may be fine: leave it be
+                raise CliError(f"cannot open the index journal {path}: {exc}; run with --no-resume") from None
+            damaged = path.with_name(path.name + ".damaged")
+            for suffix in ("", "-wal", "-shm"):
+                side = Path(f"{path}{suffix}")
+                if side.is_file() and not side.is_symlink():
+                    os.replace(side, f"{damaged}{suffix}")
+            if warn is not None:
+                warn(f"warning: {path} is not an index journal ({exc}): set aside as {damaged.name}; a new "
+                     "journal begins (images indexed before are read again, their faces are not stored twice)")
+            try:
+                self.conn = self._open(path)
+            except sqlite3.DatabaseError as again:
+                raise CliError(f"cannot open the index journal {path}: {again}; run with --no-resume") from None
+        self.collection, self.options, self.every, self.warn = collection, options, every, warn
+        self.rows: list[tuple] = []
         self.pending = 0
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        """The journal's connection, its table checked (sqlite3.DatabaseError: not a journal). ``nofollow``:
+        a symbolic link put there after the check above is refused by SQLite itself."""
+        from urllib.parse import quote
+
+        conn = sqlite3.connect(f"file:{quote(str(path.absolute()))}?nofollow=1", uri=True, isolation_level=None,
+                               timeout=30)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS indexed (image TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+                "mtime_ns INTEGER NOT NULL, options TEXT NOT NULL, faces INTEGER NOT NULL, indexed_at REAL NOT NULL)")
+            conn.execute("SELECT image, size, mtime_ns, options, faces, indexed_at FROM indexed LIMIT 0")
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        return conn
 
     def _key(self, ext_id: str) -> str:
         return hashlib.sha256(f"{self.collection}\0{ext_id}".encode("utf-8", "surrogateescape")).hexdigest()
@@ -194,20 +272,34 @@ class Journal:
         return None if row is None else int(row[0])
 
     def record(self, ext_id: str, f: ImageFile, faces: int) -> None:
+        """Note an indexed image; written with the next :meth:`commit` (every ``every`` images)."""
         if f.size < 0:
             return
-        if self.pending == 0:
-            self.conn.execute("BEGIN")
-        self.conn.execute("INSERT OR REPLACE INTO indexed VALUES (?, ?, ?, ?, ?, ?)",
-                          (self._key(ext_id), f.size, f.mtime_ns, self.options, faces, time.time()))
-        self.pending += 1
+        self.rows.append((self._key(ext_id), f.size, f.mtime_ns, self.options, faces, time.time()))
+        self.pending = len(self.rows)
         if self.pending >= self.every:
             self.commit()
 
     def commit(self) -> None:
-        if self.pending:
-            self.conn.execute("COMMIT")
-            self.pending = 0
+        """Write the noted rows in one short transaction: no write lock is held while images are indexed, so a
+        second run on the same data folder never waits for this one's images (it waited up to 64 images, then
+        failed with "database is locked"). A journal still locked past the timeout loses these rows (``warn``
+        says so): they are indexed again next time, without duplicates."""
+        if not self.rows:
+            return
+        rows, self.rows, self.pending = self.rows, [], 0
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.executemany("INSERT OR REPLACE INTO indexed VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            if self.warn is not None:
+                self.warn(f"warning: the index journal could not record {len(rows)} images ({exc}): a later run "
+                          "reads them again")
 
     def close(self) -> None:
         try:
@@ -244,6 +336,23 @@ def _worker_init(parent: int, threads: int, app_args: tuple) -> None:
     _client = App(*app_args).client
 
 
+def read_image_file(path: str, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of the regular file ``path`` (a link to one is followed): opened without
+    blocking, so a FIFO, socket or device (given directly, or put where a walked file was) never hangs the run
+    nor fills memory (/dev/zero); ValueError naming what it is instead of a file, OSError when it cannot be
+    read. Costs at most ``limit + 1`` bytes whatever the file's size."""
+    from ..service.images import _KINDS  # (test, what a file of that kind is, in words)
+
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
+            raise ValueError(f"not an image file (it is {kind})")
+        return f.read(limit + 1)
+
+
 def index_file(path: str, params: dict[str, Any], client: Any = None) -> tuple:
     """One IndexFaces call on a file with the worker's (or the caller's) client: ``("ok", response)``,
     ``("error", code, message)`` for what concerns this image, or ``("fatal", code, message, exception)``
@@ -252,10 +361,17 @@ def index_file(path: str, params: dict[str, Any], client: Any = None) -> tuple:
 
     from .common import PER_IMAGE_ERRORS, _error_parts
 
+    from ..service.images import MAX_BYTES
+
     try:
-        data = Path(path).read_bytes()
+        data = read_image_file(path, MAX_BYTES)
     except OSError as exc:
         return ("error", "FileError", f"cannot read: {exc.strerror or exc}")
+    except ValueError as exc:  # not a regular file (any more)
+        return ("error", "FileError", str(exc))
+    if len(data) > MAX_BYTES:  # refused as IndexFaces refuses Image.Bytes over 5 MB, without reading the rest
+        return ("error", "ImageTooLargeException", f"the file is over the {MAX_BYTES // (1024 * 1024)} MB limit of "
+                "Image.Bytes")
     if not data:  # the request would be refused as a whole (ValidationException), not as this image's
         return ("error", "FileError", "empty file (0 bytes)")
     try:
@@ -293,3 +409,36 @@ class ProcessPool:
 def processes_from() -> int:
     env = os.environ.get("FACELEDGER_INDEX_PROCESSES_FROM")
     return int(env) if env else PROCESSES_FROM
+
+
+def bounded_workers(workers: int, processes: bool, err: Any) -> int:
+    """``--workers`` as run: worker processes at most the CPUs this process may use (each loads the models,
+    hundreds of MB: ``--workers 1000`` would start a thousand), threads at most :data:`MAX_THREADS`; ``err``
+    (a rich Console) says so when it lowers the number."""
+    from ..vision.engine import usable_cpus
+
+    bound = usable_cpus() if processes else MAX_THREADS
+    if workers > bound:
+        what = (f"{bound} worker processes (the CPUs available: each loads the models, more would only share "
+                "them)") if processes else f"{bound} threads (at most {MAX_THREADS})"
+        err.print(f"warning: --workers {workers}: {what}", markup=False)
+    return min(workers, bound)
+
+
+def shown_path(path: str) -> str:
+    """``path`` for a line of the report: a control character (a newline in a file name would forge a line) or
+    a byte that is not UTF-8 (a lone surrogate) as a backslash escape, the rest as it is."""
+    if path.isprintable():
+        return path
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   if not 0xDC80 <= ord(c) <= 0xDCFF else f"\\x{ord(c) - 0xDC00:02x}" for c in path)
+
+
+def json_path(path: str) -> str:
+    """``path`` for the ``--json`` report, which must be UTF-8: as it is, unless it holds bytes that are not
+    UTF-8 (lone surrogates: printed raw, they made the whole report invalid UTF-8), then :func:`shown_path`."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return shown_path(path)

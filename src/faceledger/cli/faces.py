@@ -67,6 +67,10 @@ def _faces_column() -> Any:
     return FacesColumn()
 
 
+#: Failed images the summary lists again (all are printed as they fail, and counted).
+FAILED_LISTED = 1000
+
+
 @client_command(main, "index")
 @click.argument("collection_id")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
@@ -94,10 +98,19 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
     import json
     import time
 
-    from .bulk import Journal, ProcessPool, index_file, processes_from, survey
+    from .bulk import Journal, ProcessPool, bounded_workers, index_file, json_path, processes_from, shown_path, survey
 
-    found = survey(paths)  # counts, and refuses two files with one id, before anything is indexed
+    try:
+        found = survey(paths)  # counts, and refuses two files with one id, before anything is indexed
+    except KeyboardInterrupt:  # as Ctrl-C while indexing: a message and 130, not click's "Aborted!" and 1
+        raise CliError("interrupted while counting the images: nothing was indexed", 130) from None
     refuse_colliding_ids(found.clashes)
+    for folder, why in found.unreadable:  # their images are not indexed: said, never silently left out
+        app.err.print(f"warning: {folder}: cannot read this folder ({why}): its images are not indexed",
+                      markup=False)
+    if found.unreadable_count > len(found.unreadable):
+        app.err.print(f"warning: and {found.unreadable_count - len(found.unreadable)} more folders that cannot "
+                      "be read", markup=False)
     if not found.total:
         app.err.print("warning: no JPEG or PNG images in " + ", ".join(map(str, paths)), markup=False)
     described = app.call("describe_collection", CollectionId=collection_id)  # a missing collection fails first
@@ -115,8 +128,10 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
         created = described.get("CreationTimestamp")
         incarnation = f"{described.get('CollectionARN')}@{created.isoformat() if created else ''}"
         options = json.dumps({"MaxFaces": max_faces, "QualityFilter": quality_filter or "AUTO"}, sort_keys=True)
-        journal = Journal(app.data_dir / "index-journal.db", incarnation, options)
+        journal = Journal(app.data_dir / "index-journal.db", incarnation, options,
+                          warn=lambda text: app.err.print(text, markup=False))
     processes = not app.endpoint and workers > 1 and found.total >= processes_from()
+    workers = bounded_workers(workers, processes, app.err)
 
     results: list[dict[str, Any]] = []  # each image's entry, for --json only (millions of images: not kept)
     seen = 0  # images accounted for
@@ -124,7 +139,8 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
     unindexed: Counter[str] = Counter()
     unindexed_faces = 0
     no_face_images = 0
-    failed: list[tuple[str, str]] = []
+    failed: list[tuple[str, str]] = []  # the first FAILED_LISTED, for the summary (each is printed as it comes)
+    failed_count = 0
     failed_by: Counter[str] = Counter()
     show = app.err.is_terminal if progress is None else progress
 
@@ -156,7 +172,7 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
 
     def record(f: Any, entry: dict[str, Any], future: Future | None, done: int | None) -> bool:
         """Account for one image's outcome; False for an error that must stop the run."""
-        nonlocal indexed, unindexed_faces, no_face_images, fatal, skipped, skipped_faces
+        nonlocal indexed, unindexed_faces, no_face_images, fatal, skipped, skipped_faces, failed_count
         if future is None:  # indexed by an earlier run
             skipped += 1
             skipped_faces += done or 0
@@ -178,9 +194,12 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
             entry["Error"] = {"Code": code, "Message": message}
             if code != "FileError":
                 message = f"{code}: {message}"
-            failed.append((str(f.path), message))
+            shown = shown_path(str(f.path))
+            failed_count += 1
+            if len(failed) < FAILED_LISTED:  # a million broken files: a million lines already, not kept twice
+                failed.append((shown, message))
             failed_by[code] += 1
-            app.err.print(f"error: {f.path}: {message}", markup=False)
+            app.err.print(f"error: {shown}: {message}", markup=False)
         else:
             r = outcome[1]
             entry.update(r)
@@ -212,7 +231,7 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
                         if f is None:
                             break
                         ext_id = external_image_id(f.relative)
-                        entry = {"Path": str(f.path), "ExternalImageId": ext_id}
+                        entry = {"Path": json_path(str(f.path)), "ExternalImageId": ext_id}
                         done = journal.done(ext_id, f) if journal is not None else None
                         pending.append((f, entry, None if done is not None else submit(f.path, ext_id), done))
                     if not pending:
@@ -245,9 +264,9 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
 
     summary = {
         "Images": found.total,
-        "ImagesProcessed": seen - len(failed) - skipped,
+        "ImagesProcessed": seen - failed_count - skipped,
         "ImagesSkipped": skipped,
-        "ImagesFailed": len(failed),
+        "ImagesFailed": failed_count,
         "ImagesFailedByReason": dict(sorted(failed_by.items())),
         "ImagesWithoutFaces": no_face_images,
         "FacesIndexed": indexed,
@@ -277,9 +296,11 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
         if skipped:
             out.print(f"  images skipped:     {skipped} (indexed by an earlier run: {skipped_faces} faces)")
         errors = ", ".join(f"{k} {v}" for k, v in summary["ImagesFailedByReason"].items())
-        out.print(f"  images with errors: {len(failed)}" + (f" ({errors})" if errors else ""), markup=False)
+        out.print(f"  images with errors: {failed_count}" + (f" ({errors})" if errors else ""), markup=False)
         for path, message in failed:
             out.print(f"    {path}: {message}", markup=False)
+        if failed_count > len(failed):
+            out.print(f"    and {failed_count - len(failed)} more (their error lines above)", markup=False)
         kind = "worker processes" if processes else "threads"
         out.print(f"  speed:              {run['FacesPerSecond']:.1f} faces/s "
                   f"({seen - skipped} images in {seconds:.1f} s, {workers} {kind})")
@@ -288,8 +309,8 @@ def index(app: App, collection_id: str, paths: tuple[Path, ...], max_faces: int 
     if interrupted:
         raise CliError(f"interrupted after {seen} of {found.total} images: the same command goes on "
                        "where this one stopped", 130)
-    if failed:
-        raise CliError(f"{len(failed)} of {found.total} images failed", 1)
+    if failed_count:
+        raise CliError(f"{failed_count} of {found.total} images failed", 1)
 
 
 # ---- search, compare, detect ----------------------------------------------------------------------

@@ -37,7 +37,8 @@ from ..store.streams import StreamProcessorRecord, StreamTables
 from ..streams.connected_home import ConnectedHomeSession
 from ..streams.processor import DEFAULT_RATE_FPS, LiveProcessor, ProcessorFailed
 from ..streams.records import encode_record
-from ..streams.sinks import JsonLinesSink, S3Sink, SinkError, WebhookSink
+from ..streams.sinks import (WEBHOOK_TIMEOUT_S, JsonLinesSink, S3Sink, SinkError, WebhookSink, bucket_folder,
+                             contained_file)
 from ..streams.source import check_source_url
 from . import shapes
 from .context import RequestContext
@@ -183,8 +184,16 @@ class StreamRuntime:
         """Stop every processor (the server is stopping); they stay wanted and resume at the next start."""
         with self._lock:
             names = list(self.running)
+        closed: list[Any] = []
         for name in names:
+            with self._lock:
+                run = self.running.get(name)
+            closed.extend(run.sinks if run is not None else [])
             self.halt(name, wanted=True)
+        deadline = time.monotonic() + WEBHOOK_TIMEOUT_S  # webhooks' last notifications: one timeout in all
+        for sink in closed:
+            if isinstance(sink, WebhookSink):
+                sink.finish(max(0.0, deadline - time.monotonic()))
         self.hosting = False
 
     def is_running(self, name: str) -> bool:
@@ -308,7 +317,6 @@ class StreamRuntime:
         if buckets is None:
             raise ProcessorFailed("this server has no buckets folder for S3Destination")
         base = f"{s3.get('KeyPrefix', '')}{record.name}/{session_id}"
-        bucket_dir = Path(buckets) / s3["Bucket"]
         try:
             detector = object_detector()
         except RekognitionError as exc:  # ModelsUnavailable: FAILED saying which model, not a 5xx after the fact
@@ -317,8 +325,10 @@ class StreamRuntime:
         regions = d.get("RegionsOfInterest")
 
         def put_object(key: str, data: bytes) -> str:
-            try:
-                write_object(bucket_dir / base / key, data)
+            try:  # held to the bucket as the JSON Lines objects are: no link out of it, checked at each write
+                write_object(contained_file(bucket_folder(Path(buckets), s3["Bucket"]), f"{base}/{key}"), data)
+            except SinkError as exc:
+                raise ProcessorFailed(f"cannot write s3://{s3['Bucket']}/{base}/{key}: {exc}") from exc
             except OSError as exc:
                 raise ProcessorFailed(f"cannot write s3://{s3['Bucket']}/{base}/{key}: {exc.strerror or exc}") \
                     from exc

@@ -88,12 +88,17 @@ def find_labels(detect: Callable[[np.ndarray, float], list], pixels: np.ndarray,
         label = COCO_TO_LABEL.get(obj.name)
         if label not in labels or 100.0 * obj.score < min_confidence:
             continue
-        x0, y0, x1, y1 = (float(v) for v in obj.box)
+        # held to the frame: a box (partly) outside it is cut to it, one with less than a pixel in it is no
+        # detection (its crop would be an empty image, which no JPEG can hold: the processor failed)
+        x0, x1 = (min(max(float(v), 0.0), float(w)) for v in (obj.box[0], obj.box[2]))
+        y0, y1 = (min(max(float(v), 0.0), float(h)) for v in (obj.box[1], obj.box[3]))
+        if x1 - x0 < 1.0 or y1 - y0 < 1.0:
+            continue
         box = {"Left": x0 / w, "Top": y0 / h, "Width": (x1 - x0) / w, "Height": (y1 - y0) / h}
         if keep is not None and not keep(box):
             continue
-        px = (int(np.floor(x0)), int(np.floor(y0)), max(int(np.ceil(x1)), int(np.floor(x0)) + 1),
-              max(int(np.ceil(y1)), int(np.floor(y0)) + 1))
+        px = (int(np.floor(x0)), int(np.floor(y0)), min(max(int(np.ceil(x1)), int(np.floor(x0)) + 1), w),
+              min(max(int(np.ceil(y1)), int(np.floor(y0)) + 1), h))
         out.append(Found(label, round(100.0 * float(obj.score), 3),
                          {"left": box["Left"], "top": box["Top"], "height": box["Height"], "width": box["Width"]},
                          px))

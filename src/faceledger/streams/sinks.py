@@ -24,6 +24,9 @@ log = logging.getLogger("faceledger.streams")
 WEBHOOK_QUEUE = 256
 #: Seconds a webhook has to answer one record.
 WEBHOOK_TIMEOUT_S = 5.0
+#: Seconds a closed webhook sink waits for its queued records (the request that stops a processor waits that
+#: long at most for a webhook that does not answer; the records still go, from the sink's thread).
+WEBHOOK_CLOSE_WAIT_S = 1.0
 
 
 class Sink(Protocol):
@@ -140,11 +143,16 @@ class S3Sink:
 
 class WebhookSink:
     """POSTs each record (``Content-Type: application/json``) to ``url`` from its own thread; never blocks the
-    processor: a slow or failing webhook loses records (``dropped``, ``failed``), never delays analysis."""
+    processor: a slow or failing webhook loses records (``dropped``, ``failed``), never delays analysis.
+    :meth:`close` waits at most :data:`WEBHOOK_CLOSE_WAIT_S` for what is queued (a webhook that answers gets
+    every record before a StopStreamProcessor answers; one that hangs delays it by that much, not by its
+    timeout): the thread goes on delivering what is queued, the end-of-session notification last, and exits;
+    :meth:`finish` waits for it longer, for a server that is stopping."""
 
     def __init__(self, url: str, *, timeout_s: float = WEBHOOK_TIMEOUT_S, capacity: int = WEBHOOK_QUEUE) -> None:
         self.url, self.timeout_s = url, timeout_s
-        self._queue: queue.Queue[bytes | None] = queue.Queue(capacity)
+        self._queue: queue.Queue[bytes] = queue.Queue(capacity)
+        self._closed = threading.Event()
         self.delivered = self.failed = self.dropped = 0
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name="faceledger-webhook", daemon=True)
@@ -164,9 +172,12 @@ class WebhookSink:
 
     def _run(self) -> None:
         while True:
-            record = self._queue.get()
-            if record is None:
-                return
+            try:
+                record = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._closed.is_set():
+                    return  # closed, and everything queued was tried
+                continue
             request = urllib.request.Request(self.url, data=record, method="POST",
                                              headers={"Content-Type": "application/json"})
             try:
@@ -178,8 +189,11 @@ class WebhookSink:
                 self.last_error = str(exc)[:200]
 
     def close(self) -> None:
-        try:
-            self._queue.put(None, timeout=self.timeout_s)
-        except queue.Full:
-            pass
-        self._thread.join(self.timeout_s)
+        """No more records; waits at most :data:`WEBHOOK_CLOSE_WAIT_S` for those queued (the thread delivers
+        the rest, then exits)."""
+        self._closed.set()
+        self._thread.join(WEBHOOK_CLOSE_WAIT_S)
+
+    def finish(self, timeout_s: float) -> None:
+        """Wait at most ``timeout_s`` seconds for the queued records to be delivered (or fail)."""
+        self._thread.join(timeout_s)

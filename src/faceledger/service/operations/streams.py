@@ -131,6 +131,7 @@ def create_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, A
                                         "characters a-z A-Z 0-9 _ . -)")
     if s3:
         _check_s3(inv, s3)
+    _check_regions(req.get("RegionsOfInterest"), "RegionsOfInterest")
     tags = req.get("Tags", {})
     if len(tags) > MAX_TAGS:
         raise ServiceQuotaExceededException(f"A resource can have at most {MAX_TAGS} tags; the request has "
@@ -195,6 +196,16 @@ def _connected_home_definition(inv: Invocation, req: dict[str, Any], home: dict[
                              + (" (ALL means PERSON and PET here: PACKAGE is not detected)"
                                 if "ALL" in home["Labels"] else "")])
     return definition
+
+
+def _check_regions(regions: list[dict[str, Any]] | None, member: str) -> None:
+    """RegionsOfInterest as DetectText checks them (InvalidParameterException for a region with neither or both of
+    BoundingBox and Polygon, a box outside the frame or of no area, a polygon of fewer than 3 points, more than
+    1000, or a point outside [0, 1]): a region that holds no box centre would silence the processor."""
+    if regions:
+        from .analysis import region_polygons
+
+        region_polygons(regions, member)
 
 
 def _check_channel(inv: Invocation, channel: dict[str, Any] | None) -> None:
@@ -384,6 +395,7 @@ def update_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, A
             home["MinConfidence"] = float(update["MinConfidence"])
         d["Settings"] = {"ConnectedHome": home}
     if "RegionsOfInterestForUpdate" in req:
+        _check_regions(req["RegionsOfInterestForUpdate"], "RegionsOfInterestForUpdate")
         d["RegionsOfInterest"] = req["RegionsOfInterestForUpdate"]
     if "DataSharingPreferenceForUpdate" in req:
         d["DataSharingPreference"] = req["DataSharingPreferenceForUpdate"]
