@@ -90,10 +90,10 @@ def test_pair_bands():
     assert pair_band("degraded", "calibrated") == pair_band("calibrated", "degraded") == "degraded-one"
     assert pair_band("degraded", "degraded") == "degraded-both"
     assert band(None) == "calibrated"
-    # covered faces: their own band when both are covered, else counted as degraded
+    # covered faces: bands of their own with a face inside the range or another covered one
     assert pair_band("covered", "covered") == "covered-both"
     assert pair_band("covered", "degraded") == pair_band("degraded", "covered") == "degraded-both"
-    assert pair_band("covered", "calibrated") == "degraded-one"
+    assert pair_band("covered", "calibrated") == pair_band("calibrated", "covered") == "covered-one"
 
 
 # ------------------------------------------------------------------ COVERED on clean photos (flat)

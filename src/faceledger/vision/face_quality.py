@@ -24,7 +24,7 @@ All measures are on the face box of the RGB image as given (its own pixel grid),
 * ``flat``: how much of the face's features is covered: the share of *featureless* cells in the eye strip,
   or 2/3 of that share in the mouth strip (MOUTH_WEIGHT), whichever is larger (0: none). The strips are
   placed by the five landmarks in the face's own frame (turned so that the eyes are level, at the image's
-  resolution, nearest pixels): the eye strip from 0.45 eye distances above the eye line to 0.25 below, 0.5
+  resolution, nearest pixels): the eye strip from 0.45 eye distances above the eye line to 0.1 below, 0.5
   beyond each eye; the mouth strip from 0.15 to 0.85 eye distances below the nose point, 0.1 beyond each
   eye. A cell (1/8 of the eye distance, at least 3 px) is featureless when, after a 3x3 mean (which takes
   white sensor noise down 3x), its standard deviation is under 1.5 grey levels. An uncovered face has eyes,
@@ -157,10 +157,10 @@ def _flat(image: np.ndarray, points: np.ndarray) -> float:
         return 1.0
     c, s = (b - a) / iod
     nose_v = float((p[4] - a) @ np.array([-s, c]))  # the nose point below the eye line, in the level frame
-    strips = ((-0.5, 1.5, -0.45, 0.25), (-0.1, 1.1, nose_v / iod + 0.15, nose_v / iod + 0.85))
+    strips = ((-0.5, 1.5, -0.45, 0.1), (-0.1, 1.1, nose_v / iod + 0.15, nose_v / iod + 0.85))
     x0, y0 = -0.5 * iod, -0.45 * iod
     w = int(math.ceil(2.0 * iod))
-    h = int(math.ceil(max(nose_v + 0.85 * iod, 0.25 * iod) - y0))
+    h = int(math.ceil(max(nose_v + 0.85 * iod, 0.1 * iod) - y0))
     if not 0 < w * h <= 4096 * 4096:
         return 1.0
     # the level frame (u, v) -> the image: a + R (u + x0, v + y0), at the image's own scale, nearest pixels
@@ -265,13 +265,14 @@ CALIBRATED = "calibrated"
 DEGRADED = "degraded"
 COVERED = "covered"
 #: Quality bands of a pair of faces: the Similarity table each is scored with (SimilarityScale.load(model,
-#: band)); "calibrated" is the model's main table. "covered-both": both faces covered, the band whose false
-#: match rate moves most (a band over the eyes of both faces: 113x at Similarity 80 on the main table, still
-#: 3.9x at 90 and 12x at 99 on the degraded-both table; docs/similarity.md), with a table of its own.
-BANDS = (CALIBRATED, "degraded-one", "degraded-both", "covered-both")
+#: band)); "calibrated" is the model's main table. Covered faces, the kind whose false match rate moves most
+#: (a band over the eyes of both faces: 113x at Similarity 80 on the main table, still 3.9x at 90 and 12x at 99
+#: on the degraded-both table; docs/similarity.md), have tables of their own: "covered-one" (a covered face
+#: and one inside the range, which may be a covered face the measure missed) and "covered-both".
+BANDS = (CALIBRATED, "degraded-one", "degraded-both", "covered-one", "covered-both")
 #: The table a pair band is scored with where a model has none of its own (bench/degradation.py calibrate
-#: builds them; a model calibrated before covered-both existed has the degraded-both table only).
-FALLBACK = {"covered-both": "degraded-both"}
+#: builds them; a model calibrated before the covered bands existed has the degraded ones only).
+FALLBACK = {"covered-one": "degraded-one", "covered-both": "degraded-both"}
 
 
 def band(m: QualityMeasures | None) -> str:
@@ -288,4 +289,6 @@ def pair_band(a: str, b: str) -> str:
     CALIBRATED, such as a stored face's older DEGRADED, counts as outside the range)."""
     if a == b == COVERED:
         return "covered-both"
+    if {a, b} == {COVERED, CALIBRATED}:
+        return "covered-one"
     return BANDS[(a != CALIBRATED) + (b != CALIBRATED)]
