@@ -25,6 +25,7 @@ Off-angle pose cannot be made from a frontal photo without a 3-D model, so it is
     python bench/degradation.py report     [--face-model M]   # before/after tables, JSON under .cache/
     python bench/degradation.py all        [--face-model M]
     python bench/degradation.py checkset   [--face-model M] [--images 100]  # COVERED: clean vs covered photos
+    python bench/degradation.py tails      [--face-model M]   # the covered tables' tails compared
 
 ``--out DIR`` also writes the printed report and its JSON there.
 """
@@ -601,6 +602,39 @@ def cmd_report(model: str, out_dir: Path | None = None, covered_tail: str = "zer
         (out_dir / f"degradation-{model}.json").write_text(json.dumps(report, indent=1))
 
 
+def cmd_tails(model: str):
+    """The covered tables' tails compared: for the pairs of covered-one and covered-both (both photos of a
+    condition degraded), FMR at 80 / 90 / 99 and TAR at 80 with each tail (band_table's ``tail``), in-sample
+    (tables built on all the people) and held out (built on one half, counted on the other half's pairs)."""
+    from calibrate_similarity import person_of as _person
+    from faceledger.vision.face_quality import BANDS
+    from faceledger.vision.similarity import SimilarityScale, fmr_from_similarity
+
+    rels, runs = load_all(model)
+    people = sorted({_person(r) for r in rels})
+    half = set(np.random.default_rng(SEED + 1).permutation(len(people))[: len(people) // 2].tolist())
+    in_a = np.array([people.index(_person(r)) in half for r in rels])
+    bands = {c: face_bands(F) for c, (V, F) in runs.items()}
+    sets = {"in-sample": build_pairs(rels, runs), "held-out": build_pairs(rels, runs, only=~in_a)}
+    print("# covered pairs (both photos of a condition degraded): FMR at 80 / 90 / 99 (ratio to nominal), TAR@80")
+    for tail in ("fit", "zero"):
+        tables = {"in-sample": cmd_calibrate(model, rels, runs, write=False, covered_tail=tail),
+                  "held-out": cmd_calibrate(model, rels, runs, only=in_a, write=False, covered_tail=tail)}
+        for name in ("covered-one", "covered-both"):
+            kb = BANDS.index(name)
+            for which, P in sets.items():
+                sc = SimilarityScale.from_dict(tables[which][name])
+                pick = [(P[c][0], pair_bands(bands[c][P[c][0].imp_i], bands[c][P[c][0].imp_j]) == kb,
+                         pair_bands(bands[c][P[c][0].gen_i], bands[c][P[c][0].gen_j]) == kb)
+                        for c in runs if c != "sharp"]
+                s = sc.similarity(np.concatenate([p.imp_d[m] for p, m, _ in pick]))
+                g = sc.similarity(np.concatenate([p.gen_d[m] for p, _, m in pick]))
+                cells = [f"{(s >= t).sum() / max(1, s.size):.1e} ({(s >= t).sum() / max(1, s.size) / fmr_from_similarity(t):.1f}x)"
+                         for t in LEVELS]
+                print(f"{name:12s} tail {tail:4s} {which:9s} " + " / ".join(cells)
+                      + f"  of {s.size:,} pairs; TAR@80 {(g >= 80).mean() if g.size else float('nan'):.3f}", flush=True)
+
+
 # ----------------------------------------------------------------------------- the COVERED check set
 
 def _flat_until_2026_11_30(image: np.ndarray, box) -> float:
@@ -690,7 +724,7 @@ def cmd_checkset(data: Path, model: str, images: int, out_dir: Path | None = Non
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=("embed", "remeasure", "calibrate", "report", "all", "checkset"))
+    ap.add_argument("step", choices=("embed", "remeasure", "calibrate", "report", "all", "checkset", "tails"))
     ap.add_argument("--face-model", default=None, help="FaceModelVersion (default: the default engine's)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--people", type=int, default=600)
@@ -710,6 +744,8 @@ def main(argv=None):
     if args.step in ("embed", "all"):
         cmd_embed(args.data, model, args.people, args.reverse,
                   args.conditions.split(",") if args.conditions else None)
+    if args.step == "tails":
+        cmd_tails(model)
     if args.step == "checkset":
         cmd_checkset(args.data, model, args.images, args.out)
     if args.step == "remeasure":
