@@ -20,9 +20,12 @@ Off-angle pose cannot be made from a frontal photo without a 3-D model, so it is
 ``pose`` rows use LFW's own turned faces (sharp images with |yaw| >= POSE_YAW from the landmarks).
 
     python bench/degradation.py embed      [--face-model M] [--people 600]  # ~20k analyses, resumable
+    python bench/degradation.py remeasure  [--face-model M]   # the quality measures again, not the vectors
     python bench/degradation.py calibrate  [--face-model M]   # band tables -> src/faceledger/data/
     python bench/degradation.py report     [--face-model M]   # before/after tables, JSON under .cache/
     python bench/degradation.py all        [--face-model M]
+    python bench/degradation.py checkset   [--face-model M] [--images 100]  # COVERED: clean vs covered photos
+    python bench/degradation.py tails      [--face-model M]   # the covered tables' tails compared
 
 ``--out DIR`` also writes the printed report and its JSON there.
 """
@@ -80,7 +83,6 @@ def sample(data: Path, people: int) -> list[str]:
 def cmd_embed(data: Path, model: str, people: int, reverse: bool = False, only: list[str] | None = None):
     from faceledger.vision import default_engine
     from faceledger.vision.face_quality import measure
-    from faceledger.vision.image import decode_image
 
     eng = default_engine(face_model=model)
     d = cache_dir(model)
@@ -107,21 +109,10 @@ def cmd_embed(data: Path, model: str, people: int, reverse: bool = False, only: 
         if cname != "sharp":
             claim.write_text(str(os.getpid()))
         t0 = time.time()
-
-        def load(k, kind=kind, p=p):
-            rel = rels[k]
-            img = decode_image((data / rel).read_bytes()).pixels
-            if kind == "none":
-                return img
-            face = sharp_faces.get(rel)
-            if face is None:
-                return np.zeros((100, 100, 3), np.uint8)  # no sharp face: nothing to degrade (counted as FTE)
-            rng = np.random.default_rng([SEED, k, len(cname)])
-            img = degrade(img, kind, p, face, rng)
-            return img if kind == "jpeg" else as_camera_would(img)
-
+        load = _loader(data, rels, cname, sharp_faces)
         vecs = np.full((len(rels), eng.dim), np.nan, np.float32)
         feats = np.full((len(rels), len(FEATURES)), np.nan, np.float64)
+        points = np.full((len(rels), 5, 2), np.nan, np.float64)
         for k, faces in enumerate(eng.analyze_many(range(len(rels)), load=lambda k: _keep(k, load(k)),
                                                    max_faces=1)):
             if isinstance(faces, Exception):
@@ -133,7 +124,8 @@ def cmd_embed(data: Path, model: str, people: int, reverse: bool = False, only: 
                 sharp_faces[rels[k]] = f
             img = _kept.pop(k)
             det = f.detection
-            q = measure(img, (det.left, det.top, det.right, det.bottom))
+            q = measure(img, (det.left, det.top, det.right, det.bottom), f.points)
+            points[k] = f.points
             vecs[k] = f.embedding
             feats[k] = [q.face_px, q.detail, q.noise, q.blockiness, q.contrast, q.flat, q.brightness,
                         f.quality.sharpness, det.confidence, f.pose.yaw, f.pose.pitch, f.pose.roll,
@@ -141,7 +133,7 @@ def cmd_embed(data: Path, model: str, people: int, reverse: bool = False, only: 
             _kept.pop(k, None)
         _kept.clear()
         tmp = out.with_suffix(".tmp.npz")
-        np.savez(tmp, vectors=vecs, features=feats)
+        np.savez(tmp, vectors=vecs, features=feats, points=points)
         os.replace(tmp, out)
         if claim.exists():
             claim.unlink()
@@ -155,6 +147,111 @@ _kept: dict[int, np.ndarray] = {}
 def _keep(k: int, img: np.ndarray) -> np.ndarray:
     _kept[k] = img
     return img
+
+
+def _loader(data: Path, rels: list[str], cname: str, sharp_faces: dict):
+    """load(k): the k-th sample photo degraded as condition ``cname`` (deterministic: seeded by k and the
+    condition), as the camera would send it; ``sharp_faces``: rel -> the sharp photo's FaceAnalysis (or True
+    where the degradation needs only to know that it had a face)."""
+    from faceledger.vision.image import decode_image
+
+    kind, p = CONDITIONS[cname]
+
+    def load(k):
+        rel = rels[k]
+        img = decode_image((data / rel).read_bytes()).pixels
+        if kind == "none":
+            return img
+        face = sharp_faces.get(rel)
+        if face is None:
+            return np.zeros((100, 100, 3), np.uint8)  # no sharp face: nothing to degrade (counted as FTE)
+        rng = np.random.default_rng([SEED, k, len(cname)])
+        img = degrade(img, kind, p, face, rng)
+        return img if kind == "jpeg" else as_camera_would(img)
+
+    return load
+
+
+def _stored_face(feat: np.ndarray, pts: np.ndarray):
+    """The FaceAnalysis that a cached sharp face stands for (box and landmarks; what degrade() needs)."""
+    from faceledger.vision import geometry
+    from faceledger.vision.engine import Detection, FaceAnalysis, Pose, Quality
+
+    det = Detection(*[float(x) for x in feat[12:16]], 0.0, float(feat[8]))
+    return FaceAnalysis(det, geometry.landmark_dict(pts),
+                        Pose(roll=float(feat[11]), yaw=float(feat[9]), pitch=float(feat[10])),
+                        Quality(float(feat[6]), float(feat[7])), None, points=pts)
+
+
+def cmd_remeasure(data: Path, model: str, redetect: bool = False):
+    """Recompute the quality measures of every cached condition without embedding again (after a change to
+    vision.face_quality): each photo is degraded again as ``embed`` did and measured on its cached box and
+    landmarks; the vectors are kept. A cache without landmarks has them located on the cached box where the
+    model's landmarks come from the box alone (dlib's 5-point model: faceledger-sface-v2), else (detector
+    keypoints: faceledger-sface-v1; or ``redetect``) its largest face is located again (detection and
+    landmarks: the box is checked against the cache). The landmarks are stored."""
+    from faceledger.vision import default_engine
+    from faceledger.vision.face_quality import measure
+
+    eng = None
+    d = cache_dir(model)
+    rels = json.loads((d / "sample.json").read_text())["images"]
+    sharp_faces: dict[str, object] = {}
+    for cname in CONDITIONS:
+        path = d / f"{cname.replace(' ', '_')}.npz"
+        if not path.exists():
+            continue
+        t0 = time.time()
+        z = np.load(path)
+        vecs, feats = z["vectors"], z["features"].copy()
+        has = np.isfinite(feats[:, 0])
+        load = _loader(data, rels, cname, sharp_faces)
+        moved = lost = 0
+        cached = "points" in z.files and np.isfinite(z["points"][has, 0, 0]).all()
+        if not (cached or redetect):
+            eng = eng or default_engine(face_model=model)
+        from_box = not cached and not redetect and not getattr(eng.landmarks, "use_keypoints", False)
+        if (cached and not redetect) or from_box:
+            from faceledger.vision.engine import Detection
+
+            points = z["points"] if cached else np.full((len(rels), 5, 2), np.nan, np.float64)
+            for k in np.nonzero(has)[0]:
+                img = load(k)
+                if from_box:
+                    det = Detection(*[float(x) for x in feats[k, 12:16]], 0.0, float(feats[k, 8]))
+                    points[k] = np.asarray(eng.landmarks.locate(img, det), dtype=np.float64)
+                if cname == "sharp":
+                    sharp_faces[rels[k]] = _stored_face(feats[k], points[k])
+                q = measure(img, tuple(feats[k, 12:16]), points[k])
+                feats[k, :7] = [q.face_px, q.detail, q.noise, q.blockiness, q.contrast, q.flat, q.brightness]
+            how = "on the cached boxes and " + ("landmarks located on them" if from_box else "landmarks")
+        else:
+            eng = eng or default_engine(face_model=model)
+            points = np.full((len(rels), 5, 2), np.nan, np.float64)
+            for k, faces in enumerate(eng.analyze_many(range(len(rels)), load=lambda k: _keep(k, load(k)),
+                                                       embed=False, max_faces=1)):
+                if isinstance(faces, Exception):
+                    raise faces
+                img = _kept.pop(k, None)
+                if not faces or not has[k]:
+                    lost += bool(faces) != bool(has[k])
+                    continue
+                f = faces[0]
+                if cname == "sharp":
+                    sharp_faces[rels[k]] = f
+                det = f.detection
+                box = np.array([det.left, det.top, det.right, det.bottom])
+                moved += not np.allclose(box, feats[k, 12:16], atol=0.5)
+                q = measure(img, tuple(box), f.points)
+                feats[k, :7] = [q.face_px, q.detail, q.noise, q.blockiness, q.contrast, q.flat, q.brightness]
+                points[k] = f.points
+            _kept.clear()
+            how = f"located again: {moved} boxes moved, {lost} faces found only once"
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, vectors=vecs, features=feats, points=points)
+        os.replace(tmp, path)
+        print(f"[remeasure] {cname}: {int(has.sum())} faces measured again {how}, {time.time() - t0:.0f}s",
+              flush=True)
 
 
 FEATURES = ("face_px", "detail", "noise", "blockiness", "contrast", "flat", "brightness", "sharpness",
@@ -183,13 +280,24 @@ def measures_of(feat: np.ndarray):
 
 
 def face_bands(feats: np.ndarray) -> np.ndarray:
-    """Per face: 0 no face, 1 calibrated, 2 degraded (vision.face_quality.band)."""
-    from faceledger.vision.face_quality import DEGRADED, band
+    """Per face: 0 no face, 1 calibrated, 2 degraded, 3 covered (vision.face_quality.band)."""
+    from faceledger.vision.face_quality import CALIBRATED, COVERED, band
 
     out = np.zeros(len(feats), np.int8)
     for k, f in enumerate(feats):
         if np.isfinite(f[0]):
-            out[k] = 2 if band(measures_of(f)) == DEGRADED else 1
+            b = band(measures_of(f))
+            out[k] = 1 if b == CALIBRATED else 3 if b == COVERED else 2
+    return out
+
+
+def pair_bands(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pair of face bands (face_bands' codes): the index of its band in vision.face_quality.BANDS
+    (vision.face_quality.pair_band: 0 calibrated, 1 degraded-one, 2 degraded-both, 3 covered-one,
+    4 covered-both)."""
+    out = (a >= 2).astype(np.int8) + (b >= 2)
+    out[((a == 3) & (b == 1)) | ((a == 1) & (b == 3))] = 3
+    out[(a == 3) & (b == 3)] = 4
     return out
 
 
@@ -236,14 +344,16 @@ def rate_row(d: np.ndarray, thresholds) -> list[tuple[int, int]]:
     return [(int((d <= t).sum()), int(d.size)) for t in thresholds]
 
 
-def band_table(base, arrays: list[np.ndarray], min_pairs: int = 100_000) -> dict:
+def band_table(base, arrays: list[np.ndarray], min_pairs: int = 100_000, tail: str = "fit") -> dict:
     """A Similarity table for a band of degraded pairs: at each FMR, the smallest distance of the base table
     and of every condition's impostor quantile (the worst condition sets it), so that a degraded pair's
     Similarity never states a lower FMR than any measured degradation gives.
 
     Each condition counts down to the FMR where it still has 20 pairs; the measured part ends where the
     thinnest condition with ``min_pairs`` pairs does (every such condition counts at every point); below, a straight line in log10 FMR fitted to the
-    last measured decade, to FMR 1e-9 (as calibrate_similarity.build_table)."""
+    last measured decade, to FMR 1e-9 (as calibrate_similarity.build_table); ``tail="zero"``: no steeper
+    than the straight line from the last measured point to FMR 1e-9 at distance 0 (claims no FMR below the
+    measured ones that the distance does not earn: a cautious tail for the band whose tail is heaviest)."""
     from calibrate_similarity import _quantile_distance
 
     arrays = [np.sort(a) for a in arrays if a.size >= 2_000]
@@ -266,6 +376,8 @@ def band_table(base, arrays: list[np.ndarray], min_pairs: int = 100_000) -> dict
     dd, LL = body_d[fit] - body_d[-1], grid[fit] - grid[-1]
     slope = float((dd * LL).sum() / max((dd * dd).sum(), 1e-12))
     slope = max(slope, 1.0)
+    if tail == "zero":
+        slope = min(slope, (grid[-1] + 9.0) / max(body_d[-1], 1e-6))
     tail_L = np.arange(grid[-1] - 0.25, -9.0 - 1e-9, -0.25)
     tail_L = np.append(tail_L, -9.0) if tail_L[-1] > -9.0 else tail_L
     tail_d = body_d[-1] + (tail_L - grid[-1]) / slope
@@ -278,7 +390,7 @@ def band_table(base, arrays: list[np.ndarray], min_pairs: int = 100_000) -> dict
         if dist[k] <= dist[prev] or logf[k] <= logf[prev]:
             keep[k] = False
     return {"distance": dist[keep].tolist(), "log10_fmr": logf[keep].tolist(),
-            "_fit": {"measured_to_log10_fmr": float(stop), "tail_slope": slope,
+            "_fit": {"measured_to_log10_fmr": float(stop), "tail_slope": slope, "tail": tail,
                      "conditions": len(arrays), "pairs": [int(a.size) for a in arrays]}}
 
 
@@ -298,9 +410,11 @@ def build_pairs(rels, runs, only=None):
     return out
 
 
-def cmd_calibrate(model: str, rels=None, runs=None, only=None, write=True) -> dict:
+def cmd_calibrate(model: str, rels=None, runs=None, only=None, write=True, covered_tail: str = "zero") -> dict:
     """Band tables for ``model`` from the out-of-range pairs of every condition; written to
-    src/faceledger/data/similarity-<model>.<band>.json (unless write=False: returned)."""
+    src/faceledger/data/similarity-<model>.<band>.json (unless write=False: returned). Every impostor pair of
+    every condition (both photos degraded, or one sharp and one degraded) counts in the band that the measures
+    put it in (vision.face_quality.pair_band); the covered bands' tails: ``covered_tail`` (band_table)."""
     from faceledger.vision.face_quality import BANDS
     from faceledger.vision.similarity import SimilarityScale
 
@@ -309,30 +423,42 @@ def cmd_calibrate(model: str, rels=None, runs=None, only=None, write=True) -> di
     base = SimilarityScale.load(model)
     bands = {c: face_bands(F) for c, (V, F) in runs.items()}
     pairs = build_pairs(rels, runs, only)
-    one, two = [], []
+    arrays: dict[str, list[np.ndarray]] = {name: [] for name in BANDS[1:]}
     for cname, (both, mixed) in pairs.items():
         if cname == "sharp":
             continue
-        b = bands[cname]
-        two.append(both.imp_d[(b[both.imp_i] == 2) & (b[both.imp_j] == 2)])
-        bs = bands["sharp"]
-        one.append(mixed.imp_d[(bs[mixed.imp_i] == 1) & (b[mixed.imp_j] == 2)])
+        b, bs = bands[cname], bands["sharp"]
+        pb = pair_bands(b[both.imp_i], b[both.imp_j])
+        pm = pair_bands(bs[mixed.imp_i], b[mixed.imp_j])
+        # a pair counts in the band the measures put it in, whether one photo was degraded or both: two photos
+        # degraded alike where the measures miss one (a covered face whose landmarks fall off the band) are
+        # the dangerous part of the one-face bands. Each set counts on its own (the worst sets the table).
+        for k, name in enumerate(BANDS[1:], start=1):
+            arrays[name].append(both.imp_d[pb == k])
+            arrays[name].append(mixed.imp_d[pm == k])
+    what = {BANDS[1]: "one photo degraded (not covered) outside the calibrated range and one inside it",
+            BANDS[2]: "both photos outside the calibrated range, not both covered nor one covered and one inside",
+            BANDS[3]: "one photo covered (COVERED among its degradations) and one inside the range",
+            BANDS[4]: "both photos covered"}
     tables = {}
-    for name, arrays in ((BANDS[1], one), (BANDS[2], two)):
-        t = band_table(base, arrays)
+    for name in BANDS[1:]:
+        tail = covered_tail if name.startswith("covered") else "fit"
+        t = band_table(base, arrays[name], tail=tail)
         t.update(model=model, band=name, source=(
             f"bench/degradation.py calibrate: {len(rels)} lfw_dev images ({len(rels) // 2} people), "
-            f"{', '.join(c for c in runs if c != 'sharp')}; impostor pairs with "
-            + ("one photo degraded outside the calibrated range and one sharp inside it"
-               if name == BANDS[1] else "both photos degraded outside the calibrated range")
-            + f"; at each FMR the smallest distance of {model}'s main table and of every condition"))
+            f"{', '.join(c for c in runs if c != 'sharp')}; impostor pairs with {what[name]}; at each FMR the "
+            f"smallest distance of {model}'s main table and of every condition"
+            + ("; below the measured FMRs no steeper than a straight line to FMR 1e-9 at distance 0"
+               if tail == "zero" else "")))
         tables[name] = t
         if write:
             out = ROOT / "src" / "faceledger" / "data" / f"similarity-{model}.{name}.json"
             out.write_text(json.dumps(t, indent=None, separators=(",", ":")) + "\n")
+            sc = SimilarityScale.from_dict(t)
             print(f"[calibrate] {out.relative_to(ROOT)}: {len(t['distance'])} points, measured to FMR "
-                  f"{10 ** t['_fit']['measured_to_log10_fmr']:.2g}; d80 {SimilarityScale.from_dict(t).max_distance(80):.4f} "
-                  f"(main table {base.max_distance(80):.4f})", flush=True)
+                  f"{10 ** t['_fit']['measured_to_log10_fmr']:.2g}; d80 {sc.max_distance(80):.4f} d90 "
+                  f"{sc.max_distance(90):.4f} d99 {sc.max_distance(99):.4f} (main table {base.max_distance(80):.4f} "
+                  f"{base.max_distance(90):.4f} {base.max_distance(99):.4f})", flush=True)
     return tables
 
 
@@ -347,17 +473,20 @@ def _cell(k: int, n: int, nominal: float) -> tuple[str, float]:
 
 
 def _scales(model, tables=None):
-    from faceledger.vision.face_quality import BANDS
+    """The tables of BANDS, in order: the shipped ones (with the service's fallback where a band has none:
+    vision.face_quality.FALLBACK), or ``tables`` (cmd_calibrate's, not written)."""
+    from faceledger.vision.face_quality import BANDS, FALLBACK
     from faceledger.vision.similarity import SimilarityScale
 
     base = SimilarityScale.load(model)
-    if tables is None:
-        return [base] + [SimilarityScale.load(model, b) for b in BANDS[1:]]
-    return [base] + [SimilarityScale.from_dict(tables[b]) for b in BANDS[1:]]
+    if tables is not None:
+        return [base] + [SimilarityScale.from_dict(tables[b]) for b in BANDS[1:]]
+    return [base] + [SimilarityScale.load(model, b) if SimilarityScale.has_band(model, b)
+                     else SimilarityScale.load(model, FALLBACK[b]) for b in BANDS[1:]]
 
 
 def _sims(scales, d, nb):
-    """Similarity of each pair: the table of its band (nb = degraded faces in the pair: 0, 1, 2)."""
+    """Similarity of each pair: the table of its band (nb: pair_bands' index into vision.face_quality.BANDS)."""
     out = np.empty(d.size)
     for k, sc in enumerate(scales):
         m = nb == k
@@ -365,7 +494,7 @@ def _sims(scales, d, nb):
     return out
 
 
-def cmd_report(model: str, out_dir: Path | None = None):
+def cmd_report(model: str, out_dir: Path | None = None, covered_tail: str = "zero"):
     from faceledger.vision.face_quality import RANGE
     from faceledger.vision.similarity import SimilarityScale, fmr_from_similarity
 
@@ -376,7 +505,7 @@ def cmd_report(model: str, out_dir: Path | None = None):
     people = sorted({person_of(r) for r in rels})
     half = set(np.random.default_rng(SEED + 1).permutation(len(people))[: len(people) // 2].tolist())
     in_a = np.array([people.index(person_of(r)) in half for r in rels])
-    tables_a = cmd_calibrate(model, rels, runs, only=in_a, write=False)
+    tables_a = cmd_calibrate(model, rels, runs, only=in_a, write=False, covered_tail=covered_tail)
     held = _scales(model, tables_a)
     shipped = _scales(model)
     bands = {c: face_bands(F) for c, (V, F) in runs.items()}
@@ -399,7 +528,7 @@ def cmd_report(model: str, out_dir: Path | None = None):
         "these people); held-out @80: the tables built on one half of the people, FMR on the other half's pairs.")
     hdr = (f"{'condition':12s} {'pairs':5s} {'faces':>9s} {'AUTO ref.':>9s} | " +
            " | ".join(f"before @{t:<2d}        " for t in LEVELS) + f" | {'TAR@80':>6s} || " +
-           " | ".join(f"after @{t:<2d}         " for t in LEVELS) + f" | {'TAR@80':>6s} | held-out @80")
+           " | ".join(f"after @{t:<2d}         " for t in LEVELS) + f" | {'TAR@80':>6s} | held-out @80       | held-out @90")
     say(hdr)
     report = {"model": model, "images": len(rels), "seed": SEED, "levels": list(LEVELS), "range": str(RANGE),
               "rows": []}
@@ -417,8 +546,8 @@ def cmd_report(model: str, out_dir: Path | None = None):
             bd = bands[cname]
 
             def scored(scales, pairs):
-                s_imp = _sims(scales, pairs.imp_d, (bs[pairs.imp_i] == 2).astype(int) + (bd[pairs.imp_j] == 2))
-                s_gen = _sims(scales, pairs.gen_d, (bs[pairs.gen_i] == 2).astype(int) + (bd[pairs.gen_j] == 2))
+                s_imp = _sims(scales, pairs.imp_d, pair_bands(bs[pairs.imp_i], bd[pairs.imp_j]))
+                s_gen = _sims(scales, pairs.gen_d, pair_bands(bs[pairs.gen_i], bd[pairs.gen_j]))
                 return ([(int((s_imp >= t).sum()), int(s_imp.size)) for t in LEVELS],
                         [(int((s_gen >= t).sum()), int(s_gen.size)) for t in LEVELS])
 
@@ -428,15 +557,18 @@ def cmd_report(model: str, out_dir: Path | None = None):
             cells_b = [_cell(k_, n, nom) for (k_, n), nom in zip(before, nominal)]
             cells_a = [_cell(k_, n, nom) for (k_, n), nom in zip(after, nominal)]
             cell_h = _cell(*held_out[0], nominal[0])
+            cell_h90 = _cell(*held_out[1], nominal[1])
             say(f"{cname:12s} {kind:5s} {ok.sum():4d}/{len(ok):4d} {100 * ref:8.1f}% | "
                 + " | ".join(c for c, _ in cells_b) + f" | {tar[0][0] / max(1, tar[0][1]):6.3f} || "
-                + " | ".join(c for c, _ in cells_a) + f" | {tar_a[0][0] / max(1, tar_a[0][1]):6.3f} | {cell_h[0]}")
+                + " | ".join(c for c, _ in cells_a) + f" | {tar_a[0][0] / max(1, tar_a[0][1]):6.3f} | {cell_h[0]} | "
+                f"{cell_h90[0]}")
             report["rows"].append({
                 "condition": cname, "pairs": kind, "faces": int(ok.sum()), "images": len(ok),
-                "auto_refused": float(ref), "degraded_share": float((bd[ok] == 2).mean()),
+                "auto_refused": float(ref), "degraded_share": float((bd[ok] >= 2).mean()),
+                "covered_share": float((bd[ok] == 3).mean()),
                 "before": {"fmr": before, "tar": tar, "ratio": [r for _, r in cells_b]},
                 "after": {"fmr": after, "tar": tar_a, "ratio": [r for _, r in cells_a]},
-                "after_held_out": {"fmr": held_out, "ratio_80": cell_h[1]},
+                "after_held_out": {"fmr": held_out, "ratio_80": cell_h[1], "ratio_90": cell_h90[1]},
             })
     # off-angle pose: LFW's own turned faces (not synthesised)
     Vs, Fs = runs["sharp"]
@@ -461,7 +593,7 @@ def cmd_report(model: str, out_dir: Path | None = None):
         ok = np.isfinite(F[:, 0])
         say(f"{cname:12s} " + " ".join(
             f"{n}={np.median(F[ok, k]):.3g}[{np.percentile(F[ok, k], 1):.3g},{np.percentile(F[ok, k], 99):.3g}]"
-            for k, n in enumerate(FEATURES[:8])) + f" degraded={100 * (bands[cname][ok] == 2).mean():.1f}%")
+            for k, n in enumerate(FEATURES[:8])) + f" degraded={100 * (bands[cname][ok] >= 2).mean():.1f}% covered={100 * (bands[cname][ok] == 3).mean():.1f}%")
     path = cache_dir(model) / "report.json"
     path.write_text(json.dumps(report, indent=1))
     if out_dir is not None:
@@ -470,12 +602,137 @@ def cmd_report(model: str, out_dir: Path | None = None):
         (out_dir / f"degradation-{model}.json").write_text(json.dumps(report, indent=1))
 
 
+def cmd_tails(model: str):
+    """The covered tables' tails compared: for the pairs of covered-one and covered-both (both photos of a
+    condition degraded), FMR at 80 / 90 / 99 and TAR at 80 with each tail (band_table's ``tail``), in-sample
+    (tables built on all the people) and held out (built on one half, counted on the other half's pairs)."""
+    from calibrate_similarity import person_of as _person
+    from faceledger.vision.face_quality import BANDS
+    from faceledger.vision.similarity import SimilarityScale, fmr_from_similarity
+
+    rels, runs = load_all(model)
+    people = sorted({_person(r) for r in rels})
+    half = set(np.random.default_rng(SEED + 1).permutation(len(people))[: len(people) // 2].tolist())
+    in_a = np.array([people.index(_person(r)) in half for r in rels])
+    bands = {c: face_bands(F) for c, (V, F) in runs.items()}
+    sets = {"in-sample": build_pairs(rels, runs), "held-out": build_pairs(rels, runs, only=~in_a)}
+    print("# covered pairs (both photos of a condition degraded): FMR at 80 / 90 / 99 (ratio to nominal), TAR@80")
+    for tail in ("fit", "zero"):
+        tables = {"in-sample": cmd_calibrate(model, rels, runs, write=False, covered_tail=tail),
+                  "held-out": cmd_calibrate(model, rels, runs, only=in_a, write=False, covered_tail=tail)}
+        for name in ("covered-one", "covered-both"):
+            kb = BANDS.index(name)
+            for which, P in sets.items():
+                sc = SimilarityScale.from_dict(tables[which][name])
+                pick = [(P[c][0], pair_bands(bands[c][P[c][0].imp_i], bands[c][P[c][0].imp_j]) == kb,
+                         pair_bands(bands[c][P[c][0].gen_i], bands[c][P[c][0].gen_j]) == kb)
+                        for c in runs if c != "sharp"]
+                s = sc.similarity(np.concatenate([p.imp_d[m] for p, m, _ in pick]))
+                g = sc.similarity(np.concatenate([p.gen_d[m] for p, _, m in pick]))
+                cells = [f"{(s >= t).sum() / max(1, s.size):.1e} ({(s >= t).sum() / max(1, s.size) / fmr_from_similarity(t):.1f}x)"
+                         for t in LEVELS]
+                print(f"{name:12s} tail {tail:4s} {which:9s} " + " / ".join(cells)
+                      + f"  of {s.size:,} pairs; TAR@80 {(g >= 80).mean() if g.size else float('nan'):.3f}", flush=True)
+
+
+# ----------------------------------------------------------------------------- the COVERED check set
+
+def _flat_until_2026_11_30(image: np.ndarray, box) -> float:
+    """The ``flat`` measure as it was until 2026-11-30 (the baseline of ``checkset``): the share of the whole
+    face box in square cells of 1/32 of the face (at least 4 px) with a standard deviation under 1.5."""
+    from faceledger.vision.face_quality import _box_slice, _luma
+
+    s = _box_slice(image.shape, box)
+    if s is None:
+        return 1.0
+    x0, y0, x1, y1 = s
+    grey = _luma(image[y0:y1, x0:x1])
+    c = max(4, int(min(grey.shape) / 32))
+    h, w = (grey.shape[0] // c) * c, (grey.shape[1] // c) * c
+    if h < c or w < c:
+        return 0.0
+    cells = grey[:h, :w].reshape(h // c, c, w // c, c).transpose(0, 2, 1, 3).reshape(h // c, w // c, c * c)
+    return float((cells.std(axis=2) < 1.5).mean())
+
+
+OLD_MAX_FLAT = 0.2
+STUDIO = (ROOT / ".." / "shared" / "data" / "video" / "hamilton_reference_faces").resolve()
+
+
+def cmd_checkset(data: Path, model: str, images: int, out_dir: Path | None = None):
+    """The COVERED check set: clean photos that are smoother than LFW's JPEGs (evaluation.degradations.CLEAN:
+    denoised, beauty-filtered, upscaled, a clean photo compressed hard; and the studio reference photos of
+    shared/data/video) must not read as covered, and covered faces (a band over the eyes or the lower face:
+    uniform, with sensor noise, skin-coloured like a hand, a light mask with folds; on the sharp photo and on
+    a denoised one) must. For each: the share of faces outside the bound, with ``flat`` as it is now (and
+    RANGE.max_flat) and as it was until 2026-11-30 (whole-box flat cells, bound 0.2), in one run."""
+    from faceledger.evaluation.degradations import CLEAN, clean
+    from faceledger.vision import default_engine
+    from faceledger.vision.face_quality import RANGE, measure
+    from faceledger.vision.image import decode_image
+
+    eng = default_engine(face_model=model)
+    rels = sample(data, 600)[::max(1, 1200 // images)][:images]
+    occluded = [(f"{k.replace('occlude', 'band')} {'eyes' if p == 0 else 'lower'}{' (denoised)' if dn else ''}",
+                 k, p, dn) for dn in (False, True) for k in ("occlude", "occlude noisy", "occlude hand",
+                                                            "occlude mask") for p in (0, 1)]
+    rows: dict[str, list[tuple[float, float]]] = {}
+
+    def add(name, img):
+        faces = eng.analyze(img, embed=False, max_faces=1)
+        if faces:
+            f, det = faces[0], faces[0].detection
+            box = (det.left, det.top, det.right, det.bottom)
+            rows.setdefault(name, []).append((measure(img, box, f.points).flat, _flat_until_2026_11_30(img, box)))
+
+    t0 = time.time()
+    for k, rel in enumerate(rels):
+        img = decode_image((data / rel).read_bytes()).pixels
+        found = eng.analyze(img, embed=False, max_faces=1)
+        if not found:
+            continue
+        add("sharp (LFW JPEG)", img)
+        for name in CLEAN:
+            add(name, clean(img, name))
+        den = clean(img, "denoised nlm")
+        for name, kind, p, dn in occluded:
+            add(name, as_camera_would(degrade(den if dn else img, kind, p, found[0],
+                                              np.random.default_rng([SEED, k, p]))))
+    for path in sorted(STUDIO.glob("*.png")) if STUDIO.exists() else []:
+        add("studio PNG (hamilton references)", decode_image(path.read_bytes()).pixels)
+    lines = [f"# bench/degradation.py checkset: face model {model}; {len(rels)} lfw_dev photos (seed {SEED}) "
+             f"{time.time() - t0:.0f}s",
+             f"# share of faces read as COVERED: now (flat > {RANGE.max_flat:g}, eye and mouth strips by the "
+             f"landmarks) | until 2026-11-30 (flat > {OLD_MAX_FLAT:g}, whole box)",
+             f"{'photos':34s} {'faces':>5s} | {'COVERED now':>11s} | {'before':>6s} | flat now median [99th]"]
+    for group, names in (("clean: must not be COVERED", ["sharp (LFW JPEG)", *CLEAN,
+                                                          "studio PNG (hamilton references)"]),
+                         ("covered: must be COVERED", [n for n, *_ in occluded])):
+        lines.append(f"## {group}")
+        for name in names:
+            v = np.array(rows.get(name, []), dtype=np.float64).reshape(-1, 2)
+            if not len(v):
+                continue
+            lines.append(f"{name:34s} {len(v):5d} | {100 * (v[:, 0] > RANGE.max_flat).mean():10.1f}% | "
+                         f"{100 * (v[:, 1] > OLD_MAX_FLAT).mean():5.1f}% | {np.median(v[:, 0]):.2f} "
+                         f"[{np.percentile(v[:, 0], 99):.2f}]")
+    print("\n".join(lines), flush=True)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"checkset-{model}.txt").write_text("\n".join(lines) + "\n")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=("embed", "calibrate", "report", "all"))
+    ap.add_argument("step", choices=("embed", "remeasure", "calibrate", "report", "all", "checkset", "tails"))
     ap.add_argument("--face-model", default=None, help="FaceModelVersion (default: the default engine's)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--people", type=int, default=600)
+    ap.add_argument("--covered-tail", choices=("fit", "zero"), default="zero",
+                    help="calibrate, report: the covered-both table's tail below the measured FMRs (band_table)")
+    ap.add_argument("--redetect", action="store_true",
+                    help="remeasure: locate the faces again even where the cache has their landmarks")
+    ap.add_argument("--images", type=int, default=100, help="checkset: LFW photos (of the sample)")
     ap.add_argument("--out", type=Path, default=None, help="also write the report here")
     ap.add_argument("--conditions", default=None, help="embed: only these (comma-separated CONDITIONS names)")
     ap.add_argument("--reverse", action="store_true",
@@ -487,10 +744,16 @@ def main(argv=None):
     if args.step in ("embed", "all"):
         cmd_embed(args.data, model, args.people, args.reverse,
                   args.conditions.split(",") if args.conditions else None)
+    if args.step == "tails":
+        cmd_tails(model)
+    if args.step == "checkset":
+        cmd_checkset(args.data, model, args.images, args.out)
+    if args.step == "remeasure":
+        cmd_remeasure(args.data, model, args.redetect)
     if args.step in ("calibrate", "all"):
-        cmd_calibrate(model)
+        cmd_calibrate(model, covered_tail=args.covered_tail)
     if args.step in ("report", "all"):
-        cmd_report(model, args.out)
+        cmd_report(model, args.out, args.covered_tail)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """vision.face_quality: each degradation that moves the false match rate more than 3x (docs/similarity.md,
 "Validity range") is seen by its measure, on real LFW photos degraded inside the test; the sharp photos stay
-inside the calibrated range. In-process (no server, no face model): the face box is LFW's fixed crop."""
+inside the calibrated range. In-process (no server): the face box is LFW's fixed crop, or where the default engine
+finds the face (the COVERED tests, which place the eye and mouth strips by its landmarks)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import shared_data
-from faceledger.evaluation.degradations import degrade
+from faceledger.evaluation.degradations import CLEAN, as_camera_would, clean, degrade
 from faceledger.vision.engine import Detection, FaceAnalysis, Pose, Quality
 from faceledger.vision.face_quality import RANGE, band, degradations, measure, pair_band
 from faceledger.vision.image import decode_image
@@ -51,7 +52,9 @@ def test_each_degradation_is_seen(photos, kind, p, named):
     for k, img in enumerate(photos):
         m = _measured(img, kind, p, seed=k)
         assert named in degradations(m), (kind, p, m)
-        assert band(m) == "degraded"
+        # a covered face has a band of its own (so does a face so dark that its features vanish)
+        assert band(m) == ("covered" if "COVERED" in degradations(m) else "degraded")
+        assert kind != "occlude" or band(m) == "covered"
 
 
 @pytest.mark.parametrize("kind,p", [("jpeg", 30), ("jpeg", 20), ("noise", 4)])
@@ -87,3 +90,73 @@ def test_pair_bands():
     assert pair_band("degraded", "calibrated") == pair_band("calibrated", "degraded") == "degraded-one"
     assert pair_band("degraded", "degraded") == "degraded-both"
     assert band(None) == "calibrated"
+    # covered faces: bands of their own with a face inside the range or another covered one
+    assert pair_band("covered", "covered") == "covered-both"
+    assert pair_band("covered", "degraded") == pair_band("degraded", "covered") == "degraded-both"
+    assert pair_band("covered", "calibrated") == pair_band("calibrated", "covered") == "covered-one"
+
+
+# ------------------------------------------------------------------ COVERED on clean photos (flat)
+
+#: of the 8 photos, the one whose subject wears sunglasses (a real occluder: on the beauty-filtered photo the
+#: lenses are featureless and the face reads COVERED, rightly; on the JPEG their reflections keep it inside)
+SUNGLASSES = 6
+
+
+@pytest.fixture(scope="module")
+def located(photos):
+    """The 8 photos with their faces as the service's default engine locates them (box and landmarks)."""
+    from faceledger.vision import default_engine
+
+    eng = default_engine()
+    return eng, [(img, eng.analyze(img, embed=False, max_faces=1)[0], clean(img, "denoised nlm")) for img in photos]
+
+
+def _flat_of(eng, img):
+    f = eng.analyze(img, embed=False, max_faces=1)[0]
+    d = f.detection
+    return measure(img, (d.left, d.top, d.right, d.bottom), f.points)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CLEAN)
+def test_clean_smooth_photos_are_not_covered(located, name):
+    """The kind of the studio-photo fault: denoised, beauty-filtered, upscaled or hard-compressed clean photos
+    have flat cells of skin and hair (the whole-box measure read 0.2-0.46 on them and called most COVERED);
+    nothing covers their eyes or mouth, so they are not COVERED."""
+    eng, faces = located
+    for k, (img, _, _) in enumerate(faces):
+        m = _flat_of(eng, as_camera_would(clean(img, name)))
+        if k != SUNGLASSES:
+            assert "COVERED" not in degradations(m), (name, k, m)
+
+
+def test_the_studio_reference_photos_are_inside_the_range():
+    """The noise-free studio PNGs of the hamilton clip (Alex Lacamoire's read flat 0.21 over the whole box, and
+    AUTO refused it): nothing covered, nothing else wrong."""
+    from faceledger.vision import default_engine
+
+    eng = default_engine()
+    for path in sorted(shared_data("video", "hamilton_reference_faces").glob("*.png")):
+        m = _flat_of(eng, decode_image(path.read_bytes()).pixels)
+        assert m.flat < 0.1 and degradations(m) == [], (path.name, m)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,misses", [("occlude", 1), ("occlude noisy", 1), ("occlude hand", 2)])
+@pytest.mark.parametrize("where", [0, 1])
+@pytest.mark.parametrize("denoised", [False, True])
+def test_covered_faces_are_covered_on_clean_and_noisy_photos(located, kind, misses, where, denoised):
+    """A band across the eyes or the lower face is still COVERED, with the landmarks the engine finds on the
+    covered face: uniform, with a camera's sensor noise on it, skin-coloured and shaded like a hand; on the LFW
+    photo and on a denoised one. (A miss or two of the 8 faces are allowed: the detector places the landmarks
+    of about 1 covered face in 12 off the band, and the hand's shading leaves a few cells of the mouth strip
+    with features; bench/degradation.py checkset measures the rates: 90-98%.)"""
+    eng, faces = located
+    missed = []
+    for k, (img, face, den) in enumerate(faces):
+        base = den if denoised else img
+        m = _flat_of(eng, as_camera_would(degrade(base, kind, where, face, np.random.default_rng(k))))
+        if "COVERED" not in degradations(m):
+            missed.append(m)
+    assert len(missed) <= misses, missed

@@ -183,9 +183,9 @@ def _ledger(srv: Server, operation: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-@pytest.mark.xfail(strict=True, reason="known fault: the `flat` (COVERED) measure reads 0.21 on this noise-free "
-                   "studio PNG (bound 0.2), so AUTO refuses a clean reference photo; to be fixed, see docs/similarity.md")
 def test_a_clean_studio_reference_photo_is_indexed_at_auto(srv, rek):
+    """Lacamoire's noise-free studio PNG: the whole-box `flat` measure read 0.21 on it (bound 0.2) and AUTO
+    refused it as COVERED; `flat` now looks at the eye and mouth strips only (vision.face_quality)."""
     rek.create_collection(CollectionId="studio")
     refs = shared_data(*REFERENCES)
     out = rek.index_faces(CollectionId="studio", Image={"Bytes": (refs / "alex-lacamoire.png").read_bytes()},
@@ -198,10 +198,9 @@ def test_face_search_finds_miranda_in_his_shots_as_one_person(srv, rek, hamilton
     rek.create_collection(CollectionId=cid)
     refs = shared_data(*REFERENCES)
     for name in ("lin-manuel-miranda", "alex-lacamoire"):
-        # QualityFilter NONE: AUTO refuses Lacamoire's clean studio photo as COVERED (a known fault of the
-        # `flat` measure on noise-free images: test_a_clean_studio_reference_photo_is_indexed_at_auto)
+        # at AUTO, IndexFaces' default (test_a_clean_studio_reference_photo_is_indexed_at_auto)
         out = rek.index_faces(CollectionId=cid, Image={"Bytes": (refs / f"{name}.png").read_bytes()},
-                              ExternalImageId=name, MaxFaces=1, QualityFilter="NONE")
+                              ExternalImageId=name, MaxFaces=1)
         assert len(out["FaceRecords"]) == 1
     job = rek.start_face_search(CollectionId=cid, Video=hamilton, JobTag="hamilton-search", NotificationChannel={
         "SNSTopicArn": TOPIC, "RoleArn": "arn:aws:iam::000000000000:role/video"})

@@ -11,7 +11,10 @@ import io
 
 import numpy as np
 
-__all__ = ["CONDITIONS", "as_camera_would", "degrade", "encode_png"]
+__all__ = ["CLEAN", "CONDITIONS", "OCCLUDERS", "as_camera_would", "clean", "degrade", "encode_png"]
+
+#: the kinds of covering band degrade() draws (module docstring of each in degrade)
+OCCLUDERS = ("occlude", "occlude noisy", "occlude hand", "occlude mask")
 
 # name -> (kind, parameter); "sharp" is the photo as it is
 CONDITIONS: dict[str, tuple[str, float]] = {
@@ -52,7 +55,12 @@ def degrade(img: np.ndarray, kind: str, p: float, face, rng: np.random.Generator
     if kind == "dark":  # low light: exposure x p, gamma 1.2, then read noise (sigma 3) and 8-bit rounding
         lin = (img / 255.0) ** 1.2 * p
         return np.clip(lin * 255.0 + rng.normal(0.0, 3.0, img.shape), 0, 255).round().astype(np.uint8)
-    if kind == "occlude":  # a dark band over the eyes (p=0) or from under the nose to the chin (p=1)
+    if kind in OCCLUDERS:
+        # a band over the eyes (p=0) or from under the nose to the chin (p=1), across the face: "occlude" dark
+        # and uniform; "occlude noisy" the same with sensor noise on it (Gaussian, sigma 4 per channel), as a
+        # camera sees a real dark occluder; "occlude hand" skin-coloured (the face's median colour), shaded
+        # smoothly across (+-10 grey levels) with noise of sigma 2; "occlude mask" light blue with folds
+        # (shading of +-6 levels, two periods over the band's height) and noise of sigma 1.5
         out = img.copy()
         lm, det = face.landmarks, face.detection
         ey = 0.5 * (lm["eyeLeft"][1] + lm["eyeRight"][1])
@@ -64,7 +72,21 @@ def degrade(img: np.ndarray, kind: str, p: float, face, rng: np.random.Generator
         x0, x1 = det.left - 0.05 * det.width, det.right + 0.05 * det.width
         ys = slice(max(0, int(y0)), max(0, int(y1)))
         xs = slice(max(0, int(x0)), max(0, int(x1)))
-        out[ys, xs] = (35, 35, 40)
+        h, w = out[ys, xs].shape[:2]
+        yy, xx = np.mgrid[0:h, 0:w]
+        if kind == "occlude":
+            out[ys, xs] = (35, 35, 40)
+            return out
+        if kind == "occlude noisy":
+            band, sigma = np.broadcast_to(np.array([35.0, 35.0, 40.0]), (h, w, 3)), 4.0
+        elif kind == "occlude hand":
+            box = img[max(0, int(det.top)):max(0, int(det.bottom)), max(0, int(det.left)):max(0, int(det.right))]
+            skin = np.median(box.reshape(-1, 3), axis=0) if box.size else np.array([180.0, 140.0, 120.0])
+            band, sigma = skin * 1.05 + (20.0 * (xx / max(1, w) - 0.5))[..., None], 2.0
+        else:  # mask
+            folds = 6.0 * np.sin(2 * np.pi * yy / max(4.0, 0.5 * h)) + 10.0 * (xx / max(1, w) - 0.5)
+            band, sigma = np.array([170.0, 200.0, 225.0]) + folds[..., None], 1.5
+        out[ys, xs] = np.clip(band + rng.normal(0.0, sigma, (h, w, 3)), 0, 255).round().astype(np.uint8)
         return out
     raise ValueError(kind)
 
@@ -95,3 +117,39 @@ def as_camera_would(img: np.ndarray) -> np.ndarray:
     from ..vision.image import decode_image
 
     return decode_image(encode_png(img)).pixels
+
+
+#: Clean photos, nothing covered, whose skin is smoother than LFW's JPEGs show it: denoising and beauty
+#: filters (phone pipelines), upscaling (a small photo enlarged), a clean photo compressed hard. None of them is
+#: occluded; vision.face_quality's ``flat`` must not call them COVERED (bench/degradation.py checkset).
+CLEAN = ("denoised nlm", "denoised nlm strong", "bilateral", "beauty", "median 5", "denoised upscaled 2x",
+         "upscaled 2x", "small upscaled", "denoised jpeg q10", "beauty upscaled 2x")
+
+
+def clean(img: np.ndarray, name: str) -> np.ndarray:
+    """One of CLEAN, of an RGB uint8 image (OpenCV's filters; ``opencv-python-headless``)."""
+    import cv2
+
+    img = np.ascontiguousarray(img)
+    if name == "denoised nlm":
+        return cv2.fastNlMeansDenoisingColored(img, None, 10, 10, 7, 21)
+    if name == "denoised nlm strong":
+        return cv2.fastNlMeansDenoisingColored(img, None, 20, 20, 7, 21)
+    if name == "bilateral":
+        return cv2.bilateralFilter(img, 9, 75, 75)
+    if name == "beauty":  # a skin-smoothing filter: edge-preserving, twice
+        return cv2.bilateralFilter(cv2.bilateralFilter(img, 15, 60, 15), 15, 60, 15)
+    if name == "median 5":
+        return cv2.medianBlur(img, 5)
+    if name == "denoised upscaled 2x":
+        return cv2.resize(clean(img, "denoised nlm"), None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    if name == "upscaled 2x":
+        return cv2.resize(img, None, fx=2, fy=2, interpolation=cv2.INTER_LANCZOS4)
+    if name == "small upscaled":  # a 100-px photo enlarged to 500 px
+        small = cv2.resize(img, None, fx=0.4, fy=0.4, interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (img.shape[1] * 2, img.shape[0] * 2), interpolation=cv2.INTER_CUBIC)
+    if name == "denoised jpeg q10":
+        return degrade(clean(img, "denoised nlm"), "jpeg", 10, None, None)
+    if name == "beauty upscaled 2x":
+        return cv2.resize(clean(img, "beauty"), None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    raise ValueError(name)

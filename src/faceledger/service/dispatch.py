@@ -32,7 +32,7 @@ from ..store.sqlite import SQLiteStore
 from ..vision import FaceEngine
 from ..vision.models import ModelsUnavailable, prepare_engine
 from ..vision.engine import FACE_MODELS, default_face_model
-from ..vision.face_quality import BANDS, CALIBRATED
+from ..vision.face_quality import BANDS, CALIBRATED, FALLBACK
 from ..vision.similarity import SimilarityScale
 from . import auth, governance, model, tokens, unsupported
 from .context import RequestContext, ServiceConfig
@@ -251,14 +251,17 @@ class Service:
         return sc
 
     def band_scale_for(self, face_model: str, band: str) -> SimilarityScale | None:
-        """``face_model``'s packaged table for pairs in quality ``band`` (bench/degradation.py), or None when
-        the model has none (then its main table is all there is, and the band is reported uncalibrated)."""
+        """``face_model``'s packaged table for pairs in quality ``band`` (bench/degradation.py), or, where it
+        has none, the table of the band's fallback (vision.face_quality.FALLBACK: covered-both -> degraded-both),
+        or None (then its main table is all there is, and the band is reported uncalibrated)."""
         key = f"{face_model}.{band}"
         if key not in self._scales:
             try:
                 self._scales[key] = SimilarityScale.load(face_model, band)
             except ValueError:
-                self._scales[key] = None  # type: ignore[assignment]
+                fallback = FALLBACK.get(band)
+                self._scales[key] = (  # type: ignore[assignment]
+                    self.band_scale_for(face_model, fallback) if fallback else None)
         return self._scales[key]
 
     def calibration_source(self) -> str:

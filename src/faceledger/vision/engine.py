@@ -234,7 +234,7 @@ class FaceEngine:
                     quality=Quality(
                         brightness=geometry.brightness(img, box),
                         sharpness=geometry.sharpness(img, box),
-                        measures=measure(img, box),
+                        measures=measure(img, box, pts),
                     ),
                     embedding=None,
                     points=pts,

@@ -21,8 +21,18 @@ All measures are on the face box of the RGB image as given (its own pixel grid),
 * ``blockiness``: JPEG's 8x8 block edges: the mean absolute step across the image's 8-pixel grid lines
   inside the face box divided by the mean step between other neighbouring pixels (1.0: no grid).
 * ``contrast``: the standard deviation of luma in the face box, grey levels.
-* ``flat``: the share of the face box that is flat (square cells of 1/32 of the face, at least 4 px, with
-  a standard deviation under 1.5 grey levels): a covering band or a clipped region.
+* ``flat``: how much of the face's features is covered: the share of *featureless* cells in the eye strip,
+  or 2/3 of that share in the mouth strip (MOUTH_WEIGHT), whichever is larger (0: none). The strips are
+  placed by the five landmarks in the face's own frame (turned so that the eyes are level, at the image's
+  resolution, nearest pixels): the eye strip from 0.45 eye distances above the eye line to 0.1 below, 0.5
+  beyond each eye; the mouth strip from 0.15 to 0.85 eye distances below the nose point, 0.1 beyond each
+  eye. A cell (1/8 of the eye distance, at least 3 px) is featureless when, after a 3x3 mean (which takes
+  white sensor noise down 3x), its standard deviation is under 1.5 grey levels. An uncovered face has eyes,
+  brows, nostrils and lips there whatever its skin looks like (a noise-free studio PNG, a denoised or
+  beauty-filtered phone photo, an upscaled one); a band, a hand or a plain mask across them leaves them
+  featureless. Cells outside the image are not counted. Cheeks, forehead, hair, a plain background or
+  clothing inside the box never count (the measure used until 2026-11-30 counted flat cells over the whole
+  box, and so refused clean photos as COVERED).
 
 Pure numpy (and Pillow for resampling); imports nothing else from faceledger.
 """
@@ -34,8 +44,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BANDS", "CALIBRATED", "DEGRADATIONS", "DEGRADED", "DETAIL_SIZE", "FACE_BANDS", "RANGE", "QualityMeasures", "ValidityRange",
-           "band", "degradations", "measure", "pair_band"]
+__all__ = ["BANDS", "CALIBRATED", "COVERED", "DEGRADATIONS", "DEGRADED", "DETAIL_SIZE", "FACE_BANDS", "FALLBACK",
+           "MEAN_POINTS", "RANGE", "QualityMeasures", "ValidityRange", "band", "degradations", "measure", "pair_band"]
 
 #: the crop size (px, square) at which ``detail`` is measured
 DETAIL_SIZE = 64
@@ -117,20 +127,73 @@ def _blockiness(luma: np.ndarray, x0: int, y0: int) -> float:
     return float(np.mean(ratios)) if ratios else 1.0
 
 
-def _flat(grey: np.ndarray) -> float:
-    """Share of flat cells: square cells of a face's 1/32 (at least 4 px: at a fixed pixel size a large, clean
-    face's smooth skin would read as flat), standard deviation under 1.5 grey levels."""
-    c = max(4, int(min(grey.shape) / 32))
-    h, w = (grey.shape[0] // c) * c, (grey.shape[1] // c) * c
-    if h < c or w < c:
-        return 0.0
-    cells = grey[:h, :w].reshape(h // c, c, w // c, c).transpose(0, 2, 1, 3).reshape(h // c, w // c, c * c)
-    return float((cells.std(axis=2) < 1.5).mean())
+#: Where the five landmarks (dlib's order: right eye outer, right eye inner, left eye outer, left eye inner,
+#: nose) lie in a face box on average (fractions of its width and height; YuNet's boxes of lfw_dev faces):
+#: :func:`measure` places ``flat``'s strips by them when it is given no landmarks.
+MEAN_POINTS = np.array([[0.814, 0.369], [0.640, 0.373], [0.188, 0.371], [0.362, 0.374], [0.502, 0.644]])
+#: A cell of ``flat``'s strips is featureless under this standard deviation (grey levels of luma, after a 3x3
+#: mean).
+FEATURELESS_SD = 1.5
+#: The mouth strip's share counts at this weight: it holds more bare skin than the eye strip (a heavily
+#: smoothed clean face reads up to 0.73 there, up to 0.47 in the eye strip: bench/degradation.py checkset), so
+#: at RANGE.max_flat 0.5 the eye strip must be half featureless and the mouth strip three quarters.
+MOUTH_WEIGHT = 2.0 / 3.0
 
 
-def measure(image: np.ndarray, box: tuple[float, float, float, float]) -> QualityMeasures:
+def _mean3(g: np.ndarray) -> np.ndarray:
+    p = np.pad(g, 1, mode="edge")
+    return sum(p[i:i + g.shape[0], j:j + g.shape[1]] for i in range(3) for j in range(3)) / 9.0
+
+
+def _flat(image: np.ndarray, points: np.ndarray) -> float:
+    """The ``flat`` measure (module docstring) of the face whose five landmarks are ``points`` ((5, 2),
+    pixels) in the RGB ``image``."""
+    from PIL import Image
+
+    p = np.asarray(points, dtype=np.float64)
+    a, b = (p[2] + p[3]) / 2.0, (p[0] + p[1]) / 2.0  # the eye on the image's left, and the one on its right
+    iod = float(math.hypot(*(b - a)))
+    if not math.isfinite(iod) or iod < 4.0:
+        return 1.0
+    c, s = (b - a) / iod
+    nose_v = float((p[4] - a) @ np.array([-s, c]))  # the nose point below the eye line, in the level frame
+    strips = ((-0.5, 1.5, -0.45, 0.1), (-0.1, 1.1, nose_v / iod + 0.15, nose_v / iod + 0.85))
+    x0, y0 = -0.5 * iod, -0.45 * iod
+    w = int(math.ceil(2.0 * iod))
+    h = int(math.ceil(max(nose_v + 0.85 * iod, 0.1 * iod) - y0))
+    if not 0 < w * h <= 4096 * 4096:
+        return 1.0
+    # the level frame (u, v) -> the image: a + R (u + x0, v + y0), at the image's own scale, nearest pixels
+    m = (c, -s, a[0] + c * x0 - s * y0, s, c, a[1] + s * x0 + c * y0)
+    luma = Image.fromarray(np.clip(_luma(image), 0, 255).astype(np.uint8))
+    g = _mean3(np.asarray(luma.transform((w, h), Image.AFFINE, m, resample=Image.NEAREST, fillcolor=0),
+                          dtype=np.float32))
+    inside = np.asarray(Image.new("L", luma.size, 255).transform((w, h), Image.AFFINE, m,
+                                                                 resample=Image.NEAREST, fillcolor=0)) > 0
+    inside = np.pad(inside, 1, mode="constant")  # a pixel counts when its whole 3x3 mean is in the image
+    inside = np.logical_and.reduce([inside[i:i + h, j:j + w] for i in range(3) for j in range(3)])
+    k = max(3, int(round(iod / 8.0)))
+    shares = []
+    for (u0, u1, v0, v1), weight in zip(strips, (1.0, MOUTH_WEIGHT)):
+        cx0, cy0 = max(0, int(round((u0 - x0 / iod) * iod))), max(0, int(round(v0 * iod - y0)))
+        nx = (min(w, int(round((u1 - x0 / iod) * iod))) - cx0) // k
+        ny = (min(h, int(round(v1 * iod - y0))) - cy0) // k
+        if nx < 1 or ny < 1:
+            continue
+        cells = [arr[cy0:cy0 + ny * k, cx0:cx0 + nx * k].reshape(ny, k, nx, k).transpose(0, 2, 1, 3)
+                 .reshape(ny * nx, k * k) for arr in (g, inside)]
+        ok = cells[1].all(axis=1)
+        if ok.any():
+            shares.append(weight * float((cells[0][ok].std(axis=1) < FEATURELESS_SD).mean()))
+    return max(shares) if shares else 0.0
+
+
+def measure(image: np.ndarray, box: tuple[float, float, float, float],
+            points: np.ndarray | None = None) -> QualityMeasures:
     """The measures of the face in ``box`` (left, top, right, bottom; pixels) of an (H, W, 3) uint8 image.
-    Costs time in proportion to the box, not the image."""
+    ``points``: the face's five landmarks ((5, 2) pixels, dlib's order, as the engine locates them), which
+    place ``flat``'s strips; None: their average place in the box (MEAN_POINTS). Costs time in proportion
+    to the box, not the image."""
     image = np.asarray(image)
     left, top, right, bottom = box
     face_px = float(max(0.0, min(right - left, bottom - top)))
@@ -139,13 +202,15 @@ def measure(image: np.ndarray, box: tuple[float, float, float, float]) -> Qualit
         return QualityMeasures(face_px, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0)
     x0, y0, x1, y1 = s
     crop = _luma(image[y0:y1, x0:x1])
+    if points is None:
+        points = np.array([left, top]) + MEAN_POINTS * np.array([right - left, bottom - top])
     return QualityMeasures(
         face_px=face_px,
         detail=_detail(crop),
         noise=_noise(crop),
         blockiness=_blockiness(crop, x0, y0),
         contrast=float(crop.std()),
-        flat=_flat(crop),
+        flat=_flat(image, points),
         brightness=float(crop.mean() / 255.0 * 100.0),
     )
 
@@ -170,7 +235,7 @@ class ValidityRange:
 #: min_face_px: faces of 20 px move faceledger-sface-v1's FMR 3.2x at Similarity 80 and 3.9x at 90 (30 px:
 #: 1.0x and 0.7x; fusion-v1: 1.6x at 20 px); 25 px lies between the two conditions' 99th and 1st percentiles.
 RANGE = ValidityRange(min_face_px=25.0, min_detail=0.07, max_noise=8.0, max_blockiness=math.inf,
-                      min_contrast=18.0, max_flat=0.2)
+                      min_contrast=18.0, max_flat=0.5)
 
 #: The ways a face can be outside RANGE, as :func:`degradations` names them.
 DEGRADATIONS = ("SMALL", "BLURRED", "NOISY", "COMPRESSED", "LOW_CONTRAST", "COVERED")
@@ -194,22 +259,38 @@ def degradations(m: QualityMeasures, rng: ValidityRange = RANGE) -> list[str]:
     return out
 
 
-#: Quality bands of a face: inside the calibrated range or not.
+#: Quality bands of a face: inside the calibrated range, outside it, or outside it because its features are
+#: covered (COVERED among its degradations, whatever else).
 CALIBRATED = "calibrated"
 DEGRADED = "degraded"
+COVERED = "covered"
 #: Every band a face can be stored with (FaceRecord.quality_band; None: stored before bands were recorded).
-FACE_BANDS = (CALIBRATED, DEGRADED)
+FACE_BANDS = (CALIBRATED, DEGRADED, COVERED)
 #: Quality bands of a pair of faces: the Similarity table each is scored with (SimilarityScale.load(model,
-#: band)); "calibrated" is the model's main table.
-BANDS = (CALIBRATED, "degraded-one", "degraded-both")
+#: band)); "calibrated" is the model's main table. Covered faces, the kind whose false match rate moves most
+#: (a band over the eyes of both faces: 113x at Similarity 80 on the main table, still 3.9x at 90 and 12x at 99
+#: on the degraded-both table; docs/similarity.md), have tables of their own: "covered-one" (a covered face
+#: and one inside the range, which may be a covered face the measure missed) and "covered-both".
+BANDS = (CALIBRATED, "degraded-one", "degraded-both", "covered-one", "covered-both")
+#: The table a pair band is scored with where a model has none of its own (bench/degradation.py calibrate
+#: builds them; a model calibrated before the covered bands existed has the degraded ones only).
+FALLBACK = {"covered-one": "degraded-one", "covered-both": "degraded-both"}
 
 
 def band(m: QualityMeasures | None) -> str:
-    """A face's band: CALIBRATED, or DEGRADED when it is outside the range (None: unknown, CALIBRATED)."""
-    return DEGRADED if m is not None and degradations(m) else CALIBRATED
+    """A face's band: CALIBRATED; COVERED when it is outside the range and covered; else DEGRADED when it is
+    outside the range (None: unknown, CALIBRATED)."""
+    if m is None:
+        return CALIBRATED
+    found = degradations(m)
+    return COVERED if "COVERED" in found else DEGRADED if found else CALIBRATED
 
 
 def pair_band(a: str, b: str) -> str:
-    """The band of a comparison between faces of bands ``a`` and ``b`` (one of BANDS)."""
-    n = (a == DEGRADED) + (b == DEGRADED)
-    return BANDS[n]
+    """The band of a comparison between faces of bands ``a`` and ``b`` (one of BANDS; a band that is not
+    CALIBRATED, such as a stored face's older DEGRADED, counts as outside the range)."""
+    if a == b == COVERED:
+        return "covered-both"
+    if {a, b} == {COVERED, CALIBRATED}:
+        return "covered-one"
+    return BANDS[(a != CALIBRATED) + (b != CALIBRATED)]

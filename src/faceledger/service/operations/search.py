@@ -18,7 +18,7 @@ from .. import shapes
 from ..dispatch import Invocation, operation
 from ..errors import InvalidParameterException
 from ..images import InputImage, load_image
-from ...vision.face_quality import BANDS, CALIBRATED, pair_band
+from ...vision.face_quality import BANDS, CALIBRATED, COVERED, DEGRADED, pair_band
 from ..quality import face_band, face_degradations, failing_reasons
 from ..risk import (
     RUNNER_UP_CANDIDATES,
@@ -74,11 +74,16 @@ def face_matches(inv: Invocation, collection_id: str, vector: np.ndarray, req: d
                                  max(0, face_count - len(exclude)))
     margin = margin_of(inv)
     max_faces = req.get("MaxFaces", DEFAULT_MAX_FACES)
+    # the stored faces' bands differ: fetch as far as the most lenient of the probe's pair bands reaches
+    reach_distance = max([widest.max_distance(reach(threshold, margin))] + [
+        sc.max_distance(reach(threshold, margin)) for sc in (
+            inv.service.band_scale_for(inv.face_model or inv.service.model_version, pair_band(probe_band, b))
+            for b in (DEGRADED, COVERED) if pair_band(probe_band, b) != CALIBRATED) if sc is not None])
     hits = inv.store.nearest(
         collection_id,
         vector,
         limit=max_faces + (RUNNER_UP_CANDIDATES if margin > 0 else 0),
-        max_distance=widest.max_distance(reach(threshold, margin)),
+        max_distance=reach_distance,
         exclude_face_ids=exclude,
     )
     matches = []
