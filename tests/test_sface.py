@@ -1,5 +1,5 @@
-"""faceledger-sface-v1: SFace 2021dec (vision/sface.py) on YuNet's box and points, the default face model, on
-real LFW photos."""
+"""faceledger-sface-v1 and -v2: SFace 2021dec (vision/sface.py) on YuNet's box, aligned on YuNet's five points
+(v1) or dlib's 5-point model's (v2), on real LFW photos."""
 
 from __future__ import annotations
 
@@ -98,3 +98,51 @@ def test_rotated_photo_gives_the_same_vector():
     up = eng.analyze(img, max_faces=1)[0].embedding
     turned = eng.analyze(np.ascontiguousarray(np.rot90(img)), max_faces=1)
     assert turned and float(up @ turned[0].embedding) > 0.8
+
+
+def test_v2_aligns_on_dlibs_points_and_v1_on_yunets():
+    """The two SFace models run one detector and one network; only the points the face is aligned on differ:
+    v2's are dlib's 5-point model's on YuNet's box, v1's are YuNet's own (keypoints_to_shape5)."""
+    from faceledger.vision import default_engine
+    from faceledger.vision.dlib_models import Shape5Landmarks
+    from faceledger.vision.yunet import keypoints_to_shape5
+
+    v1 = default_engine(face_model="faceledger-sface-v1")
+    v2 = default_engine(face_model="faceledger-sface-v2")
+    assert v2.model_version == "faceledger-sface-v2" and v2.dim == 128 and v2 is not v1
+    assert v2.detector.name == v1.detector.name and "yunet" in v2.detector.name
+    assert v1.embedder._session() is v2.embedder._session()  # one onnxruntime session for both
+    img = _pixels(_people(1, 1)[0][0])
+    f1, f2 = v1.analyze(img, max_faces=1)[0], v2.analyze(img, max_faces=1)[0]
+    assert f1.detection == f2.detection
+    assert np.allclose(f2.points, Shape5Landmarks().locate(img, f2.detection))
+    assert np.allclose(f1.points, keypoints_to_shape5(np.asarray(f1.detection.keypoints)))
+    assert not np.allclose(f1.points, f2.points, atol=0.5)
+    # the same network on the two alignments: close vectors of the same face, but not the same vectors
+    assert 0.8 < float(f1.embedding @ f2.embedding) < 0.9999
+
+
+def test_v2_vectors_tell_people_apart_and_follow_a_turned_photo():
+    from faceledger.vision import default_engine
+
+    eng = default_engine(face_model="faceledger-sface-v2")
+    people = _people(4)
+    V = np.array([eng.analyze(_pixels(p), max_faces=1)[0].embedding for imgs in people for p in imgs])
+    V = V.reshape(len(people), 2, 128)
+    same = [float(V[i, 0] @ V[i, 1]) for i in range(len(people))]
+    diff = [float(V[i, 0] @ V[j, 1]) for i in range(len(people)) for j in range(len(people)) if i != j]
+    assert min(same) > 0.363 > max(diff), (same, diff)
+    # a quarter turn: dlib's points are located on the turned pixels (vision/rotation.py), the face stays
+    img = _pixels(people[0][0])
+    turned = eng.analyze(np.ascontiguousarray(np.rot90(img)), max_faces=1)
+    assert turned and float(V[0, 0] @ turned[0].embedding) > 0.8
+
+
+def test_serve_offers_every_face_model():
+    """`faceledger serve --face-model` lists the engine's FACE_MODELS (written out there to keep numpy out of the
+    CLI's import)."""
+    from faceledger.cli.serve import serve
+    from faceledger.vision.engine import FACE_MODELS
+
+    option = next(p for p in serve.params if p.name == "face_model")
+    assert tuple(option.type.choices) == FACE_MODELS
