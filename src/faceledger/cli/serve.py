@@ -67,7 +67,7 @@ _LIMITS = ServerLimits()
 @click.option("--face-model", type=click.Choice(["faceledger-sface-v2", "faceledger-sface-v1", "faceledger-fusion-v1",
                                                  "dlib-resnet-v1"]),  # vision.engine.FACE_MODELS (tests/test_cli)
               default=None,
-              help="Face model of new collections (default: faceledger-sface-v1; dlib-resnet-v1 with --engine "
+              help="Face model of new collections (default: faceledger-sface-v2; dlib-resnet-v1 with --engine "
                    "dlib). Existing collections keep theirs: see docs/models.md.")
 @click.option("--dev", is_flag=True, help="Development mode: no signature checks (refused off loopback).")
 @click.option("--retention-interval", default=3600.0, show_default=True, type=click.FloatRange(min=0),

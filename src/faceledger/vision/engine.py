@@ -382,10 +382,11 @@ DEFAULT_ENGINE = "onnx"
 #: are not comparable; a collection keeps the model it was created with (docs/models.md).
 #:   faceledger-fusion-v1: dlib-resnet-v1 and faceres, fused (vision/fusion.py), 1152-d (the default until 2026-11-30)
 #:   dlib-resnet-v1: dlib's ResNet descriptor as dlib computes it, 128-d
-#:   faceledger-sface-v1: SFace 2021dec (vision/sface.py) on YuNet's box and five points, 128-d
+#:   faceledger-sface-v1: SFace 2021dec (vision/sface.py) on YuNet's box and five points, 128-d (the default
+#:                        earlier on 2026-11-30)
 #:   faceledger-sface-v2: SFace 2021dec on YuNet's box and dlib's 5-point model's points on that box, 128-d
 FACE_MODELS = ("faceledger-sface-v2", "faceledger-sface-v1", "faceledger-fusion-v1", "dlib-resnet-v1")
-DEFAULT_FACE_MODEL = "faceledger-sface-v1"
+DEFAULT_FACE_MODEL = "faceledger-sface-v2"
 #: The face models whose vectors are SFace's (one onnxruntime session serves them all): they differ only in
 #: where the five points the face is aligned on come from (FACE_MODEL_LANDMARKS).
 SFACE_MODELS = ("faceledger-sface-v2", "faceledger-sface-v1")
