@@ -35,6 +35,7 @@ CACHE = ROOT / ".cache" / "lfw_dev_default_engine.npz"  # renamed per engine in 
 TABLE_OUT = ROOT / "src" / "faceledger" / "data" / "similarity-dlib-resnet-v1.json"
 REPORT_OUT = ROOT / ".cache" / "similarity_calibration_report.json"
 DETECTOR = "?"  # the default engine's detector name, set in main()
+LANDMARKS = "?"  # ... and its landmark model's
 DIM = 128  # the face model's vector length, set in main()
 
 
@@ -479,8 +480,7 @@ def cmd_calibrate(data: Path, n_splits: int = 10):
         "source": (f"bench/calibrate_similarity.py on lfw_dev (LFW deep-funneled subset, {len(paths)} images of "
                    f"{len(all_ids)} people, {len(failures)} failures to enrol), all {imp.size} impostor pairs; "
                    f"default_engine() detector {DETECTOR}, largest face, "
-                   f"dlib 5-point landmarks, "
-                   f"dlib_face_recognition_resnet_model_v1. Empirical quantiles down to FMR 1e-5; below that a "
+                   f"landmarks {LANDMARKS}, embedder {MODEL}. Empirical quantiles down to FMR 1e-5; below that a "
                    f"straight line in log10(FMR) through the 1e-5 point, slope fitted down to FMR "
                    f"{10 ** table['_fit']['fit_range_log10_fmr'][1]:.2g} ({MIN_TAIL_COUNT} pairs), extrapolated "
                    f"to 10^{TABLE_END_LOG10}." + excl_note),
@@ -579,9 +579,10 @@ def main(argv=None):
     ap.add_argument("--splits", type=int, default=10, help="extra identity half-splits to measure the spread")
     ap.add_argument("--face-model", default=None, help="face model to calibrate (default: the default engine's)")
     args = ap.parse_args(argv)
-    global CACHE, DETECTOR, DIM, MODEL, TABLE_OUT
+    global CACHE, DETECTOR, DIM, LANDMARKS, MODEL, TABLE_OUT
     eng = Embedder(args.face_model).engine
     DETECTOR = eng.detector.name
+    LANDMARKS = eng.landmarks.name
     DIM = eng.dim
     MODEL = eng.model_version
     TABLE_OUT = TABLE_OUT.with_name(f"similarity-{MODEL}.json")

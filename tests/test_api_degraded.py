@@ -42,6 +42,13 @@ STRANGERS_BY_MODEL = {
          "Jean-Marc_de_La_Sabliere/Jean-Marc_de_La_Sabliere_0001.jpg"),  # 47 -> 99.05
         ("Robert_Fico/Robert_Fico_0001.jpg", "Shaukat_Aziz/Shaukat_Aziz_0001.jpg"),  # 47 -> 99.05
     ],
+    # the same three pairs with SFace aligned on dlib's points: both blurred, 99.3 / 94.1 / 85.7 on the main table,
+    # 69 / 63 / 60 on degraded-both; sharp 46 / 47 / 44
+    "faceledger-sface-v2": [
+        ("Hugh_Grant/Hugh_Grant_0002.jpg", "Ruth_Harlow/Ruth_Harlow_0002.jpg"),
+        ("Fayssal_Mekdad/Fayssal_Mekdad_0003.jpg", "Jean-Marc_de_La_Sabliere/Jean-Marc_de_La_Sabliere_0001.jpg"),
+        ("Robert_Fico/Robert_Fico_0001.jpg", "Shaukat_Aziz/Shaukat_Aziz_0001.jpg"),
+    ],
 }
 STRANGERS = STRANGERS_BY_MODEL[DEFAULT_FACE_MODEL]
 #: different people whose photos, each with a band over the eyes, reach Similarity 95-99 on the main table and
@@ -51,6 +58,13 @@ COVERED_STRANGERS_BY_MODEL = {
         ("Aaron_Peirsol/Aaron_Peirsol_0004.jpg", "Raymond_Odierno/Raymond_Odierno_0002.jpg"),  # sharp 27, covered 95.6
         ("David_Heyman/David_Heyman_0001.jpg", "Joe_Calzaghe/Joe_Calzaghe_0002.jpg"),  # 51 -> 99.0
         ("John_Abizaid/John_Abizaid_0006.jpg", "Robert_Witt/Robert_Witt_0002.jpg"),  # 53 -> 99.1
+    ],
+    # SFace on dlib's points (bench/degradation.py's band-eyes cache, measured again with the strips' flat):
+    # sharp 22 / 14 / 5, covered 98.0 on the main table, 64.5 on covered-both
+    "faceledger-sface-v2": [
+        ("Frank_Griswold/Frank_Griswold_0001.jpg", "Nicholas_Byron/Nicholas_Byron_0001.jpg"),
+        ("Anwar_Ibrahim/Anwar_Ibrahim_0002.jpg", "Johnson_Panjaitan/Johnson_Panjaitan_0001.jpg"),
+        ("Debra_Brown/Debra_Brown_0002.jpg", "Sarah_Hughes/Sarah_Hughes_0004.jpg"),
     ],
 }
 #: one person's two photos (a mated pair): the second, underexposed (x0.15), still matches the first
@@ -132,8 +146,11 @@ def test_auto_refuses_blurred_faces_and_searching_one_at_auto_fails(rekognition,
 
 def test_a_dark_probe_searched_anyway_gets_its_bands_similarity(rekognition, collection_id, lfw, engine):
     """QualityFilter NONE (SearchFacesByImage's default): an underexposed probe of an enrolled person is scored
-    with the degraded-one table (the gallery face, indexed at AUTO, is inside the range): no higher a Similarity
-    than the main table gives for the same distance, and the band and the degradation in the headers."""
+    with the degraded-one table (the gallery face, indexed at AUTO, is inside the range): never a higher
+    Similarity than the main table gives for the same distance (the band's table takes, at each FMR, the
+    smallest distance of the main table and of every degraded condition; for faceledger-sface-v2 a sharp photo
+    against a degraded one keeps the main table's FMR, so the two may agree), and the band and the degradation
+    in the headers."""
     main = SimilarityScale.load(engine.model_version)
     one = SimilarityScale.load(engine.model_version, "degraded-one")
     rekognition.index_faces(CollectionId=collection_id, Image={"Bytes": (lfw / MATED[0]).read_bytes()}, MaxFaces=1)
@@ -144,10 +161,10 @@ def test_a_dark_probe_searched_anyway_gets_its_bands_similarity(rekognition, col
     assert h[BAND] == "degraded-one" and "LOW_CONTRAST" in h[DEGRADED].split(",")
     s = r["FaceMatches"][0]["Similarity"]
     assert s == pytest.approx(one.similarity(d), abs=0.05)
-    # never more lenient than the main table (to the interpolation between table points: 1e-5 here), and stricter
-    # where degraded pairs were measured (at 80; this mated pair's distance lies in the tail, where the
-    # degraded-one table meets the main one)
-    assert one.similarity(d) <= main.similarity(d) + 1e-3 and one.max_distance(80) < main.max_distance(80)
+    # never more lenient than the main table (to the interpolation between table points: 1e-5 here), at this
+    # pair's distance and at 80
+    assert s <= main.similarity(d) + 1e-3
+    assert one.similarity(d) <= main.similarity(d) + 1e-3 and one.max_distance(80) <= main.max_distance(80)
     # the sharp probe: the main table, no band
     r = rekognition.search_faces_by_image(CollectionId=collection_id,
                                           Image={"Bytes": (lfw / MATED[1]).read_bytes()}, FaceMatchThreshold=0)

@@ -90,7 +90,7 @@ def test_index_faces_returns_face_and_face_detail(rekognition, collection_id, as
     response = rekognition.index_faces(
         CollectionId=collection_id, Image={"Bytes": astronaut}, ExternalImageId="astronaut.jpg"
     )
-    assert response["FaceModelVersion"] == "faceledger-sface-v1"
+    assert response["FaceModelVersion"] == "faceledger-sface-v2"
     assert len(response["FaceRecords"]) == 1
     record = response["FaceRecords"][0]
     # the detector also fires, weakly, on the suit's lower left; the default filter (AUTO) keeps it out
@@ -101,7 +101,7 @@ def test_index_faces_returns_face_and_face_detail(rekognition, collection_id, as
     assert str(uuid.UUID(face["FaceId"])) == face["FaceId"]
     assert str(uuid.UUID(face["ImageId"])) == face["ImageId"]
     assert face["ExternalImageId"] == "astronaut.jpg"
-    assert face["IndexFacesModelVersion"] == "faceledger-sface-v1"
+    assert face["IndexFacesModelVersion"] == "faceledger-sface-v2"
     assert 50 < face["Confidence"] <= 100
     assert_box(face["BoundingBox"])
     # the astronaut's face is in the upper middle of the 512x512 portrait
@@ -185,7 +185,7 @@ def test_index_faces_quality_filter_high_indexes_fewer_with_reasons(rekognition,
 def test_index_faces_image_without_face_indexes_nothing(rekognition, collection_id, chelsea):
     response = rekognition.index_faces(CollectionId=collection_id, Image={"Bytes": chelsea}, ExternalImageId="cat")
     assert response["FaceRecords"] == [] and response["UnindexedFaces"] == []
-    assert response["FaceModelVersion"] == "faceledger-sface-v1"
+    assert response["FaceModelVersion"] == "faceledger-sface-v2"
     assert face_count(rekognition, collection_id) == 0
     assert rekognition.list_faces(CollectionId=collection_id)["Faces"] == []
 
@@ -291,7 +291,7 @@ def test_list_faces_pages_two_at_a_time(rekognition, collection_id):
         )
         pages += 1
         assert len(page["Faces"]) <= 2
-        assert page["FaceModelVersion"] == "faceledger-sface-v1"
+        assert page["FaceModelVersion"] == "faceledger-sface-v2"
         seen += [f["FaceId"] for f in page["Faces"]]
         token = page.get("NextToken")
         if not token:

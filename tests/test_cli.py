@@ -55,7 +55,7 @@ def test_collections_lifecycle(tmp_path: Path) -> None:
     d = ["--data", tmp_path / "data"]
     assert "no collections" in run("collections", "list", *d).stdout
     out = run("collections", "create", "staff", *d).stdout
-    assert "created collection staff" in out and "faceledger-sface-v1" in out
+    assert "created collection staff" in out and "faceledger-sface-v2" in out
 
     dup = run("collections", "create", "staff", *d, code=2)
     assert dup.stderr.strip() == "error: ResourceAlreadyExistsException: The collection id: staff already exists"

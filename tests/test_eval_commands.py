@@ -84,7 +84,7 @@ def test_eval_calibrate_table_loads(slice_, tmp_path):
 
     ds, _, _ = slice_
     _run(["eval", "calibrate", "--dataset", str(ds), "--out", str(tmp_path / "cal.json")], ds.parent / "cache")
-    scale = load_calibration(tmp_path / "cal.json", "faceledger-sface-v1")  # the default engine's model
+    scale = load_calibration(tmp_path / "cal.json", "faceledger-sface-v2")  # the default engine's model
     assert 0.3 < scale.max_distance(80) < scale.max_distance(60) < 2.0  # unit vectors: distances 0-2
     with pytest.raises(ValueError, match="model"):
         load_calibration(tmp_path / "cal.json", "another-model")

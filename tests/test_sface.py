@@ -1,5 +1,5 @@
-"""faceledger-sface-v1: SFace 2021dec (vision/sface.py) on YuNet's box and points, the default face model, on
-real LFW photos."""
+"""faceledger-sface-v1 and -v2: SFace 2021dec (vision/sface.py) on YuNet's box, aligned on YuNet's five points
+(v1) or dlib's 5-point model's (v2), on real LFW photos."""
 
 from __future__ import annotations
 
@@ -21,24 +21,28 @@ def _pixels(path):
     return decode_image(path.read_bytes()).pixels
 
 
-def test_default_engine_is_sface_on_yunet():
+def test_default_engine_is_sface_v2_on_yunet():
     from faceledger.vision import default_engine
-    from faceledger.vision.engine import DEFAULT_FACE_MODEL, default_detector
+    from faceledger.vision.engine import DEFAULT_FACE_MODEL, default_detector, landmark_source
 
     eng = default_engine()
-    assert DEFAULT_FACE_MODEL == "faceledger-sface-v1" == eng.model_version
-    assert eng.dim == 128 and default_detector() == "yunet"
-    assert default_engine(face_model="faceledger-sface-v1", detector="yunet") is eng
+    assert DEFAULT_FACE_MODEL == "faceledger-sface-v2" == eng.model_version
+    assert eng.dim == 128 and default_detector() == "yunet" and landmark_source(DEFAULT_FACE_MODEL) == "dlib"
+    assert default_engine(face_model="faceledger-sface-v2", detector="yunet") is eng
     assert "yunet" in eng.detector.name
+    # the previous default keeps its pipeline: YuNet's own points
+    v1 = default_engine(face_model="faceledger-sface-v1")
+    assert v1 is not eng and v1.detector.name == eng.detector.name and landmark_source(v1.model_version) == "detector"
     # the older models keep the pipeline they were measured and calibrated with
     old = default_engine(face_model="faceledger-fusion-v1")
     assert old.dim == 1152 and "blazeface" in old.detector.name
 
 
-def test_sface_vectors_tell_people_apart():
+@pytest.mark.parametrize("model", ["faceledger-sface-v2", "faceledger-sface-v1"])
+def test_sface_vectors_tell_people_apart(model):
     from faceledger.vision import default_engine
 
-    eng = default_engine()
+    eng = default_engine(face_model=model)
     people = _people(4)
     vecs = []
     for imgs in people:
@@ -89,12 +93,46 @@ def test_chips_follow_the_template():
         arcface_chips(img[..., 0], [tpl])
 
 
-def test_rotated_photo_gives_the_same_vector():
-    """YuNet's points follow the face through a quarter turn (vision/rotation.py): the vector stays close."""
+@pytest.mark.parametrize("model", ["faceledger-sface-v2", "faceledger-sface-v1"])
+def test_rotated_photo_gives_the_same_vector(model):
+    """The points follow the face through a quarter turn (vision/rotation.py: v1's YuNet points mapped back,
+    v2's dlib points located on the turned pixels): the vector stays close."""
     from faceledger.vision import default_engine
 
-    eng = default_engine()
+    eng = default_engine(face_model=model)
     img = _pixels(_people(1, 1)[0][0])
     up = eng.analyze(img, max_faces=1)[0].embedding
     turned = eng.analyze(np.ascontiguousarray(np.rot90(img)), max_faces=1)
     assert turned and float(up @ turned[0].embedding) > 0.8
+
+
+def test_v2_aligns_on_dlibs_points_and_v1_on_yunets():
+    """The two SFace models run one detector and one network; only the points the face is aligned on differ:
+    v2's are dlib's 5-point model's on YuNet's box, v1's are YuNet's own (keypoints_to_shape5)."""
+    from faceledger.vision import default_engine
+    from faceledger.vision.dlib_models import Shape5Landmarks
+    from faceledger.vision.yunet import keypoints_to_shape5
+
+    v1 = default_engine(face_model="faceledger-sface-v1")
+    v2 = default_engine(face_model="faceledger-sface-v2")
+    assert v2.model_version == "faceledger-sface-v2" and v2.dim == 128 and v2 is not v1
+    assert v2.detector.name == v1.detector.name and "yunet" in v2.detector.name
+    assert v1.embedder._session() is v2.embedder._session()  # one onnxruntime session for both
+    img = _pixels(_people(1, 1)[0][0])
+    f1, f2 = v1.analyze(img, max_faces=1)[0], v2.analyze(img, max_faces=1)[0]
+    assert f1.detection == f2.detection
+    assert np.allclose(f2.points, Shape5Landmarks().locate(img, f2.detection))
+    assert np.allclose(f1.points, keypoints_to_shape5(np.asarray(f1.detection.keypoints)))
+    assert not np.allclose(f1.points, f2.points, atol=0.5)
+    # the same network on the two alignments: close vectors of the same face, but not the same vectors
+    assert 0.8 < float(f1.embedding @ f2.embedding) < 0.9999
+
+
+def test_serve_offers_every_face_model():
+    """`faceledger serve --face-model` lists the engine's FACE_MODELS (written out there to keep numpy out of the
+    CLI's import)."""
+    from faceledger.cli.serve import serve
+    from faceledger.vision.engine import FACE_MODELS
+
+    option = next(p for p in serve.params if p.name == "face_model")
+    assert tuple(option.type.choices) == FACE_MODELS

@@ -173,7 +173,7 @@ def test_lfw_dev_same_person_mostly_above_80_strangers_all_below(scale):
     assert (diff < 80).all(), f"different-person pairs >= 80: {np.sort(diff)[-5:]}"
 
 
-@pytest.mark.parametrize("model", ["faceledger-sface-v1", "faceledger-fusion-v1", "dlib-resnet-v1"])
+@pytest.mark.parametrize("model", ["faceledger-sface-v2", "faceledger-sface-v1", "faceledger-fusion-v1", "dlib-resnet-v1"])
 def test_every_face_model_has_a_table(model):
     from faceledger.vision.engine import FACE_MODELS
 

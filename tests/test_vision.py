@@ -324,9 +324,11 @@ def test_default_engine_cached_and_versioned():
     e = default_engine()
     assert e is default_engine()
     assert default_engine(1) is default_engine(1)
-    assert e.model_version == "faceledger-sface-v1" and e.dim == 128
+    assert e.model_version == "faceledger-sface-v2" and e.dim == 128
     assert default_engine(None, "dlib") is not e and default_engine(None, "onnx") is e
-    assert default_engine(None, "onnx", "faceledger-sface-v1") is e
+    assert default_engine(None, "onnx", "faceledger-sface-v2") is e
+    v1 = default_engine(None, "onnx", "faceledger-sface-v1")
+    assert v1 is not e and v1.model_version == "faceledger-sface-v1" and v1.dim == 128
     f = default_engine(None, "onnx", "faceledger-fusion-v1")
     assert f.model_version == "faceledger-fusion-v1" and f.dim == 1152
     assert default_engine(None, "dlib").model_version == "dlib-resnet-v1"

