@@ -171,7 +171,9 @@ def test_ctrl_c_while_counting_the_images_says_so_and_exits_130(tmp_path: Path, 
     if not Path("/proc/self/fd").is_dir():
         pytest.skip("needs /proc to see the survey walking")
     proc = subprocess.Popen([sys.executable, "-m", "faceledger", "index", "c", str(tree), "--data", str(data)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's child
+                            # (a test run started in the background inherits SIGINT ignored: Ctrl-C could not arrive)
     deadline = time.monotonic() + 60
     walking = False
     while not walking and time.monotonic() < deadline and proc.poll() is None:

@@ -179,7 +179,10 @@ def test_resume_after_sigkill_gives_the_faces_of_an_uninterrupted_run(tmp_path: 
 
 def start_index(photos: Path, d: list, env: dict, **streams: object) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "faceledger", "index", "killed", str(photos), *map(str, d),
-                             "--workers", "2", "--no-progress", "--json"], env={**os.environ, **env}, text=True, **streams)
+                             "--workers", "2", "--no-progress", "--json"], env={**os.environ, **env}, text=True,
+                            # SIGINT as a terminal's child has it (a test run started in the background inherits it
+                            # ignored, and the Ctrl-C below could not arrive)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **streams)
 
 
 def wait_for_faces(proc: subprocess.Popen, data: Path, n: int) -> None:
