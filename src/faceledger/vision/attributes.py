@@ -28,7 +28,7 @@ no labels here say which faces are angry, sad, surprised... (docs/analysis.md). 
 from __future__ import annotations
 
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -105,16 +105,9 @@ class GenderModel:
     def genders(self, image: np.ndarray, faces: Sequence[Any]) -> list[dict[str, Any] | None]:
         """Rekognition ``Gender`` for each engine face (:class:`FaceAnalysis` with ``points``), or None for a
         face too small or too blurred (see :meth:`eligible`)."""
-        out: list[dict[str, Any] | None] = [None] * len(faces)
-        idx = [i for i, f in enumerate(faces)
-               if f.points is not None and self.eligible(_box_side(f), f.quality.sharpness)]
-        if idx:
-            p = self.p_female(self.raw_scores(image, [faces[i].points for i in idx]))
-            for i, pf in zip(idx, p):
-                female = pf >= 0.5
-                out[i] = {"Value": "Female" if female else "Male",
-                          "Confidence": float(100.0 * (pf if female else 1.0 - pf))}
-        return out
+        return _binary(faces, lambda f: f.points is not None and self.eligible(_box_side(f), f.quality.sharpness),
+                       lambda chosen: self.p_female(self.raw_scores(image, [f.points for f in chosen])),
+                       "Female", "Male")
 
 
 class SmileModel:
@@ -136,15 +129,23 @@ class SmileModel:
     def smiles(self, image: np.ndarray, faces: Sequence[Any]) -> list[dict[str, Any] | None]:
         """Rekognition ``Smile`` for each engine face (:class:`FaceAnalysis`) of ``image`` ((H, W, 3) uint8 RGB),
         or None for a face too small or too blurred (see :meth:`eligible`)."""
-        out: list[dict[str, Any] | None] = [None] * len(faces)
-        idx = [i for i, f in enumerate(faces) if self.eligible(_box_side(f), f.quality.sharpness)]
-        if idx:
-            boxes = [(faces[i].detection.left, faces[i].detection.top, faces[i].detection.right,
-                      faces[i].detection.bottom) for i in idx]
-            happy = self.emotion.probabilities(image, boxes)[:, CLASSES.index("happy")]
-            for i, p in zip(idx, self.p_smile(happy)):
-                out[i] = {"Value": bool(p >= 0.5), "Confidence": float(100.0 * (p if p >= 0.5 else 1.0 - p))}
-        return out
+        def p_smile(chosen: list[Any]) -> np.ndarray:
+            boxes = [(f.detection.left, f.detection.top, f.detection.right, f.detection.bottom) for f in chosen]
+            return self.p_smile(self.emotion.probabilities(image, boxes)[:, CLASSES.index("happy")])
+
+        return _binary(faces, lambda f: self.eligible(_box_side(f), f.quality.sharpness), p_smile, True, False)
+
+
+def _binary(faces: Sequence[Any], eligible: Callable[[Any], bool], probability: Callable[[list[Any]], np.ndarray],
+            yes: Any, no: Any) -> list[dict[str, Any] | None]:
+    """A two-valued Rekognition attribute for each face: ``{"Value": yes or no, "Confidence": 0-100}`` from the
+    calibrated probability of ``yes`` (``probability`` of the eligible faces, in order), None where not eligible."""
+    out: list[dict[str, Any] | None] = [None] * len(faces)
+    chosen = [i for i, f in enumerate(faces) if eligible(f)]
+    if chosen:
+        for i, p in zip(chosen, probability([faces[i] for i in chosen])):
+            out[i] = {"Value": yes if p >= 0.5 else no, "Confidence": float(100.0 * (p if p >= 0.5 else 1.0 - p))}
+    return out
 
 
 _MODEL: GenderModel | None = None
