@@ -5,7 +5,6 @@ CreateStreamProcessor is refused, never written through); a webhook that never a
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -14,11 +13,10 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import Server, shared_data
 from faceledger.streams.sinks import WEBHOOK_TIMEOUT_S
-from test_streams import ROLE, STREAM_ENV, extension, ledger, video_arn, wait_for
+from test_streams import ROLE, ledger, video_arn, wait_for
+from test_streams_connected_home import BUCKET, home_server
 
-BUCKET = "home"
 HANGING = "arn:aws:sns:us-east-1:000000000000:hanging"
 
 
@@ -34,11 +32,7 @@ def hanging():
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory, hanging):
-    root = tmp_path_factory.mktemp("attack-home")
-    (root / "buckets" / BUCKET).mkdir(parents=True)
-    srv = Server(root / "data", root / "buckets", ["--notify", f"{HANGING}={hanging}"],
-                 env={**os.environ, **STREAM_ENV})
-    extension(srv, "AddStreamSource", Name="porchcam", Url=str(shared_data("video", "short_hamilton_clip.mp4")))
+    srv = home_server(tmp_path_factory.mktemp("attack-home"), HANGING, hanging)
     yield srv
     srv.stop()
 

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -31,13 +30,18 @@ def hook():
     webhook.close()
 
 
+def home_server(root, topic: str, url: str) -> Server:
+    """A server whose SNS ``topic`` posts to ``url``, with the bucket BUCKET and the source "porchcam" (the
+    hamilton clip played as a camera)."""
+    (root / "buckets" / BUCKET).mkdir(parents=True)
+    srv = Server(root / "data", root / "buckets", ["--notify", f"{topic}={url}"], env={**os.environ, **STREAM_ENV})
+    extension(srv, "AddStreamSource", Name="porchcam", Url=str(shared_data("video", "short_hamilton_clip.mp4")))
+    return srv
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory, hook):
-    root = tmp_path_factory.mktemp("home")
-    (root / "buckets" / BUCKET).mkdir(parents=True)
-    srv = Server(root / "data", root / "buckets", ["--notify", f"{TOPIC}={hook.url}"],
-                 env={**os.environ, **STREAM_ENV})
-    extension(srv, "AddStreamSource", Name="porchcam", Url=str(shared_data("video", "short_hamilton_clip.mp4")))
+    srv = home_server(tmp_path_factory.mktemp("home"), TOPIC, hook.url)
     yield srv
     srv.stop()
 
