@@ -149,3 +149,57 @@ def test_boxes_at_or_past_the_frame_edge_give_crops_inside_it_or_nothing():
         assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 36
         assert all(0 <= v <= 1 for v in f.box.values()) and f.box["left"] + f.box["width"] <= 1
         assert jpeg(pixels[y0:y1, x0:x1])[:2] == b"\xff\xd8"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_webhook_that_redirects_is_a_failure_and_the_redirect_is_not_followed(status):
+    """A webhook answering 3xx does not send the record (or a GET) anywhere else: the sink counts a failure
+    naming the status, and the address the redirect points to gets no request."""
+    import http.server
+    import threading
+
+    from faceledger.streams.sinks import WebhookSink
+
+    hits: list[str] = []
+
+    class Target(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's names)
+            hits.append(f"GET {self.path}")
+            self.send_response(200)
+            self.end_headers()
+
+        do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *args):
+            pass
+
+    target = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Target)
+    elsewhere = f"http://127.0.0.1:{target.server_address[1]}/internal"
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(status)
+            self.send_header("Location", elsewhere)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    webhook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    servers = [threading.Thread(target=s.serve_forever, daemon=True) for s in (target, webhook)]
+    for t in servers:
+        t.start()
+    try:
+        sink = WebhookSink(f"http://127.0.0.1:{webhook.server_address[1]}/events", timeout_s=5)
+        sink.write(b'{"record": 1}')
+        sink.close()  # no more records: the thread exits once the queued one is tried
+        sink.finish(10)
+        assert (sink.delivered, sink.failed) == (0, 1)
+        assert str(status) in sink.last_error
+        assert hits == []
+    finally:
+        for s in (target, webhook):
+            s.shutdown()
+            s.server_close()

@@ -245,7 +245,7 @@ def _notify(url: str, message: dict) -> None:
 
     for attempt in range(3):
         try:
-            r = httpx.post(url, json=message, timeout=10)
+            r = httpx.post(url, json=message, timeout=10, follow_redirects=False)  # a 3xx is a failure
             if r.status_code < 300:
                 return
             log.warning("notification of job %s: %s answered %d", message["JobId"], url, r.status_code)

@@ -141,9 +141,22 @@ class S3Sink:
                 self._sink.close()
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx answer is the webhook's failure, not a new address: urllib would otherwise re-send a 301/302/303
+    as a GET to wherever the answer points (another host, a loopback or metadata address the operator never
+    named)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201 (urllib's hook)
+        return None  # urllib then raises HTTPError for the 3xx itself
+
+
+_webhook_opener = urllib.request.build_opener(_RefuseRedirects)
+
+
 class WebhookSink:
     """POSTs each record (``Content-Type: application/json``) to ``url`` from its own thread; never blocks the
     processor: a slow or failing webhook loses records (``dropped``, ``failed``), never delays analysis.
+    Redirects are not followed: a 3xx answer counts as a failure (``last_error`` names it).
     :meth:`close` waits at most :data:`WEBHOOK_CLOSE_WAIT_S` for what is queued (a webhook that answers gets
     every record before a StopStreamProcessor answers; one that hangs delays it by that much, not by its
     timeout): the thread goes on delivering what is queued, the end-of-session notification last, and exits;
@@ -181,7 +194,7 @@ class WebhookSink:
             request = urllib.request.Request(self.url, data=record, method="POST",
                                              headers={"Content-Type": "application/json"})
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                with _webhook_opener.open(request, timeout=self.timeout_s) as response:
                     response.read(1024)
                 self.delivered += 1
             except (urllib.error.URLError, OSError, ValueError) as exc:
