@@ -277,6 +277,17 @@ def test_collection_policy_applies_to_start_face_search(srv, rek, hamilton):
     assert "purpose" in str(info.value)
     with pytest.raises(rek.exceptions.ResourceNotFoundException):
         rek.start_face_search(CollectionId="no-such-collection", Video=hamilton)
+    # with a purpose and a case the search runs; reading whom it found needs them too, as the search did
+    from faceledger.cli.common import add_purpose_headers
+
+    stated = srv.client()
+    add_purpose_headers(stated, "test: policy on results", "CASE-7")
+    clip, _ = _face_clip(shared_data("lfw_dev") / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg", frames=3)
+    job = stated.start_face_search(CollectionId="guarded", Video=_put(srv, "guarded.mp4", clip))
+    with pytest.raises(rek.exceptions.AccessDeniedException) as info:
+        rek.get_face_search(JobId=job["JobId"])
+    assert "purpose" in str(info.value) and "GetFaceSearch" in str(info.value)
+    assert _wait(lambda: stated.get_face_search(JobId=job["JobId"]))["JobStatus"] == "SUCCEEDED"
 
 
 def test_shots_of_the_hamilton_clip(rek, hamilton):

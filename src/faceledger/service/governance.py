@@ -85,6 +85,18 @@ def validate_policy(policy: Any) -> dict[str, Any]:
     return out
 
 
+def require_purpose(policy: dict[str, Any] | None, operation: str, context: RequestContext,
+                    collection_id: str) -> None:
+    """AccessDeniedException when the collection's policy has RequirePurpose and the request brings no purpose
+    and case reference (the X-Faceledger-Purpose and X-Faceledger-Case headers): for its searches, and for
+    reading a video face search's results (GetFaceSearch), which say whom the search found."""
+    if policy and policy.get("RequirePurpose") and not (context.purpose and context.case_reference):
+        raise AccessDeniedException(
+            f"Collection {collection_id} requires a purpose and a case reference for {operation}: send the "
+            "X-Faceledger-Purpose and X-Faceledger-Case headers"
+        )
+
+
 def enforce(policy: dict[str, Any] | None, operation: str, request: dict[str, Any], context: RequestContext,
             collection_id: str) -> list[str]:
     """Apply a collection's policy to a 1:N search request (in place); returns notes for the ledger."""
@@ -92,11 +104,7 @@ def enforce(policy: dict[str, Any] | None, operation: str, request: dict[str, An
         return []
     threshold_key, max_key, default_threshold, default_max = SEARCHES[operation]
     notes: list[str] = []
-    if policy.get("RequirePurpose") and not (context.purpose and context.case_reference):
-        raise AccessDeniedException(
-            f"Collection {collection_id} requires a purpose and a case reference for {operation}: send the "
-            "X-Faceledger-Purpose and X-Faceledger-Case headers"
-        )
+    require_purpose(policy, operation, context, collection_id)
     floor = policy.get("MinFaceMatchThreshold")
     if floor is not None:
         asked = request.get(threshold_key)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ...store.video_jobs import VideoJob
 from ...video import VideoError, probe
-from .. import auth, tokens
+from .. import auth, governance, tokens
 from ..dispatch import Invocation, operation
 from ..errors import (
     InvalidParameterException,
@@ -108,9 +108,12 @@ def _job(inv: Invocation, req: dict[str, Any], api: str) -> VideoJob:
         raise ResourceNotFoundException(
             f"The job {req['JobId']} does not exist (or its results were deleted after "
             f"{inv.config.video_retention_days:g} days)")
-    if job.collection_id and inv.context.policy is not None:  # the results name the collection's faces
-        auth.authorize(inv.context.policy, inv.context.who(), f"rekognition:Get{api}",
-                       inv.config.collection_arn(job.collection_id))
+    if job.collection_id:  # the results name the collection's faces: its key policy and its collection policy
+        if inv.context.policy is not None:
+            auth.authorize(inv.context.policy, inv.context.who(), f"rekognition:Get{api}",
+                           inv.config.collection_arn(job.collection_id))
+        governance.require_purpose(inv.store.get_collection_policy(job.collection_id), f"Get{api}", inv.context,
+                                   job.collection_id)
     inv.meta["JobId"] = job.job_id
     return job
 
