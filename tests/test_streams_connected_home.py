@@ -293,6 +293,40 @@ def test_a_session_resumes_for_the_time_it_had_left(tmp_path):
         service.close()
 
 
+def test_a_resumed_session_does_not_notify_its_labels_again(tmp_path):
+    """A server stopped in the middle of a ConnectedHome session resumes it (the same SessionId) without a second
+    LABEL_DETECTED for a label the session already notified: what was notified is read back from the ledger."""
+    from faceledger.client import Client
+    from faceledger.service import Service, ServiceConfig, streams
+
+    (tmp_path / "buckets" / BUCKET).mkdir(parents=True)
+    service = Service(ServiceConfig(data_dir=tmp_path / "data", buckets_dir=tmp_path / "buckets"))
+    client = Client(service=service)
+    try:
+        client.add_stream_source(Name="cam", Url=str(shared_data("video", "short_hamilton_clip.mp4")))
+        client.create_stream_processor(
+            Name="door", RoleArn=ROLE, Input={"KinesisVideoStream": {"Arn": video_arn("cam")}},
+            Output={"S3Destination": {"Bucket": BUCKET}}, Settings={"ConnectedHome": {"Labels": ["PERSON"]}})
+        session = client.start_stream_processor(Name="door", StopSelector={"MaxDurationInSeconds": 8})["SessionId"]
+        assert streams.host(service) == ["door"]
+        wait_for("the first PERSON", lambda: list(service.store.ledger_rows(operation="StreamProcessorLabelDetected")),
+                 timeout=60)
+        streams.shutdown(service)  # the server stops: the session stays wanted
+        assert streams.host(service) == ["door"]  # and the next start resumes it
+        wait_for("the session's end", lambda: client.describe_stream_processor(Name="door")["Status"] == "STOPPED"
+                 and not streams.runtime_of(service).is_running("door"), timeout=60)
+        folder = tmp_path / "buckets" / BUCKET / "door" / session
+        kept = [json.loads(line)["Message"] for path in sorted(folder.glob("*.jsonl"))
+                for line in path.read_text().splitlines()]
+        kinds = [m["eventNamespace"]["type"] for m in kept]
+        assert kinds.count("LABEL_DETECTED") == 1 and kinds[-1] == "STREAM_PROCESSING_COMPLETE", kinds
+        assert all(m["sessionId"] == session for m in kept)
+        assert len(list(service.store.ledger_rows(operation="StreamProcessorLabelDetected"))) == 1
+    finally:
+        streams.shutdown(service)
+        service.close()
+
+
 def test_imagenet_animals_map_to_coco_animals_wild_ones_to_none():
     from faceledger.analysis.labels import class_table
     from faceledger.analysis.objects import COCO, coco_animal

@@ -22,6 +22,7 @@ S3 destination's JSON Lines objects and to its Kinesis data stream's sinks when 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -172,7 +173,8 @@ class StreamRuntime:
                                                                         "ran out while no server ran it")
                             continue
                         self.launch(record, record.session_id or str(uuid.uuid4()), max_duration_s=left,
-                                    start=(record.definition.get("LastStart") or {}).get("Request"))
+                                    start=(record.definition.get("LastStart") or {}).get("Request"),
+                                    resumed=record.session_id is not None)
                         resumed.append(name)
                     except Exception as exc:  # a source removed since: FAILED with why, the others go on
                         log.warning("stream processor %s cannot resume: %s", name, exc)
@@ -209,9 +211,11 @@ class StreamRuntime:
     # -- start and stop ----------------------------------------------------------------------
 
     def launch(self, record: StreamProcessorRecord, session_id: str, max_duration_s: float | None = None,
-               start: dict[str, Any] | None = None) -> None:
+               start: dict[str, Any] | None = None, resumed: bool = False) -> None:
         """Start ``record``'s threads (the caller has checked policy and state). ``start``: the
-        StartStreamProcessor request (a ConnectedHome processor's StartSelector, and its notifications echo it)."""
+        StartStreamProcessor request (a ConnectedHome processor's StartSelector, and its notifications echo it).
+        ``resumed``: the session ``session_id`` ran before (a server restarted): a ConnectedHome session does not
+        notify again the labels it already notified."""
         d = record.definition
         source = self.tables.get_source(d["SourceName"])
         if source is None:
@@ -222,7 +226,7 @@ class StreamRuntime:
                                  case_reference=d.get("Case"), request_id=session_id)
         name = record.name
         try:
-            home = self._home_session(record, context, session_id, start or {"Name": name}, sinks) \
+            home = self._home_session(record, context, session_id, start or {"Name": name}, sinks, resumed) \
                 if "ConnectedHome" in d["Settings"] else None
         except BaseException:
             for sink in sinks:
@@ -300,7 +304,7 @@ class StreamRuntime:
     # -- ConnectedHome: labels PERSON and PET ----------------------------------------------------
 
     def _home_session(self, record: StreamProcessorRecord, context: RequestContext, session_id: str,
-                      start: dict[str, Any], sinks: list[Any]) -> ConnectedHomeSession:
+                      start: dict[str, Any], sinks: list[Any], resumed: bool = False) -> ConnectedHomeSession:
         from .operations.analysis import object_detector
 
         d = record.definition
@@ -342,10 +346,12 @@ class StreamRuntime:
                 request={"Name": record.name, "Image": {"S3Object": {"Bucket": bucket, "Name": key}}},
                 response={"Labels": [{"Name": e["name"], "Confidence": e["confidence"]} for e in body["labels"]]},
                 notes=[f"StreamProcessor {record.name}", f"SessionId {session_id}", f"Source {d['SourceName']}",
-                       f"EventId {body['eventId']}", f"Frame SHA-256 {frame_sha256}"])
+                       f"EventId {body['eventId']}", f"Frame SHA-256 {frame_sha256}",
+                       f"Label {body['labels'][0]['name']}", f"Confidence {body['labels'][0]['confidence']:.3f}"])
             self.service.store.append_ledger(entry)
 
         return ConnectedHomeSession(
+            first_seen=self._notified_labels(session_id) if resumed else {},
             stream_arn=d["Input"]["KinesisVideoStream"]["Arn"], session_id=session_id,
             labels=tuple(d["LabelsInForce"]), min_confidence=float(settings["MinConfidence"]),
             detect=lambda pixels, min_score: detector.detect(pixels, min_score=min_score),
@@ -354,6 +360,18 @@ class StreamRuntime:
             keep=(lambda box: in_regions(box, regions)) if regions else None,
             start_after_ms=selector.get("ProducerTimestamp"),
             start_after_fragment=int(selector["FragmentNumber"]) if "FragmentNumber" in selector else None)
+
+    def _notified_labels(self, session_id: str) -> dict[str, dict[str, Any]]:
+        """The labels a ConnectedHome session already notified, from its LABEL_DETECTED ledger entries (written
+        before each notification leaves), as ConnectedHomeSession.first_seen: a resumed session does not notify
+        them again.  One pass over the ledger's entries of that operation, at resume only."""
+        seen: dict[str, dict[str, Any]] = {}
+        for row in self.service.store.ledger_rows(operation=LABEL_OPERATION, contains=[f"SessionId {session_id}"]):
+            notes = dict(n.split(" ", 1) for n in json.loads(row["detail"]).get("Notes", []) if " " in n)
+            if notes.get("SessionId") == session_id and "Label" in notes:
+                seen.setdefault(notes["Label"], {"eventId": notes.get("EventId"), "at": None,
+                                                 "confidence": float(notes.get("Confidence", 0))})
+        return seen
 
     def _complete(self, record: StreamProcessorRecord, context: RequestContext, home: ConnectedHomeSession,
                   sinks: list[Any], how: str) -> None:
