@@ -149,13 +149,14 @@ def _pypi_models(yunet: bool = True) -> list[ModelState]:
     from . import pypi
     from .sface import SFACE_CACHE_KEY, SFACE_WHEEL
     from .tfjs_models import cached_onnx_path
-    from .yunet import MODEL_SHA256, VARIANTS, YUNET_VARIANT
+    from .yunet import VARIANTS, YUNET_VARIANT
+    from .yunet import cache_key as yunet_cache_key
 
     rows = []
     for name, used, (pkg, path), key in (
             ("YuNet 2023mar", "face detection (faceledger-sface-v2 and -v1, --detector yunet), landmarks "
              "(faceledger-sface-v1)", VARIANTS[YUNET_VARIANT],
-             f"yunet-2023mar-{YUNET_VARIANT}-dyn-{MODEL_SHA256[YUNET_VARIANT][:16]}"),
+             yunet_cache_key(YUNET_VARIANT)),
             ("SFace 2021dec", "face descriptors (faceledger-sface-v2, faceledger-sface-v1)", SFACE_WHEEL,
              SFACE_CACHE_KEY)):
         if not yunet and name.startswith("YuNet"):

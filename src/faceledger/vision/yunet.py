@@ -161,8 +161,12 @@ def yunet_onnx_path(variant: str = "fp32", source: Path | None = None) -> Path:
             check_integrity(Path(source), "sha256-" + base64.b64encode(bytes.fromhex(MODEL_SHA256[variant])).decode())
         except IntegrityError as e:
             raise IntegrityError(f"{source}: {e}") from None
-    key = f"yunet-2023mar-{variant}-dyn-{MODEL_SHA256[variant][:16]}"
-    return cached_onnx(key, lambda: _dynamic(Path(source), dequantize=variant == "int8bq"))
+    return cached_onnx(cache_key(variant), lambda: _dynamic(Path(source), dequantize=variant == "int8bq"))
+
+
+def cache_key(variant: str = YUNET_VARIANT) -> str:
+    """The name of a YuNet variant's rewritten model in the model cache (``<cache>/onnx/<key>-c<N>.onnx``)."""
+    return f"yunet-2023mar-{variant}-dyn-{MODEL_SHA256[variant][:16]}"
 
 
 # ------------------------------------------------------------------------------------ the detector
