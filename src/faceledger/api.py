@@ -182,27 +182,42 @@ EXPENSIVE_PARSE_ITEMS = 50_000
 
 class ParseGate:
     """Bodies whose parse is expensive (more than EXPENSIVE_PARSE_ITEMS separators, counted in C for about a
-    millisecond a megabyte) are parsed one at a time, at most ``waiting`` more waiting; one more is refused at
-    once with ProvisionedThroughputExceededException. So concurrent hostile bodies cost the memory of one
-    parse, not of one per connection; a valid request never waits here."""
+    millisecond a megabyte) are handled one at a time, at most ``waiting`` more waiting; one more is refused at
+    once with ProvisionedThroughputExceededException. The slot is held from the parse to the end of the call
+    (:meth:`admit`), so the parsed body is gone before the next expensive one is parsed: concurrent hostile
+    bodies cost the memory of one parse, not of one per connection (nor of two, one parsed while the last one's
+    call still held its objects); a valid request never waits here."""
 
     def __init__(self, waiting: int = 2) -> None:
         self.limiter = anyio.CapacityLimiter(1)
         self.waiting = waiting
         self.admitted = 0  # only touched on the event loop
 
-    async def decode(self, raw: bytes) -> Any:
-        if raw.count(b",") + raw.count(b"[") + raw.count(b"{") <= EXPENSIVE_PARSE_ITEMS:
-            return await anyio.to_thread.run_sync(model.decode_body, raw)
+    @staticmethod
+    def expensive(raw: bytes) -> bool:
+        return raw.count(b",") + raw.count(b"[") + raw.count(b"{") > EXPENSIVE_PARSE_ITEMS
+
+    @contextlib.asynccontextmanager
+    async def admit(self, raw: bytes):
+        """Hold the slot of an expensive body for the block (parse and call); ProvisionedThroughputExceeded-
+        Exception when too many wait. A cheap body passes at once. Yields whether the body is expensive."""
+        if not self.expensive(raw):
+            yield False
+            return
         if self.admitted > self.waiting:
             raise ProvisionedThroughputExceededException(
                 "This server is already parsing request bodies of more than "
                 f"{EXPENSIVE_PARSE_ITEMS} JSON values; retry later")
         self.admitted += 1
         try:
-            return await anyio.to_thread.run_sync(model.decode_body, raw, limiter=self.limiter)
+            async with self.limiter:
+                yield True
         finally:
             self.admitted -= 1
+
+    async def decode(self, raw: bytes) -> Any:
+        """The body's parameters (strict JSON, depth-bounded), parsed on a worker thread."""
+        return await anyio.to_thread.run_sync(model.decode_body, raw)
 
 
 def _context(request: Request, authenticate: bool) -> RequestContext:
@@ -343,11 +358,19 @@ def create_app(
             recorded = True
             await anyio.to_thread.run_sync(service.precheck, operation, context, lambda: _small_params(raw))
             recorded = False
-            params = await parsing.decode(raw)  # strict JSON, depth-bounded; expensive ones one at a time
-            call = functools.partial(service.call_with_meta, operation, params, context, wire=True)
-            with analysis.admit(operation) as limiter:  # image analyses: bounded, else refused (recorded)
-                recorded = True
-                response, meta = await anyio.to_thread.run_sync(call, limiter=limiter)
+            async with parsing.admit(raw) as expensive:  # expensive bodies one at a time, parse and call
+                params = await parsing.decode(raw)
+                call = functools.partial(service.call_with_meta, operation, params, context, wire=True)
+                try:
+                    with analysis.admit(operation) as limiter:  # image analyses: bounded, else refused (recorded)
+                        recorded = True
+                        response, meta = await anyio.to_thread.run_sync(call, limiter=limiter)
+                except RekognitionError as exc:
+                    if expensive:  # its traceback's frames hold the parsed body: not past the slot
+                        exc.__traceback__ = exc.__context__ = exc.__cause__ = None
+                    raise
+                finally:
+                    params = call = None
             if target.startswith(FACELEDGER_PREFIX):
                 body = json.loads(json.dumps(response, default=_plain))
             else:
