@@ -94,6 +94,21 @@ def test_pair_bands():
     assert pair_band("covered", "covered") == "covered-both"
     assert pair_band("covered", "degraded") == pair_band("degraded", "covered") == "degraded-both"
     assert pair_band("covered", "calibrated") == pair_band("calibrated", "covered") == "covered-one"
+    # turned faces (|yaw| >= POSE_YAW, inside the range otherwise): two of them have a table of their own; one
+    # counts as frontal, with any other face
+    assert pair_band("turned", "turned") == "turned-both"
+    assert pair_band("turned", "calibrated") == pair_band("calibrated", "turned") == "calibrated"
+    assert pair_band("turned", "degraded") == "degraded-one" and pair_band("covered", "turned") == "covered-one"
+
+
+def test_a_turned_face_inside_the_range_is_turned_and_a_degraded_one_stays_degraded(photos):
+    from faceledger.vision.face_quality import POSE_YAW
+
+    m = measure(photos[0], BOX)
+    assert band(m) == band(m, 0.0) == band(m, POSE_YAW - 0.5) == band(m, -(POSE_YAW - 0.5)) == "calibrated"
+    assert band(m, POSE_YAW) == band(m, -35.0) == "turned"
+    blurred = measure(degrade(photos[0], "blur", 5, _face(), np.random.default_rng(0)), BOX)
+    assert band(blurred, 40.0) == band(blurred) == "degraded"
 
 
 # ------------------------------------------------------------------ COVERED on clean photos (flat)

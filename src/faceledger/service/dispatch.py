@@ -32,7 +32,7 @@ from ..store.sqlite import SQLiteStore
 from ..vision import FaceEngine
 from ..vision.models import ModelsUnavailable, prepare_engine
 from ..vision.engine import FACE_MODELS, default_face_model
-from ..vision.face_quality import BANDS, CALIBRATED, FALLBACK
+from ..vision.face_quality import CALIBRATED, FALLBACK, PAIR_BANDS
 from ..vision.similarity import SimilarityScale
 from . import auth, governance, model, tokens, unsupported
 from .context import RequestContext, ServiceConfig
@@ -136,13 +136,13 @@ class Invocation:
 
     def band_scale(self, band: str) -> SimilarityScale:
         """The Similarity scale of this call's face model for a pair of faces in quality ``band``
-        (vision.face_quality.BANDS). A band other than "calibrated" is reported in ``meta`` (QualityBand: the
+        (vision.face_quality.PAIR_BANDS). A band other than "calibrated" is reported in ``meta`` (QualityBand: the
         worst band this call scored a pair in; "... (uncalibrated)" when the model has no table for it)."""
         if band == CALIBRATED:
             return self.scale
         scale = self.service.band_scale_for(self.face_model or self.service.model_version, band)
         previous = str(self.meta.get("QualityBand", CALIBRATED)).split(" ")[0]
-        if BANDS.index(band) >= BANDS.index(previous):
+        if PAIR_BANDS.index(band) >= PAIR_BANDS.index(previous):
             self.meta["QualityBand"] = band if scale is not None else f"{band} (uncalibrated)"
         return self.scale if scale is None else scale
 

@@ -54,8 +54,9 @@ def face_degradations(face: FaceAnalysis) -> list[str]:
 
 
 def face_band(face: FaceAnalysis) -> str:
-    """``face``'s quality band: "calibrated" or "degraded" (vision.face_quality.band)."""
-    return band(face.quality.measures)
+    """``face``'s quality band: "calibrated", "degraded", "covered" or "turned" (vision.face_quality.band, with
+    the face's yaw)."""
+    return band(face.quality.measures, face.pose.yaw)
 
 
 def failing_reasons(face: FaceAnalysis, quality_filter: str) -> list[str]:

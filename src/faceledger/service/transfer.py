@@ -7,7 +7,7 @@ An export is a folder of three files (docs/scale.md, "Export and import")::
     faces.jsonl       one JSON object a face, FaceId order: FaceId, ImageId, ExternalImageId, UserId,
                       BoundingBox {Width, Height, Left, Top}, Confidence, IndexFacesModelVersion,
                       CreationTimestamp (ISO 8601, UTC), and faceledger's QualityBand ("calibrated",
-                      "degraded" or "covered": which Similarity table the face is scored with, vision.face_quality; null
+                      "degraded", "covered" or "turned": which Similarity table the face is scored with, vision.face_quality; null
                       for a face stored before bands were recorded)
     vectors.npy       float32 (FaceCount, Dimension), row i is the face on line i of faces.jsonl, unit length
                       as the model produced it

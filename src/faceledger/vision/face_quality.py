@@ -264,8 +264,14 @@ def degradations(m: QualityMeasures, rng: ValidityRange = RANGE) -> list[str]:
 CALIBRATED = "calibrated"
 DEGRADED = "degraded"
 COVERED = "covered"
+#: A face inside the range but turned: |yaw| >= POSE_YAW degrees (geometry.pose_from_landmarks). Two such faces
+#: of different people match more often than the main table says: faceledger-sface-v2 on all of lfw_dev, 562,752
+#: impostor pairs of two turned faces, 3.3x nominal at Similarity 80 and 90 (95% CI 2.8-3.8x at 80); one turned
+#: face and one frontal, 1.25x (bench/pose_calibrate.py; docs/similarity.md). Such pairs have a table of their own.
+TURNED = "turned"
+POSE_YAW = 20.0
 #: Every band a face can be stored with (FaceRecord.quality_band; None: stored before bands were recorded).
-FACE_BANDS = (CALIBRATED, DEGRADED, COVERED)
+FACE_BANDS = (CALIBRATED, DEGRADED, COVERED, TURNED)
 #: Quality bands of a pair of faces: the Similarity table each is scored with (SimilarityScale.load(model,
 #: band)); "calibrated" is the model's main table. Covered faces, the kind whose false match rate moves most
 #: (a band over the eyes of both faces: 113x at Similarity 80 on the main table, still 3.9x at 90 and 12x at 99
@@ -275,20 +281,31 @@ BANDS = (CALIBRATED, "degraded-one", "degraded-both", "covered-one", "covered-bo
 #: The table a pair band is scored with where a model has none of its own (bench/degradation.py calibrate
 #: builds them; a model calibrated before the covered bands existed has the degraded ones only).
 FALLBACK = {"covered-one": "degraded-one", "covered-both": "degraded-both"}
+#: The pair band of two turned faces (both inside the range otherwise): bench/pose_calibrate.py builds its table.
+TURNED_BOTH = "turned-both"
+#: Every pair band, from the main table to the furthest from it (the order a call reports its worst pair in).
+PAIR_BANDS = (CALIBRATED, TURNED_BOTH, *BANDS[1:])
 
 
-def band(m: QualityMeasures | None) -> str:
+def band(m: QualityMeasures | None, yaw: float | None = None) -> str:
     """A face's band: CALIBRATED; COVERED when it is outside the range and covered; else DEGRADED when it is
-    outside the range (None: unknown, CALIBRATED)."""
+    outside the range; else TURNED when ``yaw`` (degrees) is at least POSE_YAW either way (None: measures or
+    pose unknown, as if inside the range and frontal)."""
     if m is None:
         return CALIBRATED
     found = degradations(m)
-    return COVERED if "COVERED" in found else DEGRADED if found else CALIBRATED
+    if found:
+        return COVERED if "COVERED" in found else DEGRADED
+    return TURNED if yaw is not None and abs(float(yaw)) >= POSE_YAW else CALIBRATED
 
 
 def pair_band(a: str, b: str) -> str:
-    """The band of a comparison between faces of bands ``a`` and ``b`` (one of BANDS; a band that is not
-    CALIBRATED, such as a stored face's older DEGRADED, counts as outside the range)."""
+    """The band of a comparison between faces of bands ``a`` and ``b`` (one of PAIR_BANDS; a band that is not
+    CALIBRATED, such as a stored face's older DEGRADED, counts as outside the range). Two TURNED faces are
+    TURNED_BOTH; one TURNED face counts as CALIBRATED (one turned face and one frontal: 1.25x nominal at 80)."""
+    if a == b == TURNED:
+        return TURNED_BOTH
+    a, b = (CALIBRATED if x == TURNED else x for x in (a, b))
     if a == b == COVERED:
         return "covered-both"
     if {a, b} == {COVERED, CALIBRATED}:

@@ -97,11 +97,12 @@ class SimilarityScale:
     def load(cls, model: str = "dlib-resnet-v1", band: str | None = None) -> "SimilarityScale":
         """The packaged table for ``model`` (``faceledger/data/similarity-<model>.json``); cached.
 
-        ``band``: a quality band of the pair compared (vision.face_quality.BANDS): ``None`` or "calibrated"
+        ``band``: a quality band of the pair compared (vision.face_quality.PAIR_BANDS): ``None`` or "calibrated"
         is the model's main table; "degraded-one" / "degraded-both" (one or both faces outside the range the
         main table was calibrated on) and "covered-one" / "covered-both" (one covered face with one inside the
         range, or two covered faces) read ``similarity-<model>.<band>.json``, built by
-        ``bench/degradation.py calibrate``. ValueError when the model has no such table.
+        ``bench/degradation.py calibrate``; "turned-both" (two turned faces) by ``bench/pose_calibrate.py
+        calibrate``. ValueError when the model has no such table.
         """
         return _load_packaged(model, None if band in (None, "calibrated") else band)
 

@@ -18,7 +18,7 @@ from .. import shapes
 from ..dispatch import Invocation, operation
 from ..errors import InvalidParameterException
 from ..images import InputImage, load_image
-from ...vision.face_quality import BANDS, CALIBRATED, COVERED, DEGRADED, pair_band
+from ...vision.face_quality import CALIBRATED, COVERED, DEGRADED, PAIR_BANDS, TURNED, pair_band
 from ..quality import face_band, face_degradations, failing_reasons
 from ..risk import (
     RUNNER_UP_CANDIDATES,
@@ -78,7 +78,7 @@ def face_matches(inv: Invocation, collection_id: str, vector: np.ndarray, req: d
     reach_distance = max([widest.max_distance(reach(threshold, margin))] + [
         sc.max_distance(reach(threshold, margin)) for sc in (
             inv.service.band_scale_for(inv.face_model or inv.service.model_version, pair_band(probe_band, b))
-            for b in (DEGRADED, COVERED) if pair_band(probe_band, b) != CALIBRATED) if sc is not None])
+            for b in (DEGRADED, COVERED, TURNED) if pair_band(probe_band, b) != CALIBRATED) if sc is not None])
     hits = inv.store.nearest(
         collection_id,
         vector,
@@ -177,7 +177,7 @@ def compare_faces(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
         source_band = face_band(src)
         bands = [pair_band(source_band, face_band(f)) for f in targets]
         similarities = [float(inv.band_scale(b).similarity(float(d))) for b, d in zip(bands, distances)]
-        worst = max(bands, key=BANDS.index)
+        worst = max(bands, key=PAIR_BANDS.index)
         if worst != CALIBRATED:
             inv.band_scale(worst)  # reports the worst pair's band (x-faceledger-quality-band)
         for face, similarity in zip(targets, similarities):
