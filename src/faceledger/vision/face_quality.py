@@ -31,17 +31,17 @@ All measures are on the face box of the RGB image as given (its own pixel grid),
   brows, nostrils and lips there whatever its skin looks like (a noise-free studio PNG, a denoised or
   beauty-filtered phone photo, an upscaled one); a band, a hand or a plain mask across them leaves them
   featureless. Cells outside the image are not counted. Cheeks, forehead, hair, a plain background or
-  clothing inside the box never count (the measure used until 2026-11-30 counted flat cells over the whole
-  box, and so refused clean photos as COVERED).
-  With the face box, ``flat`` is also at least the **band scan**'s value, which does not need the landmarks
-  to land on a band (with the eyes covered, the detector may find only the face under the band and put its
-  box, and the landmarks located on it, below it: the strips then read cheeks and nose, about 1 eye-banded
-  face in 30 for faceledger-sface-v2). In the same level frame and cells, rows across the eye strip's width,
-  from the box's top (less 0.15 eye distances; at most BAND_REACH above the eye line) down to the eye strip's
-  bottom: a row is covered when 70% of its cells are featureless (BAND_ROW_SHARE; cells clipped to black or
-  white do not count: CLIPPED), and a run of covered rows is a band when its featureless cells are of one flat
-  colour (their means' standard deviation under BAND_SD, 2 grey levels: a smooth forehead's shading reads 3.3
-  or more). The tallest band over BAND_FULL (0.6 eye distances), capped at 1: COVERED from a band 0.3 eye
+  clothing inside the box never count in the strips (the measure used until 2026-11-30 counted flat cells over
+  the whole box, and so refused clean photos as COVERED).
+  With the face box, ``flat`` is also at least the **band scan**'s value, which does not need the landmarks to
+  land on a band (with the eyes covered, the detector may find only the face under the band and put its box, and
+  the landmarks located on it, below it: the strips then read cheeks and nose, about 1 eye-banded face in 30 for
+  faceledger-sface-v2). In the same level frame and cells, rows across the eye strip's width, from the box's top
+  (less 0.15 eye distances; at most BAND_REACH above the eye line) down to BAND_BOTTOM (0.6 eye distances below
+  the eye line): a row is covered when 70% of its cells are featureless (BAND_ROW_SHARE; cells clipped to black
+  or white do not count: CLIPPED), and a run of covered rows is a band when its featureless cells are of one
+  flat colour (their means' standard deviation under BAND_SD, 2 grey levels: a smooth forehead's shading reads
+  3.3 or more). The tallest band over BAND_FULL (0.6 eye distances), capped at 1: COVERED from a band 0.3 eye
   distances tall.
 
 Pure numpy (and Pillow for resampling); imports nothing else from faceledger.
@@ -169,6 +169,10 @@ BAND_FULL = 0.6
 #: The scan reaches up to the face box's top less 0.15 eye distances, but no higher than this above the eye line
 #: (eye distances): a box placed below a band (the detector found only the face under it) still has the band.
 BAND_REACH = 2.5
+#: ...and down to this below the eye line (eye distances): landmarks placed above a band (the detector's own
+#: keypoints, faceledger-sface-v1, put the eye line at the band's upper edge on some covered faces) still have
+#: it below them.
+BAND_BOTTOM = 0.6
 #: A cell whose mean is within this of black or white (grey levels) is clipped, not featureless, for the band
 #: scan: a sensor's saturation (the black shade under a cap's visor, a white cap, dark hair) is as flat and even
 #: as a band, and as common in clean photos (2 of 1200 sharp lfw_dev faces read COVERED without this).
@@ -198,11 +202,11 @@ def _cells(arr: np.ndarray, cx0: int, cy0: int, nx: int, ny: int, k: int) -> np.
 
 def _band(luma, a, c: float, s: float, iod: float, k: int, top: float) -> float:
     """``flat``'s band scan (module docstring): rows of k-px cells across the eye strip's width (0.5 eye
-    distances beyond each eye) from ``top`` (eye distances above the eye line, negative) to the eye strip's
-    bottom (0.1 below); the tallest run of covered rows (BAND_ROW_SHARE) of one flat colour (BAND_SD), over
+    distances beyond each eye) from ``top`` (eye distances above the eye line, negative) to BAND_BOTTOM
+    below it; the tallest run of covered rows (BAND_ROW_SHARE) of one flat colour (BAND_SD), over
     BAND_FULL eye distances, capped at 1."""
     x0, y0 = -0.5 * iod - 1.0, top * iod - 1.0  # a pixel's margin: the level frame's own border never counts
-    nx, ny = int(2.0 * iod) // k, int((0.1 - top) * iod) // k
+    nx, ny = int(2.0 * iod) // k, int((BAND_BOTTOM - top) * iod) // k
     if nx < 1 or ny < 1:
         return 0.0
     g, inside = _level(luma, a, c, s, x0, y0, nx * k + 2, ny * k + 2)
