@@ -665,10 +665,11 @@ def cmd_checkset(data: Path, model: str, images: int, out_dir: Path | None = Non
     shared/data/video) must not read as covered, and covered faces (a band over the eyes or the lower face:
     uniform, with sensor noise, skin-coloured like a hand, a light mask with folds; on the sharp photo and on
     a denoised one) must. For each: the share of faces outside the bound, with ``flat`` as it is now (and
-    RANGE.max_flat) and as it was until 2026-11-30 (whole-box flat cells, bound 0.2), in one run."""
+    RANGE.max_flat), with the landmarks' strips alone (no band scan, as until 2026-11-30 h-occl3) and as it was
+    until 2026-11-30 (whole-box flat cells, bound 0.2), in one run."""
     from faceledger.evaluation.degradations import CLEAN, clean
     from faceledger.vision import default_engine
-    from faceledger.vision.face_quality import RANGE, measure
+    from faceledger.vision.face_quality import RANGE, _flat, measure
     from faceledger.vision.image import decode_image
 
     eng = default_engine(face_model=model)
@@ -676,14 +677,15 @@ def cmd_checkset(data: Path, model: str, images: int, out_dir: Path | None = Non
     occluded = [(f"{k.replace('occlude', 'band')} {'eyes' if p == 0 else 'lower'}{' (denoised)' if dn else ''}",
                  k, p, dn) for dn in (False, True) for k in ("occlude", "occlude noisy", "occlude hand",
                                                             "occlude mask") for p in (0, 1)]
-    rows: dict[str, list[tuple[float, float]]] = {}
+    rows: dict[str, list[tuple[float, float, float]]] = {}
 
     def add(name, img):
         faces = eng.analyze(img, embed=False, max_faces=1)
         if faces:
             f, det = faces[0], faces[0].detection
             box = (det.left, det.top, det.right, det.bottom)
-            rows.setdefault(name, []).append((measure(img, box, f.points).flat, _flat_until_2026_11_30(img, box)))
+            rows.setdefault(name, []).append((measure(img, box, f.points).flat, _flat(img, f.points),
+                                              _flat_until_2026_11_30(img, box)))
 
     t0 = time.time()
     for k, rel in enumerate(rels):
@@ -702,19 +704,22 @@ def cmd_checkset(data: Path, model: str, images: int, out_dir: Path | None = Non
         add("studio PNG (hamilton references)", decode_image(path.read_bytes()).pixels)
     lines = [f"# bench/degradation.py checkset: face model {model}; {len(rels)} lfw_dev photos (seed {SEED}) "
              f"{time.time() - t0:.0f}s",
-             f"# share of faces read as COVERED: now (flat > {RANGE.max_flat:g}, eye and mouth strips by the "
-             f"landmarks) | until 2026-11-30 (flat > {OLD_MAX_FLAT:g}, whole box)",
-             f"{'photos':34s} {'faces':>5s} | {'COVERED now':>11s} | {'before':>6s} | flat now median [99th]"]
+             f"# share of faces read as COVERED: now (flat > {RANGE.max_flat:g}: eye and mouth strips by the "
+             f"landmarks, and the band scan from the box's top) | strips (the landmarks' strips alone, no band "
+             f"scan) | whole box (until 2026-11-30: flat > {OLD_MAX_FLAT:g} over the whole box)",
+             f"{'photos':34s} {'faces':>5s} | {'COVERED now':>11s} | {'strips':>6s} | {'whole box':>9s} | "
+             f"flat now median [99th]"]
     for group, names in (("clean: must not be COVERED", ["sharp (LFW JPEG)", *CLEAN,
                                                           "studio PNG (hamilton references)"]),
                          ("covered: must be COVERED", [n for n, *_ in occluded])):
         lines.append(f"## {group}")
         for name in names:
-            v = np.array(rows.get(name, []), dtype=np.float64).reshape(-1, 2)
+            v = np.array(rows.get(name, []), dtype=np.float64).reshape(-1, 3)
             if not len(v):
                 continue
             lines.append(f"{name:34s} {len(v):5d} | {100 * (v[:, 0] > RANGE.max_flat).mean():10.1f}% | "
-                         f"{100 * (v[:, 1] > OLD_MAX_FLAT).mean():5.1f}% | {np.median(v[:, 0]):.2f} "
+                         f"{100 * (v[:, 1] > RANGE.max_flat).mean():5.1f}% | "
+                         f"{100 * (v[:, 2] > OLD_MAX_FLAT).mean():8.1f}% | {np.median(v[:, 0]):.2f} "
                          f"[{np.percentile(v[:, 0], 99):.2f}]")
     print("\n".join(lines), flush=True)
     if out_dir is not None:

@@ -67,6 +67,16 @@ COVERED_STRANGERS_BY_MODEL = {
         ("Debra_Brown/Debra_Brown_0002.jpg", "Sarah_Hughes/Sarah_Hughes_0004.jpg"),
     ],
 }
+#: different people whose photos, each with a band over the eyes, reached Similarity 99 on the main table because
+#: the measure missed the band on both: the detector found only the face under the band, and the landmarks located
+#: on its box fell under it too, off the eye strip (the strips' flat read 0.10 / 0.00 and 0.33 / 0.03;
+#: bench/degradation.py's band-eyes cache; sharp photos ~10-30)
+MISSED_STRANGERS_BY_MODEL = {
+    "faceledger-sface-v2": [
+        ("Bob_Graham/Bob_Graham_0003.jpg", "William_Martin/William_Martin_0001.jpg"),  # covered 99.85 on the main table
+        ("Albrecht_Mentz/Albrecht_Mentz_0002.jpg", "Frank_Cassell/Frank_Cassell_0003.jpg"),  # 99.7
+    ],
+}
 #: one person's two photos (a mated pair): the second, underexposed (x0.15), still matches the first
 MATED = ("Angelina_Jolie/Angelina_Jolie_0016.jpg", "Angelina_Jolie/Angelina_Jolie_0007.jpg")
 
@@ -264,3 +274,34 @@ def test_strangers_both_covered_are_scored_on_the_covered_table(rekognition, pla
     r = plain_rekognition.search_faces_by_image(CollectionId=collection_id, Image={"Bytes": db},
                                                 FaceMatchThreshold=0)
     assert r["FaceMatches"][0]["Similarity"] < 80
+
+
+def test_eye_bands_the_landmarks_miss_are_covered_and_auto_refuses_them(rekognition, collection_id, lfw, engine):
+    """The eye band's remaining fault (issue 10 point 5): on about 1 eye-banded face in 30 the landmarks fall off
+    the band (the detector's box moves under it), so the landmarks' strips read the face as uncovered and two
+    such strangers were scored on the main table at 99. The band scan from the box's top (vision.face_quality's
+    ``flat``) finds the band whatever the landmarks: both faces read COVERED, AUTO refuses them, and compared
+    anyway (QualityFilter NONE) the pair is scored with the covered-both table, under 80."""
+    from faceledger.vision.face_quality import RANGE, _flat
+
+    if engine.model_version not in MISSED_STRANGERS_BY_MODEL:
+        pytest.skip(f"no missed-band stranger pairs listed for {engine.model_version} (bench/degradation.py finds them)")
+    main = SimilarityScale.load(engine.model_version)
+    covered = SimilarityScale.load(engine.model_version, "covered-both")
+    for a, b in MISSED_STRANGERS_BY_MODEL[engine.model_version]:
+        da, pa = _degraded(lfw, engine, a, "occlude", 0)
+        db, pb = _degraded(lfw, engine, b, "occlude", 0)
+        d, fa, fb = _distance(engine, pa, pb)
+        for img, f in ((pa, fa), (pb, fb)):
+            assert _flat(img, f.points) <= RANGE.max_flat  # the fault's kind: the landmarks' strips miss the band
+            assert band(f.quality.measures) == "covered", f.quality.measures
+        assert main.similarity(d) >= 99  # what the main table said
+        r = rekognition.compare_faces(SourceImage={"Bytes": da}, TargetImage={"Bytes": db}, QualityFilter="NONE",
+                                      SimilarityThreshold=0)
+        assert _headers(r)[BAND] == "covered-both"
+        s = r["FaceMatches"][0]["Similarity"]
+        assert s < 80 and s == pytest.approx(covered.similarity(d), abs=0.05)
+        for data in (da, db):
+            r = rekognition.index_faces(CollectionId=collection_id, Image={"Bytes": data}, QualityFilter="AUTO",
+                                        MaxFaces=1)
+            assert r["FaceRecords"] == [] and "LOW_FACE_QUALITY" in r["UnindexedFaces"][0]["Reasons"]

@@ -31,8 +31,18 @@ All measures are on the face box of the RGB image as given (its own pixel grid),
   brows, nostrils and lips there whatever its skin looks like (a noise-free studio PNG, a denoised or
   beauty-filtered phone photo, an upscaled one); a band, a hand or a plain mask across them leaves them
   featureless. Cells outside the image are not counted. Cheeks, forehead, hair, a plain background or
-  clothing inside the box never count (the measure used until 2026-11-30 counted flat cells over the whole
-  box, and so refused clean photos as COVERED).
+  clothing inside the box never count in the strips (the measure used until 2026-11-30 counted flat cells over
+  the whole box, and so refused clean photos as COVERED).
+  With the face box, ``flat`` is also at least the **band scan**'s value, which does not need the landmarks to
+  land on a band (with the eyes covered, the detector may find only the face under the band and put its box, and
+  the landmarks located on it, below it: the strips then read cheeks and nose, about 1 eye-banded face in 30 for
+  faceledger-sface-v2). In the same level frame and cells, rows across the eye strip's width, from the box's top
+  (less 0.15 eye distances; at most BAND_REACH above the eye line) down to BAND_BOTTOM (0.6 eye distances below
+  the eye line): a row is covered when 70% of its cells are featureless (BAND_ROW_SHARE; cells clipped to black
+  or white do not count: CLIPPED), and a run of covered rows is a band when its featureless cells are of one
+  flat colour (their means' standard deviation under BAND_SD, 2 grey levels: a smooth forehead's shading reads
+  3.3 or more). The tallest band over BAND_FULL (0.6 eye distances), capped at 1: COVERED from a band 0.3 eye
+  distances tall.
 
 Pure numpy (and Pillow for resampling); imports nothing else from faceledger.
 """
@@ -145,9 +155,84 @@ def _mean3(g: np.ndarray) -> np.ndarray:
     return sum(p[i:i + g.shape[0], j:j + g.shape[1]] for i in range(3) for j in range(3)) / 9.0
 
 
-def _flat(image: np.ndarray, points: np.ndarray) -> float:
+#: ``flat``'s band scan: a row of cells across the eye strip's width is covered when at least this share of its
+#: cells (those inside the image, at least half of the row) is featureless.
+BAND_ROW_SHARE = 0.7
+#: A run of covered rows is an occluder's band when its featureless cells are of one flat colour: the standard
+#: deviation of their means under this (grey levels of luma). A plain, noisy or evenly lit band reads 0-0.5; the
+#: smooth foreheads of denoised and beauty-filtered clean photos read 3.3 or more (their shading, hair at the
+#: sides; bench/degradation.py checkset), and so never count, however featureless.
+BAND_SD = 2.0
+#: A band this tall (eye distances) reads 1.0 (the eye strip's height, 0.55, rounded up); COVERED (flat over
+#: RANGE.max_flat 0.5) from a band over 0.3 eye distances tall.
+BAND_FULL = 0.6
+#: The scan reaches up to the face box's top less 0.15 eye distances, but no higher than this above the eye line
+#: (eye distances): a box placed below a band (the detector found only the face under it) still has the band.
+BAND_REACH = 2.5
+#: ...and down to this below the eye line (eye distances): landmarks placed above a band (the detector's own
+#: keypoints, faceledger-sface-v1, put the eye line at the band's upper edge on some covered faces) still have
+#: it below them.
+BAND_BOTTOM = 0.6
+#: A cell whose mean is within this of black or white (grey levels) is clipped, not featureless, for the band
+#: scan: a sensor's saturation (the black shade under a cap's visor, a white cap, dark hair) is as flat and even
+#: as a band, and as common in clean photos (2 of 1200 sharp lfw_dev faces read COVERED without this).
+CLIPPED = 8.0
+
+
+def _level(luma, a, c: float, s: float, x0: float, y0: float, w: int, h: int):
+    """The luma image (PIL "L") in the face's level frame: pixel (u, v) of the (h, w) result is the image's
+    pixel nearest a + R (u + x0, v + y0), R the rotation by (c, s). Returns the 3x3 mean of it and where that
+    mean lies wholly inside the image (so the result's own border never counts)."""
+    from PIL import Image
+
+    m = (c, -s, a[0] + c * x0 - s * y0, s, c, a[1] + s * x0 + c * y0)
+    g = _mean3(np.asarray(luma.transform((w, h), Image.AFFINE, m, resample=Image.NEAREST, fillcolor=0),
+                          dtype=np.float32))
+    inside = np.asarray(Image.new("L", luma.size, 255).transform((w, h), Image.AFFINE, m,
+                                                                 resample=Image.NEAREST, fillcolor=0)) > 0
+    inside = np.pad(inside, 1, mode="constant")  # a pixel counts when its whole 3x3 mean is in the image
+    inside = np.logical_and.reduce([inside[i:i + h, j:j + w] for i in range(3) for j in range(3)])
+    return g, inside
+
+
+def _cells(arr: np.ndarray, cx0: int, cy0: int, nx: int, ny: int, k: int) -> np.ndarray:
+    """The (ny, nx) cells of k x k pixels of ``arr`` from (cx0, cy0), as (ny, nx, k * k)."""
+    return arr[cy0:cy0 + ny * k, cx0:cx0 + nx * k].reshape(ny, k, nx, k).transpose(0, 2, 1, 3).reshape(ny, nx, k * k)
+
+
+def _band(luma, a, c: float, s: float, iod: float, k: int, top: float) -> float:
+    """``flat``'s band scan (module docstring): rows of k-px cells across the eye strip's width (0.5 eye
+    distances beyond each eye) from ``top`` (eye distances above the eye line, negative) to BAND_BOTTOM
+    below it; the tallest run of covered rows (BAND_ROW_SHARE) of one flat colour (BAND_SD), over
+    BAND_FULL eye distances, capped at 1."""
+    x0, y0 = -0.5 * iod - 1.0, top * iod - 1.0  # a pixel's margin: the level frame's own border never counts
+    nx, ny = int(2.0 * iod) // k, int((BAND_BOTTOM - top) * iod) // k
+    if nx < 1 or ny < 1:
+        return 0.0
+    g, inside = _level(luma, a, c, s, x0, y0, nx * k + 2, ny * k + 2)
+    cg, ci = _cells(g, 1, 1, nx, ny, k), _cells(inside, 1, 1, nx, ny, k).all(axis=2)
+    means = cg.mean(axis=2)
+    featureless = (cg.std(axis=2) < FEATURELESS_SD) & ci & (means >= CLIPPED) & (means <= 255.0 - CLIPPED)
+    n_in = ci.sum(axis=1)
+    covered = (2 * n_in >= nx) & (featureless.sum(axis=1) >= BAND_ROW_SHARE * np.maximum(n_in, 1))
+    best, r = 0, 0
+    while r < ny:
+        if not covered[r]:
+            r += 1
+            continue
+        e = r
+        while e < ny and covered[e]:
+            e += 1
+        if e - r > best and float(means[r:e][featureless[r:e]].std()) < BAND_SD:
+            best = e - r
+        r = e
+    return min(1.0, best * k / (BAND_FULL * iod))
+
+
+def _flat(image: np.ndarray, points: np.ndarray, box: tuple[float, float, float, float] | None = None) -> float:
     """The ``flat`` measure (module docstring) of the face whose five landmarks are ``points`` ((5, 2),
-    pixels) in the RGB ``image``."""
+    pixels) in the RGB ``image``; ``box`` (left, top, right, bottom; pixels): the face box, whose top bounds
+    the band scan (None: no band scan)."""
     from PIL import Image
 
     p = np.asarray(points, dtype=np.float64)
@@ -163,15 +248,8 @@ def _flat(image: np.ndarray, points: np.ndarray) -> float:
     h = int(math.ceil(max(nose_v + 0.85 * iod, 0.1 * iod) - y0))
     if not 0 < w * h <= 4096 * 4096:
         return 1.0
-    # the level frame (u, v) -> the image: a + R (u + x0, v + y0), at the image's own scale, nearest pixels
-    m = (c, -s, a[0] + c * x0 - s * y0, s, c, a[1] + s * x0 + c * y0)
     luma = Image.fromarray(np.clip(_luma(image), 0, 255).astype(np.uint8))
-    g = _mean3(np.asarray(luma.transform((w, h), Image.AFFINE, m, resample=Image.NEAREST, fillcolor=0),
-                          dtype=np.float32))
-    inside = np.asarray(Image.new("L", luma.size, 255).transform((w, h), Image.AFFINE, m,
-                                                                 resample=Image.NEAREST, fillcolor=0)) > 0
-    inside = np.pad(inside, 1, mode="constant")  # a pixel counts when its whole 3x3 mean is in the image
-    inside = np.logical_and.reduce([inside[i:i + h, j:j + w] for i in range(3) for j in range(3)])
+    g, inside = _level(luma, a, c, s, x0, y0, w, h)
     k = max(3, int(round(iod / 8.0)))
     shares = []
     for (u0, u1, v0, v1), weight in zip(strips, (1.0, MOUTH_WEIGHT)):
@@ -180,11 +258,15 @@ def _flat(image: np.ndarray, points: np.ndarray) -> float:
         ny = (min(h, int(round(v1 * iod - y0))) - cy0) // k
         if nx < 1 or ny < 1:
             continue
-        cells = [arr[cy0:cy0 + ny * k, cx0:cx0 + nx * k].reshape(ny, k, nx, k).transpose(0, 2, 1, 3)
-                 .reshape(ny * nx, k * k) for arr in (g, inside)]
+        cells = [_cells(arr, cx0, cy0, nx, ny, k).reshape(ny * nx, k * k) for arr in (g, inside)]
         ok = cells[1].all(axis=1)
         if ok.any():
             shares.append(weight * float((cells[0][ok].std(axis=1) < FEATURELESS_SD).mean()))
+    if box is not None:
+        left, top, right, _ = box
+        top_v = float((np.array([(left + right) / 2.0, top]) - a) @ np.array([-s, c])) / iod
+        if math.isfinite(top_v):
+            shares.append(_band(luma, a, c, s, iod, k, min(-0.45, max(-BAND_REACH, top_v - 0.15))))
     return max(shares) if shares else 0.0
 
 
@@ -192,8 +274,8 @@ def measure(image: np.ndarray, box: tuple[float, float, float, float],
             points: np.ndarray | None = None) -> QualityMeasures:
     """The measures of the face in ``box`` (left, top, right, bottom; pixels) of an (H, W, 3) uint8 image.
     ``points``: the face's five landmarks ((5, 2) pixels, dlib's order, as the engine locates them), which
-    place ``flat``'s strips; None: their average place in the box (MEAN_POINTS). Costs time in proportion
-    to the box, not the image."""
+    place ``flat``'s strips; None: their average place in the box (MEAN_POINTS); the box's top bounds
+    ``flat``'s band scan. Costs time in proportion to the box, not the image."""
     image = np.asarray(image)
     left, top, right, bottom = box
     face_px = float(max(0.0, min(right - left, bottom - top)))
@@ -210,7 +292,7 @@ def measure(image: np.ndarray, box: tuple[float, float, float, float],
         noise=_noise(crop),
         blockiness=_blockiness(crop, x0, y0),
         contrast=float(crop.std()),
-        flat=_flat(image, points),
+        flat=_flat(image, points, box),
         brightness=float(crop.mean() / 255.0 * 100.0),
     )
 
