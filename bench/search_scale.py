@@ -322,6 +322,11 @@ def run(n: int, args, real, people, fit) -> dict:
            "store_p99_ms": float(np.percentile(served["store_ms"], 99))}
     for name, ids in probe_sets.items():
         row[f"recall1_{name}"], row[f"recall10_{name}"] = recall(served["top10"], truth, ids)
+    queries = matrix[pair_rows[:5]]
+    row["matvec_exact_ms"] = matvec_search_ms(matrix, queries)
+    if n * dim * 4 / 2**30 <= args.exhaustive_max_gb:
+        row["todays_search_ms"] = todays_search_ms(matrix, queries)
+    del matrix  # (before the exact pass below: both would hold every vector)
     # the default search policy on the real probes against the same service searching exactly
     if args.json:  # what is known so far, in case the rest is stopped
         Path(args.json).write_text(json.dumps(args.rows + [row], indent=1))
@@ -337,11 +342,10 @@ def run(n: int, args, real, people, fit) -> dict:
                                "exact_matched": sum(bool(exact["answers"][f]["matches"]) for f in probe_sets["real"]),
                                "exact_ambiguous": sum(exact["answers"][f]["ambiguous"] for f in probe_sets["real"]),
                                "threshold_used": served["answers"][probe_sets["real"][0]]["threshold"]}
-    queries = matrix[pair_rows[:5]]
-    row["matvec_exact_ms"] = matvec_search_ms(matrix, queries)
-    if n * dim * 4 / 2**30 <= args.exhaustive_max_gb:
-        row["todays_search_ms"] = todays_search_ms(matrix, queries)
-    del matrix
+        if args.json:  # each real probe's answers, both ways (which decisions differ, and why)
+            Path(args.json).with_suffix(f".answers-{n}.json").write_text(json.dumps(
+                {f: {"index": served["answers"][f], "exact": exact["answers"][f], "top10": served["top10"][f],
+                     "truth": truth[f]} for f in probe_sets["real"]}))
     if not args.keep:
         shutil.rmtree(work / "export", ignore_errors=True)
     return row
