@@ -11,7 +11,7 @@ For each N:
   of the synthetic faces come in pairs (mated probes: a face whose mate is stored), 20% alone (strangers:
   no mate stored), and every real lfw_dev face is mixed in (real probes: a person with 2+ photos). ``--model
   dlib`` uses the dlib-resnet-v1 block of the fusion vectors (its first 128 values, renormalised: exactly
-  dlib-resnet-v1's descriptor), ``--model fusion`` the 1152-d vectors, ``--model sface`` a cache of 128-d faceledger-sface-v1 vectors.
+  dlib-resnet-v1's descriptor), ``--model fusion`` the 1152-d vectors, ``--model sface`` a cache of 128-d SFace vectors (faceledger-sface-v2, the default model).
 * **import**: the vectors are written as a collection export (collection.json, faces.jsonl, vectors.npy) and
   imported with ``Faceledger.ImportCollection`` (one transaction, then the index build), timed.
 * **serving**, in a fresh process on the data folder (so its memory is what a server would hold):
@@ -42,7 +42,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"dlib": ("dlib-resnet-v1", 128), "fusion": ("faceledger-fusion-v1", 1152),
-          "sface": ("faceledger-sface-v1", 128)}
+          "sface": ("faceledger-sface-v2", 128)}
 DLIB_WEIGHT = 2.0  # vision/fusion.py: [sqrt(w) d, f] / sqrt(w + 1)
 
 
@@ -52,8 +52,8 @@ def face_id(i: int) -> str:
 
 def real_embeddings(path: str | None, model: str) -> tuple[np.ndarray, list[str]]:
     """lfw_dev's real vectors of ``model`` and each one's person. ``dlib`` and ``fusion`` read a cache of
-    1152-d fusion vectors (dlib is its first block); ``sface`` a cache of 128-d faceledger-sface-v1 vectors
-    (``faceledger eval verify ../shared/data/lfw_dev --face-model faceledger-sface-v1``)."""
+    1152-d fusion vectors (dlib is its first block); ``sface`` a cache of 128-d faceledger-sface-v2 vectors
+    (``faceledger eval verify ../shared/data/lfw_dev --face-model faceledger-sface-v2``)."""
     width = 128 if model == "sface" else 1152
     if path is None:
         cache = Path(os.environ.get("FACELEDGER_CACHE", Path.home() / ".cache/faceledger/embeddings"))
@@ -142,6 +142,12 @@ def write_export(out: Path, n: int, real: np.ndarray, people: list[str], fit: Fi
     return {"real": (0, n_real), "pairs": (n_real, n_real + 2 * n_pairs), "singles": (n_real + 2 * n_pairs, n)}
 
 
+def progress(message: str) -> bool:
+    """A progress line on stderr (a 10M run takes most of an hour)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    return True
+
+
 def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -196,15 +202,24 @@ def serve(data: Path, probes: list[str], env_extra: dict | None = None, nprobe: 
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def exact_truth(matrix: np.ndarray, rows: np.ndarray, k: int = 10) -> dict[str, list[str]]:
-    from faceledger.store.index.exact import exact_nearest, squared_norms
-
-    norms = squared_norms(matrix)
-    out = {}
-    for r in rows:
-        found, _ = exact_nearest(matrix, norms, matrix[r], k + 1, 4.0)
-        out[face_id(int(r))] = [face_id(int(i)) for i in found if i != r][:k]
-    return out
+def exact_truth(matrix: np.ndarray, rows: np.ndarray, k: int = 10, chunk: int = 250000) -> dict[str, list[str]]:
+    """Each row's exact top ``k`` (squared L2, the query itself left out), all queries at once: one matrix
+    product per chunk of the collection (per query, a matrix-vector product over 10M faces is ~1 s here)."""
+    queries = np.ascontiguousarray(matrix[rows], dtype=np.float32)
+    qn = (queries ** 2).sum(axis=1)
+    best_d = np.full((len(rows), 0), np.inf, np.float32)
+    best_i = np.zeros((len(rows), 0), np.int64)
+    for start in range(0, len(matrix), chunk):
+        block = np.asarray(matrix[start:start + chunk], dtype=np.float32)
+        d = qn[:, None] + (block ** 2).sum(axis=1)[None, :] - 2 * queries @ block.T
+        d[(rows[:, None] - start) == np.arange(len(block))[None, :]] = np.inf  # the query itself
+        top = np.argpartition(d, min(k, d.shape[1] - 1), axis=1)[:, :k + 1]
+        best_d = np.concatenate([best_d, np.take_along_axis(d, top, axis=1)], axis=1)
+        best_i = np.concatenate([best_i, top + start], axis=1)
+        keep = np.argsort(best_d, axis=1, kind="stable")[:, :k]
+        best_d, best_i = np.take_along_axis(best_d, keep, axis=1), np.take_along_axis(best_i, keep, axis=1)
+    return {face_id(int(r)): [face_id(int(i)) for i, dd in zip(ii, dd_) if np.isfinite(dd)]
+            for r, ii, dd_ in zip(rows, best_i, best_d)}
 
 
 def todays_search_ms(matrix: np.ndarray, queries: np.ndarray) -> float:
@@ -242,15 +257,36 @@ def run(n: int, args, real, people, fit) -> dict:
 
     model, dim = MODELS[args.model]
     work = Path(args.work) / f"{args.model}-{n}"
-    shutil.rmtree(work, ignore_errors=True)
-    t = time.monotonic()
-    ranges = write_export(work / "export", n, real, people, fit, model, args.seed)
-    generated = time.monotonic() - t
+    made = {"faces": n, "model": model, "seed": args.seed, "real": len(real)}
+    done = work / "export" / "made.json"
+    if args.keep and done.exists() and json.loads(done.read_text()).get("made") == made:
+        ranges = {k: tuple(v) for k, v in json.loads(done.read_text())["ranges"].items()}
+        generated = None  # reused (--keep): made by an earlier run
+        shutil.rmtree(work / "data", ignore_errors=True)
+        progress(f"{n}: reusing the export in {work / 'export'}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        t = time.monotonic()
+        ranges = write_export(work / "export", n, real, people, fit, model, args.seed)
+        generated = time.monotonic() - t
+        done.write_text(json.dumps({"made": made, "ranges": ranges}))
+        progress(f"{n}: export written in {generated:.0f} s")
+    if args.generate_only:
+        return {"faces": n, "generate_s": generated}
     data = work / "data"
     client = Client(data)
     t = time.monotonic()
-    client._service.call("ImportCollection", {"Directory": str(work / "export")})
+    from faceledger.service.transfer import PROGRESS
+
+    step = max(n // 20, 1)
+    token = PROGRESS.set(lambda phase, k, total: k % step < 10000 and progress(f"{n}: import {phase} {k}/{total} "
+                                                                              f"({time.monotonic() - t:.0f} s)"))
+    try:
+        client._service.call("ImportCollection", {"Directory": str(work / "export")})
+    finally:
+        PROGRESS.reset(token)
     imported = time.monotonic() - t
+    progress(f"{n}: imported in {imported:.0f} s (index build {client._service.store.indexes.last_build_seconds:.0f} s)")
     build = client._service.store.indexes.last_build_seconds
     client._service.store.close()
     del client
@@ -268,10 +304,13 @@ def run(n: int, args, real, people, fit) -> dict:
                   "real": [face_id(int(r)) for r in real_rows]}
     probes = [f for ids in probe_sets.values() for f in ids]
     served = serve(data, probes, nprobe=args.nprobe)
+    progress(f"{n}: served {len(probes)} probes (restart {served['restart_s']:.1f} s, service p50 "
+             f"{np.percentile(served['service_ms'], 50):.1f} ms)")
 
     matrix = np.load(work / "export" / "vectors.npy", mmap_mode="r")
     matrix = np.ascontiguousarray(matrix)
     truth = exact_truth(matrix, np.concatenate([pair_rows, single_rows, real_rows]))
+    progress(f"{n}: exact truth computed")
     row = {"faces": n, "model": model, "dim": dim, "generate_s": generated, "import_s": imported,
            "index_build_s": build, "disk_bytes": disk, "restart_s": served["restart_s"],
            "builds_at_start": served["builds_at_start"], "kind": served["kind"],
@@ -283,8 +322,16 @@ def run(n: int, args, real, people, fit) -> dict:
            "store_p99_ms": float(np.percentile(served["store_ms"], 99))}
     for name, ids in probe_sets.items():
         row[f"recall1_{name}"], row[f"recall10_{name}"] = recall(served["top10"], truth, ids)
+    queries = matrix[pair_rows[:5]]
+    row["matvec_exact_ms"] = matvec_search_ms(matrix, queries)
+    if n * dim * 4 / 2**30 <= args.exhaustive_max_gb:
+        row["todays_search_ms"] = todays_search_ms(matrix, queries)
+    del matrix  # (before the exact pass below: both would hold every vector)
     # the default search policy on the real probes against the same service searching exactly
+    if args.json:  # what is known so far, in case the rest is stopped
+        Path(args.json).write_text(json.dumps(args.rows + [row], indent=1))
     if n * dim * 4 / 2**30 <= args.exhaustive_max_gb * 2:
+        progress(f"{n}: serving the real probes with exact search (the policy's answers)")
         exact = serve(data, probe_sets["real"], {"FACELEDGER_INDEX": "exact"})
         same = [served["answers"][f] == exact["answers"][f] for f in probe_sets["real"]]
         row["policy_same_as_exact_real"] = float(np.mean(same))
@@ -295,11 +342,10 @@ def run(n: int, args, real, people, fit) -> dict:
                                "exact_matched": sum(bool(exact["answers"][f]["matches"]) for f in probe_sets["real"]),
                                "exact_ambiguous": sum(exact["answers"][f]["ambiguous"] for f in probe_sets["real"]),
                                "threshold_used": served["answers"][probe_sets["real"][0]]["threshold"]}
-    queries = matrix[pair_rows[:5]]
-    row["matvec_exact_ms"] = matvec_search_ms(matrix, queries)
-    if n * dim * 4 / 2**30 <= args.exhaustive_max_gb:
-        row["todays_search_ms"] = todays_search_ms(matrix, queries)
-    del matrix
+        if args.json:  # each real probe's answers, both ways (which decisions differ, and why)
+            Path(args.json).with_suffix(f".answers-{n}.json").write_text(json.dumps(
+                {f: {"index": served["answers"][f], "exact": exact["answers"][f], "top10": served["top10"][f],
+                     "truth": truth[f]} for f in probe_sets["real"]}))
     if not args.keep:
         shutil.rmtree(work / "export", ignore_errors=True)
     return row
@@ -315,7 +361,10 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/faceledger-search-scale")
     ap.add_argument("--exhaustive-max-gb", type=float, default=2.5,
                     help="time today's search where the N x D matrix is at most this size")
-    ap.add_argument("--keep", action="store_true", help="keep the export folders")
+    ap.add_argument("--keep", action="store_true", help="keep the export folders, and reuse one made by an "
+                    "earlier run with the same --faces, --model and --seed (only the import and after are run)")
+    ap.add_argument("--generate-only", action="store_true", help="write the exports and stop (with --keep: "
+                    "generate a large one ahead of the run)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -323,9 +372,11 @@ def main() -> None:
     fit = Fitted(real, people)
     print(f"{args.model}: {len(real)} real lfw_dev faces of {len(set(people))} people; mean |v| of identity "
           f"centres {np.linalg.norm(fit.mean):.3f}", flush=True)
-    rows = []
+    rows = args.rows = []
     for n in args.faces:
         row = run(n, args, real, people, fit)
+        if args.generate_only:
+            continue
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.json:

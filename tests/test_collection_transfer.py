@@ -200,3 +200,36 @@ def test_a_refusal_in_a_later_batch_rolls_back_the_batches_written_before_it(exp
     store.add_faces([face("src", 5000, matrix[0])])
     assert store.get_collection("src").face_count == 1201
     store.close()
+
+
+def test_an_import_builds_its_index_from_the_exported_vectors_under_the_right_row_numbers(exported, tmp_path,
+                                                                                         monkeypatch):
+    """ImportCollection builds the approximate index from vectors.npy (not read back from the store): every
+    face is found as its own nearest, the saved index serves a restart without a rebuild, and it answers as
+    an index built from the store does."""
+    from faceledger.client import Client
+
+    _, out, _ = exported
+    matrix = np.load(out / "vectors.npy")
+    ids = [json.loads(line)["FaceId"] for line in (out / "faces.jsonl").read_text().splitlines()]
+    client = Client(tmp_path / "data")
+    store = client._service.store
+    store.indexes.exact_below = 500
+    with monkeypatch.context() as m:  # a build reading the store back would fail the import's build
+        m.setattr(store.indexes, "_build", lambda *a, **k: pytest.fail("the import read its vectors back"))
+        client._service.call("ImportCollection", {"Directory": str(out), "CollectionId": "copy"})
+    assert store.indexes.builds == 1
+    state = store.indexes.current("copy")
+    assert state.index.kind == "faiss-ivf" and len(state.index) == 1200 and store.indexes.builds == 1
+    probes = np.random.default_rng(3).choice(1200, 60, replace=False)
+
+    def top(s) -> list[str]:
+        return [s.nearest("copy", matrix[i], limit=1, max_distance=4.0)[0].face.face_id for i in probes]
+
+    assert top(store) == [ids[i] for i in probes]
+    store.rebuild_index("copy")  # from the store's rows: the same answers
+    assert top(store) == [ids[i] for i in probes]
+    store.close()
+    again = Client(tmp_path / "data")._service.store
+    assert top(again) == [ids[i] for i in probes] and again.indexes.builds == 0  # the saved one, loaded
+    again.close()

@@ -321,12 +321,13 @@ def import_collection(inv, params: dict[str, Any]) -> dict[str, Any]:
     wanted_users = set(users)
     batch: list[FaceRecord] = []
     lines: list[int] = []
+    numbered: list = []  # each batch's first row number (or None), for the index build from vectors.npy
     done = 0
 
     def flush() -> None:
         nonlocal done
         try:
-            inv.store.add_faces(batch)
+            inv.store.add_faces(batch, numbered=numbered)
         except Exception as exc:
             _refuse_taken(inv, cid, batch, lines, exc)  # a FaceId repeated or already stored: say which
             raise
@@ -360,7 +361,13 @@ def import_collection(inv, params: dict[str, Any]) -> dict[str, Any]:
             flush()
     for uid in sorted(wanted_users):
         inv.store.create_user(UserRecord(cid, uid, inv.now()))
-    inv.after_commit(lambda: _build_index(inv.store, cid))
+    if numbered and all(numbered):  # the index is built from vectors.npy, not read back from the store
+        labels = np.concatenate([np.arange(first, first + min(BATCH, done - i * BATCH), dtype=np.int64)
+                                 for i, (first, _) in enumerate(numbered)])
+        head = numbered[-1][1]
+        inv.after_commit(lambda: _build_index(inv.store, cid, (head, labels, vectors)))
+    else:
+        inv.after_commit(lambda: _build_index(inv.store, cid))
     inv.meta.update(BiometricData=True, FaceCount=done, Directory=str(src.resolve()))
     return {"CollectionId": cid, "CollectionArn": record.arn, "FaceModelVersion": model, "FaceCount": done,
             "Users": len(wanted_users)}
@@ -393,10 +400,14 @@ def _refuse_taken(inv, cid: str, batch: list[FaceRecord], lines: list[int], exc:
                                         "across collections): nothing was imported")
 
 
-def _build_index(store, cid: str) -> None:
-    """Build the imported collection's index now (else the first search would); a failure loses nothing."""
+def _build_index(store, cid: str, held: tuple | None = None) -> None:
+    """Build the imported collection's index now (else the first search would); a failure loses nothing.
+    ``held``: (head, row numbers, vectors) to build it from the export's vectors instead of the store's."""
     try:
-        store.rebuild_index(cid)
+        if held is not None:
+            store.indexes.build_from(cid, *held)
+        else:
+            store.rebuild_index(cid)
     except Exception:
         log.warning("could not build the vector index of imported collection %s: the first search will", cid,
                     exc_info=True)

@@ -228,6 +228,10 @@ class MilvusIndexes(CollectionIndexes):
     def _build(self, collection_id: str, state: _State, *, force_kind: str | None = None) -> None:
         self._sync(collection_id, state, full=True)
 
+    def build_from(self, collection_id: str, head, labels, vectors, kind: str | None = None) -> _State | None:
+        """Milvus is filled from the store (its own bulk path), not from the caller's arrays."""
+        return self.rebuild(collection_id)
+
     def _sync(self, collection_id: str, state: _State, *, full: bool = False) -> None:
         """Apply the store's changes since the generation Milvus reflects, under the store's write lock."""
         name = milvus_name(collection_id)

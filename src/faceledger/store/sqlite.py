@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sqlite3
 import threading
@@ -175,6 +176,9 @@ _FACE_COLUMNS = (
 #: Vector indexes are derived state (store/index/manager.py): each face row carries ``seq``, the collection's
 #: generation after the write that stored it, and each delete leaves a tombstone at the generation the
 #: write bumps to (every write that deletes faces bumps the generation once after its deletes).
+#: the page cache of a bulk insert (SQLiteStore.counted_at_end), KiB: the two FaceId indexes of 10M faces
+#: are ~1 GB (docs/scale.md)
+BULK_CACHE_KIB = int(os.environ.get("FACELEDGER_BULK_CACHE_MB", "1024")) * 1024
 #: each face stored counts itself (dropped and created again around a bulk insert: SQLiteStore.counted_at_end)
 FACES_COUNTED = """CREATE TRIGGER IF NOT EXISTS faces_counted AFTER INSERT ON faces BEGIN
     UPDATE collections SET face_count = face_count + 1 WHERE collection_id = new.collection_id;
@@ -594,8 +598,13 @@ class SQLiteStore(VideoJobStore):
 
     # -- faces -------------------------------------------------------------------------
 
-    def add_faces(self, faces: Sequence[FaceRecord]) -> bool:
-        """Store the faces; False (and nothing stored) when a collection is gone, e.g. deleted meanwhile."""
+    def add_faces(self, faces: Sequence[FaceRecord], *, numbered: list | None = None) -> bool:
+        """Store the faces; False (and nothing stored) when a collection is gone, e.g. deleted meanwhile.
+        ``numbered`` (a bulk import building its index from the vectors it holds: CollectionIndexes.build_from):
+        a list to which ``(first, head)`` is appended when the faces (all of one collection) provably got the
+        row numbers first, first + 1, ... in their order (SQLite gives a new row the largest row number + 1,
+        and the largest grew by exactly their count), ``head`` being the collection's ((rowid, created_at),
+        generation) after this write; None is appended when that cannot be shown (then read them back)."""
         if not faces:
             return True
         rows = []
@@ -630,12 +639,19 @@ class SQLiteStore(VideoJobStore):
                 if row is None:
                     return False
                 seqs[cid] = row[0] + 1  # the generation this write bumps to
+            countable = numbered is not None and len(collection_ids) == 1 and isinstance(db, sqlite3.Connection)
+            if countable:
+                before = db.execute("SELECT max(rowid) FROM faces").fetchone()[0] or 0
             db.executemany(
                 f"INSERT INTO faces ({_FACE_COLUMNS}, embedding, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [row + (seqs[row[1]],) for row in rows],
             )
             for cid in collection_ids:
                 self._bump(db, cid)
+            if numbered is not None:
+                after = db.execute("SELECT max(rowid) FROM faces").fetchone()[0] if countable else None
+                numbered.append((before + 1, CollectionIndexes._head(db, cid))
+                                if countable and after - before == len(rows) else None)
         return True
 
     @contextmanager
@@ -652,11 +668,20 @@ class SQLiteStore(VideoJobStore):
             return
         unit.begin_write()
         unit.conn.execute("DROP TRIGGER IF EXISTS faces_counted")
+        # a page cache big enough for the FaceId indexes that random UUIDs are inserted into (2 MB by default:
+        # at millions of faces each insert then re-reads and spills their pages; memory only, durability as
+        # before), back to what it was after
+        cache = unit.conn.execute("PRAGMA cache_size").fetchone()[0]
+        unit.conn.execute(f"PRAGMA cache_size = {-BULK_CACHE_KIB}")
         failed = True
         try:
             yield
             failed = False
         finally:
+            try:
+                unit.conn.execute(f"PRAGMA cache_size = {int(cache)}")
+            except Exception:  # noqa: BLE001  (a broken connection: the error in flight is the one to report)
+                pass
             try:
                 unit.conn.execute(FACES_COUNTED)
                 unit.conn.execute("UPDATE collections SET face_count = (SELECT COUNT(*) FROM faces WHERE "

@@ -211,35 +211,89 @@ class CollectionIndexes:
             first = db.execute("SELECT length(embedding), face_id, embedding FROM faces WHERE collection_id = ? "
                                "LIMIT 1", (collection_id,)).fetchone()
             dimension = 0 if first is None else len(self._open(first[1], first[2])) // 4
-            kind = force_kind or ("exact" if count < self.exact_below else "faiss-ivf")
-            if kind == "faiss-ivf" and not _have_faiss():
-                kind = "exact"
-            if kind == "exact" or count == 0:
-                index = ExactIndex(dimension)
-            else:
-                from .faiss_ivf import IVFIndex, lists_for
 
-                want = min(count, 64 * lists_for(count))
-                _, sample = self._rows(db.execute(
-                    "SELECT rowid, face_id, embedding FROM faces WHERE collection_id = ? ORDER BY random() LIMIT ?",
-                    (collection_id, want)))
-                index = IVFIndex.train(sample, expected=count)
-                del sample
-            after = -1
-            while True:
-                labels, vectors = self._rows(db.execute(
-                    "SELECT rowid, face_id, embedding FROM faces WHERE collection_id = ? AND rowid > ? "
-                    "ORDER BY rowid LIMIT ?", (collection_id, after, CHUNK)))
-                if not len(labels):
-                    break
-                index.add(labels, vectors)
-                after = int(labels[-1])
+            def sample(want: int) -> np.ndarray:
+                # a random set of the collection's row numbers (its index holds them: no vector is read),
+                # then those rows' vectors by number; not ORDER BY random(), which reads and sorts every
+                # vector (5 GB at 10M faces of 128-d)
+                rowids = np.fromiter((r[0] for r in db.execute("SELECT rowid FROM faces WHERE collection_id = ?",
+                                                               (collection_id,))), np.int64)
+                pick = np.sort(np.random.default_rng(0).choice(rowids, min(want, len(rowids)), replace=False))
+                parts = [self._rows(db.execute(
+                    f"SELECT rowid, face_id, embedding FROM faces WHERE rowid IN ({','.join('?' * len(ids))})",
+                    [int(i) for i in ids]))[1] for ids in np.array_split(pick, max(1, len(pick) // 500))]
+                return np.concatenate(parts)
+
+            def chunks():
+                after = -1
+                while True:
+                    labels, vectors = self._rows(db.execute(
+                        "SELECT rowid, face_id, embedding FROM faces WHERE collection_id = ? AND rowid > ? "
+                        "ORDER BY rowid LIMIT ?", (collection_id, after, CHUNK)))
+                    if not len(labels):
+                        return
+                    yield labels, vectors
+                    after = int(labels[-1])
+
+            index = self._new_index(force_kind, count, dimension, sample, chunks())
+        self._built(collection_id, state, index, generation, started)
+
+    def _new_index(self, kind: str | None, count: int, dimension: int, sample: Callable[[int], np.ndarray],
+                   chunks) -> object:
+        """An index of ``kind`` ("exact", "faiss-ivf"; None: by ``count``) over the (labels, vectors) pairs of
+        ``chunks``; an approximate one is trained first on ``sample(n)`` (n random vectors of the collection)."""
+        kind = kind or ("exact" if count < self.exact_below else "faiss-ivf")
+        if kind == "faiss-ivf" and not _have_faiss():
+            kind = "exact"
+        if kind == "exact" or count == 0:
+            index = ExactIndex(dimension)
+        else:
+            from .faiss_ivf import IVFIndex, lists_for
+
+            index = IVFIndex.train(sample(min(count, 64 * lists_for(count))), expected=count)
+        for labels, vectors in chunks:
+            index.add(labels, vectors)
+        return index
+
+    def _built(self, collection_id: str, state: _State, index, generation: int, started: float) -> None:
         state.index, state.generation, state.unsaved = index, generation, 0
         self.builds += 1
         self.last_build_seconds = time.monotonic() - started
         log.info("built the %s index of collection %s: %d faces in %.1f s", index.kind, collection_id, len(index),
                  self.last_build_seconds)
         self._save(collection_id, state)
+
+    def build_from(self, collection_id: str, head: tuple[tuple, int], labels: np.ndarray, vectors: np.ndarray,
+                   kind: str | None = None) -> _State:
+        """Build the collection's index from vectors the caller holds instead of reading them back from the
+        store: ImportCollection, from the export's vectors.npy (a memory map) and the row numbers its rows
+        were stored under, right after its commit. ``head``: ((collection rowid, created_at), generation) as
+        the committed import left them; ``labels[i]`` (int64): the row number of ``vectors[i]`` (n x D
+        float32, the vectors exactly as stored). Changes committed since are caught up by the next
+        :meth:`current`, as after any build."""
+        started = time.monotonic()
+        incarnation, generation = head
+        labels = np.asarray(labels, np.int64)
+        if len(labels) != len(vectors):
+            raise ValueError(f"{len(labels)} labels for {len(vectors)} vectors")
+        with self._lock:
+            state = self._states.get(collection_id)
+            if state is None or state.incarnation != incarnation:
+                state = self._states[collection_id] = _State(None, -1, incarnation)
+        n, dimension = vectors.shape
+
+        def sample(want: int) -> np.ndarray:
+            return np.asarray(vectors[np.sort(np.random.default_rng(0).choice(n, min(want, n), replace=False))],
+                              np.float32)
+
+        def chunks():
+            for start in range(0, n, CHUNK):
+                yield labels[start:start + CHUNK], np.asarray(vectors[start:start + CHUNK], np.float32)
+
+        with state.lock:
+            self._built(collection_id, state, self._new_index(kind, n, dimension, sample, chunks()), generation,
+                        started)
+        return state
 
     def rebuild(self, collection_id: str, kind: str | None = None) -> _State | None:
         """Build the collection's index again from the store (``kind``: "exact" or "faiss-ivf"; None: by size)."""
