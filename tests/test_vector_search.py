@@ -134,6 +134,7 @@ def test_a_restart_catches_the_saved_index_up_without_a_rebuild(big):
     store.close()  # a clean stop saves the index
     saved = list((path.parent / "faceledger.db.index").glob("*.faiss"))
     assert len(saved) == 1
+    assert saved[0].stat().st_mode & 0o777 == 0o600  # face vectors: private, as faceledger.db is
     writer = SQLiteStore(path)  # changes while no server runs
     writer.delete_faces("big", [face("big", 20, vectors[20]).face_id])
     extra = unit_vectors(np.random.default_rng(5), 1, 64)[0]

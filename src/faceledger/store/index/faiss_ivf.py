@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import FILE_MODE
+
 #: models wider than this are PCA-reduced to REDUCED dimensions for the first stage
 REDUCE_ABOVE = 384
 REDUCED = 256
@@ -118,6 +120,7 @@ class IVFIndex:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         faiss.write_index(self._index, str(tmp))
+        os.chmod(tmp, FILE_MODE)  # the collection's face vectors: private, as faceledger.db (store/files.py)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
