@@ -396,6 +396,7 @@ class StreamRuntime:
                  pixels: np.ndarray) -> list[dict[str, Any]]:
         from .dispatch import Invocation
         from .operations.search import face_matches
+        from .quality import face_band
 
         d = record.definition
         cid = d["Settings"]["FaceSearch"]["CollectionId"]
@@ -414,7 +415,10 @@ class StreamRuntime:
             if regions and not in_regions(detail["BoundingBox"], regions):
                 continue
             search = Invocation(self.service, context, {}, collection.face_model_version)
-            matches = face_matches(search, cid, face.embedding, request, face_count=collection.face_count)
+            # scored with the table of the pair's quality band, the frame's face's band included (a blurred face
+            # from a camera is as out of range as a blurred photo: service.quality.face_band)
+            matches = face_matches(search, cid, face.embedding, request, face_count=collection.face_count,
+                                   probe_band=face_band(face))
             if matches:
                 self._record_matches(record, context, session_id, cid, request, matches, search.meta)
             out.append({"DetectedFace": detail, "MatchedFaces": matches})
