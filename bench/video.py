@@ -105,9 +105,10 @@ def pipeline(service: Service, collection_id: str, path: Path, fps: float, searc
             thr = search_threshold(Invocation(service, inv.context, {}, inv.face_model), 80.0,
                                    collection.face_count, probes=len(probes))
             names = set()
-            for _, v in probes:
+            for _, v, probe_band in probes:
                 for m in face_matches(Invocation(service, inv.context, {}, inv.face_model), collection_id, v,
-                                      {"FaceMatchThreshold": thr, "MaxFaces": 10}, face_count=collection.face_count):
+                                      {"FaceMatchThreshold": thr, "MaxFaces": 10}, face_count=collection.face_count,
+                                      probe_band=probe_band):
                     names.add(m["Face"].get("ExternalImageId"))
             stamps = [t for tr in group for t in (tr.first_ms, tr.last_ms)]
             matched.append((index, sorted(names), min(stamps), max(stamps)))

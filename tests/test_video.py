@@ -614,3 +614,35 @@ def test_a_job_whose_workers_keep_dying_fails_instead_of_staying_in_progress(tmp
         assert len(ended) == 1
     finally:
         service.close()
+
+
+def test_a_blurred_person_in_a_video_is_scored_with_its_quality_band(srv, rek, tmp_path):
+    """Issue 10's blurred strangers in a stored video: stranger A's blurred photo enrolled anyway (QualityFilter
+    NONE), a clip of stranger B blurred. The person's probes keep their quality band, so the pair is scored on
+    the degraded-both table: no match at 80 (scored as a sharp face, on degraded-one, it matched)."""
+    from test_api_degraded import STRANGERS, _degraded
+
+    from faceledger.vision import default_engine
+    from faceledger.vision.image import decode_image
+    from faceledger.vision.similarity import SimilarityScale
+
+    engine = default_engine()
+    lfw = shared_data("lfw_dev")
+    a, b = STRANGERS[0]
+    stored, _ = _degraded(lfw, engine, a, "blur", 5)
+    shown, _ = _degraded(lfw, engine, b, "blur", 5)
+    (tmp_path / "b.jpg").write_bytes(shown)
+    clip, first = _face_clip(tmp_path / "b.jpg", frames=10)
+    seen = engine.analyze(first, max_faces=1)[0]
+    enrolled = engine.analyze(decode_image(stored).pixels, max_faces=1)[0]
+    d = float(engine.distance(seen.embedding, enrolled.embedding[None, :])[0])
+    assert SimilarityScale.load(engine.model_version, "degraded-one").similarity(d) >= 80
+    assert SimilarityScale.load(engine.model_version, "degraded-both").similarity(d) < 80
+    cid = "blurred-gallery"
+    rek.create_collection(CollectionId=cid)
+    assert len(rek.index_faces(CollectionId=cid, Image={"Bytes": stored}, QualityFilter="NONE", MaxFaces=1,
+                               ExternalImageId="stranger-a")["FaceRecords"]) == 1
+    job = rek.start_face_search(CollectionId=cid, Video=_put(srv, "blurred-b.mp4", clip))
+    done = _wait(lambda: rek.get_face_search(JobId=job["JobId"]))
+    assert done["JobStatus"] == "SUCCEEDED" and done["Persons"]
+    assert not [p for p in done["Persons"] if p.get("FaceMatches")]  # before: stranger-a, every observation

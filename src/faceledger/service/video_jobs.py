@@ -32,6 +32,7 @@ import numpy as np
 from ..store.video_jobs import VideoJob
 from ..video import BlackFrames, FacePass, ShotDetector, Tracklet, VideoError, frames, merge_tracklets, probe, smpte
 from ..video.decode import first_frame_pts
+from ..vision.face_quality import CALIBRATED
 from . import shapes
 from .context import RequestContext
 from .errors import RekognitionError
@@ -336,8 +337,9 @@ def _faces(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: di
         for t in fp.cut():
             items.append(("track", {"track": t.track, "first_ms": t.first_ms, "last_ms": t.last_ms,
                                     "count": t.count}, None))
-            for q, v in t.faces:
-                items.append(("tface", {"track": t.track, "quality": q}, np.asarray(v, np.float32).tobytes()))
+            for q, v, b in t.faces:
+                items.append(("tface", {"track": t.track, "quality": q, "band": b},
+                              np.asarray(v, np.float32).tobytes()))
         progress.update(resume_ms=at_ms, next_track=fp.next_track, slot=slot, frames=progress.get("frames", 0))
         runner.save(job, progress, items, info.metadata())
         items, last_saved = [], at_ms
@@ -385,7 +387,9 @@ def _tracklets(service, job: VideoJob) -> list[Tracklet]:
     for body, vector in service.store.video_job_items(job.job_id, "tface"):
         t = tracks.get(body["track"])
         if t is not None and vector is not None:
-            t.faces.append((float(body["quality"]), np.frombuffer(vector, dtype=np.float32).copy()))
+            # a checkpoint saved before bands were kept: as if inside the range (as a stored face without one)
+            t.faces.append((float(body["quality"]), np.frombuffer(vector, dtype=np.float32).copy(),
+                            body.get("band") or CALIBRATED))
     for t in tracks.values():
         t.faces.sort(key=lambda qv: -qv[0])
     return list(tracks.values())
@@ -430,11 +434,11 @@ def _finish_search(runner: VideoJobRunner, job: VideoJob, progress: dict, observ
         threshold = search_threshold(sized, requested, collection.face_count, probes=len(probes))
         best: dict[str, dict] = {}
         ambiguous = False
-        for _, vector in probes:
+        for _, vector, probe_band in probes:  # each pair scored with its quality band's table
             inv = dataclasses.replace(base, meta={})
             found = face_matches(inv, collection.collection_id, vector,
                                  {"FaceMatchThreshold": threshold, "MaxFaces": max_faces},
-                                 face_count=collection.face_count)
+                                 face_count=collection.face_count, probe_band=probe_band)
             ambiguous = ambiguous or bool(inv.meta.get("Ambiguous"))
             for m in found:
                 fid = m["Face"]["FaceId"]

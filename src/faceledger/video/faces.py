@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..vision import FaceAnalysis
+from ..vision.face_quality import band
 from .decode import Frame
 from .track import FaceTracker, Tracklet, face_quality
 
@@ -45,6 +46,7 @@ class _Candidate:
     quality: float
     crop: np.ndarray
     points: np.ndarray  # the landmark model's points, in the crop's pixels
+    band: str  # the face's quality band (vision.face_quality.band): which Similarity table scores it
 
 
 @dataclass
@@ -114,7 +116,8 @@ class FacePass:
         except Exception:  # noqa: BLE001 - a face the landmark model cannot take is not a candidate
             return
         crop = np.ascontiguousarray(image[y0:y1, x0:x1])
-        slot.candidates.append(_Candidate(q, crop, pts - np.array([x0, y0], dtype=np.float64)))
+        slot.candidates.append(_Candidate(q, crop, pts - np.array([x0, y0], dtype=np.float64),
+                                          band(face.quality.measures, face.pose.yaw)))
         slot.candidates.sort(key=lambda c: -c.quality)
         del slot.candidates[self.best_k:]
 
@@ -131,7 +134,7 @@ class FacePass:
                     vec = np.asarray(self.engine.embedder.embed(cand.crop, [cand.points]), dtype=np.float32)[0]
                 except Exception:  # noqa: BLE001 - a face the embedder cannot take is left out, not the job
                     continue
-                slot.tracklet.faces.append((cand.quality, vec))
+                slot.tracklet.faces.append((cand.quality, vec, cand.band))
             out.append(slot.tracklet)
         self.timings["embed"] += time.perf_counter() - t0
         return out

@@ -40,13 +40,14 @@ MIN_IOU = 0.1
 @dataclass
 class Tracklet:
     """One tracked face: ``track`` (its id in the job), first and last timestamps (ms), how many sampled
-    frames show it, and the embeddings of its best faces (``faces``: (quality, vector) pairs, best first)."""
+    frames show it, and the embeddings of its best faces (``faces``: (quality, vector, quality band) triples, best
+    first; the band is vision.face_quality.band's, which Similarity table a search scores the face with)."""
 
     track: int
     first_ms: int
     last_ms: int
     count: int = 0
-    faces: list[tuple[float, np.ndarray]] = field(default_factory=list)
+    faces: list[tuple[float, np.ndarray, str]] = field(default_factory=list)
 
     def overlaps(self, other: "Tracklet") -> bool:
         return self.first_ms <= other.last_ms and other.first_ms <= self.last_ms
@@ -142,7 +143,7 @@ def merge_tracklets(tracklets: Sequence[Tracklet], similarity: Callable[[np.ndar
     groups: list[list[Tracklet]] = [[t] for t in sorted(tracklets, key=lambda t: (t.first_ms, t.track))]
 
     def vectors(group: list[Tracklet]) -> np.ndarray | None:
-        vs = [v for t in group for _, v in t.faces]
+        vs = [v for t in group for _, v, _band in t.faces]
         return np.stack(vs).astype(np.float64) if vs else None
 
     def score(a: list[Tracklet], b: list[Tracklet]) -> float:
