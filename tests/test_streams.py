@@ -476,31 +476,10 @@ def test_a_blurred_face_on_camera_is_scored_with_its_quality_band(live, rekognit
     camera shows stranger B blurred. Both faces are out of the calibrated range, so the pair is scored on the
     degraded-both table and is no match at 80; scored as if the camera's face were sharp (the degraded-one table,
     as before) it was one."""
-    from test_api_degraded import STRANGERS, _degraded
-    from test_video import _face_clip
+    from test_video import blurred_strangers
 
-    from faceledger.vision import default_engine
-    from faceledger.vision.face_quality import band
-    from faceledger.vision.image import decode_image
-    from faceledger.vision.similarity import SimilarityScale
-
-    engine = default_engine()
-    lfw = shared_data("lfw_dev")
-    a, b = STRANGERS[0]
-    stored, _ = _degraded(lfw, engine, a, "blur", 5)
-    shown, _ = _degraded(lfw, engine, b, "blur", 5)
-    (tmp_path / "b.jpg").write_bytes(shown)
-    clip, first = _face_clip(tmp_path / "b.jpg", frames=15)
+    stored, clip = blurred_strangers(tmp_path, frames=15)
     (tmp_path / "blurred.mp4").write_bytes(clip)
-    # the pair as the camera shows it: out of range, a match on the table of a sharp camera face, none on its own
-    seen = engine.analyze(first, max_faces=1)[0]
-    enrolled = engine.analyze(decode_image(stored).pixels, max_faces=1)[0]
-    assert band(seen.quality.measures, seen.pose.yaw) == band(enrolled.quality.measures) == "degraded"
-    d = float(engine.distance(seen.embedding, enrolled.embedding[None, :])[0])
-    model = engine.model_version
-    assert SimilarityScale.load(model, "degraded-one").similarity(d) >= 80
-    assert SimilarityScale.load(model, "degraded-both").similarity(d) < 80
-
     cid = f"blur-{uuid.uuid4().hex[:8]}"
     rekognition.create_collection(CollectionId=cid)
     extension(live, "PutCollectionPolicy", CollectionId=cid, Policy={"AllowLiveSearch": True})

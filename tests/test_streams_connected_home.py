@@ -255,9 +255,10 @@ def test_cli_creates_and_describes_a_label_detection_processor(home):
     cli("delete", "p-cli")
 
 
-def test_a_session_resumes_for_the_time_it_had_left(tmp_path):
-    """A server that (re)starts resumes a ConnectedHome session for what is left of its MaxDurationInSeconds, and
-    one whose duration ran out meanwhile is STOPPED, not run again (in-process, as test_cli_streams does)."""
+@pytest.fixture
+def door(tmp_path):
+    """An in-process service (as test_cli_streams runs one) with a PERSON processor "door" on the hamilton clip,
+    hosting no processor until the test calls streams.host: (service, client, the processor's S3 folder)."""
     from faceledger.client import Client
     from faceledger.service import Service, ServiceConfig, streams
 
@@ -269,62 +270,62 @@ def test_a_session_resumes_for_the_time_it_had_left(tmp_path):
         client.create_stream_processor(
             Name="door", RoleArn=ROLE, Input={"KinesisVideoStream": {"Arn": video_arn("cam")}},
             Output={"S3Destination": {"Bucket": BUCKET}}, Settings={"ConnectedHome": {"Labels": ["PERSON"]}})
-        # no server hosts processors yet: the start is recorded, and a server resumes it
-        session = client.start_stream_processor(Name="door", StopSelector={"MaxDurationInSeconds": 3})["SessionId"]
-        assert streams.host(service) == ["door"]
-        wait_for("the session's end", lambda: client.describe_stream_processor(Name="door")["Status"] == "STOPPED"
-                 and not streams.runtime_of(service).is_running("door"), timeout=60)
-        assert streams.runtime_of(service).tables.desired_running() == []  # a StopSelector's stop is final
-        folder = tmp_path / "buckets" / BUCKET / "door" / session
-        kept = [json.loads(line)["Message"] for path in folder.glob("*.jsonl")
-                for line in path.read_text().splitlines()]
-        assert [m["eventNamespace"]["type"] for m in kept] == ["LABEL_DETECTED", "STREAM_PROCESSING_COMPLETE"]
-        assert all(m["sessionId"] == session for m in kept)
-        streams.shutdown(service)
-
-        # started while no server runs, and its 1 s is over by the time one does: stopped, saying why
-        client.start_stream_processor(Name="door", StopSelector={"MaxDurationInSeconds": 1})
-        time.sleep(1.2)
-        assert streams.host(service) == []
-        described = client.describe_stream_processor(Name="door")
-        assert described["Status"] == "STOPPED" and "ran out" in described["StatusMessage"]
+        yield service, client, tmp_path / "buckets" / BUCKET / "door"
     finally:
         streams.shutdown(service)
         service.close()
 
 
-def test_a_resumed_session_does_not_notify_its_labels_again(tmp_path):
+def _messages(folder) -> list[dict]:
+    """The notifications a session's S3 destination kept (its JSON Lines objects, in order)."""
+    return [json.loads(line)["Message"] for path in sorted(folder.glob("*.jsonl"))
+            for line in path.read_text().splitlines()]
+
+
+def test_a_session_resumes_for_the_time_it_had_left(door):
+    """A server that (re)starts resumes a ConnectedHome session for what is left of its MaxDurationInSeconds, and
+    one whose duration ran out meanwhile is STOPPED, not run again."""
+    from faceledger.service import streams
+
+    service, client, folder = door
+    # no server hosts processors yet: the start is recorded, and a server resumes it
+    session = client.start_stream_processor(Name="door", StopSelector={"MaxDurationInSeconds": 3})["SessionId"]
+    assert streams.host(service) == ["door"]
+    wait_for("the session's end", lambda: client.describe_stream_processor(Name="door")["Status"] == "STOPPED"
+             and not streams.runtime_of(service).is_running("door"), timeout=60)
+    assert streams.runtime_of(service).tables.desired_running() == []  # a StopSelector's stop is final
+    kept = _messages(folder / session)
+    assert [m["eventNamespace"]["type"] for m in kept] == ["LABEL_DETECTED", "STREAM_PROCESSING_COMPLETE"]
+    assert all(m["sessionId"] == session for m in kept)
+    streams.shutdown(service)
+
+    # started while no server runs, and its 1 s is over by the time one does: stopped, saying why
+    client.start_stream_processor(Name="door", StopSelector={"MaxDurationInSeconds": 1})
+    time.sleep(1.2)
+    assert streams.host(service) == []
+    described = client.describe_stream_processor(Name="door")
+    assert described["Status"] == "STOPPED" and "ran out" in described["StatusMessage"]
+
+
+def test_a_resumed_session_does_not_notify_its_labels_again(door):
     """A server stopped in the middle of a ConnectedHome session resumes it (the same SessionId) without a second
     LABEL_DETECTED for a label the session already notified: what was notified is read back from the ledger."""
-    from faceledger.client import Client
-    from faceledger.service import Service, ServiceConfig, streams
+    from faceledger.service import streams
 
-    (tmp_path / "buckets" / BUCKET).mkdir(parents=True)
-    service = Service(ServiceConfig(data_dir=tmp_path / "data", buckets_dir=tmp_path / "buckets"))
-    client = Client(service=service)
-    try:
-        client.add_stream_source(Name="cam", Url=str(shared_data("video", "short_hamilton_clip.mp4")))
-        client.create_stream_processor(
-            Name="door", RoleArn=ROLE, Input={"KinesisVideoStream": {"Arn": video_arn("cam")}},
-            Output={"S3Destination": {"Bucket": BUCKET}}, Settings={"ConnectedHome": {"Labels": ["PERSON"]}})
-        session = client.start_stream_processor(Name="door", StopSelector={"MaxDurationInSeconds": 8})["SessionId"]
-        assert streams.host(service) == ["door"]
-        wait_for("the first PERSON", lambda: list(service.store.ledger_rows(operation="StreamProcessorLabelDetected")),
-                 timeout=60)
-        streams.shutdown(service)  # the server stops: the session stays wanted
-        assert streams.host(service) == ["door"]  # and the next start resumes it
-        wait_for("the session's end", lambda: client.describe_stream_processor(Name="door")["Status"] == "STOPPED"
-                 and not streams.runtime_of(service).is_running("door"), timeout=60)
-        folder = tmp_path / "buckets" / BUCKET / "door" / session
-        kept = [json.loads(line)["Message"] for path in sorted(folder.glob("*.jsonl"))
-                for line in path.read_text().splitlines()]
-        kinds = [m["eventNamespace"]["type"] for m in kept]
-        assert kinds.count("LABEL_DETECTED") == 1 and kinds[-1] == "STREAM_PROCESSING_COMPLETE", kinds
-        assert all(m["sessionId"] == session for m in kept)
-        assert len(list(service.store.ledger_rows(operation="StreamProcessorLabelDetected"))) == 1
-    finally:
-        streams.shutdown(service)
-        service.close()
+    service, client, folder = door
+    session = client.start_stream_processor(Name="door", StopSelector={"MaxDurationInSeconds": 8})["SessionId"]
+    assert streams.host(service) == ["door"]
+    wait_for("the first PERSON", lambda: list(service.store.ledger_rows(operation="StreamProcessorLabelDetected")),
+             timeout=60)
+    streams.shutdown(service)  # the server stops: the session stays wanted
+    assert streams.host(service) == ["door"]  # and the next start resumes it
+    wait_for("the session's end", lambda: client.describe_stream_processor(Name="door")["Status"] == "STOPPED"
+             and not streams.runtime_of(service).is_running("door"), timeout=60)
+    kept = _messages(folder / session)
+    kinds = [m["eventNamespace"]["type"] for m in kept]
+    assert kinds.count("LABEL_DETECTED") == 1 and kinds[-1] == "STREAM_PROCESSING_COMPLETE", kinds
+    assert all(m["sessionId"] == session for m in kept)
+    assert len(list(service.store.ledger_rows(operation="StreamProcessorLabelDetected"))) == 1
 
 
 def test_imagenet_animals_map_to_coco_animals_wild_ones_to_none():

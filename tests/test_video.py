@@ -616,13 +616,15 @@ def test_a_job_whose_workers_keep_dying_fails_instead_of_staying_in_progress(tmp
         service.close()
 
 
-def test_a_blurred_person_in_a_video_is_scored_with_its_quality_band(srv, rek, tmp_path):
-    """Issue 10's blurred strangers in a stored video: stranger A's blurred photo enrolled anyway (QualityFilter
-    NONE), a clip of stranger B blurred. The person's probes keep their quality band, so the pair is scored on
-    the degraded-both table: no match at 80 (scored as a sharp face, on degraded-one, it matched)."""
+def blurred_strangers(folder: Path, frames: int = 10) -> tuple[bytes, bytes]:
+    """Issue 10's first blurred stranger pair (test_api_degraded.STRANGERS, Gaussian radius 5): A's blurred photo
+    (JPEG bytes, to enrol) and a still clip of B's (MP4 bytes, made here). Checked in-process: both faces are out
+    of the range, and the pair matches at 80 on the degraded-one table (as if the video's face were sharp) but
+    not on degraded-both."""
     from test_api_degraded import STRANGERS, _degraded
 
     from faceledger.vision import default_engine
+    from faceledger.vision.face_quality import band
     from faceledger.vision.image import decode_image
     from faceledger.vision.similarity import SimilarityScale
 
@@ -631,13 +633,22 @@ def test_a_blurred_person_in_a_video_is_scored_with_its_quality_band(srv, rek, t
     a, b = STRANGERS[0]
     stored, _ = _degraded(lfw, engine, a, "blur", 5)
     shown, _ = _degraded(lfw, engine, b, "blur", 5)
-    (tmp_path / "b.jpg").write_bytes(shown)
-    clip, first = _face_clip(tmp_path / "b.jpg", frames=10)
+    (folder / "b.jpg").write_bytes(shown)
+    clip, first = _face_clip(folder / "b.jpg", frames=frames)
     seen = engine.analyze(first, max_faces=1)[0]
     enrolled = engine.analyze(decode_image(stored).pixels, max_faces=1)[0]
+    assert band(seen.quality.measures, seen.pose.yaw) == band(enrolled.quality.measures) == "degraded"
     d = float(engine.distance(seen.embedding, enrolled.embedding[None, :])[0])
     assert SimilarityScale.load(engine.model_version, "degraded-one").similarity(d) >= 80
     assert SimilarityScale.load(engine.model_version, "degraded-both").similarity(d) < 80
+    return stored, clip
+
+
+def test_a_blurred_person_in_a_video_is_scored_with_its_quality_band(srv, rek, tmp_path):
+    """Issue 10's blurred strangers in a stored video: stranger A's blurred photo enrolled anyway (QualityFilter
+    NONE), a clip of stranger B blurred. The person's probes keep their quality band, so the pair is scored on
+    the degraded-both table: no match at 80 (scored as a sharp face, on degraded-one, it matched)."""
+    stored, clip = blurred_strangers(tmp_path)
     cid = "blurred-gallery"
     rek.create_collection(CollectionId=cid)
     assert len(rek.index_faces(CollectionId=cid, Image={"Bytes": stored}, QualityFilter="NONE", MaxFaces=1,
