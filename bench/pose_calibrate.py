@@ -91,9 +91,15 @@ class Pairs:
         people = np.array([person_of(r) for r in rels])
         self.people = people
         self.mated = people[self.i] == people[self.j]
-        dropped = {tuple(p) for p in excluded_index_pairs(rels).tolist()}
-        self.impostor = ~self.mated & ~np.array([(a, b) in dropped for a, b in zip(self.i, self.j)]) \
-            if dropped else ~self.mated
+        # LFW's label errors: (a, b) image pairs, a < b, located among the pairs (i, j) by their key i * N + j,
+        # which np.triu_indices gives in ascending order
+        dropped = excluded_index_pairs(rels)
+        key = self.i.astype(np.int64) * len(rels) + self.j
+        want = dropped[:, 0] * len(rels) + dropped[:, 1]
+        at = np.searchsorted(key, want)
+        found = at[(at < key.size) & (key[np.minimum(at, key.size - 1)] == want)]
+        self.impostor = ~self.mated
+        self.impostor[found] = False
         kinds = {b: k for k, b in enumerate(sorted(set(bands)))}
         codes = np.array([kinds[b] for b in bands])
         pb = {(x, y): pair_band(x or CALIBRATED, y or CALIBRATED) for x in kinds for y in kinds}
