@@ -25,7 +25,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -395,6 +395,19 @@ def _tracklets(service, job: VideoJob) -> list[Tracklet]:
     return list(tracks.values())
 
 
+def band_similarity(service, face_model: str) -> Callable[[np.ndarray, str], np.ndarray]:
+    """``similarity(distances, pair_band)`` for tracklet merging (video.track.merge_tracklets): ``face_model``'s
+    Similarity of embedding distances on the table of the pair's quality band (Service.band_scale_for, its
+    fallback, or the main table where the model has none), as search scores a pair."""
+    main = service.scale_for(face_model)
+
+    def similarity(distances: np.ndarray, pair_band: str) -> np.ndarray:
+        scale = None if pair_band == CALIBRATED else service.band_scale_for(face_model, pair_band)
+        return (scale or main).similarity(distances)
+
+    return similarity
+
+
 def _finish_search(runner: VideoJobRunner, job: VideoJob, progress: dict, observations: list, status: str,
                    message: str | None) -> None:
     """Merge tracklets into persons, search each person once with its best faces, write the results."""
@@ -413,9 +426,8 @@ def _finish_search(runner: VideoJobRunner, job: VideoJob, progress: dict, observ
                              max_expected_false_matches=ctx.get("max_expected_false_matches"),
                              min_margin=ctx.get("min_margin"))
     base = Invocation(service, context, {}).for_model(collection.face_model_version)
-    scale = base.scale
     tracklets = _tracklets(service, job)
-    persons = merge_tracklets(tracklets, scale.similarity)
+    persons = merge_tracklets(tracklets, band_similarity(service, collection.face_model_version))
     requested = float(job.request.get("FaceMatchThreshold", DEFAULT_THRESHOLD))
     max_faces = int(job.request.get("MaxFaces", 80))
     index_of: dict[int, int] = {}

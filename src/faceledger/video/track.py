@@ -5,7 +5,7 @@ filter and IoU association). The tracker is reset at every shot cut (a box of th
 one of the last shot is not the same face) and at checkpoints, so a person seen in two shots, or leaving
 and coming back, is several tracklets. :func:`merge_tracklets` merges them back by embedding: two groups of
 tracklets are one person when they are never seen at the same time and the best Similarity between their
-best faces reaches the merge threshold: at least :data:`MERGE_SIMILARITY` (90, FMR 1e-5 a comparison),
+best faces (each pair read on its quality band's table, as search reads it) reaches the merge threshold: at least :data:`MERGE_SIMILARITY` (90, FMR 1e-5 a comparison),
 stricter than search's default (80), and raised with the number of comparisons made so that the job
 expects at most :data:`MAX_EXPECTED_WRONG_MERGES` wrong merges (:func:`merge_threshold`). A wrong merge
 cannot be undone (it would give one person another's matches); a missed one only shows one person twice.
@@ -130,30 +130,44 @@ def merge_threshold(tracklets: Sequence[Tracklet], floor: float = MERGE_SIMILARI
     return float(min(100.0, max(floor, similarity_from_fmr(min(1.0, MAX_EXPECTED_WRONG_MERGES / comparisons)))))
 
 
-def merge_tracklets(tracklets: Sequence[Tracklet], similarity: Callable[[np.ndarray], np.ndarray],
+def merge_tracklets(tracklets: Sequence[Tracklet], similarity: Callable[[np.ndarray, str], np.ndarray],
                     min_similarity: float | None = None) -> list[list[Tracklet]]:
     """Persons: groups of tracklets, in order of first appearance (each group's tracklets in time order).
 
-    ``similarity``: calibrated Similarity (0-100) from an array of embedding distances; ``min_similarity``:
-    the merge threshold (None: :func:`merge_threshold`). Greedy: the two groups whose best pair of faces is
-    the most similar are merged first, as long as that Similarity reaches the threshold and no tracklet of
-    one is seen at the same time as a tracklet of the other. Tracklets without embeddings stay alone."""
+    ``similarity(distances, pair_band)``: calibrated Similarity (0-100) of an array of embedding distances
+    between faces whose pair is in quality band ``pair_band`` (vision.face_quality.pair_band of the two faces'
+    bands: a blurred or covered face's distance is read on its band's table, as search reads it, never on the
+    main table, which overstates it: two blurred audience faces of the hamilton clip 0.96 apart score 99 on
+    faceledger-sface-v2's main table and 68 on the covered-both one); ``min_similarity``: the merge threshold
+    (None: :func:`merge_threshold`). Greedy: the two groups whose best pair of faces is the most similar are
+    merged first, as long as that Similarity reaches the threshold and no tracklet of one is seen at the same
+    time as a tracklet of the other. Tracklets without embeddings stay alone."""
+    from ..vision.face_quality import pair_band
+
     if min_similarity is None:
         min_similarity = merge_threshold(tracklets)
-    groups: list[list[Tracklet]] = [[t] for t in sorted(tracklets, key=lambda t: (t.first_ms, t.track))]
+    ordered = sorted(tracklets, key=lambda t: (t.first_ms, t.track))
+    # the best Similarity between two tracklets' faces, each pair on its band's table: computed once
+    best_pair: dict[tuple[int, int], float] = {}
+    for i, a in enumerate(ordered):
+        for j in range(i + 1, len(ordered)):
+            b = ordered[j]
+            if not a.faces or not b.faces or a.overlaps(b):
+                continue
+            va = np.stack([v for _, v, _band in a.faces]).astype(np.float64)
+            vb = np.stack([v for _, v, _band in b.faces]).astype(np.float64)
+            d = np.sqrt(np.maximum(0.0, (va * va).sum(1)[:, None] + (vb * vb).sum(1)[None, :] - 2 * va @ vb.T))
+            bands = np.array([[pair_band(fa[2], fb[2]) for fb in b.faces] for fa in a.faces])
+            best = -1.0
+            for pb in np.unique(bands):
+                best = max(best, float(np.max(np.asarray(similarity(d[bands == pb], str(pb))))))
+            best_pair[(i, j)] = best_pair[(j, i)] = best
+    groups: list[list[int]] = [[i] for i in range(len(ordered))]
 
-    def vectors(group: list[Tracklet]) -> np.ndarray | None:
-        vs = [v for t in group for _, v, _band in t.faces]
-        return np.stack(vs).astype(np.float64) if vs else None
-
-    def score(a: list[Tracklet], b: list[Tracklet]) -> float:
-        if any(x.overlaps(y) for x in a for y in b):
+    def score(a: list[int], b: list[int]) -> float:
+        if any(ordered[x].overlaps(ordered[y]) for x in a for y in b):
             return -1.0
-        va, vb = vectors(a), vectors(b)
-        if va is None or vb is None:
-            return -1.0
-        d = np.sqrt(np.maximum(0.0, (va * va).sum(1)[:, None] + (vb * vb).sum(1)[None, :] - 2 * va @ vb.T))
-        return float(np.max(np.asarray(similarity(d.reshape(-1)))))
+        return max((best_pair.get((x, y), -1.0) for x in a for y in b), default=-1.0)
 
     while len(groups) > 1:
         best, pair = min_similarity, None
@@ -165,7 +179,8 @@ def merge_tracklets(tracklets: Sequence[Tracklet], similarity: Callable[[np.ndar
         if pair is None:
             break
         i, j = pair
-        groups[i] = sorted(groups[i] + groups[j], key=lambda t: t.first_ms)
+        groups[i] = sorted(groups[i] + groups[j], key=lambda k: ordered[k].first_ms)
         del groups[j]
-    groups.sort(key=lambda g: (g[0].first_ms, g[0].track))
-    return groups
+    persons = [[ordered[k] for k in g] for g in groups]
+    persons.sort(key=lambda g: (g[0].first_ms, g[0].track))
+    return persons
