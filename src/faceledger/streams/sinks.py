@@ -13,10 +13,10 @@ import os
 import queue
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Protocol
+
+import httpx
 
 log = logging.getLogger("faceledger.streams")
 
@@ -141,18 +141,6 @@ class S3Sink:
                 self._sink.close()
 
 
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    """A 3xx answer is the webhook's failure, not a new address: urllib would otherwise re-send a 301/302/303
-    as a GET to wherever the answer points (another host, a loopback or metadata address the operator never
-    named)."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201 (urllib's hook)
-        return None  # urllib then raises HTTPError for the 3xx itself
-
-
-_webhook_opener = urllib.request.build_opener(_RefuseRedirects)
-
-
 class WebhookSink:
     """POSTs each record (``Content-Type: application/json``) to ``url`` from its own thread; never blocks the
     processor: a slow or failing webhook loses records (``dropped``, ``failed``), never delays analysis.
@@ -168,6 +156,7 @@ class WebhookSink:
         self._closed = threading.Event()
         self.delivered = self.failed = self.dropped = 0
         self.last_error: str | None = None
+        self._client = httpx.Client(timeout=timeout_s)  # one connection pool per sink, closed by its thread
         self._thread = threading.Thread(target=self._run, name="faceledger-webhook", daemon=True)
         self._thread.start()
 
@@ -189,17 +178,22 @@ class WebhookSink:
                 record = self._queue.get(timeout=0.2)
             except queue.Empty:
                 if self._closed.is_set():
+                    self._client.close()
                     return  # closed, and everything queued was tried
                 continue
-            request = urllib.request.Request(self.url, data=record, method="POST",
-                                             headers={"Content-Type": "application/json"})
             try:
-                with _webhook_opener.open(request, timeout=self.timeout_s) as response:
-                    response.read(1024)
-                self.delivered += 1
-            except (urllib.error.URLError, OSError, ValueError) as exc:
+                # redirects are not followed (httpx's default, said again): a 3xx would otherwise send the
+                # record wherever the answer points (another host, a loopback or metadata address nobody named)
+                response = self._client.post(self.url, content=record, follow_redirects=False,
+                                             headers={"Content-Type": "application/json"})
+                if response.status_code >= 300:
+                    self.failed += 1
+                    self.last_error = f"the webhook answered HTTP {response.status_code}"
+                else:
+                    self.delivered += 1
+            except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
                 self.failed += 1
-                self.last_error = str(exc)[:200]
+                self.last_error = str(exc)[:200] or type(exc).__name__
 
     def close(self) -> None:
         """No more records; waits at most :data:`WEBHOOK_CLOSE_WAIT_S` for those queued (the thread delivers
