@@ -499,3 +499,65 @@ def test_a_blurred_face_on_camera_is_scored_with_its_quality_band(live, rekognit
     assert not [e for e in ledger(live, "StreamProcessorMatch") if e["detail"]["Request"].get("Name") == "p-blur"]
     rekognition.delete_stream_processor(Name="p-blur")
     extension(live, "RemoveStreamSource", Name="blurcam")
+
+
+@pytest.mark.slow
+def test_hls_and_http_sources_find_miranda(live, rekognition, tmp_path):
+    """An HLS playlist (the hamilton clip cut into 2-second MPEG-TS segments by PyAV's hls muxer, no re-encoding)
+    and an MP4 file, both served over HTTP on loopback, are read as sources: each processor finds Lin-Manuel
+    Miranda and writes Kinesis records. Neither is paced (docs/streams.md: a recording over HTTP is read as fast
+    as it downloads, the newest frame analysed), and each end of the stream is a disconnect and a reconnection."""
+    import functools
+    import http.server
+    import threading
+
+    import av
+
+    clip = shared_data("video", "short_hamilton_clip.mp4")
+    # the clip's index (moov) is at its end, which a reader over HTTP reaches only with range requests, which
+    # Python's http.server does not serve: the MP4 source is the clip remuxed with its index first ("faststart")
+    for name, fmt, options in (("index.m3u8", "hls", {"hls_time": "2", "hls_list_size": "0",
+                                                      "hls_playlist_type": "vod"}),
+                               ("clip.mp4", "mp4", {"movflags": "faststart"})):
+        with av.open(str(clip)) as src, av.open(str(tmp_path / name), "w", format=fmt, options=options) as out:
+            stream = out.add_stream_from_template(src.streams.video[0])
+            for packet in src.demux(src.streams.video[0]):
+                if packet.dts is not None:
+                    packet.stream = stream
+                    out.mux(packet)
+    assert len(list(tmp_path.glob("*.ts"))) >= 4
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    refs = shared_data("video", "hamilton_reference_faces")
+    cid = f"http-{uuid.uuid4().hex[:8]}"
+    rekognition.create_collection(CollectionId=cid)
+    rekognition.index_faces(CollectionId=cid, Image={"Bytes": (refs / "lin-manuel-miranda.png").read_bytes()},
+                            ExternalImageId="lin-manuel-miranda", MaxFaces=1)
+    extension(live, "PutCollectionPolicy", CollectionId=cid, Policy={"AllowLiveSearch": True})
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    urls = {"hls": f"{base}/index.m3u8", "httpmp4": f"{base}/clip.mp4"}
+    try:
+        for name, url in urls.items():
+            assert extension(live, "AddStreamSource", Name=name, Url=url)["Kind"] == "http"
+            create(rekognition, f"{name}-watch", name, cid)
+            rekognition.start_stream_processor(Name=f"{name}-watch")
+        for name in urls:
+            wait_for(f"a match of Miranda from the {name} source",
+                     lambda: "lin-manuel-miranda" in matched(records(live, f"{name}-watch")), timeout=90)
+            recs = records(live, f"{name}-watch")
+            assert recs[0]["InputInformation"]["KinesisVideo"]["StreamArn"] == video_arn(name)
+            stats = extension(live, "GetStreamProcessorStatus", Name=f"{name}-watch")["Stats"]
+            assert stats["FramesReceived"] >= stats["FramesAnalysed"] > 0
+    finally:
+        for name in urls:
+            try:
+                rekognition.stop_stream_processor(Name=f"{name}-watch")
+            except ClientError:
+                pass
+        server.shutdown()
+        server.server_close()

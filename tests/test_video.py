@@ -120,6 +120,7 @@ def test_face_detection_reports_faces_with_timestamps_and_metadata(rek, hamilton
     assert (meta["FrameWidth"], meta["FrameHeight"]) == (640, 360)
     assert meta["Codec"].startswith("H.264") and meta["Format"] == "QuickTime / MOV"
     assert abs(meta["FrameRate"] - 29.97) < 0.01 and 9000 < meta["DurationMillis"] < 9300
+    assert meta["ColorRange"] == "LIMITED"  # the stream states MPEG (TV) range, 16-235 (FFmpeg color_range 1)
     faces = done["Faces"]
     assert faces, "faces of the hamilton clip"
     stamps = [f["Timestamp"] for f in faces]
