@@ -561,3 +561,39 @@ def test_hls_and_http_sources_find_miranda(live, rekognition, tmp_path):
                 pass
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.slow
+def test_rtmp_source_finds_miranda(live, rekognition):
+    """An RTMP camera (tests/rtmp_source.py: Debian's nginx RTMP module relaying the hamilton clip, published in
+    real time by PyAV) read by a processor, which finds Lin-Manuel Miranda and writes Kinesis records."""
+    import shutil
+
+    if shutil.which("nginx") is None or not Path("/usr/lib/nginx/modules/ngx_rtmp_module.so").exists():
+        pytest.skip("nginx's RTMP module is missing: apt-get install libnginx-mod-rtmp (.ci/run does)")
+    port = free_port()
+    camera = subprocess.Popen([sys.executable, str(REPO / "tests" / "rtmp_source.py"),
+                               str(shared_data("video", "short_hamilton_clip.mp4")), str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = camera.stdout.readline()
+        assert line.strip() == "ready", f"RTMP camera did not start: {line}{camera.stderr.read()}"
+        refs = shared_data("video", "hamilton_reference_faces")
+        cid = f"rtmp-{uuid.uuid4().hex[:8]}"
+        rekognition.create_collection(CollectionId=cid)
+        rekognition.index_faces(CollectionId=cid, Image={"Bytes": (refs / "lin-manuel-miranda.png").read_bytes()},
+                                ExternalImageId="lin-manuel-miranda", MaxFaces=1)
+        extension(live, "PutCollectionPolicy", CollectionId=cid, Policy={"AllowLiveSearch": True})
+        assert extension(live, "AddStreamSource", Name="rtmpcam",
+                         Url=f"rtmp://127.0.0.1:{port}/live/cam")["Kind"] == "rtmp"
+        create(rekognition, "rtmp-watch", "rtmpcam", cid)
+        rekognition.start_stream_processor(Name="rtmp-watch")
+        wait_for("a match of Miranda from the RTMP camera",
+                 lambda: "lin-manuel-miranda" in matched(records(live, "rtmp-watch")), timeout=90)
+        status = extension(live, "GetStreamProcessorStatus", Name="rtmp-watch")
+        assert status["Status"] == "RUNNING" and "rtmp source" in status["StatusMessage"], status
+        assert records(live, "rtmp-watch")[0]["InputInformation"]["KinesisVideo"]["StreamArn"] == video_arn("rtmpcam")
+        rekognition.stop_stream_processor(Name="rtmp-watch")
+    finally:
+        camera.terminate()
+        camera.wait(10)
