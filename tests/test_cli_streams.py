@@ -40,6 +40,7 @@ def test_streams_commands_on_a_local_data_folder(tmp_path):
     refused = run("streams", "processors", "create", "watch", "--source", "lobby", "--collection", "staff", *data,
                   code=2)
     assert "X-Faceledger-Purpose" in refused.stderr
+    assert "--purpose WHY --case REF" in refused.stderr  # the options that send those headers
 
     out = run("streams", "processors", "create", "watch", "--source", "lobby", "--collection", "staff",
               "--threshold", "60", *why, *data).stdout
@@ -48,6 +49,9 @@ def test_streams_commands_on_a_local_data_folder(tmp_path):
     assert described["StreamProcessor"]["Status"] == "STOPPED"
     assert described["StreamProcessor"]["Settings"]["FaceSearch"]["FaceMatchThreshold"] == 80.0  # raised to 80
     assert described["Status"]["Source"] == "lobby"
+    shown = run("streams", "processors", "describe", "watch", *data).stdout
+    assert "KinesisDataStream arn:aws:kinesis:us-east-1:000000000000:stream/watch" in shown and "{'Arn'" not in shown
+    assert "no sinks with a webhook" in run("streams", "sinks", "list", *data).stdout
     listed = json.loads(run("streams", "processors", "list", *data, "--json").stdout)
     assert listed["StreamProcessors"] == [{"Name": "watch", "Status": "STOPPED"}]
 
@@ -94,3 +98,4 @@ def test_streams_commands_on_a_local_data_folder(tmp_path):
     assert "no stream processors" in run("streams", "processors", "list", *data).stdout
     audit = run("audit", "list", "--operation", "StopStreamProcessor", "--data", tmp_path / "data").stdout
     assert "StopStreamProcessor" in audit and "SEC-1" not in audit  # recorded, with this command's (no) case
+

@@ -96,6 +96,9 @@ def sinks_list(app: App) -> None:
     r = app.extension("ListStreamSinks")
     if app.as_json:
         return app.print_json(r)
+    if not r.get("Sinks"):
+        app.out.print("no sinks with a webhook (every Kinesis data stream ARN still writes <data>/streams/NAME.jsonl)")
+        return
     table = app.table("Arn", "File", "WebhookUrl")
     for s in r.get("Sinks", []):
         table.add_row(s["Arn"], s["File"], s.get("WebhookUrl") or "")
@@ -197,13 +200,24 @@ def processors_describe(app: App, name: str) -> None:
     rows = [("Name", r["Name"]), ("Arn", r["StreamProcessorArn"]), ("Status", r["Status"]),
             ("StatusMessage", r.get("StatusMessage", "")), ("Source", status.get("Source", "")),
             *_settings_rows(r["Settings"]),
-            ("Output", ", ".join(f"{k}: {v}" for k, v in r["Output"].items()))]
+            ("Output", _output_text(r["Output"]))]
     for key, value in (status.get("Stats") or {}).items():
         rows.append((key, "" if value is None else str(value)))
     table = app.table("Field", "Value")
     for row in rows:
         table.add_row(*row)
     app.out.print(table)
+
+
+def _output_text(output: dict[str, Any]) -> str:
+    """A processor's Output in words: its Kinesis data stream ARN and its S3 destination as s3://BUCKET/PREFIX."""
+    parts = []
+    if "KinesisDataStream" in output:
+        parts.append(f"KinesisDataStream {output['KinesisDataStream'].get('Arn', '')}")
+    if "S3Destination" in output:
+        s3 = output["S3Destination"]
+        parts.append(f"S3Destination s3://{s3.get('Bucket', '')}/{s3.get('KeyPrefix', '')}")
+    return "; ".join(parts)
 
 
 def _settings_rows(settings: dict[str, Any]) -> list[tuple[str, str]]:
