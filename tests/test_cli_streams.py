@@ -99,3 +99,47 @@ def test_streams_commands_on_a_local_data_folder(tmp_path):
     audit = run("audit", "list", "--operation", "StopStreamProcessor", "--data", tmp_path / "data").stdout
     assert "StopStreamProcessor" in audit and "SEC-1" not in audit  # recorded, with this command's (no) case
 
+
+def test_video_commands_exit_1_on_a_failed_job_with_or_without_json(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    data = ("--data", tmp_path / "data")
+    failed = json.loads(run("video", "segments", empty, *data, "--json", code=1).stdout)
+    assert failed["JobStatus"] == "FAILED" and "the file is empty" in failed["StatusMessage"]
+    shown = run("video", "segments", empty, *data, code=1)
+    assert "no segments" in shown.stdout and "Confidence" not in shown.stdout  # no table without rows
+    assert "job FAILED" in shown.stderr and "the file is empty" in shown.stderr
+    faces = run("video", "faces", empty, *data, code=1)
+    assert "0 faces" in faces.stdout and "BoundingBox" not in faces.stdout
+
+
+def test_video_s3_location_without_a_buckets_folder_says_which_option(tmp_path):
+    refused = run("video", "faces", "s3://cctv/lobby.mp4", "--data", tmp_path / "data", code=2)
+    assert "--buckets DIR" in refused.stderr and "--endpoint" in refused.stderr
+
+
+def test_video_search_table_fits_a_narrow_terminal(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from faceledger.cli.common import App
+    from faceledger.cli.video import persons_table
+
+    persons = {0: {"stamps": [0, 200, 400, 600, 2800, 3000], "matches": [
+                   {"Similarity": 99.5, "Face": {"ExternalImageId": "lin-manuel-miranda.png",
+                                                 "FaceId": "6b7c8251-6d99-4566-ab0d-add55c1f75c1"}}]},
+               1: {"stamps": [600], "matches": []}}
+    shown = {}
+    for width in (80, 160):
+        app = App(tmp_path, None, None, None, False)
+        app.out = Console(file=io.StringIO(), width=width, force_terminal=True, color_system=None)
+        app.out.print(persons_table(app, persons))
+        shown[width] = app.out.file.getvalue()
+        assert max(len(line) for line in shown[width].splitlines()) <= width
+        assert "99.50" in shown[width] and "Similarity" in shown[width] and "(no match)" in shown[width]
+    assert "6b7c8251-6d99-4566-ab0d-add55c1f75c1" in shown[160] and "0.0s-0.6s, 2.8s-3.0s" in shown[160]
+    assert "0.6s " in shown[160]  # one sighting: one time
+    # 80 columns: no FaceId (it said where to find it), one range a line, each whole
+    assert "FaceId" in shown[80] and "6b7c8251" not in shown[80]
+    assert "0.0s-0.6s" in shown[80] and "2.8s-3.0s" in shown[80]

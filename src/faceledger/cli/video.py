@@ -34,6 +34,10 @@ def _video_arg(app: App, file: str) -> tuple[dict[str, Any], Callable[[], None]]
         bucket, _, name = file[5:].partition("/")
         if not bucket or not name:
             raise CliError(f"{file}: an S3 location is s3://BUCKET/NAME")
+        if not app.endpoint and app.buckets_dir is None:
+            raise CliError(f"{file}: an s3:// video is read from a buckets folder: give --buckets DIR (its "
+                           "subfolders are the buckets), --endpoint URL of a server started with --buckets, "
+                           "or the video's file path")
         return {"S3Object": {"Bucket": bucket, "Name": name}}, lambda: None
     path = Path(file)
     if not path.is_file():
@@ -93,11 +97,15 @@ def _progress(out: dict[str, Any]) -> tuple[int, int | None, int | None]:
 
 
 def _finish(app: App, result: dict[str, Any]) -> bool:
-    """Print the raw response (--json) or the job's status line; False when there is nothing more to show."""
+    """Print the raw response (--json) or the job's status line; False when there is nothing more to show.
+
+    With --json a FAILED job exits with status 1 here, as the tables do after their rows (docs/cli.md)."""
     headers = result.pop("_headers", {})
     elapsed = result.pop("_elapsed_s", 0.0)
     if app.as_json:
         app.print_json(result)
+        if result["JobStatus"] == "FAILED":
+            raise SystemExit(1)
         return False
     meta = result.get("VideoMetadata") or {}
     if isinstance(meta, list):
@@ -116,6 +124,11 @@ def _ms(value: int) -> str:
     return f"{value / 1000:.1f}s"
 
 
+def _range(first: int, last: int) -> str:
+    """A time range of the persons table ("2.8s-7.0s"; one sighting: "0.6s")."""
+    return _ms(first) if first == last else f"{_ms(first)}-{_ms(last)}"
+
+
 @client_command(video, "faces")
 @click.argument("file")
 def video_faces(app: App, file: str) -> None:
@@ -126,7 +139,8 @@ def video_faces(app: App, file: str) -> None:
     table = app.table("Timestamp", "BoundingBox", "Confidence")
     for f in result.get("Faces", []):
         table.add_row(_ms(f["Timestamp"]), fmt_box(f["Face"].get("BoundingBox")), fmt_pct(f["Face"].get("Confidence")))
-    app.out.print(table)
+    if table.row_count:
+        app.out.print(table)
     app.out.print(f"{len(result.get('Faces', []))} faces", markup=False)
     if result["JobStatus"] == "FAILED":
         raise SystemExit(1)
@@ -141,6 +155,28 @@ def time_ranges(stamps: list[int], gap: int = RANGE_GAP_MS) -> list[tuple[int, i
         else:
             ranges.append((t, t))
     return ranges
+
+
+#: A terminal narrower than this gets the persons table without its FaceId column (a UUID takes 36 columns and is
+#: never cut) and one time range a line, so that Similarity and the time ranges stay readable; --json has it all.
+WIDE_TABLE = 110
+
+
+def persons_table(app: App, persons: dict[int, dict[str, Any]]) -> Any:
+    """The table of ``video search``: one row per person ({Index: {"stamps": [ms], "matches": FaceMatches}})."""
+    wide = not app.out.is_terminal or app.out.width >= WIDE_TABLE
+    columns = ("Person", "ExternalImageId", "FaceId", "Similarity", "Seen")
+    table = app.table(*(c for c in columns if wide or c != "FaceId"),
+                      title=None if wide else "(FaceId: a wider terminal, or --json)")
+    for index in sorted(persons):
+        entry = persons[index]
+        seen = (", " if wide else "\n").join(_range(a, b) for a, b in time_ranges(entry["stamps"]))
+        best = entry["matches"][0] if entry["matches"] else None
+        face = best["Face"] if best else {}
+        row = [str(index), face.get("ExternalImageId", "(no match)" if not best else ""), face.get("FaceId", ""),
+               fmt_pct(best["Similarity"]) if best else "", seen]
+        table.add_row(*(row if wide else row[:2] + row[3:]))
+    return table
 
 
 @client_command(video, "search")
@@ -163,15 +199,8 @@ def video_search(app: App, collection_id: str, file: str, threshold: float) -> N
         app.out.print(f"threshold used {h['x-faceledger-threshold-used']}; expected false matches for the whole "
                       f"video {float(h.get('x-faceledger-expected-false-matches', 0)):.3g} (each person searched "
                       "once, with its best faces)", markup=False)
-    table = app.table("Person", "ExternalImageId", "FaceId", "Similarity", "Seen")
-    for index in sorted(persons):
-        entry = persons[index]
-        seen = ", ".join(f"{_ms(a)}-{_ms(b)}" for a, b in time_ranges(entry["stamps"]))
-        best = entry["matches"][0] if entry["matches"] else None
-        face = best["Face"] if best else {}
-        table.add_row(str(index), face.get("ExternalImageId", "(no match)" if not best else ""),
-                      face.get("FaceId", ""), fmt_pct(best["Similarity"]) if best else "", seen)
-    app.out.print(table)
+    if persons:
+        app.out.print(persons_table(app, persons))
     matched = sum(1 for e in persons.values() if e["matches"])
     app.out.print(f"{len(persons)} persons, {matched} matched in {collection_id}", markup=False)
     if result["JobStatus"] == "FAILED":
@@ -188,6 +217,8 @@ def video_segments(app: App, file: str, types: tuple[str, ...]) -> None:
                   {"SegmentTypes": list(types or ("SHOT", "TECHNICAL_CUE"))})
     if not _finish(app, result):
         return
+    if not result.get("Segments"):
+        app.out.print("no segments", markup=False)
     table = app.table("Type", "Start", "End", "Frames", "Confidence")
     for s in result.get("Segments", []):
         kind = "SHOT" if s["Type"] == "SHOT" else s["TechnicalCueSegment"]["Type"]
@@ -195,6 +226,7 @@ def video_segments(app: App, file: str, types: tuple[str, ...]) -> None:
         table.add_row(kind, f"{s['StartTimecodeSMPTE']} ({_ms(s['StartTimestampMillis'])})",
                       f"{s['EndTimecodeSMPTE']} ({_ms(s['EndTimestampMillis'])})",
                       f"{s['StartFrameNumber']}-{s['EndFrameNumber']}", fmt_pct(conf))
-    app.out.print(table)
+    if table.row_count:
+        app.out.print(table)
     if result["JobStatus"] == "FAILED":
         raise SystemExit(1)
