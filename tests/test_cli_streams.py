@@ -143,3 +143,12 @@ def test_video_search_table_fits_a_narrow_terminal(tmp_path):
     # 80 columns: no FaceId (it said where to find it), one range a line, each whole
     assert "FaceId" in shown[80] and "6b7c8251" not in shown[80]
     assert "0.0s-0.6s" in shown[80] and "2.8s-3.0s" in shown[80]
+
+
+def test_processors_create_and_start_check_their_options_as_the_help_says(tmp_path):
+    data = ("--data", tmp_path / "data")
+    refused = run("streams", "processors", "create", "porch", "--source", "porchcam", "--labels", "PERSON", *data,
+                  code=2)
+    assert "--labels needs --s3-bucket" in refused.stderr
+    refused = run("streams", "processors", "start", "porch", "--max-duration", "500", *data, code=2)
+    assert "1<=x<=120" in refused.stderr  # StopSelector.MaxDurationInSeconds, refused before any call

@@ -136,6 +136,9 @@ def processors_create(app: App, name: str, source: str, collection_id: str | Non
     --labels, PERSON and PET detection (docs/streams.md)."""
     if (collection_id is None) == (labels is None):
         raise CliError("give --collection (face search) or --labels (label detection), one of them")
+    if labels is not None and not s3_bucket:
+        raise CliError("--labels needs --s3-bucket BUCKET (a folder of the server's buckets folder): the frames and "
+                       "crops of its detections go there")
     output: dict[str, Any] = {}
     if output_stream or labels is None:
         output["KinesisDataStream"] = {"Arn": data_stream_arn(output_stream or name, app.region)}
@@ -164,8 +167,8 @@ def processors_create(app: App, name: str, source: str, collection_id: str | Non
 
 @client_command(processors, "start")
 @click.argument("name")
-@click.option("--max-duration", type=click.IntRange(min=1), default=None,
-              help="Stop by itself after this many seconds.")
+@click.option("--max-duration", type=click.IntRange(1, 120), default=None,
+              help="Stop by itself after this many seconds (1 to 120: StopSelector.MaxDurationInSeconds).")
 def processors_start(app: App, name: str, max_duration: int | None) -> None:
     """Start NAME. Processors run in the server: without --endpoint this records the start, and the next
     `faceledger serve` on this data folder runs it."""
