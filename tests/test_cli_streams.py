@@ -152,3 +152,26 @@ def test_processors_create_and_start_check_their_options_as_the_help_says(tmp_pa
     assert "--labels needs --s3-bucket" in refused.stderr
     refused = run("streams", "processors", "start", "porch", "--max-duration", "500", *data, code=2)
     assert "1<=x<=120" in refused.stderr  # StopSelector.MaxDurationInSeconds, refused before any call
+
+
+def test_video_faces_attributes_all_adds_gender_and_smile(tmp_path):
+    """`video faces --attributes ALL` sends FaceAttributes ALL, as `detect --attributes ALL` sends Attributes ALL."""
+    import av
+    import numpy as np
+    from PIL import Image
+
+    photo = Image.open(shared_data("video", "hamilton_reference_faces", "lin-manuel-miranda.png")).convert("RGB")
+    photo = photo.resize((photo.width // 2 * 2, photo.height // 2 * 2))
+    clip = tmp_path / "one-face.mp4"
+    with av.open(str(clip), "w") as out:  # 1 s at 5 frames/s: one sampled frame each 200 ms
+        stream = out.add_stream("libx264", rate=5)
+        stream.width, stream.height, stream.pix_fmt = photo.width, photo.height, "yuv420p"
+        for _ in range(5):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.asarray(photo), format="rgb24")))
+        out.mux(stream.encode())
+    data = ("--data", tmp_path / "data")
+    faces = json.loads(run("video", "faces", clip, "--attributes", "all", *data, "--json").stdout)["Faces"]
+    assert faces and all(f["Face"]["Gender"]["Value"] == "Male" and "Smile" in f["Face"] for f in faces)
+    shown = run("video", "faces", clip, "--attributes", "ALL", *data).stdout
+    assert "Gender" in shown and "Male" in shown
+    assert "Gender" not in run("video", "faces", clip, *data).stdout  # DEFAULT: no attributes

@@ -337,6 +337,13 @@ def fmt_pct(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
 
 
+def fmt_gender_smile(face: dict[str, Any]) -> list[str]:
+    """A FaceDetail's Gender and Smile cells ("Male 97%", "yes 88%"; "-" where the face has none)."""
+    g, smile = face.get("Gender"), face.get("Smile")
+    return [f"{g['Value']} {g['Confidence']:.0f}%" if g else "-",
+            f"{'yes' if smile['Value'] else 'no'} {smile['Confidence']:.0f}%" if smile else "-"]
+
+
 def _reasons(entry: dict[str, Any]) -> str:
     return ", ".join(entry.get("Reasons", []))
 

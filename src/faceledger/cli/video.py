@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import click
 
-from .common import App, CliError, client_command, fmt_box, fmt_pct
+from .common import App, CliError, client_command, fmt_box, fmt_gender_smile, fmt_pct
 from .main import main
 
 #: Sightings of one person less than this far apart (ms) are one time range of the table.
@@ -131,14 +131,19 @@ def _range(first: int, last: int) -> str:
 
 @client_command(video, "faces")
 @click.argument("file")
-def video_faces(app: App, file: str) -> None:
+@click.option("--attributes", type=click.Choice(["DEFAULT", "ALL"], case_sensitive=False), default="DEFAULT",
+              show_default=True, help="FaceAttributes: ALL adds Gender and Smile where measured (docs/video.md)")
+def video_faces(app: App, file: str, attributes: str) -> None:
     """The faces of a video (StartFaceDetection): each sampled frame's faces with their timestamps."""
-    result = _run(app, "start_face_detection", "get_face_detection", "Faces", file, {})
+    result = _run(app, "start_face_detection", "get_face_detection", "Faces", file,
+                  {"FaceAttributes": attributes.upper()})
     if not _finish(app, result):
         return
-    table = app.table("Timestamp", "BoundingBox", "Confidence")
+    every = attributes.upper() == "ALL"
+    table = app.table("Timestamp", "BoundingBox", "Confidence", *(["Gender", "Smile"] if every else []))
     for f in result.get("Faces", []):
-        table.add_row(_ms(f["Timestamp"]), fmt_box(f["Face"].get("BoundingBox")), fmt_pct(f["Face"].get("Confidence")))
+        table.add_row(_ms(f["Timestamp"]), fmt_box(f["Face"].get("BoundingBox")), fmt_pct(f["Face"].get("Confidence")),
+                      *(fmt_gender_smile(f["Face"]) if every else []))
     if table.row_count:
         app.out.print(table)
     app.out.print(f"{len(result.get('Faces', []))} faces", markup=False)
