@@ -175,3 +175,45 @@ def test_video_faces_attributes_all_adds_gender_and_smile(tmp_path):
     shown = run("video", "faces", clip, "--attributes", "ALL", *data).stdout
     assert "Gender" in shown and "Male" in shown
     assert "Gender" not in run("video", "faces", clip, *data).stdout  # DEFAULT: no attributes
+
+
+def test_describe_with_a_key_limited_to_its_collection(server, tmp_path, monkeypatch):
+    """A key allowed rekognition:* on one collection may describe that collection's processors (docs/streams.md);
+    `processors describe` shows them without the counters of faceledger:GetStreamProcessorStatus (on `*`) instead
+    of failing whole."""
+    import uuid
+
+    from conftest import create_key
+
+    for var in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.secret)
+    e = ("--endpoint", server.url)
+    tag = uuid.uuid4().hex[:8]
+    cid, source, name = f"cli-desc-{tag}", f"cam-{tag}", f"watch-{tag}"
+    run("collections", "create", cid, *e)
+    try:
+        run("policy", "set", cid, "--allow-live-search", *e)
+        run("streams", "sources", "add", source, shared_data("video", "short_hamilton_clip.mp4"), *e)
+        run("streams", "processors", "create", name, "--source", source, "--collection", cid,
+            "--purpose", "test", "--case", "T-1", *e)
+        key = create_key(server.data_dir, f"only-{tag}", {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "rekognition:*",
+             "Resource": f"arn:aws:rekognition:us-east-1:000000000000:collection/{cid}"}]},
+            database=server.database)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key[0])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key[1])
+        shown = run("streams", "processors", "describe", name, *e)
+        assert "STOPPED" in shown.stdout and source in shown.stdout and cid in shown.stdout
+        assert "counters not shown" in shown.stderr and "GetStreamProcessorStatus" in shown.stderr
+        raw = json.loads(run("streams", "processors", "describe", name, *e, "--json").stdout)
+        assert raw["StreamProcessor"]["Name"] == name and raw["Status"] is None
+    finally:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.key_id)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.secret)
+        CliRunner().invoke(main, ["streams", "processors", "delete", name, *e])
+        CliRunner().invoke(main, ["streams", "sources", "remove", source, *e])
+        run("collections", "delete", cid, *e)
