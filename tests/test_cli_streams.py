@@ -217,3 +217,15 @@ def test_describe_with_a_key_limited_to_its_collection(server, tmp_path, monkeyp
         CliRunner().invoke(main, ["streams", "processors", "delete", name, *e])
         CliRunner().invoke(main, ["streams", "sources", "remove", source, *e])
         run("collections", "delete", cid, *e)
+
+
+def test_video_progress_bar_goes_to_stderr_with_json_as_index_has_it(tmp_path):
+    """--progress shows the bar on stderr with --json too (stdout stays JSON), --no-progress hides it."""
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    data = ("--data", tmp_path / "data")
+    shown = run("video", "segments", empty, *data, "--json", "--progress", code=1)
+    assert json.loads(shown.stdout)["JobStatus"] == "FAILED"
+    assert "segment detection empty.mp4" in shown.stderr
+    hidden = run("video", "segments", empty, *data, "--json", "--no-progress", code=1)
+    assert "segment detection" not in hidden.stderr

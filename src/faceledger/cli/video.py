@@ -58,21 +58,27 @@ def _video_arg(app: App, file: str) -> tuple[dict[str, Any], Callable[[], None]]
 
 
 def _run(app: App, start: str, get: str, member: str, file: str, params: dict[str, Any],
-         get_params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Start a job, show its progress (frames/s) until it ends, return every page of its results joined."""
+         get_params: dict[str, Any] | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """Start a job, show its progress (frames/s) until it ends, return every page of its results joined.
+
+    ``progress``: the bar on standard error, None: when standard error is a terminal (with --json too: the JSON
+    goes to standard output), as `faceledger index` has it."""
     video, cleanup = _video_arg(app, file)
     try:
         job_id = app.call(start, Video=video, **params)["JobId"]
-        show = not app.as_json and app.err.is_terminal
+        show = app.err.is_terminal if progress is None else progress
         began = time.monotonic()
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
-                      TimeElapsedColumn(), console=app.err, disable=not show, transient=True) as bar:
+                      TimeElapsedColumn(), console=app.err, disable=not show,
+                      transient=app.err.is_terminal) as bar:  # elsewhere (a log) the last state stays
             task = bar.add_task(f"{start[6:].replace('_', ' ')} {Path(file).name}", total=None, rate="")
             while True:
                 out = app.call(get, JobId=job_id, MaxResults=1, **(get_params or {}))
                 if out["JobStatus"] != "IN_PROGRESS":
+                    if out["JobStatus"] == "SUCCEEDED" and bar.tasks[0].total:
+                        bar.update(task, completed=bar.tasks[0].total)
                     break
                 frames, done, total = _progress(out)
                 elapsed = max(1e-6, time.monotonic() - began)
@@ -120,6 +126,11 @@ def _finish(app: App, result: dict[str, Any]) -> bool:
     return True
 
 
+#: The option every video command has (as `faceledger index`).
+progress_option = click.option("--progress/--no-progress", default=None,
+                               help="Show a progress bar in frames/s on stderr (default: when stderr is a terminal).")
+
+
 def _ms(value: int) -> str:
     return f"{value / 1000:.1f}s"
 
@@ -133,10 +144,11 @@ def _range(first: int, last: int) -> str:
 @click.argument("file")
 @click.option("--attributes", type=click.Choice(["DEFAULT", "ALL"], case_sensitive=False), default="DEFAULT",
               show_default=True, help="FaceAttributes: ALL adds Gender and Smile where measured (docs/video.md)")
-def video_faces(app: App, file: str, attributes: str) -> None:
+@progress_option
+def video_faces(app: App, file: str, attributes: str, progress: bool | None) -> None:
     """The faces of a video (StartFaceDetection): each sampled frame's faces with their timestamps."""
     result = _run(app, "start_face_detection", "get_face_detection", "Faces", file,
-                  {"FaceAttributes": attributes.upper()})
+                  {"FaceAttributes": attributes.upper()}, progress=progress)
     if not _finish(app, result):
         return
     every = attributes.upper() == "ALL"
@@ -189,10 +201,12 @@ def persons_table(app: App, persons: dict[int, dict[str, Any]]) -> Any:
 @click.argument("file")
 @click.option("--threshold", type=click.FloatRange(0, 100), default=80.0, show_default=True,
               help="FaceMatchThreshold: lowest Similarity to report.")
-def video_search(app: App, collection_id: str, file: str, threshold: float) -> None:
+@progress_option
+def video_search(app: App, collection_id: str, file: str, threshold: float, progress: bool | None) -> None:
     """Who of COLLECTION_ID appears in a video, and when (StartFaceSearch): one row per person."""
     result = _run(app, "start_face_search", "get_face_search", "Persons", file,
-                  {"CollectionId": collection_id, "FaceMatchThreshold": threshold}, {"SortBy": "INDEX"})
+                  {"CollectionId": collection_id, "FaceMatchThreshold": threshold}, {"SortBy": "INDEX"},
+                  progress=progress)
     if not _finish(app, result):
         return
     persons: dict[int, dict[str, Any]] = {}
@@ -216,10 +230,11 @@ def video_search(app: App, collection_id: str, file: str, threshold: float) -> N
 @click.argument("file")
 @click.option("--type", "types", type=click.Choice(["SHOT", "TECHNICAL_CUE"]), multiple=True,
               help="Segment types (default: both).")
-def video_segments(app: App, file: str, types: tuple[str, ...]) -> None:
+@progress_option
+def video_segments(app: App, file: str, types: tuple[str, ...], progress: bool | None) -> None:
     """Shots and black frames of a video (StartSegmentDetection)."""
     result = _run(app, "start_segment_detection", "get_segment_detection", "Segments", file,
-                  {"SegmentTypes": list(types or ("SHOT", "TECHNICAL_CUE"))})
+                  {"SegmentTypes": list(types or ("SHOT", "TECHNICAL_CUE"))}, progress=progress)
     if not _finish(app, result):
         return
     if not result.get("Segments"):
