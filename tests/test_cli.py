@@ -348,3 +348,21 @@ def test_search_says_when_the_margin_rule_finds_it_ambiguous(tmp_path: Path, tra
     text = run("search", "twice", test_images / "obama1.jpg", *d).stdout
     assert "ambiguous: the best match does not stand out from the runner-up" in text
     assert run_json("search", "twice", test_images / "obama1.jpg", *d)["FaceMatches"] == []
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`faceledger audit list | head -1`: the reader closes the pipe; the command ends as one killed by SIGPIPE
+    would (status 141) with nothing on stderr, not with `error: BrokenPipeError`."""
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    run("collections", "create", "staff", "--data", data)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "faceledger", "audit", "list", "--data", str(data)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, stderr
+    assert stderr == ""

@@ -122,10 +122,13 @@ class App:
         return body
 
     def _explained(self, exc: ClientError) -> ClientError:
-        """``exc``, its message followed by how to give credentials when --endpoint refused the ones sent."""
+        """``exc``, its message followed by how to give credentials when --endpoint refused the ones sent, or by
+        the options that send a purpose and a case reference when the service asks for their headers."""
         error = exc.response.setdefault("Error", {})
         if self.endpoint and error.get("Code") in CREDENTIAL_ERRORS:
             error["Message"] = (error.get("Message") or "").rstrip() + "\n" + credentials_hint(self.endpoint)
+        elif error.get("Code") == "AccessDeniedException" and "X-Faceledger-Purpose" in (error.get("Message") or ""):
+            error["Message"] = (error.get("Message") or "").rstrip() + PURPOSE_HINT
         return exc
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
@@ -187,6 +190,10 @@ class App:
         if self._client is not None and hasattr(self._client, "close"):
             self._client.close()
 
+
+#: How the command line sends the X-Faceledger-Purpose and X-Faceledger-Case headers a refusal asks for.
+PURPOSE_HINT = ("\nOn the command line: --purpose WHY --case REF (or the environment variables FACELEDGER_PURPOSE "
+                "and FACELEDGER_CASE); both are recorded in the ledger.")
 
 #: What a server answers to a request it cannot tie to one of its keys (docs/accountability.md).
 CREDENTIAL_ERRORS = {"UnrecognizedClientException", "InvalidSignatureException", "IncompleteSignatureException",
@@ -328,6 +335,13 @@ def fmt_box(box: dict[str, float] | None, size: tuple[int, int] | None = None) -
 
 def fmt_pct(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
+
+
+def fmt_gender_smile(face: dict[str, Any]) -> list[str]:
+    """A FaceDetail's Gender and Smile cells ("Male 97%", "yes 88%"; "-" where the face has none)."""
+    g, smile = face.get("Gender"), face.get("Smile")
+    return [f"{g['Value']} {g['Confidence']:.0f}%" if g else "-",
+            f"{'yes' if smile['Value'] else 'no'} {smile['Confidence']:.0f}%" if smile else "-"]
 
 
 def _reasons(entry: dict[str, Any]) -> str:

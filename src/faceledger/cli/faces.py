@@ -20,6 +20,7 @@ from .common import (
     _reasons,
     client_command,
     fmt_box,
+    fmt_gender_smile,
     fmt_pct,
     image_path,
     image_size,
@@ -418,13 +419,10 @@ def detect(app: App, image: Path, attributes: str) -> None:
                       *(["Gender", "Smile"] if gender else []))
     for i, face in enumerate(faces, 1):
         pose, quality = face.get("Pose", {}), face.get("Quality", {})
-        g, smile = face.get("Gender"), face.get("Smile")
         table.add_row(str(i), fmt_box(face.get("BoundingBox"), size), fmt_pct(face.get("Confidence")),
                       *(f"{pose[k]:+.0f}" if k in pose else "" for k in ("Roll", "Yaw", "Pitch")),
                       *(f"{quality[k]:.0f}" if k in quality else "" for k in ("Brightness", "Sharpness")),
-                      *([f"{g['Value']} {g['Confidence']:.0f}%" if g else "-",
-                         f"{'yes' if smile['Value'] else 'no'} {smile['Confidence']:.0f}%" if smile else "-"]
-                        if gender else []))
+                      *(fmt_gender_smile(face) if gender else []))
     app.out.print(table)
 
 

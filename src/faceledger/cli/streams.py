@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from botocore.exceptions import ClientError
 
 from .common import App, CliError, client_command
 from .main import main
@@ -96,6 +97,9 @@ def sinks_list(app: App) -> None:
     r = app.extension("ListStreamSinks")
     if app.as_json:
         return app.print_json(r)
+    if not r.get("Sinks"):
+        app.out.print("no sinks with a webhook (every Kinesis data stream ARN still writes <data>/streams/NAME.jsonl)")
+        return
     table = app.table("Arn", "File", "WebhookUrl")
     for s in r.get("Sinks", []):
         table.add_row(s["Arn"], s["File"], s.get("WebhookUrl") or "")
@@ -133,6 +137,9 @@ def processors_create(app: App, name: str, source: str, collection_id: str | Non
     --labels, PERSON and PET detection (docs/streams.md)."""
     if (collection_id is None) == (labels is None):
         raise CliError("give --collection (face search) or --labels (label detection), one of them")
+    if labels is not None and not s3_bucket:
+        raise CliError("--labels needs --s3-bucket BUCKET (a folder of the server's buckets folder): the frames and "
+                       "crops of its detections go there")
     output: dict[str, Any] = {}
     if output_stream or labels is None:
         output["KinesisDataStream"] = {"Arn": data_stream_arn(output_stream or name, app.region)}
@@ -161,8 +168,8 @@ def processors_create(app: App, name: str, source: str, collection_id: str | Non
 
 @client_command(processors, "start")
 @click.argument("name")
-@click.option("--max-duration", type=click.IntRange(min=1), default=None,
-              help="Stop by itself after this many seconds.")
+@click.option("--max-duration", type=click.IntRange(1, 120), default=None,
+              help="Stop by itself after this many seconds (1 to 120: StopSelector.MaxDurationInSeconds).")
 def processors_start(app: App, name: str, max_duration: int | None) -> None:
     """Start NAME. Processors run in the server: without --endpoint this records the start, and the next
     `faceledger serve` on this data folder runs it."""
@@ -191,19 +198,39 @@ def processors_stop(app: App, name: str) -> None:
 def processors_describe(app: App, name: str) -> None:
     """Show NAME: status, message, source, output, and its counters (frames received, analysed, dropped, lag)."""
     r = app.call("describe_stream_processor", Name=name)
-    status = app.extension("GetStreamProcessorStatus", Name=name)
+    try:
+        status = app.extension("GetStreamProcessorStatus", Name=name)
+    except ClientError as exc:  # a key allowed DescribeStreamProcessor on its collection, not faceledger:* on *
+        if exc.response.get("Error", {}).get("Code") != "AccessDeniedException":
+            raise
+        status = None
+        app.err.print(f"counters not shown: {exc.response['Error'].get('Message', '')}; the StatusMessage has the "
+                      "main ones", markup=False)
     if app.as_json:
         return app.print_json({"StreamProcessor": r, "Status": status})
+    source = r.get("Input", {}).get("KinesisVideoStream", {}).get("Arn", "").rpartition(":stream/")[2].split("/")[0]
+    status = status or {}
     rows = [("Name", r["Name"]), ("Arn", r["StreamProcessorArn"]), ("Status", r["Status"]),
-            ("StatusMessage", r.get("StatusMessage", "")), ("Source", status.get("Source", "")),
+            ("StatusMessage", r.get("StatusMessage", "")), ("Source", status.get("Source", source)),
             *_settings_rows(r["Settings"]),
-            ("Output", ", ".join(f"{k}: {v}" for k, v in r["Output"].items()))]
+            ("Output", _output_text(r["Output"]))]
     for key, value in (status.get("Stats") or {}).items():
         rows.append((key, "" if value is None else str(value)))
     table = app.table("Field", "Value")
     for row in rows:
         table.add_row(*row)
     app.out.print(table)
+
+
+def _output_text(output: dict[str, Any]) -> str:
+    """A processor's Output in words: its Kinesis data stream ARN and its S3 destination as s3://BUCKET/PREFIX."""
+    parts = []
+    if "KinesisDataStream" in output:
+        parts.append(f"KinesisDataStream {output['KinesisDataStream'].get('Arn', '')}")
+    if "S3Destination" in output:
+        s3 = output["S3Destination"]
+        parts.append(f"S3Destination s3://{s3.get('Bucket', '')}/{s3.get('KeyPrefix', '')}")
+    return "; ".join(parts)
 
 
 def _settings_rows(settings: dict[str, Any]) -> list[tuple[str, str]]:

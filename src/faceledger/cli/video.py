@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import click
 
-from .common import App, CliError, client_command, fmt_box, fmt_pct
+from .common import App, CliError, client_command, fmt_box, fmt_gender_smile, fmt_pct
 from .main import main
 
 #: Sightings of one person less than this far apart (ms) are one time range of the table.
@@ -34,6 +34,10 @@ def _video_arg(app: App, file: str) -> tuple[dict[str, Any], Callable[[], None]]
         bucket, _, name = file[5:].partition("/")
         if not bucket or not name:
             raise CliError(f"{file}: an S3 location is s3://BUCKET/NAME")
+        if not app.endpoint and app.buckets_dir is None:
+            raise CliError(f"{file}: an s3:// video is read from a buckets folder: give --buckets DIR (its "
+                           "subfolders are the buckets), --endpoint URL of a server started with --buckets, "
+                           "or the video's file path")
         return {"S3Object": {"Bucket": bucket, "Name": name}}, lambda: None
     path = Path(file)
     if not path.is_file():
@@ -54,21 +58,27 @@ def _video_arg(app: App, file: str) -> tuple[dict[str, Any], Callable[[], None]]
 
 
 def _run(app: App, start: str, get: str, member: str, file: str, params: dict[str, Any],
-         get_params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Start a job, show its progress (frames/s) until it ends, return every page of its results joined."""
+         get_params: dict[str, Any] | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """Start a job, show its progress (frames/s) until it ends, return every page of its results joined.
+
+    ``progress``: the bar on standard error, None: when standard error is a terminal (with --json too: the JSON
+    goes to standard output), as `faceledger index` has it."""
     video, cleanup = _video_arg(app, file)
     try:
         job_id = app.call(start, Video=video, **params)["JobId"]
-        show = not app.as_json and app.err.is_terminal
+        show = app.err.is_terminal if progress is None else progress
         began = time.monotonic()
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
-                      TimeElapsedColumn(), console=app.err, disable=not show, transient=True) as bar:
+                      TimeElapsedColumn(), console=app.err, disable=not show,
+                      transient=app.err.is_terminal) as bar:  # elsewhere (a log) the last state stays
             task = bar.add_task(f"{start[6:].replace('_', ' ')} {Path(file).name}", total=None, rate="")
             while True:
                 out = app.call(get, JobId=job_id, MaxResults=1, **(get_params or {}))
                 if out["JobStatus"] != "IN_PROGRESS":
+                    if out["JobStatus"] == "SUCCEEDED" and bar.tasks[0].total:
+                        bar.update(task, completed=bar.tasks[0].total)
                     break
                 frames, done, total = _progress(out)
                 elapsed = max(1e-6, time.monotonic() - began)
@@ -93,11 +103,15 @@ def _progress(out: dict[str, Any]) -> tuple[int, int | None, int | None]:
 
 
 def _finish(app: App, result: dict[str, Any]) -> bool:
-    """Print the raw response (--json) or the job's status line; False when there is nothing more to show."""
+    """Print the raw response (--json) or the job's status line; False when there is nothing more to show.
+
+    With --json a FAILED job exits with status 1 here, as the tables do after their rows (docs/cli.md)."""
     headers = result.pop("_headers", {})
     elapsed = result.pop("_elapsed_s", 0.0)
     if app.as_json:
         app.print_json(result)
+        if result["JobStatus"] == "FAILED":
+            raise SystemExit(1)
         return False
     meta = result.get("VideoMetadata") or {}
     if isinstance(meta, list):
@@ -112,21 +126,38 @@ def _finish(app: App, result: dict[str, Any]) -> bool:
     return True
 
 
+#: The option every video command has (as `faceledger index`).
+progress_option = click.option("--progress/--no-progress", default=None,
+                               help="Show a progress bar in frames/s on stderr (default: when stderr is a terminal).")
+
+
 def _ms(value: int) -> str:
     return f"{value / 1000:.1f}s"
 
 
+def _range(first: int, last: int) -> str:
+    """A time range of the persons table ("2.8s-7.0s"; one sighting: "0.6s")."""
+    return _ms(first) if first == last else f"{_ms(first)}-{_ms(last)}"
+
+
 @client_command(video, "faces")
 @click.argument("file")
-def video_faces(app: App, file: str) -> None:
+@click.option("--attributes", type=click.Choice(["DEFAULT", "ALL"], case_sensitive=False), default="DEFAULT",
+              show_default=True, help="FaceAttributes: ALL adds Gender and Smile where measured (docs/video.md)")
+@progress_option
+def video_faces(app: App, file: str, attributes: str, progress: bool | None) -> None:
     """The faces of a video (StartFaceDetection): each sampled frame's faces with their timestamps."""
-    result = _run(app, "start_face_detection", "get_face_detection", "Faces", file, {})
+    result = _run(app, "start_face_detection", "get_face_detection", "Faces", file,
+                  {"FaceAttributes": attributes.upper()}, progress=progress)
     if not _finish(app, result):
         return
-    table = app.table("Timestamp", "BoundingBox", "Confidence")
+    every = attributes.upper() == "ALL"
+    table = app.table("Timestamp", "BoundingBox", "Confidence", *(["Gender", "Smile"] if every else []))
     for f in result.get("Faces", []):
-        table.add_row(_ms(f["Timestamp"]), fmt_box(f["Face"].get("BoundingBox")), fmt_pct(f["Face"].get("Confidence")))
-    app.out.print(table)
+        table.add_row(_ms(f["Timestamp"]), fmt_box(f["Face"].get("BoundingBox")), fmt_pct(f["Face"].get("Confidence")),
+                      *(fmt_gender_smile(f["Face"]) if every else []))
+    if table.row_count:
+        app.out.print(table)
     app.out.print(f"{len(result.get('Faces', []))} faces", markup=False)
     if result["JobStatus"] == "FAILED":
         raise SystemExit(1)
@@ -143,15 +174,39 @@ def time_ranges(stamps: list[int], gap: int = RANGE_GAP_MS) -> list[tuple[int, i
     return ranges
 
 
+#: A terminal narrower than this gets the persons table without its FaceId column (a UUID takes 36 columns and is
+#: never cut) and one time range a line, so that Similarity and the time ranges stay readable; --json has it all.
+WIDE_TABLE = 110
+
+
+def persons_table(app: App, persons: dict[int, dict[str, Any]]) -> Any:
+    """The table of ``video search``: one row per person ({Index: {"stamps": [ms], "matches": FaceMatches}})."""
+    wide = not app.out.is_terminal or app.out.width >= WIDE_TABLE
+    columns = ("Person", "ExternalImageId", "FaceId", "Similarity", "Seen")
+    table = app.table(*(c for c in columns if wide or c != "FaceId"),
+                      title=None if wide else "(FaceId: a wider terminal, or --json)")
+    for index in sorted(persons):
+        entry = persons[index]
+        seen = (", " if wide else "\n").join(_range(a, b) for a, b in time_ranges(entry["stamps"]))
+        best = entry["matches"][0] if entry["matches"] else None
+        face = best["Face"] if best else {}
+        row = [str(index), face.get("ExternalImageId", "(no match)" if not best else ""), face.get("FaceId", ""),
+               fmt_pct(best["Similarity"]) if best else "", seen]
+        table.add_row(*(row if wide else row[:2] + row[3:]))
+    return table
+
+
 @client_command(video, "search")
 @click.argument("collection_id")
 @click.argument("file")
 @click.option("--threshold", type=click.FloatRange(0, 100), default=80.0, show_default=True,
               help="FaceMatchThreshold: lowest Similarity to report.")
-def video_search(app: App, collection_id: str, file: str, threshold: float) -> None:
+@progress_option
+def video_search(app: App, collection_id: str, file: str, threshold: float, progress: bool | None) -> None:
     """Who of COLLECTION_ID appears in a video, and when (StartFaceSearch): one row per person."""
     result = _run(app, "start_face_search", "get_face_search", "Persons", file,
-                  {"CollectionId": collection_id, "FaceMatchThreshold": threshold}, {"SortBy": "INDEX"})
+                  {"CollectionId": collection_id, "FaceMatchThreshold": threshold}, {"SortBy": "INDEX"},
+                  progress=progress)
     if not _finish(app, result):
         return
     persons: dict[int, dict[str, Any]] = {}
@@ -163,15 +218,8 @@ def video_search(app: App, collection_id: str, file: str, threshold: float) -> N
         app.out.print(f"threshold used {h['x-faceledger-threshold-used']}; expected false matches for the whole "
                       f"video {float(h.get('x-faceledger-expected-false-matches', 0)):.3g} (each person searched "
                       "once, with its best faces)", markup=False)
-    table = app.table("Person", "ExternalImageId", "FaceId", "Similarity", "Seen")
-    for index in sorted(persons):
-        entry = persons[index]
-        seen = ", ".join(f"{_ms(a)}-{_ms(b)}" for a, b in time_ranges(entry["stamps"]))
-        best = entry["matches"][0] if entry["matches"] else None
-        face = best["Face"] if best else {}
-        table.add_row(str(index), face.get("ExternalImageId", "(no match)" if not best else ""),
-                      face.get("FaceId", ""), fmt_pct(best["Similarity"]) if best else "", seen)
-    app.out.print(table)
+    if persons:
+        app.out.print(persons_table(app, persons))
     matched = sum(1 for e in persons.values() if e["matches"])
     app.out.print(f"{len(persons)} persons, {matched} matched in {collection_id}", markup=False)
     if result["JobStatus"] == "FAILED":
@@ -182,12 +230,15 @@ def video_search(app: App, collection_id: str, file: str, threshold: float) -> N
 @click.argument("file")
 @click.option("--type", "types", type=click.Choice(["SHOT", "TECHNICAL_CUE"]), multiple=True,
               help="Segment types (default: both).")
-def video_segments(app: App, file: str, types: tuple[str, ...]) -> None:
+@progress_option
+def video_segments(app: App, file: str, types: tuple[str, ...], progress: bool | None) -> None:
     """Shots and black frames of a video (StartSegmentDetection)."""
     result = _run(app, "start_segment_detection", "get_segment_detection", "Segments", file,
-                  {"SegmentTypes": list(types or ("SHOT", "TECHNICAL_CUE"))})
+                  {"SegmentTypes": list(types or ("SHOT", "TECHNICAL_CUE"))}, progress=progress)
     if not _finish(app, result):
         return
+    if not result.get("Segments"):
+        app.out.print("no segments", markup=False)
     table = app.table("Type", "Start", "End", "Frames", "Confidence")
     for s in result.get("Segments", []):
         kind = "SHOT" if s["Type"] == "SHOT" else s["TechnicalCueSegment"]["Type"]
@@ -195,6 +246,7 @@ def video_segments(app: App, file: str, types: tuple[str, ...]) -> None:
         table.add_row(kind, f"{s['StartTimecodeSMPTE']} ({_ms(s['StartTimestampMillis'])})",
                       f"{s['EndTimecodeSMPTE']} ({_ms(s['EndTimestampMillis'])})",
                       f"{s['StartFrameNumber']}-{s['EndFrameNumber']}", fmt_pct(conf))
-    app.out.print(table)
+    if table.row_count:
+        app.out.print(table)
     if result["JobStatus"] == "FAILED":
         raise SystemExit(1)
