@@ -366,3 +366,16 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141, stderr
     assert stderr == ""
+
+
+def test_video_commands_poll_less_often_as_a_job_runs():
+    """Every GetFace*/GetSegment* poll is a ledger entry: the CLI polls every 0.5 s at first, then every tenth of
+    the time elapsed, at most every 5 s, so a 10-minute job costs about 150 entries instead of 1,200."""
+    from faceledger.cli.video import poll_interval
+
+    assert poll_interval(0) == poll_interval(4) == 0.5 and poll_interval(20) == 2.0 and poll_interval(3600) == 5.0
+    waited, polls = 0.0, 0
+    while waited < 600:
+        waited += poll_interval(waited)
+        polls += 1
+    assert polls < 160
