@@ -71,3 +71,49 @@ def test_a_turned_face_against_a_frontal_one_is_scored_on_the_main_table(plain_r
         CollectionId=collection_id, Image={"Bytes": (lfw / TURNED_STRANGERS[1][0]).read_bytes()}, FaceMatchThreshold=0)
     assert r["FaceMatches"][0]["Similarity"] == pytest.approx(main.similarity(d), abs=0.05)
     assert BAND not in r["ResponseMetadata"]["HTTPHeaders"]
+
+
+def _noisy_png(path, sd: float, seed: int) -> bytes:
+    """The photo with Gaussian noise of standard deviation ``sd`` (grey levels) added, as a lossless PNG."""
+    import cv2
+    import numpy as np
+
+    pixels = decode_image(path.read_bytes()).pixels
+    noisy = np.clip(pixels + np.random.default_rng(seed).normal(0, sd, pixels.shape), 0, 255).astype(np.uint8)
+    return cv2.imencode(".png", noisy[:, :, ::-1])[1].tobytes()
+
+
+def test_a_turned_face_pushed_out_of_the_range_is_not_scored_more_leniently(rekognition, plain_rekognition,
+                                                                          collection_id, lfw, engine):
+    """Noise, which any client can add, moves a turned probe out of the quality range (NOISY: degraded), where its
+    pair with a turned stored face was scored on the degraded-one table, ~2 points more lenient than the
+    turned-both table its honest photo gets (Joe_Finley_0001 with noise against Hugh_Grant_0005: 80.4 there,
+    a match at 80). Such a pair is now 'degraded-one+turned-both', the stricter of the two tables at each distance,
+    alike in SearchFacesByImage, CompareFaces and SearchFaces by the stored noisy face's FaceId."""
+    stored, probe = TURNED_STRANGERS[1]
+    noisy = _noisy_png(lfw / probe, 14, 5)
+    a = _face(engine, lfw, stored)
+    b = engine.analyze(decode_image(noisy).pixels, max_faces=1)[0]
+    assert band(b.quality.measures, b.pose.yaw) == "degraded" and abs(b.pose.yaw) >= 20  # still turned
+    d = float(engine.distance(a.embedding, b.embedding[None, :])[0])
+    degraded_one = SimilarityScale.load(engine.model_version, "degraded-one").similarity(d)
+    turned_both = SimilarityScale.load(engine.model_version, "turned-both").similarity(d)
+    assert degraded_one > turned_both + 1  # the leniency the band would have given
+    expected = min(degraded_one, turned_both)
+    rekognition.index_faces(CollectionId=collection_id, Image={"Bytes": (lfw / stored).read_bytes()},
+                            QualityFilter="AUTO", MaxFaces=1)
+    r = rekognition.search_faces_by_image(CollectionId=collection_id, Image={"Bytes": noisy})
+    assert r["FaceMatches"] == []  # at the default 80
+    r = plain_rekognition.search_faces_by_image(CollectionId=collection_id, Image={"Bytes": noisy},
+                                                FaceMatchThreshold=0)
+    assert r["FaceMatches"][0]["Similarity"] == pytest.approx(expected, abs=0.05)
+    assert r["ResponseMetadata"]["HTTPHeaders"][BAND] == "degraded-one+turned-both"
+    r = rekognition.compare_faces(SourceImage={"Bytes": (lfw / stored).read_bytes()}, TargetImage={"Bytes": noisy},
+                                  SimilarityThreshold=0)
+    assert r["FaceMatches"][0]["Similarity"] == pytest.approx(expected, abs=0.05)
+    # the other way round: the noisy face stored (QualityFilter NONE keeps it, band degraded), searched by FaceId
+    face_id = rekognition.index_faces(CollectionId=collection_id, Image={"Bytes": noisy}, QualityFilter="NONE",
+                                      MaxFaces=1)["FaceRecords"][0]["Face"]["FaceId"]
+    r = plain_rekognition.search_faces(CollectionId=collection_id, FaceId=face_id, FaceMatchThreshold=0)
+    assert r["FaceMatches"][0]["Similarity"] == pytest.approx(expected, abs=0.05)
+    assert r["ResponseMetadata"]["HTTPHeaders"][BAND] == "degraded-one+turned-both"
