@@ -254,3 +254,29 @@ def test_an_export_that_cannot_be_written_says_why_and_leaves_the_folder_as_it_w
         assert np.load(small / "vectors.npy").shape == (300, 128)
     finally:
         subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+def test_migrate_refuses_a_source_that_holds_no_faceledger_store(tmp_path):
+    """`faceledger migrate --from` a folder whose faceledger.db is empty, a link to /dev/zero, a folder or not a
+    database says so before reaching the target (its Migrate entry would have made the target refuse the right
+    source afterwards); the target here is unreachable, so reaching it would say 'cannot open'."""
+    import os
+    import sqlite3
+
+    from test_cli import run
+
+    cases = {"empty": b"", "garbage": b"not a database, but long enough to have a header" * 4}
+    for name, content in cases.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "faceledger.db").write_bytes(content)
+    (tmp_path / "foreign").mkdir()
+    sqlite3.connect(tmp_path / "foreign" / "faceledger.db").execute("CREATE TABLE t (x)").connection.close()
+    (tmp_path / "zero").mkdir()
+    os.symlink("/dev/zero", tmp_path / "zero" / "faceledger.db")
+    (tmp_path / "folder" / "faceledger.db").mkdir(parents=True)
+    expected = {"empty": "has no faceledger tables", "foreign": "has no faceledger tables",
+                "garbage": "is not a faceledger database", "zero": "is not a regular file",
+                "folder": "is not a regular file"}
+    for name, message in expected.items():
+        result = run("migrate", "--from", tmp_path / name, "--to", "postgresql://u@127.0.0.1:9/db", code=2)
+        assert message in result.stderr and "cannot open" not in result.stderr, (name, result.stderr)
