@@ -46,11 +46,20 @@ def migrate(source: Path, target: str) -> None:
     db_file = source / "faceledger.db"
     if not db_file.exists():
         raise CliError(f"no faceledger data in {source} (no faceledger.db)")
+    if not db_file.is_file():  # a folder, or a link to /dev/zero: SQLite would read the latter as an empty database
+        raise CliError(f"no faceledger data in {source} ({db_file} is not a regular file)")
     started = time.monotonic()
     src = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, isolation_level=None)
     try:
-        src.execute("BEGIN")  # one snapshot, whatever a running server writes meanwhile
-        tables = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        try:
+            src.execute("BEGIN")  # one snapshot, whatever a running server writes meanwhile
+            tables = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            raise CliError(f"{db_file} is not a faceledger database ({exc}); nothing was moved") from None
+        if "collections" not in tables:
+            # an empty or foreign database would "move" nothing, and the Migrate entry written to the target
+            # would make it refuse the right --from afterwards (it would hold faceledger data)
+            raise CliError(f"no faceledger data in {source} ({db_file} has no faceledger tables); nothing was moved")
         checked = None
         if "ledger" in tables:
             rows = src.execute(f"SELECT {', '.join(LEDGER_COLUMNS)}, hash FROM ledger ORDER BY seq")

@@ -40,9 +40,10 @@ SEARCHES = {
 }
 POLICY_MEMBERS = {"MinFaceMatchThreshold", "BelowMinimum", "MaxFaces", "RequirePurpose", "RetentionDays",
                   "AllowLiveSearch"}
-_COLLECTION_ID = re.compile(r"^[a-zA-Z0-9_.\-]{1,255}$")
-_EXTERNAL_ID = re.compile(r"^[a-zA-Z0-9_.\-:]{1,255}$")
-_FACE_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# \Z, not $: "$" also matches before a final newline, so "abc\n" would pass as an id
+_COLLECTION_ID = re.compile(r"^[a-zA-Z0-9_.\-]{1,255}\Z")
+_EXTERNAL_ID = re.compile(r"^[a-zA-Z0-9_.\-:]{1,255}\Z")
+_FACE_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 
 def validate_policy(policy: Any) -> dict[str, Any]:
