@@ -16,10 +16,11 @@ import pytest
 av = pytest.importorskip("av")
 
 
-def _h264(width: int, height: int, n: int) -> bytes:
-    """A raw H.264 elementary stream of ``n`` black frames (no container, so no stated duration)."""
+def _h264(width: int, height: int, n: int, container: str = "h264") -> bytes:
+    """A raw H.264 elementary stream of ``n`` black frames (no container, so no stated duration; or in
+    ``container``)."""
     buf = io.BytesIO()
-    with av.open(buf, "w", format="h264") as out:
+    with av.open(buf, "w", format=container) as out:
         stream = out.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"preset": "ultrafast"}
@@ -176,3 +177,87 @@ def test_reading_a_face_search_job_is_recorded_under_its_collection(tmp_path):
         rows = [(r["principal"], r["result"], r["collection_id"]) for r in service.store.ledger_rows()
                 if r["operation"] == "GetFaceSearch"]
     assert [(result, cid) for _, result, cid in rows] == [("OK", "staff"), ("AccessDeniedException", "staff")]
+
+
+def _png(width: int, height: int, rows: int = 1) -> bytes:
+    """A black PNG whose header claims ``width`` x ``height`` RGB pixels; its data holds ``rows`` rows of 64 (one:
+    a decoder allocates the whole claimed frame before it finds the data short)."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(bytes((1 + 3 * 64) * rows))) + chunk(b"IEND", b""))
+
+
+def claiming_mov(path: Path, side: int = 16000, n: int = 4) -> None:
+    """A MOV of PNG frames, its header 64x64: one real 64x64 frame, then ``n`` frames whose PNG header claims
+    ``side`` x ``side`` (768 MB of RGB at 16000) in a file of about a kilobyte."""
+    with av.open(str(path), "w", format="mov") as out:
+        stream = out.add_stream("png", rate=25)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "rgb24"
+        stream.time_base = fractions.Fraction(1, 1000)
+        for i, data in enumerate([_png(64, 64, rows=64)] + [_png(side, side)] * n):
+            packet = av.Packet(data)
+            packet.stream, packet.pts, packet.dts, packet.time_base = stream, i * 40, i * 40, stream.time_base
+            packet.is_keyframe = True
+            out.mux(packet)
+
+
+def peak_mb(code: str) -> tuple[float, str]:
+    """(the peak resident memory, in MB, of a fresh Python running ``code``: its VmHWM, which, unlike ru_maxrss,
+    does not start from the parent's size at the fork; what it printed)."""
+    import subprocess
+    import sys
+
+    script = f"{code}\nprint('PEAK', open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120).stdout
+    assert "PEAK" in out, out
+    return int(out.rsplit("PEAK", 1)[1]) / 1024, out  # kB
+
+
+def test_frames_that_claim_a_huge_size_are_refused_before_the_decoder_allocates_them(setup, tmp_path):
+    """A 1 KB video whose PNG frames claim 16000x16000 pixels: the decoder allocated 768 MB a frame (1.5 GB with
+    its threads) before the frame reached the per-frame limit; now FFmpeg's max_pixels refuses it first: the job
+    FAILS saying so, the frame before it is reported, and decoding it stays near the interpreter's own size."""
+    client, service = setup
+    claiming_mov(Path(service.config.buckets_dir) / "vids" / "claims.mov")
+    job = client.start_segment_detection(Video=_video("claims.mov"), SegmentTypes=["TECHNICAL_CUE"])["JobId"]
+    out = _wait(lambda: client.get_segment_detection(JobId=job))
+    assert out["JobStatus"] == "FAILED", out
+    assert "refused by the decoder" in out["StatusMessage"] and "0.1 megapixel limit" in out["StatusMessage"], out
+    assert [s["EndFrameNumber"] for s in out["Segments"]] == [0]  # the one real frame, black
+    claiming_mov(tmp_path / "claims.mov")
+    peak, said = peak_mb(f"from faceledger.video import frames, VideoError\ntry:\n"
+                         f"    print(len(list(frames({str(tmp_path / 'claims.mov')!r}, max_pixels=36_000_000))))\n"
+                         f"except VideoError as exc:\n    print(exc.message)")
+    assert "36 megapixel limit" in said, said
+    assert peak < 400, (peak, said)  # unguarded: about 1,500 MB
+
+
+@pytest.mark.parametrize("name,text,kind", [
+    ("list.m3u8", "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n../../outside/o.mp4\n#EXT-X-ENDLIST\n",
+     "an HLS playlist"),
+    ("list.mp4", "ffconcat version 1.0\nfile link/o.mp4\n", "an ffconcat list"),
+])
+def test_a_playlist_in_a_bucket_never_reads_the_files_it_names(setup, name, text, kind):
+    """An object that is an HLS playlist or an ffconcat list names other files: FFmpeg followed them, out of the
+    bucket by '..' or through a symbolic link, and the job reported the outside video's frames. Now a stored video
+    is one file read with no protocol allowed: the job FAILS naming what the object is."""
+    client, service = setup
+    buckets = Path(service.config.buckets_dir)
+    outside = buckets.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "o.mp4").write_bytes(_h264(64, 64, 5, container="mp4"))
+    if not (buckets / "vids" / "link").exists():
+        (buckets / "vids" / "link").symlink_to(outside)
+    (buckets / "vids" / name).write_text(text)
+    for start, get, extra in ((client.start_face_detection, client.get_face_detection, {}),
+                              (client.start_segment_detection, client.get_segment_detection, {"SegmentTypes": ["SHOT"]})):
+        job = start(Video=_video(name), **extra)["JobId"]
+        out = _wait(lambda: get(JobId=job))
+        assert out["JobStatus"] == "FAILED", out
+        assert f"the file is {kind}, which names other files" in out["StatusMessage"], out
+        assert "VideoMetadata" not in out

@@ -328,7 +328,7 @@ def _faces(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: di
     items: list = []
     last_saved = resume
     slot = int(progress.get("slot", -1))
-    first_pts = first_frame_pts(path)
+    first_pts = first_frame_pts(path, _limits(service)["max_pixels"])
     error: VideoError | None = None
     last_ms = resume - 1
 
@@ -589,7 +589,8 @@ def _analysis(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
     last_ms = resume - 1
     error: VideoError | None = None
     try:
-        for frame in frames(path, start_ms=resume, first_pts=first_frame_pts(path), every_ms=every, **_limits(service),
+        first_pts = first_frame_pts(path, _limits(service)["max_pixels"])
+        for frame in frames(path, start_ms=resume, first_pts=first_pts, every_ms=every, **_limits(service),
                             max_side=ANALYSIS_SIDE[job.api]):
             runner.check()
             ms = last_ms = frame.timestamp_ms
