@@ -46,3 +46,99 @@ def test_create_stream_processor_past_the_limit_is_limit_exceeded(tmp_path, monk
 
     with pytest.raises(ValueError, match="FACELEDGER_STREAM_MAX_PROCESSORS"):
         settings_from_env()
+
+
+@pytest.fixture
+def hosted(tmp_path, monkeypatch):
+    """(client, service, source clip) of an in-process service that runs its stream processors (as `serve` does),
+    with a collection open to live search and a clip of 50 black 64x64 frames as source ``cam``."""
+    from test_attack_video import _h264
+
+    from faceledger.client import Client
+    from faceledger.service import RequestContext, Service, ServiceConfig
+    from faceledger.service.streams import host, shutdown
+
+    monkeypatch.setenv("FACELEDGER_STREAM_FPS", "2")
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(_h264(64, 64, 50, container="mp4"))
+    service = Service(ServiceConfig(tmp_path / "data", tmp_path / "buckets"))
+    host(service)
+    context = RequestContext(transport="python", purpose="test: races", case_reference="CASE-1")
+    with Client(service=service, context=context) as client:
+        client.create_collection(CollectionId="c")
+        client.put_collection_policy(CollectionId="c", Policy={"AllowLiveSearch": True})
+        client.add_stream_source(Name="cam", Url=str(clip))
+        yield client, service, clip
+        shutdown(service)
+
+
+def _threads_of(name: str) -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name in (f"faceledger-read-{name}",
+                                                                 f"faceledger-analyse-{name}") and t.is_alive()]
+
+
+def test_starts_at_once_run_one_processor_and_stop_leaves_none(hosted):
+    """Six StartStreamProcessor at once: each saw the processor stopped, so five started a processor of their own
+    (one a 500, "cannot join thread before it is started"), and four went on running after Stop and Delete, out of
+    any call's reach, writing records. Now exactly one starts, the others are ResourceInUseException, and after
+    Stop, Start/Stop pairs at once, and Delete, no thread of the processor is left."""
+    import time
+
+    client, service, _ = hosted
+    from faceledger.service.streams import runtime_of
+
+    client.create_stream_processor(
+        Name="p", RoleArn=ROLE, Input={"KinesisVideoStream": {"Arn": "arn:aws:kinesisvideo:us-east-1:000000000000:stream/cam"}},
+        Output={"KinesisDataStream": {"Arn": "arn:aws:kinesis:us-east-1:000000000000:stream/p"}},
+        Settings={"FaceSearch": {"CollectionId": "c"}})
+
+    def call(operation):
+        try:
+            getattr(client, operation)(Name="p")
+            return "ok"
+        except (client.exceptions.ResourceInUseException, client.exceptions.ResourceNotFoundException) as exc:
+            return type(exc).__name__
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: call("start_stream_processor"), range(6)))
+    assert sorted(results) == ["ResourceInUseException"] * 5 + ["ok"], results
+    assert len(_threads_of("p")) == 2
+    client.stop_stream_processor(Name="p")
+    assert _threads_of("p") == [] and client.describe_stream_processor(Name="p")["Status"] == "STOPPED"
+    for _ in range(4):  # a Start and a Stop at once, whichever comes first
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(call, ("start_stream_processor", "stop_stream_processor")))
+        if client.describe_stream_processor(Name="p")["Status"] in ("STARTING", "RUNNING"):
+            client.stop_stream_processor(Name="p")
+        assert _threads_of("p") == [], _threads_of("p")
+        assert client.describe_stream_processor(Name="p")["Status"] == "STOPPED"
+    with ThreadPoolExecutor(2) as pool:  # a Start and a Delete at once: deleted and stopped, or running
+        list(pool.map(call, ("start_stream_processor", "delete_stream_processor")))
+    if call("stop_stream_processor") == "ok":
+        client.delete_stream_processor(Name="p")
+    time.sleep(0.5)
+    assert _threads_of("p") == [] and runtime_of(service).running == {}
+    assert client.list_stream_processors()["StreamProcessors"] == []
+
+
+def test_a_source_whose_frames_claim_a_huge_size_is_refused_before_they_are_allocated(tmp_path):
+    """A file source (or camera) whose PNG frames claim 16000x16000 pixels: its decoder allocated 768 MB a frame
+    (about 1.5 GB with its threads) for a 1 KB file; it now refuses the frame before allocating it, a disconnect
+    whose message names the limit."""
+    from test_attack_video import claiming_mov, peak_mb
+
+    from faceledger.streams.source import SourceError, check_source_url, open_source
+
+    claiming_mov(tmp_path / "claims.mov")
+    conn = open_source(check_source_url(str(tmp_path / "claims.mov")), max_pixels=100_000)
+    with pytest.raises(SourceError, match="over the 0.1 megapixel limit"):
+        for _ in conn.frames():
+            pass
+    conn.close()
+    peak, said = peak_mb(f"from faceledger.streams.source import open_source\nconn = open_source("
+                         f"{str(tmp_path / 'claims.mov')!r})\ntry:\n    print(len(list(conn.frames())))\n"
+                         "except Exception as exc:\n    print(exc)")
+    assert "36 megapixel limit" in said, said
+    assert peak < 400, (peak, said)

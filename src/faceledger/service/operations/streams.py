@@ -302,16 +302,16 @@ def start_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, An
             raise AccessDeniedException(f"Live face search of collection {cid} is refused by its collection policy: "
                                         "AllowLiveSearch is not true")
     session_id = str(uuid.uuid4())
-    runtime.halt(record.name)  # a FAILED run's threads and sinks, if any
-    runtime.tables.update_processor(record.name, desired="RUNNING", session_id=session_id, status="STARTING",
-                                    status_message="starting" if runtime.hosting else
-                                    "waiting for a faceledger server on this data folder to run it", **values)
+    # one conditional write: of Starts at once, one wins and the others are ResourceInUseException (each had seen
+    # the processor stopped); the winner's threads start after the commit, if it is still wanted then
+    if not runtime.tables.claim_start(record.name, session_id, "starting" if runtime.hosting else
+                                      "waiting for a faceledger server on this data folder to run it",
+                                      values.get("definition")):
+        raise ResourceInUseException(f"Stream processor {record.name} is already running")
     if runtime.hosting:
-        fresh = runtime.tables.get_processor(record.name)
-
         def launch() -> None:
             try:
-                runtime.launch(fresh, session_id, max_duration_s=max_duration, start=req)
+                runtime.launch_started(record.name, session_id, max_duration_s=max_duration, start=req)
             except (ProcessorFailed, ValueError) as exc:  # the source was removed, its file deleted, ...
                 runtime.tables.update_processor(record.name, status="FAILED", status_message=f"cannot start: {exc}",
                                                 desired="STOPPED")
@@ -364,8 +364,7 @@ def _outside(fn) -> None:
 
 
 def _halted(runtime, name: str) -> None:
-    if runtime.halt(name) is None:
-        runtime.tables.update_processor(name, status="STOPPED", status_message="stopped")
+    runtime.halt_stopped(name)
 
 
 def _require_stopped(inv: Invocation, name: str, verb: str):
@@ -414,7 +413,8 @@ def update_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, A
 def delete_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     runtime, record = _require_stopped(inv, req["Name"], "deleting")
     runtime.halt(record.name)
-    runtime.tables.delete_processor(record.name)
+    if not runtime.tables.delete_processor(record.name, unless_running=True):  # started since the check
+        raise ResourceInUseException(f"Stream processor {record.name} is running: stop it before deleting it")
     return {}
 
 
