@@ -123,6 +123,36 @@ def test_starts_at_once_run_one_processor_and_stop_leaves_none(hosted):
     assert client.list_stream_processors()["StreamProcessors"] == []
 
 
+def test_urls_with_a_password_are_shown_without_it_in_answers_errors_and_the_ledger(hosted, monkeypatch, caplog):
+    """A source URL refused for having no host was quoted whole in the InvalidParameterException (and so in the
+    ledger's record of the refusal), a webhook URL's password was returned by PutStreamSink and ListStreamSinks,
+    and a video job's notification webhook that failed was logged with its password: each now shows it as ***,
+    as sources list does."""
+    import json
+    import logging
+    import socket
+
+    from faceledger.service import video_jobs
+
+    client, service, _ = hosted
+    for url in ("rtsp://admin:hunter2@:554/stream1", "http://cam:hunter2@/live.m3u8"):
+        with pytest.raises(client.exceptions.InvalidParameterException) as info:
+            client.add_stream_source(Name="nohost", Url=url)
+        assert "hunter2" not in str(info.value) and ":***@" in str(info.value)
+    arn = "arn:aws:kinesis:us-east-1:000000000000:stream/k"
+    put = client.put_stream_sink(Arn=arn, WebhookUrl="http://hook:hunter2@127.0.0.1:9/records")
+    assert put["WebhookUrl"] == "http://hook:***@127.0.0.1:9/records"
+    assert "hunter2" not in json.dumps(client.list_stream_sinks()) and "hook:***@" in json.dumps(client.list_stream_sinks())
+    assert not [r for r in service.store.ledger_rows() if "hunter2" in json.dumps(dict(r), default=str)]
+    with socket.socket() as closed:  # a port nothing listens on: each try is refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setattr(video_jobs.time, "sleep", lambda seconds: None)
+    with caplog.at_level(logging.WARNING, logger="faceledger.video"):
+        video_jobs._notify(f"http://hook:hunter2@127.0.0.1:{port}/done", {"JobId": "j1"})
+    assert "hook:***@127.0.0.1" in caplog.text and "hunter2" not in caplog.text
+
+
 def test_a_source_whose_frames_claim_a_huge_size_is_refused_before_they_are_allocated(tmp_path):
     """A file source (or camera) whose PNG frames claim 16000x16000 pixels: its decoder allocated 768 MB a frame
     (about 1.5 GB with its threads) for a 1 KB file; it now refuses the frame before allocating it, a disconnect

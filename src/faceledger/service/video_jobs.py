@@ -241,17 +241,21 @@ class VideoJobRunner:
 
 
 def _notify(url: str, message: dict) -> None:
-    """POST Rekognition's completion message (as JSON) to the webhook; three tries, then a log line."""
+    """POST Rekognition's completion message (as JSON) to the webhook; three tries, then a log line (the URL in it
+    without its password)."""
     import httpx
 
+    from ..streams.source import redact
+
+    shown = redact(url)
     for attempt in range(3):
         try:
             r = httpx.post(url, json=message, timeout=10, follow_redirects=False)  # a 3xx is a failure
             if r.status_code < 300:
                 return
-            log.warning("notification of job %s: %s answered %d", message["JobId"], url, r.status_code)
+            log.warning("notification of job %s: %s answered %d", message["JobId"], shown, r.status_code)
         except httpx.HTTPError as exc:
-            log.warning("notification of job %s to %s failed: %s", message["JobId"], url, exc)
+            log.warning("notification of job %s to %s failed: %s", message["JobId"], shown, redact(str(exc)))
         time.sleep(1 + 2 * attempt)
 
 

@@ -77,7 +77,8 @@ class SourceUrl:
 
 
 def check_source_url(url: str) -> SourceUrl:
-    """The source ``url`` stands for; ValueError (saying what is accepted) when it is none.
+    """The source ``url`` stands for; ValueError (saying what is accepted) when it is none. A message that
+    quotes the URL shows its password as ``***`` (it becomes an API error, and the ledger records it).
 
     Paths of files must exist and be files (checked now; a file removed later is a source that fails to
     open)."""
@@ -89,7 +90,7 @@ def check_source_url(url: str) -> SourceUrl:
     scheme = parts.scheme.lower()
     if scheme in _NETWORK_SCHEMES:
         if not parts.hostname:
-            raise ValueError(f"source URL {url!r} has no host")
+            raise ValueError(f"source URL {redact(url)!r} has no host")
         kind = "rtsp" if scheme.startswith("rtsp") else "rtmp" if scheme.startswith("rtmp") else "http"
         return SourceUrl(kind, url)
     if scheme == "file":
@@ -100,7 +101,7 @@ def check_source_url(url: str) -> SourceUrl:
         raise ValueError(f"source URL scheme {scheme!r} is not supported: use rtsp://, rtsps://, rtmp://, "
                          "rtmps://, http(s):// (HLS), a video file path (file://) or /dev/videoN")
     if not path.is_absolute():
-        raise ValueError(f"a video file source must be an absolute path: {url!r}")
+        raise ValueError(f"a video file source must be an absolute path: {redact(url)!r}")
     if not path.is_file():
         raise ValueError(f"video file {str(path)!r} does not exist or is not a file")
     return SourceUrl("file", str(path))

@@ -95,7 +95,8 @@ def _live_search_allowed(inv: Invocation, cid: str, request: dict[str, Any], ope
 
 
 def _clean_url(url: str) -> str:
-    """A source URL as shown: without the password of its user part (cameras' URLs often carry one)."""
+    """A source's or a webhook's URL as shown: without the password of its user part (cameras' URLs often carry
+    one, a webhook's may)."""
     return redact(url)
 
 
@@ -514,13 +515,16 @@ def put_stream_sink(inv: Invocation, params: Any) -> dict[str, Any]:
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or len(webhook) > 2048:
             raise ValidationException("WebhookUrl must be an http:// or https:// URL (at most 2048 characters)")
     runtime_of(inv.service).tables.put_sink(arn, webhook)
-    return {"Arn": arn, "File": str(records_file(inv.config.data_dir, stream)), "WebhookUrl": webhook}
+    return {"Arn": arn, "File": str(records_file(inv.config.data_dir, stream)),
+            "WebhookUrl": None if webhook is None else _clean_url(webhook)}
 
 
 def list_stream_sinks(inv: Invocation, params: Any) -> dict[str, Any]:
+    """Every sink with a webhook (passwords in its URL shown as ***, as sources' are)."""
     _params(params)
     return {"Sinks": [{"Arn": arn, "File": str(records_file(inv.config.data_dir, kinesis_stream_name(arn))),
-                       "WebhookUrl": url} for arn, url in runtime_of(inv.service).tables.list_sinks().items()]}
+                       "WebhookUrl": None if url is None else _clean_url(url)}
+                      for arn, url in runtime_of(inv.service).tables.list_sinks().items()]}
 
 
 def get_stream_processor_status(inv: Invocation, params: Any) -> dict[str, Any]:
