@@ -261,3 +261,38 @@ def test_a_playlist_in_a_bucket_never_reads_the_files_it_names(setup, name, text
         assert out["JobStatus"] == "FAILED", out
         assert f"the file is {kind}, which names other files" in out["StatusMessage"], out
         assert "VideoMetadata" not in out
+
+
+def test_a_video_that_grows_while_its_job_reads_it_fails_the_job(setup, monkeypatch):
+    """A raw H.264 stream of 250 frames, appended to (250 x 20 more) while its job reads it: the job read on and
+    SUCCEEDED with 5,250 frames of segments, not those of the 250-frame video whose SHA-256 it recorded at Start.
+    The open file is now checked against its size and time at Start as it is read: the job FAILS saying so."""
+    client, service = setup
+    path = Path(service.config.buckets_dir) / "vids" / "grows.h264"
+    more = _h264(64, 64, 250) * 20
+    path.write_bytes(_h264(64, 64, 250))
+    runner, calls = service.video_jobs, []
+    check = runner.check
+
+    def check_and_grow() -> None:  # called by the job before each frame it analyses
+        calls.append(1)
+        if len(calls) == 10:
+            with open(path, "ab") as f:
+                f.write(more)
+        check()
+
+    monkeypatch.setattr(runner, "check", check_and_grow)
+    job = client.start_segment_detection(Video=_video("grows.h264"), SegmentTypes=["TECHNICAL_CUE"])["JobId"]
+    out = _wait(lambda: client.get_segment_detection(JobId=job))
+    assert out["JobStatus"] == "FAILED" and "The video was changed while it was read" in out["StatusMessage"], out
+    assert all(s["EndFrameNumber"] < 250 for s in out["Segments"])
+    from faceledger.video import VideoError
+    from faceledger.video.decode import file_identity, frames
+
+    path.write_bytes(_h264(64, 64, 250))  # the same, through frames() itself
+    read = frames(path, expect=file_identity(path))
+    next(read)
+    with open(path, "ab") as f:
+        f.write(more)
+    with pytest.raises(VideoError, match="changed while it was read"):
+        list(read)

@@ -301,9 +301,13 @@ def run_job(runner: VideoJobRunner, job: VideoJob) -> None:
     kind(runner, job, path, info, progress)
 
 
-def _limits(service) -> dict[str, int]:
-    """The limits every decoded frame of a job is held to (video.frames' ``max_pixels`` and ``max_ms``)."""
-    return {"max_pixels": int(service.config.max_image_pixels), "max_ms": MAX_VIDEO_MS}
+def _limits(service, job: VideoJob | None = None) -> dict[str, Any]:
+    """The limits every decoded frame of a job is held to (video.frames' ``max_pixels`` and ``max_ms``), and the
+    file it was started on (``expect``: its size and modification time at Start; one that grows or is rewritten
+    while the job reads it fails the job, which must not report frames other than those hashed)."""
+    seen = ((job.progress or {}).get("file") or {}) if job is not None else {}
+    expect = (int(seen["size"]), int(seen["mtime_ns"])) if "size" in seen and "mtime_ns" in seen else None
+    return {"max_pixels": int(service.config.max_image_pixels), "max_ms": MAX_VIDEO_MS, "expect": expect}
 
 
 def _sample_ms(service) -> float:
@@ -350,7 +354,7 @@ def _faces(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: di
 
     try:
         for frame in frames(path, start_ms=resume, first_pts=first_pts, every_ms=None if search else every,
-                            **_limits(service),
+                            **_limits(service, job),
                             max_side=FACE_FRAME_SIDE):
             runner.check()
             ms = last_ms = frame.timestamp_ms
@@ -521,7 +525,7 @@ def _segments(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
                 items.append(("seg", segment("TECHNICAL_CUE", first, last_i, a, b + frame_ms, conf), None))
 
     try:
-        for frame in frames(path, start_ms=resume, max_side=320, **_limits(runner.service)):
+        for frame in frames(path, start_ms=resume, max_side=320, **_limits(runner.service, job)):
             runner.check()
             if last is not None and frame.timestamp_ms - last_saved >= CHECKPOINT_MS:
                 progress.update(resume_ms=frame.timestamp_ms, shot=state, black=blacks.run or None, last=last)
@@ -594,7 +598,7 @@ def _analysis(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
     error: VideoError | None = None
     try:
         first_pts = first_frame_pts(path, _limits(service)["max_pixels"])
-        for frame in frames(path, start_ms=resume, first_pts=first_pts, every_ms=every, **_limits(service),
+        for frame in frames(path, start_ms=resume, first_pts=first_pts, every_ms=every, **_limits(service, job),
                             max_side=ANALYSIS_SIDE[job.api]):
             runner.check()
             ms = last_ms = frame.timestamp_ms

@@ -27,7 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["Frame", "VideoError", "VideoInfo", "frames", "pixel_refusal", "probe"]
+__all__ = ["Frame", "VideoError", "VideoInfo", "file_identity", "frames", "pixel_refusal", "probe"]
 
 #: FFmpeg demuxers of still images: a JPEG or PNG renamed .mp4 opens as a one-frame "video"; it is not one.
 _IMAGE_FORMATS = ("image2", "jpeg_pipe", "png_pipe", "bmp_pipe", "webp_pipe", "gif", "tiff_pipe", "image2pipe")
@@ -259,8 +259,19 @@ def _codec_name(ctx) -> str:
         return ctx.codec.long_name
 
 
+#: Packets demuxed between two checks that the file is still the one expected (``frames``' ``expect``).
+CHANGE_CHECK_PACKETS = 32
+
+
+def file_identity(path: Path) -> tuple[int, int]:
+    """(size in bytes, modification time in ns) of a file: what :func:`frames`' ``expect`` compares."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
 def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, first_pts: int | None = None,
-           max_side: int | None = None, max_pixels: int | None = None, max_ms: int | None = None) -> Iterator[Frame]:
+           max_side: int | None = None, max_pixels: int | None = None, max_ms: int | None = None,
+           expect: tuple[int, int] | None = None) -> Iterator[Frame]:
     """The video's frames in presentation order, from ``start_ms`` (ms from the first frame shown).
 
     ``every_ms``: keep only the first frame of each ``every_ms`` slot of time (``every_ms=200``: 5 frames a
@@ -272,8 +283,25 @@ def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, firs
     ``max_pixels``, ``max_ms``: limits checked on every decoded frame, not only on what the header states (a
     stream may change its frame size midway, a header may understate the duration): a frame of more pixels,
     or one shown later than ``max_ms``, ends the frames with a :class:`VideoError` saying so.
+    ``expect``: the file's :func:`file_identity` when the caller hashed it; the open file is checked against it
+    at the start, every CHANGE_CHECK_PACKETS packets and at the end, and a file that grew, shrank or was
+    rewritten meanwhile ends the frames with a :class:`VideoError` (its frames are not the ones hashed).
     """
     opened = _open(path, max_pixels)
+    fd = opened.file.fileno()
+
+    def check_unchanged(decoded: int) -> None:
+        st = os.fstat(fd)
+        if expect is not None and (st.st_size, st.st_mtime_ns) != tuple(expect):
+            raise VideoError(f"the video was changed while it was read (it is {st.st_size} bytes, it was "
+                             f"{expect[0]} bytes when the job started): it is not the video whose SHA-256 was "
+                             "recorded; start a new job", decoded)
+
+    try:
+        check_unchanged(0)
+    except VideoError:
+        opened.close()
+        raise
     container, stream = opened.container, opened.stream
     tb = float(stream.time_base) if stream.time_base else None
     rate = stream.average_rate or stream.guessed_rate
@@ -289,7 +317,9 @@ def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, firs
             target = first_pts + int(start_ms / 1000 / tb)
             container.seek(max(0, target), stream=stream, backward=True, any_frame=False)
         slot = -1
-        for packet in container.demux(stream):
+        for packets, packet in enumerate(container.demux(stream), start=1):
+            if packets % CHANGE_CHECK_PACKETS == 0:
+                check_unchanged(decoded)
             for frame in packet.decode():
                 pts = frame.pts if frame.pts is not None else frame.dts
                 if first_pts is None:
@@ -319,6 +349,7 @@ def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, firs
                         continue
                     slot = s
                 yield Frame(index, ms, source=frame, max_side=max_side)
+        check_unchanged(decoded)
     except _errors() as exc:
         refused = pixel_refusal(exc, stream.codec_context, max_pixels)
         raise VideoError(f"frame {decoded} (after {max(last_ms, 0)} ms) {refused} (the video's header stated "
