@@ -4,6 +4,7 @@ LimitExceededException (each running processor decodes its source all the time),
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +173,20 @@ def test_a_source_whose_frames_claim_a_huge_size_is_refused_before_they_are_allo
                          "except Exception as exc:\n    print(exc)")
     assert "36 megapixel limit" in said, said
     assert peak < 400, (peak, said)
+
+
+def test_a_processor_named_dot_dot_cannot_write_above_its_s3_destination(hosted):
+    """A processor's S3 objects are keyed <KeyPrefix><Name>/<SessionId>/...: Name '..' (valid by the model) was
+    accepted and then FAILED at its first record saying "a symbolic link leads out of the bucket" (there was
+    none). It is refused at Create, for face search and label detection processors alike."""
+    client, service, _ = hosted
+    (Path(service.config.buckets_dir) / "bkt").mkdir(parents=True)
+    video = {"KinesisVideoStream": {"Arn": "arn:aws:kinesisvideo:us-east-1:000000000000:stream/cam"}}
+    for name, prefix, settings in (("..", "", {"FaceSearch": {"CollectionId": "c"}}),
+                                   ("..", "a/", {"ConnectedHome": {"Labels": ["PERSON"]}})):
+        with pytest.raises(client.exceptions.InvalidParameterException, match="leaves the bucket"):
+            client.create_stream_processor(Name=name, RoleArn=ROLE, Input=video, Settings=settings,
+                                           Output={"S3Destination": {"Bucket": "bkt", "KeyPrefix": prefix}})
+    client.create_stream_processor(Name="..", RoleArn=ROLE, Input=video, Settings={"FaceSearch": {"CollectionId": "c"}},
+                                   Output={"S3Destination": {"Bucket": "bkt", "KeyPrefix": "x"}})  # keys x../...
+    client.delete_stream_processor(Name="..")

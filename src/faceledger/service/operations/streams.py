@@ -131,7 +131,7 @@ def create_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, A
                                         "(arn:aws:kinesis:REGION:ACCOUNT:stream/NAME, NAME of at most 128 "
                                         "characters a-z A-Z 0-9 _ . -)")
     if s3:
-        _check_s3(inv, s3)
+        _check_s3(inv, s3, name)
     _check_regions(req.get("RegionsOfInterest"), "RegionsOfInterest")
     tags = req.get("Tags", {})
     if len(tags) > MAX_TAGS:
@@ -216,7 +216,10 @@ def _check_channel(inv: Invocation, channel: dict[str, Any] | None) -> None:
             "(start it with --notify ARN=URL)")
 
 
-def _check_s3(inv: Invocation, s3: dict[str, Any]) -> None:
+def _check_s3(inv: Invocation, s3: dict[str, Any], name: str) -> None:
+    """S3Destination's bucket and KeyPrefix, and the processor's ``name``: its objects' keys are
+    ``<KeyPrefix><name>/<SessionId>/...``, which must stay in the bucket (a processor named ``..``, valid by the
+    model, would start them one folder up)."""
     from pathlib import Path
 
     buckets = inv.config.buckets_dir
@@ -230,6 +233,10 @@ def _check_s3(inv: Invocation, s3: dict[str, Any]) -> None:
                                         "folder (or is a symbolic link out of it)") from None
     if prefix.startswith("/") or ".." in prefix.split("/") or "\0" in prefix or "//" in prefix:
         raise InvalidParameterException("S3Destination.KeyPrefix must be a relative key prefix without '..' or '//'")
+    if ".." in f"{prefix}{name}".split("/"):
+        raise InvalidParameterException(f"S3Destination: the objects of a processor are written under "
+                                        f"<KeyPrefix><Name>/, and {preview(prefix + name)}/ leaves the bucket: "
+                                        "choose another Name or KeyPrefix")
     if any(len(part.encode("utf-8", "surrogatepass")) > 200 for part in prefix.split("/")):  # + the processor's name
         raise InvalidParameterException("S3Destination.KeyPrefix: each part between '/' is at most 200 bytes (a "
                                         "folder or file name of the buckets folder)")
