@@ -296,3 +296,50 @@ def test_a_video_that_grows_while_its_job_reads_it_fails_the_job(setup, monkeypa
         f.write(more)
     with pytest.raises(VideoError, match="changed while it was read"):
         list(read)
+
+
+def _clip(levels: list[int], rate, container: str = "matroska", pts: list[int] | None = None) -> bytes:
+    """Motion-JPEG frames of these grey levels at ``rate`` frames a second in ``container``; ``pts``: their
+    timestamps (ms) rewritten as given, in decoding order (the dts stay in order)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=container) as out:
+        stream = out.add_stream("mjpeg", rate=rate)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuvj420p"
+        if pts is not None:
+            stream.time_base = fractions.Fraction(1, 1000)
+        packets = []
+        for level in levels:
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), level, np.uint8), format="rgb24")
+            packets += list(stream.encode(frame))
+        packets += list(stream.encode())
+        for i, packet in enumerate(packets):
+            if pts is not None:
+                packet.time_base, packet.pts, packet.dts = stream.time_base, pts[i], i - len(packets)
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def test_timestamps_that_go_back_and_a_rate_under_one_frame_a_second_give_sane_segments(setup):
+    """Frames whose timestamps go back (0, 5 s, 1 s, 6 s, 2 s, 7 s) gave segments that end before they start;
+    a container stating 0.001 frames a second failed its job with "Internal error ... (ZeroDivisionError)" (its
+    SMPTE timecodes divided by a rate rounded to 0). Now a timestamp is never before the previous frame's (the
+    decoder gives frames in presentation order) and a timecode under 0.5 frames a second is HH:MM:SS:00."""
+    import re
+
+    client, service = setup
+    bucket = Path(service.config.buckets_dir) / "vids"
+    (bucket / "back.mkv").write_bytes(_clip([200, 200, 200, 0, 0, 200], 25, pts=[0, 5000, 1000, 6000, 2000, 7000]))
+    (bucket / "slow.mkv").write_bytes(_clip([0, 0, 200], fractions.Fraction(1, 1000)))
+    for name in ("back.mkv", "slow.mkv"):
+        job = client.start_segment_detection(Video=_video(name), SegmentTypes=["SHOT", "TECHNICAL_CUE"])["JobId"]
+        out = _wait(lambda: client.get_segment_detection(JobId=job))
+        assert out["JobStatus"] == "SUCCEEDED", out
+        assert out["Segments"], out
+        for s in out["Segments"]:
+            assert s["StartFrameNumber"] <= s["EndFrameNumber"] and s["DurationFrames"] >= 1, s
+            assert s["StartTimestampMillis"] <= s["EndTimestampMillis"] and s["DurationMillis"] >= 0, s
+            for key in ("StartTimecodeSMPTE", "EndTimecodeSMPTE", "DurationSMPTE"):
+                assert re.fullmatch(r"\d\d:\d\d:\d\d[:;]\d\d", s[key]), s
+    slow = [s for s in out["Segments"] if s["Type"] == "TECHNICAL_CUE"]
+    assert [(s["StartTimecodeSMPTE"], s["EndTimecodeSMPTE"]) for s in slow] == [("00:00:00:00", "00:33:20:00")]

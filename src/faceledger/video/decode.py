@@ -283,6 +283,8 @@ def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, firs
     ``max_pixels``, ``max_ms``: limits checked on every decoded frame, not only on what the header states (a
     stream may change its frame size midway, a header may understate the duration): a frame of more pixels,
     or one shown later than ``max_ms``, ends the frames with a :class:`VideoError` saying so.
+    Timestamps are the frames' best-effort ones (:class:`_BestEffort`) and never go back: the decoder gives
+    frames in presentation order, so a timestamp (and frame number) before the previous frame's is held at it.
     ``expect``: the file's :func:`file_identity` when the caller hashed it; the open file is checked against it
     at the start, every CHANGE_CHECK_PACKETS packets and at the end, and a file that grew, shrank or was
     rewritten meanwhile ends the frames with a :class:`VideoError` (its frames are not the ones hashed).
@@ -307,7 +309,7 @@ def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, firs
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else 25.0
     decoded = 0
-    last_ms = -1
+    last_ms = last_index = -1
     stated_ms = float(stream.duration * tb * 1000) if stream.duration is not None and tb else None
     stated_size = f"{stream.codec_context.width}x{stream.codec_context.height}"
     try:
@@ -317,11 +319,12 @@ def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, firs
             target = first_pts + int(start_ms / 1000 / tb)
             container.seek(max(0, target), stream=stream, backward=True, any_frame=False)
         slot = -1
+        when = _BestEffort()
         for packets, packet in enumerate(container.demux(stream), start=1):
             if packets % CHANGE_CHECK_PACKETS == 0:
                 check_unchanged(decoded)
             for frame in packet.decode():
-                pts = frame.pts if frame.pts is not None else frame.dts
+                pts = when(frame)
                 if first_pts is None:
                     first_pts = pts if pts is not None else 0
                 if pts is not None and tb:
@@ -340,7 +343,10 @@ def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, firs
                     raise VideoError(f"the video runs past {max_ms / 3600000:g} hours (frame {index} is shown at "
                                      f"{ms} ms, though its header states {int(stated_ms or 0)} ms): over the "
                                      "limit of a stored video", decoded - 1)
-                last_ms = ms
+                # the decoder gives frames in presentation order: a timestamp that goes back (damaged, hostile, or an
+                # AVI's flushed B-frames) is a wrong label, held at the one before so times and numbers never go back
+                ms, index = max(ms, last_ms, 0), max(index, last_index)
+                last_ms, last_index = ms, index
                 if ms < start_ms:
                     continue
                 if every_ms:
@@ -364,6 +370,29 @@ def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, firs
         # looks short, as OpenCV makes every damaged video look; its stated duration tells
         raise VideoError(f"the video is damaged: decoding stopped at {last_ms} ms of its stated "
                          f"{int(stated_ms)} ms ({decoded} frames decoded)", decoded)
+
+
+class _BestEffort:
+    """A decoded frame's presentation timestamp as FFmpeg's ``guess_correct_pts`` (its frames'
+    ``best_effort_timestamp``, which PyAV does not expose) chooses it: the frame's pts unless the pts have gone
+    back more often than the dts (an AVI of H.264 with B-frames stores no pts: its frames' "pts" come out of order,
+    their dts in order), else its dts."""
+
+    def __init__(self) -> None:
+        self.faulty_pts = self.faulty_dts = 0
+        self.last_pts = self.last_dts = None
+
+    def __call__(self, frame) -> int | None:
+        pts, dts = frame.pts, frame.dts
+        if dts is not None:
+            self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
+            self.last_dts = dts
+        if pts is not None:
+            self.faulty_pts += self.last_pts is not None and pts <= self.last_pts
+            self.last_pts = pts
+        if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
+            return pts
+        return dts
 
 
 def _rgb(frame, max_side: int | None) -> np.ndarray:
