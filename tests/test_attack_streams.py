@@ -168,6 +168,11 @@ def test_a_source_whose_frames_claim_a_huge_size_is_refused_before_they_are_allo
         for _ in conn.frames():
             pass
     conn.close()
+    claiming_mov(tmp_path / "first.mov", real_first=False)  # the first frame, decoded to probe the stream
+    peak, said = peak_mb(f"from faceledger.streams.source import open_source\ntry:\n"
+                         f"    conn = open_source({str(tmp_path / 'first.mov')!r})\n    print(list(conn.frames()))\n"
+                         "except Exception as exc:\n    print(exc)")
+    assert peak < 400, (peak, said)
     peak, said = peak_mb(f"from faceledger.streams.source import open_source\nconn = open_source("
                          f"{str(tmp_path / 'claims.mov')!r})\ntry:\n    print(len(list(conn.frames())))\n"
                          "except Exception as exc:\n    print(exc)")

@@ -191,15 +191,15 @@ def _png(width: int, height: int, rows: int = 1) -> bytes:
             + chunk(b"IDAT", zlib.compress(bytes((1 + 3 * 64) * rows))) + chunk(b"IEND", b""))
 
 
-def claiming_mov(path: Path, side: int = 16000, n: int = 4) -> None:
-    """A MOV of PNG frames, its header 64x64: one real 64x64 frame, then ``n`` frames whose PNG header claims
-    ``side`` x ``side`` (768 MB of RGB at 16000) in a file of about a kilobyte."""
+def claiming_mov(path: Path, side: int = 16000, n: int = 4, real_first: bool = True) -> None:
+    """A MOV of PNG frames, its header 64x64: one real 64x64 frame (unless not ``real_first``), then ``n`` frames
+    whose PNG header claims ``side`` x ``side`` (768 MB of RGB at 16000) in a file of about a kilobyte."""
     with av.open(str(path), "w", format="mov") as out:
         stream = out.add_stream("png", rate=25)
         stream.width = stream.height = 64
         stream.pix_fmt = "rgb24"
         stream.time_base = fractions.Fraction(1, 1000)
-        for i, data in enumerate([_png(64, 64, rows=64)] + [_png(side, side)] * n):
+        for i, data in enumerate([_png(64, 64, rows=64)] * real_first + [_png(side, side)] * n):
             packet = av.Packet(data)
             packet.stream, packet.pts, packet.dts, packet.time_base = stream, i * 40, i * 40, stream.time_base
             packet.is_keyframe = True
@@ -235,6 +235,17 @@ def test_frames_that_claim_a_huge_size_are_refused_before_the_decoder_allocates_
                          f"except VideoError as exc:\n    print(exc.message)")
     assert "36 megapixel limit" in said, said
     assert peak < 400, (peak, said)  # unguarded: about 1,500 MB
+    # its first frame too, which FFmpeg decodes to probe the stream: at Start (in the request) and in the job
+    claiming_mov(Path(service.config.buckets_dir) / "vids" / "claims-first.mov", real_first=False)
+    job = client.start_face_detection(Video=_video("claims-first.mov"))["JobId"]
+    out = _wait(lambda: client.get_face_detection(JobId=job))
+    assert out["JobStatus"] == "FAILED" and "0.1 megapixel limit" in out["StatusMessage"], out
+    claiming_mov(tmp_path / "first.mov", real_first=False)
+    peak, said = peak_mb(f"from faceledger.video import probe, VideoError\ntry:\n"
+                         f"    print(probe({str(tmp_path / 'first.mov')!r}, max_pixels=36_000_000))\n"
+                         f"except VideoError as exc:\n    print(exc.message)")
+    assert "36 megapixel limit" in said, said
+    assert peak < 400, (peak, said)  # unguarded: about 800 MB
 
 
 @pytest.mark.parametrize("name,text,kind", [

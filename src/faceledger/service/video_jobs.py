@@ -284,7 +284,7 @@ def run_job(runner: VideoJobRunner, job: VideoJob) -> None:
         runner.finish(job, "FAILED", "The video was changed or replaced after the job started; start a new job", [])
         return
     try:
-        info = probe(path)
+        info = probe(path, _limits(service)["max_pixels"])
     except VideoError as exc:
         runner.finish(job, "FAILED", f"The video cannot be analysed: {exc.message}", [])
         return

@@ -131,6 +131,7 @@ class OpenSource:
         self.read_timeout_s = read_timeout_s
         self.max_pixels = max_pixels
         opts, fmt = _options(source, read_timeout_s)
+        opts["max_pixels"] = str(int(max_pixels))  # also for the first frames FFmpeg decodes to probe the stream
         av = _av()
         try:
             self.container = av.open(source.target, format=fmt, options=opts, timeout=(open_timeout_s,

@@ -166,8 +166,11 @@ def _open(path: Path, max_pixels: int | None = None) -> _Opened:
         head = file.read(16)
         file.seek(0)
         try:
+            # PyAV passes these options to the decoders that FFmpeg's stream probe runs on the first frames too:
+            # max_pixels holds them before a frame is decoded, as it holds the decoder below
             container = av.open(file, mode="r", metadata_errors="ignore", buffer_size=1 << 16,
-                                options={"protocol_whitelist": NO_PROTOCOL})
+                                options={"protocol_whitelist": NO_PROTOCOL,
+                                         **({"max_pixels": str(int(max_pixels))} if max_pixels else {})})
         except _errors() as exc:
             kind = next((k for magic, k in _LISTS if head.lstrip(b"\xef\xbb\xbf").startswith(magic)), None)
             if kind:
@@ -187,7 +190,10 @@ def _open(path: Path, max_pixels: int | None = None) -> _Opened:
         if stream.codec_context is None:
             raise VideoError("the video stream has no decoder (unknown or damaged codec header)")
         if stream.codec_context.width <= 0 or stream.codec_context.height <= 0:
-            raise VideoError("the video stream states no frame size (damaged header)")
+            raise VideoError("the video stream states no frame size (damaged header)" if not max_pixels else
+                             "the video stream states no frame size: its header is damaged, or its first frame is "
+                             f"over the {max_pixels / 1e6:g} megapixel limit of this server's images (the decoder "
+                             "refuses such a frame before it allocates it)")
         if max_pixels:
             stream.codec_context.options = {"max_pixels": str(int(max_pixels))}
         stream.thread_type = "AUTO"
@@ -218,9 +224,10 @@ def pixel_refusal(exc: BaseException, codec_context, max_pixels: int | None) -> 
     return None
 
 
-def probe(path: Path) -> VideoInfo:
-    """The container's metadata (no frame is decoded); VideoError when it is not a readable video."""
-    opened = _open(path)
+def probe(path: Path, max_pixels: int | None = None) -> VideoInfo:
+    """The container's metadata; VideoError when it is not a readable video. FFmpeg decodes the first frame(s) to
+    learn the stream's parameters: ``max_pixels`` as :func:`frames`' (such a frame over it is refused first)."""
+    opened = _open(path, max_pixels)
     container, stream = opened.container, opened.stream
     try:
         ctx = stream.codec_context

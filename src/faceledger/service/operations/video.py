@@ -53,7 +53,7 @@ def _video(inv: Invocation, video: dict[str, Any]) -> tuple[dict, dict]:
     if st.st_size > MAX_VIDEO_BYTES:
         raise VideoTooLargeException(f"The video {where} is {st.st_size} bytes, over the 10 GB limit")
     try:
-        info = probe(path)
+        info = probe(path, int(inv.config.max_image_pixels))
         if info.duration_ms > MAX_VIDEO_MS:
             raise VideoTooLargeException(
                 f"The video {where} lasts {info.duration_ms / 3600000:.2f} hours, over the 6 hour limit")
