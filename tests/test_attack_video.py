@@ -354,3 +354,36 @@ def test_timestamps_that_go_back_and_a_rate_under_one_frame_a_second_give_sane_s
                 assert re.fullmatch(r"\d\d:\d\d:\d\d[:;]\d\d", s[key]), s
     slow = [s for s in out["Segments"] if s["Type"] == "TECHNICAL_CUE"]
     assert [(s["StartTimecodeSMPTE"], s["EndTimecodeSMPTE"]) for s in slow] == [("00:00:00:00", "00:33:20:00")]
+
+
+def test_a_video_rewritten_with_its_size_and_time_kept_is_not_analysed_as_the_one_hashed(tmp_path):
+    """Between Start (which hashed the video) and the job's run, the object is rewritten with another video of the
+    same size and its modification time set back (``touch -r``): the job analysed the other video, the ledger
+    naming the first one's SHA-256. The inode and status-change time are now kept too (neither can be set back):
+    the job FAILS saying the video changed."""
+    import os
+
+    from faceledger.client import Client
+    from faceledger.service import Service, ServiceConfig
+
+    bucket = tmp_path / "buckets" / "vids"
+    bucket.mkdir(parents=True)
+    first, other = _h264(64, 64, 10), _h264(64, 64, 30)
+    size = max(len(first), len(other)) + 16
+    path = bucket / "v.h264"
+    path.write_bytes(first + bytes(size - len(first)))  # trailing zero bytes: nothing to a raw H.264 stream
+    config = ServiceConfig(tmp_path / "data", tmp_path / "buckets")
+    queued = Service(config)
+    queued.video_jobs.stop()  # the job stays queued
+    with Client(service=queued) as client:
+        job = client.start_segment_detection(Video=_video("v.h264"), SegmentTypes=["TECHNICAL_CUE"])["JobId"]
+    before = path.stat()
+    with open(path, "r+b") as f:  # in place: the same inode
+        f.write(other + bytes(size - len(other)))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    running = Service(config)
+    running.video_jobs.start()  # as a server does: it takes the queued job
+    with Client(service=running) as client:
+        out = _wait(lambda: client.get_segment_detection(JobId=job))
+    assert out["JobStatus"] == "FAILED" and "changed or replaced after the job started" in out["StatusMessage"], out

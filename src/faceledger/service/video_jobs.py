@@ -31,7 +31,7 @@ import numpy as np
 
 from ..store.video_jobs import VideoJob
 from ..video import BlackFrames, FacePass, ShotDetector, Tracklet, VideoError, frames, merge_tracklets, probe, smpte
-from ..video.decode import first_frame_pts
+from ..video.decode import changed, first_frame_pts
 from ..vision.face_quality import CALIBRATED
 from . import shapes
 from .context import RequestContext
@@ -279,8 +279,7 @@ def run_job(runner: VideoJobRunner, job: VideoJob) -> None:
         message = exc.message if isinstance(exc, RekognitionError) else str(exc)
         runner.finish(job, "FAILED", f"The video can no longer be read: {message}", [])
         return
-    seen = (job.progress or {}).get("file")
-    if seen and (seen.get("size") != st.st_size or seen.get("mtime_ns") != st.st_mtime_ns):
+    if changed((job.progress or {}).get("file"), st):
         runner.finish(job, "FAILED", "The video was changed or replaced after the job started; start a new job", [])
         return
     try:
@@ -305,8 +304,7 @@ def _limits(service, job: VideoJob | None = None) -> dict[str, Any]:
     """The limits every decoded frame of a job is held to (video.frames' ``max_pixels`` and ``max_ms``), and the
     file it was started on (``expect``: its size and modification time at Start; one that grows or is rewritten
     while the job reads it fails the job, which must not report frames other than those hashed)."""
-    seen = ((job.progress or {}).get("file") or {}) if job is not None else {}
-    expect = (int(seen["size"]), int(seen["mtime_ns"])) if "size" in seen and "mtime_ns" in seen else None
+    expect = ((job.progress or {}).get("file") or None) if job is not None else None
     return {"max_pixels": int(service.config.max_image_pixels), "max_ms": MAX_VIDEO_MS, "expect": expect}
 
 

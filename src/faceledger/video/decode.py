@@ -27,7 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["Frame", "VideoError", "VideoInfo", "file_identity", "frames", "pixel_refusal", "probe"]
+__all__ = ["Frame", "VideoError", "VideoInfo", "changed", "file_identity", "frames", "pixel_refusal", "probe"]
 
 #: FFmpeg demuxers of still images: a JPEG or PNG renamed .mp4 opens as a one-frame "video"; it is not one.
 _IMAGE_FORMATS = ("image2", "jpeg_pipe", "png_pipe", "bmp_pipe", "webp_pipe", "gif", "tiff_pipe", "image2pipe")
@@ -270,15 +270,25 @@ def _codec_name(ctx) -> str:
 CHANGE_CHECK_PACKETS = 32
 
 
-def file_identity(path: Path) -> tuple[int, int]:
-    """(size in bytes, modification time in ns) of a file: what :func:`frames`' ``expect`` compares."""
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns
+def file_identity(st: os.stat_result | Path) -> dict[str, int]:
+    """What tells a file's content changed: its size, modification time, inode and status-change time (ns), of a
+    stat result or a path. The status-change time cannot be set back as the modification time can (``touch -r``),
+    and a file replaced by a rename has another inode: a same-size rewrite with its old time still shows."""
+    if not isinstance(st, os.stat_result):
+        st = os.stat(st)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "ctime_ns": st.st_ctime_ns}
+
+
+def changed(expect: dict[str, int] | None, st: os.stat_result) -> bool:
+    """Whether the file of ``st`` differs from ``expect`` (a :func:`file_identity`; the keys it has are compared:
+    jobs saved before the inode and status-change time were kept have size and modification time only)."""
+    now = file_identity(st)
+    return bool(expect) and any(int(value) != now[key] for key, value in expect.items() if key in now)
 
 
 def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, first_pts: int | None = None,
            max_side: int | None = None, max_pixels: int | None = None, max_ms: int | None = None,
-           expect: tuple[int, int] | None = None) -> Iterator[Frame]:
+           expect: dict[str, int] | None = None) -> Iterator[Frame]:
     """The video's frames in presentation order, from ``start_ms`` (ms from the first frame shown).
 
     ``every_ms``: keep only the first frame of each ``every_ms`` slot of time (``every_ms=200``: 5 frames a
@@ -301,9 +311,9 @@ def frames(path: Path, *, start_ms: int = 0, every_ms: float | None = None, firs
 
     def check_unchanged(decoded: int) -> None:
         st = os.fstat(fd)
-        if expect is not None and (st.st_size, st.st_mtime_ns) != tuple(expect):
+        if changed(expect, st):
             raise VideoError(f"the video was changed while it was read (it is {st.st_size} bytes, it was "
-                             f"{expect[0]} bytes when the job started): it is not the video whose SHA-256 was "
+                             f"{expect['size']} bytes when the job started): it is not the video whose SHA-256 was "
                              "recorded; start a new job", decoded)
 
     try:
