@@ -65,6 +65,13 @@ ANALYSIS_SIDE = {"LabelDetection": 640, "ContentModeration": 640, "TextDetection
 #: Rekognition Video's limit on a stored video's duration ("the maximum duration for a stored video is 6 hours"):
 #: checked at Start on the header and, since a header can understate it, on every decoded frame.
 MAX_VIDEO_MS = 6 * 3600 * 1000
+#: Segment detection analyses every frame of a video up to this rate: a frame less than 90 % of its period (15 ms)
+#: after the last one analysed is decoded, not analysed, so at most about 67 frames a second of any video are (a
+#: container stating 1,000 fps of 16x16 frames, 20 bytes a frame, cost 1.5 ms of CPU and 2 KB of memory a frame).
+MAX_SEGMENT_FPS = 60
+#: A segment detection job ends FAILED past this many segments (a real 6-hour video has a few thousand; a video
+#: that alternates black and other frames has one cue every two frames), keeping the first ones.
+MAX_SEGMENTS = 50_000
 SHOT_MODEL = "pyscenedetect-content-0.7"
 CUE_MODEL = "faceledger-blackframe-1"
 
@@ -484,7 +491,8 @@ def _finish_search(runner: VideoJobRunner, job: VideoJob, progress: dict, observ
 
 
 def _segments(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: dict) -> None:
-    """SegmentDetection: shots and black frames over every frame (scaled down), saved at checkpoints."""
+    """SegmentDetection: shots and black frames over every frame (scaled down; at most MAX_SEGMENT_FPS a second),
+    saved at checkpoints; at most MAX_SEGMENTS segments."""
     types = job.request.get("SegmentTypes") or ["SHOT", "TECHNICAL_CUE"]
     filters = job.request.get("Filters") or {}
     cue_filter = filters.get("TechnicalCueFilter") or {}
@@ -499,8 +507,9 @@ def _segments(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
         blacks.run = list(progress["black"])
     items: list = []
     last_saved = resume
-    last = progress.get("last")  # [index, ms] of the last frame seen
+    last = progress.get("last")  # [index, ms] of the last frame analysed
     error: VideoError | None = None
+    min_gap_ms = 0.9 * 1000.0 / MAX_SEGMENT_FPS
 
     def segment(kind: str, first: int, last_i: int, start_ms: float, end_ms: float, confidence: float,
                 index: int | None = None) -> dict:
@@ -525,8 +534,15 @@ def _segments(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
     try:
         for frame in frames(path, start_ms=resume, max_side=320, **_limits(runner.service, job)):
             runner.check()
+            if last is not None and frame.timestamp_ms - last[1] < min_gap_ms:
+                continue
+            if progress.get("segments", 0) + len(items) >= MAX_SEGMENTS:
+                error = VideoError(f"the video has more than {MAX_SEGMENTS} segments, the most one job reports "
+                                   f"(frame {frame.index}, {frame.timestamp_ms} ms)")
+                break
             if last is not None and frame.timestamp_ms - last_saved >= CHECKPOINT_MS:
-                progress.update(resume_ms=frame.timestamp_ms, shot=state, black=blacks.run or None, last=last)
+                progress.update(resume_ms=frame.timestamp_ms, shot=state, black=blacks.run or None, last=last,
+                                segments=progress.get("segments", 0) + len(items))
                 runner.save(job, progress, items, info.metadata())
                 items, last_saved = [], frame.timestamp_ms
             cut = shots.feed(frame.index, frame) if "SHOT" in types else None
@@ -546,7 +562,7 @@ def _segments(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
         if "SHOT" in types and state is not None:
             _shot(items, segment, state, last, frame_ms, filters)
         close_black(blacks.close())
-    progress.update(shot=None, black=None, last=last)
+    progress.update(shot=None, black=None, last=last, segments=progress.get("segments", 0) + len(items))
     runner.save(job, progress, items, info.metadata())
     segs = [body for body, _ in runner.service.store.video_job_items(job.job_id, "seg")]
     segs.sort(key=lambda s: (s["StartTimestampMillis"], s["Type"]))
