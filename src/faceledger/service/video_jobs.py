@@ -72,6 +72,8 @@ MAX_SEGMENT_FPS = 60
 #: A segment detection job ends FAILED past this many segments (a real 6-hour video has a few thousand; a video
 #: that alternates black and other frames has one cue every two frames), keeping the first ones.
 MAX_SEGMENTS = 50_000
+#: The gap (ms) under which a frame is not fed to a shot or black-frame detector (MAX_SEGMENT_FPS).
+MIN_SEGMENT_GAP_MS = 0.9 * 1000.0 / MAX_SEGMENT_FPS
 SHOT_MODEL = "pyscenedetect-content-0.7"
 CUE_MODEL = "faceledger-blackframe-1"
 
@@ -344,6 +346,7 @@ def _faces(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: di
     first_pts = first_frame_pts(path, _limits(service)["max_pixels"])
     error: VideoError | None = None
     last_ms = resume - 1
+    shot_ms: int | None = None  # the last frame fed to the shot detector
 
     def close(at_ms: int) -> None:
         nonlocal items, last_saved
@@ -363,7 +366,10 @@ def _faces(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: di
                             max_side=FACE_FRAME_SIDE):
             runner.check()
             ms = last_ms = frame.timestamp_ms
-            cut = shots.feed(frame.index, frame) if shots is not None else None
+            # the shot detector sees frames at MAX_SEGMENT_FPS at most, as segment detection's does
+            fed = shots is not None and (shot_ms is None or ms - shot_ms >= MIN_SEGMENT_GAP_MS)
+            cut = shots.feed(frame.index, frame) if fed else None
+            shot_ms = ms if fed else shot_ms
             if cut is not None or ms - last_saved >= CHECKPOINT_MS:
                 close(ms)  # the frame at ms is not analysed yet: a resume starts with it
             s = int(ms // every)
@@ -509,7 +515,7 @@ def _segments(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
     last_saved = resume
     last = progress.get("last")  # [index, ms] of the last frame analysed
     error: VideoError | None = None
-    min_gap_ms = 0.9 * 1000.0 / MAX_SEGMENT_FPS
+    min_gap_ms = MIN_SEGMENT_GAP_MS
 
     def segment(kind: str, first: int, last_i: int, start_ms: float, end_ms: float, confidence: float,
                 index: int | None = None) -> dict:
