@@ -153,6 +153,9 @@ class StreamRuntime:
         self.hosting = False
         self.running: dict[str, _Running] = {}
         self._lock = threading.RLock()
+        # one lock a processor name: its launch and its halt never interleave (a halt never finds threads that are
+        # registered but not started, a launch never starts what a Stop that came first has halted)
+        self._controls: dict[str, threading.Lock] = {}
         self.rate_fps, self.timeouts = settings_from_env()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -210,12 +213,33 @@ class StreamRuntime:
 
     # -- start and stop ----------------------------------------------------------------------
 
+    def _control(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._controls.setdefault(name, threading.Lock())
+
+    def launch_started(self, name: str, session_id: str, **options: Any) -> bool:
+        """After StartStreamProcessor committed session ``session_id``: start the processor's threads if it is still
+        wanted RUNNING in that session (False when a Stop, a Delete or another Start came first: nothing starts);
+        the threads and sinks of an earlier run that failed are closed first. ``options``: as :meth:`launch`."""
+        with self._control(name):
+            record = self.tables.get_processor(name)
+            if record is None or record.desired != "RUNNING" or record.session_id != session_id:
+                return False
+            self._halt(name)
+            self._launch(record, session_id, **options)
+            return True
+
     def launch(self, record: StreamProcessorRecord, session_id: str, max_duration_s: float | None = None,
                start: dict[str, Any] | None = None, resumed: bool = False) -> None:
         """Start ``record``'s threads (the caller has checked policy and state). ``start``: the
         StartStreamProcessor request (a ConnectedHome processor's StartSelector, and its notifications echo it).
         ``resumed``: the session ``session_id`` ran before (a server restarted): a ConnectedHome session does not
         notify again the labels it already notified."""
+        with self._control(record.name):
+            self._launch(record, session_id, max_duration_s, start, resumed)
+
+    def _launch(self, record: StreamProcessorRecord, session_id: str, max_duration_s: float | None = None,
+                start: dict[str, Any] | None = None, resumed: bool = False) -> None:
         d = record.definition
         source = self.tables.get_source(d["SourceName"])
         if source is None:
@@ -250,6 +274,7 @@ class StreamRuntime:
             handle=home.frame if home else None,
             emit=lambda r: _write(sinks, encode_record(r)), on_status=on_status,
             rate_fps=self.rate_fps, max_duration_s=max_duration_s,
+            max_source_pixels=int(self.service.config.max_image_pixels),
             fragment_base=int(time.time()) * 1_000_000, **self.timeouts)
         with self._lock:
             self.running[name] = _Running(live, sinks, session_id)
@@ -258,6 +283,20 @@ class StreamRuntime:
     def halt(self, name: str, *, wanted: bool = False) -> dict[str, Any] | None:
         """Stop ``name``'s threads if they run here; its counters (None when it was not running here).
         ``wanted``: it stays RUNNING-wanted (a server shutting down)."""
+        with self._control(name):
+            return self._halt(name, wanted=wanted)
+
+    def halt_stopped(self, name: str) -> None:
+        """After StopStreamProcessor committed: stop ``name``'s threads (Status STOPPED), unless a Start that came
+        after the Stop has made it wanted RUNNING again (its new session is left running)."""
+        with self._control(name):
+            record = self.tables.get_processor(name)
+            if record is not None and record.desired == "RUNNING":
+                return
+            if self._halt(name) is None:
+                self.tables.update_processor(name, status="STOPPED", status_message="stopped")
+
+    def _halt(self, name: str, *, wanted: bool = False) -> dict[str, Any] | None:
         with self._lock:
             run = self.running.pop(name, None)
         if run is None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..store.video_jobs import VideoJob
 from ..video import BlackFrames, FacePass, ShotDetector, Tracklet, VideoError, frames, merge_tracklets, probe, smpte
-from ..video.decode import first_frame_pts
+from ..video.decode import changed, first_frame_pts
 from ..vision.face_quality import CALIBRATED
 from . import shapes
 from .context import RequestContext
@@ -65,6 +65,15 @@ ANALYSIS_SIDE = {"LabelDetection": 640, "ContentModeration": 640, "TextDetection
 #: Rekognition Video's limit on a stored video's duration ("the maximum duration for a stored video is 6 hours"):
 #: checked at Start on the header and, since a header can understate it, on every decoded frame.
 MAX_VIDEO_MS = 6 * 3600 * 1000
+#: Segment detection analyses every frame of a video up to this rate: a frame less than 90 % of its period (15 ms)
+#: after the last one analysed is decoded, not analysed, so at most about 67 frames a second of any video are (a
+#: container stating 1,000 fps of 16x16 frames, 20 bytes a frame, cost 1.5 ms of CPU and 2 KB of memory a frame).
+MAX_SEGMENT_FPS = 60
+#: A segment detection job ends FAILED past this many segments (a real 6-hour video has a few thousand; a video
+#: that alternates black and other frames has one cue every two frames), keeping the first ones.
+MAX_SEGMENTS = 50_000
+#: The gap (ms) under which a frame is not fed to a shot or black-frame detector (MAX_SEGMENT_FPS).
+MIN_SEGMENT_GAP_MS = 0.9 * 1000.0 / MAX_SEGMENT_FPS
 SHOT_MODEL = "pyscenedetect-content-0.7"
 CUE_MODEL = "faceledger-blackframe-1"
 
@@ -241,17 +250,21 @@ class VideoJobRunner:
 
 
 def _notify(url: str, message: dict) -> None:
-    """POST Rekognition's completion message (as JSON) to the webhook; three tries, then a log line."""
+    """POST Rekognition's completion message (as JSON) to the webhook; three tries, then a log line (the URL in it
+    without its password)."""
     import httpx
 
+    from ..streams.source import redact
+
+    shown = redact(url)
     for attempt in range(3):
         try:
             r = httpx.post(url, json=message, timeout=10, follow_redirects=False)  # a 3xx is a failure
             if r.status_code < 300:
                 return
-            log.warning("notification of job %s: %s answered %d", message["JobId"], url, r.status_code)
+            log.warning("notification of job %s: %s answered %d", message["JobId"], shown, r.status_code)
         except httpx.HTTPError as exc:
-            log.warning("notification of job %s to %s failed: %s", message["JobId"], url, exc)
+            log.warning("notification of job %s to %s failed: %s", message["JobId"], shown, redact(str(exc)))
         time.sleep(1 + 2 * attempt)
 
 
@@ -275,12 +288,11 @@ def run_job(runner: VideoJobRunner, job: VideoJob) -> None:
         message = exc.message if isinstance(exc, RekognitionError) else str(exc)
         runner.finish(job, "FAILED", f"The video can no longer be read: {message}", [])
         return
-    seen = (job.progress or {}).get("file")
-    if seen and (seen.get("size") != st.st_size or seen.get("mtime_ns") != st.st_mtime_ns):
+    if changed((job.progress or {}).get("file"), st):
         runner.finish(job, "FAILED", "The video was changed or replaced after the job started; start a new job", [])
         return
     try:
-        info = probe(path)
+        info = probe(path, _limits(service)["max_pixels"])
     except VideoError as exc:
         runner.finish(job, "FAILED", f"The video cannot be analysed: {exc.message}", [])
         return
@@ -297,9 +309,12 @@ def run_job(runner: VideoJobRunner, job: VideoJob) -> None:
     kind(runner, job, path, info, progress)
 
 
-def _limits(service) -> dict[str, int]:
-    """The limits every decoded frame of a job is held to (video.frames' ``max_pixels`` and ``max_ms``)."""
-    return {"max_pixels": int(service.config.max_image_pixels), "max_ms": MAX_VIDEO_MS}
+def _limits(service, job: VideoJob | None = None) -> dict[str, Any]:
+    """The limits every decoded frame of a job is held to (video.frames' ``max_pixels`` and ``max_ms``), and the
+    file it was started on (``expect``: its size and modification time at Start; one that grows or is rewritten
+    while the job reads it fails the job, which must not report frames other than those hashed)."""
+    expect = ((job.progress or {}).get("file") or None) if job is not None else None
+    return {"max_pixels": int(service.config.max_image_pixels), "max_ms": MAX_VIDEO_MS, "expect": expect}
 
 
 def _sample_ms(service) -> float:
@@ -328,9 +343,10 @@ def _faces(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: di
     items: list = []
     last_saved = resume
     slot = int(progress.get("slot", -1))
-    first_pts = first_frame_pts(path)
+    first_pts = first_frame_pts(path, _limits(service)["max_pixels"])
     error: VideoError | None = None
     last_ms = resume - 1
+    shot_ms: int | None = None  # the last frame fed to the shot detector
 
     def close(at_ms: int) -> None:
         nonlocal items, last_saved
@@ -346,11 +362,14 @@ def _faces(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: di
 
     try:
         for frame in frames(path, start_ms=resume, first_pts=first_pts, every_ms=None if search else every,
-                            **_limits(service),
+                            **_limits(service, job),
                             max_side=FACE_FRAME_SIDE):
             runner.check()
             ms = last_ms = frame.timestamp_ms
-            cut = shots.feed(frame.index, frame) if shots is not None else None
+            # the shot detector sees frames at MAX_SEGMENT_FPS at most, as segment detection's does
+            fed = shots is not None and (shot_ms is None or ms - shot_ms >= MIN_SEGMENT_GAP_MS)
+            cut = shots.feed(frame.index, frame) if fed else None
+            shot_ms = ms if fed else shot_ms
             if cut is not None or ms - last_saved >= CHECKPOINT_MS:
                 close(ms)  # the frame at ms is not analysed yet: a resume starts with it
             s = int(ms // every)
@@ -490,7 +509,8 @@ def _finish_search(runner: VideoJobRunner, job: VideoJob, progress: dict, observ
 
 
 def _segments(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress: dict) -> None:
-    """SegmentDetection: shots and black frames over every frame (scaled down), saved at checkpoints."""
+    """SegmentDetection: shots and black frames over every frame (scaled down; at most MAX_SEGMENT_FPS a second),
+    saved at checkpoints; at most MAX_SEGMENTS segments."""
     types = job.request.get("SegmentTypes") or ["SHOT", "TECHNICAL_CUE"]
     filters = job.request.get("Filters") or {}
     cue_filter = filters.get("TechnicalCueFilter") or {}
@@ -505,8 +525,9 @@ def _segments(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
         blacks.run = list(progress["black"])
     items: list = []
     last_saved = resume
-    last = progress.get("last")  # [index, ms] of the last frame seen
+    last = progress.get("last")  # [index, ms] of the last frame analysed
     error: VideoError | None = None
+    min_gap_ms = MIN_SEGMENT_GAP_MS
 
     def segment(kind: str, first: int, last_i: int, start_ms: float, end_ms: float, confidence: float,
                 index: int | None = None) -> dict:
@@ -529,10 +550,17 @@ def _segments(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
                 items.append(("seg", segment("TECHNICAL_CUE", first, last_i, a, b + frame_ms, conf), None))
 
     try:
-        for frame in frames(path, start_ms=resume, max_side=320, **_limits(runner.service)):
+        for frame in frames(path, start_ms=resume, max_side=320, **_limits(runner.service, job)):
             runner.check()
+            if last is not None and frame.timestamp_ms - last[1] < min_gap_ms:
+                continue
+            if progress.get("segments", 0) + len(items) >= MAX_SEGMENTS:
+                error = VideoError(f"the video has more than {MAX_SEGMENTS} segments, the most one job reports "
+                                   f"(frame {frame.index}, {frame.timestamp_ms} ms)")
+                break
             if last is not None and frame.timestamp_ms - last_saved >= CHECKPOINT_MS:
-                progress.update(resume_ms=frame.timestamp_ms, shot=state, black=blacks.run or None, last=last)
+                progress.update(resume_ms=frame.timestamp_ms, shot=state, black=blacks.run or None, last=last,
+                                segments=progress.get("segments", 0) + len(items))
                 runner.save(job, progress, items, info.metadata())
                 items, last_saved = [], frame.timestamp_ms
             cut = shots.feed(frame.index, frame) if "SHOT" in types else None
@@ -552,7 +580,7 @@ def _segments(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
         if "SHOT" in types and state is not None:
             _shot(items, segment, state, last, frame_ms, filters)
         close_black(blacks.close())
-    progress.update(shot=None, black=None, last=last)
+    progress.update(shot=None, black=None, last=last, segments=progress.get("segments", 0) + len(items))
     runner.save(job, progress, items, info.metadata())
     segs = [body for body, _ in runner.service.store.video_job_items(job.job_id, "seg")]
     segs.sort(key=lambda s: (s["StartTimestampMillis"], s["Type"]))
@@ -601,7 +629,8 @@ def _analysis(runner: VideoJobRunner, job: VideoJob, path: Path, info, progress:
     last_ms = resume - 1
     error: VideoError | None = None
     try:
-        for frame in frames(path, start_ms=resume, first_pts=first_frame_pts(path), every_ms=every, **_limits(service),
+        first_pts = first_frame_pts(path, _limits(service)["max_pixels"])
+        for frame in frames(path, start_ms=resume, first_pts=first_pts, every_ms=every, **_limits(service, job),
                             max_side=ANALYSIS_SIDE[job.api]):
             runner.check()
             ms = last_ms = frame.timestamp_ms

@@ -157,6 +157,24 @@ class StreamTables:
             return db.execute(f"UPDATE stream_processors SET {', '.join(cols)} WHERE name = ?",
                               (*args, name)).rowcount > 0
 
-    def delete_processor(self, name: str) -> bool:
+    def claim_start(self, name: str, session_id: str, status_message: str,
+                    definition: dict[str, Any] | None = None) -> bool:
+        """Mark a processor wanted RUNNING in session ``session_id`` (Status STARTING), unless it is already wanted
+        RUNNING and starting or running: False then. One conditional write, so that of Starts at once exactly one
+        wins (each checked the processor before any of them wrote)."""
+        cols, args = ["desired = 'RUNNING'", "session_id = ?", "status = 'STARTING'", "status_message = ?",
+                      "updated_at = ?"], [session_id, status_message, time.time()]
+        if definition is not None:
+            cols.append("definition = ?")
+            args.append(json.dumps(definition, sort_keys=True))
         with self.store._write() as db:
-            return db.execute("DELETE FROM stream_processors WHERE name = ?", (name,)).rowcount > 0
+            return db.execute(
+                f"UPDATE stream_processors SET {', '.join(cols)} WHERE name = ? AND NOT (desired = 'RUNNING' AND "
+                "status IN ('STARTING', 'RUNNING', 'STOPPING'))", (*args, name)).rowcount > 0
+
+    def delete_processor(self, name: str, *, unless_running: bool = False) -> bool:
+        """Delete a processor; False when there is none. ``unless_running``: only one not wanted RUNNING (False
+        too for one started by a StartStreamProcessor that came between the caller's check and this write)."""
+        with self.store._write() as db:
+            return db.execute("DELETE FROM stream_processors WHERE name = ?"
+                              + (" AND desired != 'RUNNING'" if unless_running else ""), (name,)).rowcount > 0

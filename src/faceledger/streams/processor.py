@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .records import frame_record
-from .source import OPEN_TIMEOUT_S, READ_TIMEOUT_S, OpenSource, SourceError, SourceUrl
+from .source import MAX_SOURCE_PIXELS, OPEN_TIMEOUT_S, READ_TIMEOUT_S, OpenSource, SourceError, SourceUrl
 
 log = logging.getLogger("faceledger.streams")
 
@@ -115,7 +115,9 @@ class LiveProcessor:
     raise ProcessorFailed (FAILED); any other exception fails the processor too, with its message.
     ``handle(pixels, FrameInfo)``, instead of ``analyse`` (a ConnectedHome processor): the records of one frame
     (none, one or more) and the number of labelled boxes it holds.
-    ``max_duration_s``: stop (STOPPED) after that many seconds (StopSelector.MaxDurationInSeconds)."""
+    ``max_duration_s``: stop (STOPPED) after that many seconds (StopSelector.MaxDurationInSeconds).
+    ``max_source_pixels``: the decoder refuses a larger frame of the source before allocating it (a disconnect
+    whose message names the limit); ``max_pixels``: larger frames are scaled down to it before analysis."""
 
     def __init__(self, name: str, source: SourceUrl, *, stream_arn: str,
                  analyse: Callable[[np.ndarray], list[dict[str, Any]]] | None = None,
@@ -125,7 +127,7 @@ class LiveProcessor:
                  rate_fps: float = DEFAULT_RATE_FPS, open_timeout_s: float = OPEN_TIMEOUT_S,
                  read_timeout_s: float = READ_TIMEOUT_S, backoff_s: float = 0.5, max_backoff_s: float = 30.0,
                  max_duration_s: float | None = None, fragment_base: int = 0,
-                 max_pixels: int = MAX_ANALYSIS_PIXELS) -> None:
+                 max_pixels: int = MAX_ANALYSIS_PIXELS, max_source_pixels: int = MAX_SOURCE_PIXELS) -> None:
         if not rate_fps > 0:
             raise ValueError("rate_fps must be > 0")
         self.name, self.source, self.stream_arn = name, source, stream_arn
@@ -136,7 +138,7 @@ class LiveProcessor:
         self.open_timeout_s, self.read_timeout_s = open_timeout_s, read_timeout_s
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.max_duration_s = max_duration_s
-        self.max_pixels = max_pixels
+        self.max_pixels, self.max_source_pixels = max_pixels, max_source_pixels
         self.stats = ProcessorStats()
         self.status, self.message = "STARTING", f"connecting to {source.kind} source"
         self._fragment = fragment_base
@@ -168,7 +170,7 @@ class LiveProcessor:
         if self._started:
             deadline = time.monotonic() + timeout
             for thread in (self._analyser, self._reader):
-                if thread is not threading.current_thread():
+                if thread is not threading.current_thread() and thread.ident is not None:  # started
                     thread.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
             if self._waiting is not None:  # received, never analysed
@@ -218,7 +220,7 @@ class LiveProcessor:
             self._got_frames = False
             try:
                 conn = OpenSource(self.source, open_timeout_s=self.open_timeout_s,
-                                  read_timeout_s=self.read_timeout_s)
+                                  read_timeout_s=self.read_timeout_s, max_pixels=self.max_source_pixels)
             except SourceError as exc:
                 reason = str(exc)
             else:

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
+from ..video.decode import pixel_refusal
+
 #: Seconds to wait for a source to open (connect, handshake, first packets) before giving up.
 OPEN_TIMEOUT_S = 10.0
 #: Seconds without data after which a source counts as frozen.
@@ -35,6 +37,10 @@ PROBE_SIZE, ANALYZE_DURATION_US = 500_000, 1_000_000
 #: cheaper), and how close it must be again, at a key frame, to decode every frame again.
 BEHIND_S, CAUGHT_UP_S = 1.0, 0.25
 MAX_URL_CHARS = 2048
+#: The most pixels a source's frame may have (the server passes its image limit, ``max_image_pixels``): the decoder
+#: refuses a larger frame before it allocates it (FFmpeg's ``max_pixels``), so a camera or file that claims
+#: 16000x16000 frames cannot make the server allocate gigabytes; such a frame is a decode error (a disconnect).
+MAX_SOURCE_PIXELS = 36_000_000
 
 _NETWORK_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https"}
 _DEVICE = re.compile(r"^/dev/video[0-9]{1,3}$")
@@ -71,7 +77,8 @@ class SourceUrl:
 
 
 def check_source_url(url: str) -> SourceUrl:
-    """The source ``url`` stands for; ValueError (saying what is accepted) when it is none.
+    """The source ``url`` stands for; ValueError (saying what is accepted) when it is none. A message that
+    quotes the URL shows its password as ``***`` (it becomes an API error, and the ledger records it).
 
     Paths of files must exist and be files (checked now; a file removed later is a source that fails to
     open)."""
@@ -83,7 +90,7 @@ def check_source_url(url: str) -> SourceUrl:
     scheme = parts.scheme.lower()
     if scheme in _NETWORK_SCHEMES:
         if not parts.hostname:
-            raise ValueError(f"source URL {url!r} has no host")
+            raise ValueError(f"source URL {redact(url)!r} has no host")
         kind = "rtsp" if scheme.startswith("rtsp") else "rtmp" if scheme.startswith("rtmp") else "http"
         return SourceUrl(kind, url)
     if scheme == "file":
@@ -94,7 +101,7 @@ def check_source_url(url: str) -> SourceUrl:
         raise ValueError(f"source URL scheme {scheme!r} is not supported: use rtsp://, rtsps://, rtmp://, "
                          "rtmps://, http(s):// (HLS), a video file path (file://) or /dev/videoN")
     if not path.is_absolute():
-        raise ValueError(f"a video file source must be an absolute path: {url!r}")
+        raise ValueError(f"a video file source must be an absolute path: {redact(url)!r}")
     if not path.is_file():
         raise ValueError(f"video file {str(path)!r} does not exist or is not a file")
     return SourceUrl("file", str(path))
@@ -119,10 +126,12 @@ class OpenSource:
     """One connection to a source: its first video stream, decoded frame by frame."""
 
     def __init__(self, source: SourceUrl, *, open_timeout_s: float = OPEN_TIMEOUT_S,
-                 read_timeout_s: float = READ_TIMEOUT_S) -> None:
+                 read_timeout_s: float = READ_TIMEOUT_S, max_pixels: int = MAX_SOURCE_PIXELS) -> None:
         self.source = source
         self.read_timeout_s = read_timeout_s
+        self.max_pixels = max_pixels
         opts, fmt = _options(source, read_timeout_s)
+        opts["max_pixels"] = str(int(max_pixels))  # also for the first frames FFmpeg decodes to probe the stream
         av = _av()
         try:
             self.container = av.open(source.target, format=fmt, options=opts, timeout=(open_timeout_s,
@@ -136,6 +145,7 @@ class OpenSource:
             if not streams or streams[0].codec_context is None:
                 raise SourceError("the source has no video stream")
             self.stream = streams[0]
+            self.stream.codec_context.options = {"max_pixels": str(int(max_pixels))}
             self.stream.thread_type = "AUTO"
         except (SourceError, IndexError, av.error.FFmpegError) as exc:
             self.close()
@@ -186,6 +196,9 @@ class OpenSource:
             if "timed out" in str(exc).lower() or getattr(exc, "errno", None) in (110, 60):
                 raise SourceError(f"no data for {self.read_timeout_s:g} s (read timeout): the source is frozen "
                                   "or gone") from exc
+            refused = pixel_refusal(exc, self.stream.codec_context, self.max_pixels)
+            if refused:
+                raise SourceError(f"a frame {refused}") from exc
             raise SourceError(f"decode error: {_describe(exc)}") from exc
         raise SourceEnded("the stream ended")
 

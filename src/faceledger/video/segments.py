@@ -101,10 +101,14 @@ class BlackFrames:
 
 def smpte(frame_index: int, fps: float) -> str:
     """The SMPTE timecode ``HH:MM:SS:FF`` of a frame (non-drop-frame; ``HH:MM:SS;FF`` drop-frame for 29.97
-    and 59.94 fps, as Rekognition writes it)."""
-    if fps <= 0:
+    and 59.94 fps, as Rekognition writes it). Below 0.5 frames a second (a video may state 0.001) a timecode
+    has no frame field to count in: ``HH:MM:SS:00`` of the frame's time, ``frame_index / fps`` seconds."""
+    if not 0 < fps < float("inf"):
         fps = 25.0
     nominal = int(round(fps))
+    if nominal < 1:
+        seconds = int(frame_index / fps)
+        return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}:00"
     drop = abs(fps - nominal * 1000 / 1001) < 0.01 and nominal in (30, 60)
     n = int(frame_index)
     if drop:

@@ -95,7 +95,8 @@ def _live_search_allowed(inv: Invocation, cid: str, request: dict[str, Any], ope
 
 
 def _clean_url(url: str) -> str:
-    """A source URL as shown: without the password of its user part (cameras' URLs often carry one)."""
+    """A source's or a webhook's URL as shown: without the password of its user part (cameras' URLs often carry
+    one, a webhook's may)."""
     return redact(url)
 
 
@@ -130,7 +131,7 @@ def create_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, A
                                         "(arn:aws:kinesis:REGION:ACCOUNT:stream/NAME, NAME of at most 128 "
                                         "characters a-z A-Z 0-9 _ . -)")
     if s3:
-        _check_s3(inv, s3)
+        _check_s3(inv, s3, name)
     _check_regions(req.get("RegionsOfInterest"), "RegionsOfInterest")
     tags = req.get("Tags", {})
     if len(tags) > MAX_TAGS:
@@ -215,7 +216,10 @@ def _check_channel(inv: Invocation, channel: dict[str, Any] | None) -> None:
             "(start it with --notify ARN=URL)")
 
 
-def _check_s3(inv: Invocation, s3: dict[str, Any]) -> None:
+def _check_s3(inv: Invocation, s3: dict[str, Any], name: str) -> None:
+    """S3Destination's bucket and KeyPrefix, and the processor's ``name``: its objects' keys are
+    ``<KeyPrefix><name>/<SessionId>/...``, which must stay in the bucket (a processor named ``..``, valid by the
+    model, would start them one folder up)."""
     from pathlib import Path
 
     buckets = inv.config.buckets_dir
@@ -229,6 +233,10 @@ def _check_s3(inv: Invocation, s3: dict[str, Any]) -> None:
                                         "folder (or is a symbolic link out of it)") from None
     if prefix.startswith("/") or ".." in prefix.split("/") or "\0" in prefix or "//" in prefix:
         raise InvalidParameterException("S3Destination.KeyPrefix must be a relative key prefix without '..' or '//'")
+    if ".." in f"{prefix}{name}".split("/"):
+        raise InvalidParameterException(f"S3Destination: the objects of a processor are written under "
+                                        f"<KeyPrefix><Name>/, and {preview(prefix + name)}/ leaves the bucket: "
+                                        "choose another Name or KeyPrefix")
     if any(len(part.encode("utf-8", "surrogatepass")) > 200 for part in prefix.split("/")):  # + the processor's name
         raise InvalidParameterException("S3Destination.KeyPrefix: each part between '/' is at most 200 bytes (a "
                                         "folder or file name of the buckets folder)")
@@ -302,16 +310,16 @@ def start_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, An
             raise AccessDeniedException(f"Live face search of collection {cid} is refused by its collection policy: "
                                         "AllowLiveSearch is not true")
     session_id = str(uuid.uuid4())
-    runtime.halt(record.name)  # a FAILED run's threads and sinks, if any
-    runtime.tables.update_processor(record.name, desired="RUNNING", session_id=session_id, status="STARTING",
-                                    status_message="starting" if runtime.hosting else
-                                    "waiting for a faceledger server on this data folder to run it", **values)
+    # one conditional write: of Starts at once, one wins and the others are ResourceInUseException (each had seen
+    # the processor stopped); the winner's threads start after the commit, if it is still wanted then
+    if not runtime.tables.claim_start(record.name, session_id, "starting" if runtime.hosting else
+                                      "waiting for a faceledger server on this data folder to run it",
+                                      values.get("definition")):
+        raise ResourceInUseException(f"Stream processor {record.name} is already running")
     if runtime.hosting:
-        fresh = runtime.tables.get_processor(record.name)
-
         def launch() -> None:
             try:
-                runtime.launch(fresh, session_id, max_duration_s=max_duration, start=req)
+                runtime.launch_started(record.name, session_id, max_duration_s=max_duration, start=req)
             except (ProcessorFailed, ValueError) as exc:  # the source was removed, its file deleted, ...
                 runtime.tables.update_processor(record.name, status="FAILED", status_message=f"cannot start: {exc}",
                                                 desired="STOPPED")
@@ -364,8 +372,7 @@ def _outside(fn) -> None:
 
 
 def _halted(runtime, name: str) -> None:
-    if runtime.halt(name) is None:
-        runtime.tables.update_processor(name, status="STOPPED", status_message="stopped")
+    runtime.halt_stopped(name)
 
 
 def _require_stopped(inv: Invocation, name: str, verb: str):
@@ -414,7 +421,8 @@ def update_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, A
 def delete_stream_processor(inv: Invocation, req: dict[str, Any]) -> dict[str, Any]:
     runtime, record = _require_stopped(inv, req["Name"], "deleting")
     runtime.halt(record.name)
-    runtime.tables.delete_processor(record.name)
+    if not runtime.tables.delete_processor(record.name, unless_running=True):  # started since the check
+        raise ResourceInUseException(f"Stream processor {record.name} is running: stop it before deleting it")
     return {}
 
 
@@ -514,13 +522,16 @@ def put_stream_sink(inv: Invocation, params: Any) -> dict[str, Any]:
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or len(webhook) > 2048:
             raise ValidationException("WebhookUrl must be an http:// or https:// URL (at most 2048 characters)")
     runtime_of(inv.service).tables.put_sink(arn, webhook)
-    return {"Arn": arn, "File": str(records_file(inv.config.data_dir, stream)), "WebhookUrl": webhook}
+    return {"Arn": arn, "File": str(records_file(inv.config.data_dir, stream)),
+            "WebhookUrl": None if webhook is None else _clean_url(webhook)}
 
 
 def list_stream_sinks(inv: Invocation, params: Any) -> dict[str, Any]:
+    """Every sink with a webhook (passwords in its URL shown as ***, as sources' are)."""
     _params(params)
     return {"Sinks": [{"Arn": arn, "File": str(records_file(inv.config.data_dir, kinesis_stream_name(arn))),
-                       "WebhookUrl": url} for arn, url in runtime_of(inv.service).tables.list_sinks().items()]}
+                       "WebhookUrl": None if url is None else _clean_url(url)}
+                      for arn, url in runtime_of(inv.service).tables.list_sinks().items()]}
 
 
 def get_stream_processor_status(inv: Invocation, params: Any) -> dict[str, Any]:

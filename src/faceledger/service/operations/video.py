@@ -15,6 +15,7 @@ from typing import Any
 
 from ...store.video_jobs import VideoJob
 from ...video import VideoError, probe
+from ...video.decode import changed, file_identity
 from .. import auth, governance, tokens
 from ..dispatch import Invocation, operation
 from ..errors import (
@@ -44,26 +45,29 @@ def _video(inv: Invocation, video: dict[str, Any]) -> tuple[dict, dict]:
     if not s3:
         raise InvalidParameterException("Video must have an S3Object (Bucket and Name)")
     path, where = s3_object_path(s3, inv.config)
-    try:
-        st = os.stat(path)
+    try:  # opened once, without blocking (a FIFO put in its place), and hashed from what was opened
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise InvalidS3ObjectException(f"Unable to get object metadata from S3 {where}: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise InvalidS3ObjectException(f"Unable to get object metadata from S3 {where}: it is not a file")
-    if st.st_size > MAX_VIDEO_BYTES:
-        raise VideoTooLargeException(f"The video {where} is {st.st_size} bytes, over the 10 GB limit")
-    try:
-        info = probe(path)
-        if info.duration_ms > MAX_VIDEO_MS:
-            raise VideoTooLargeException(
-                f"The video {where} lasts {info.duration_ms / 3600000:.2f} hours, over the 6 hour limit")
-    except VideoError:
-        pass  # not a video, or damaged: the job runs and FAILS with a StatusMessage that says what is wrong
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidS3ObjectException(f"Unable to get object metadata from S3 {where}: it is not a file")
+        if st.st_size > MAX_VIDEO_BYTES:
+            raise VideoTooLargeException(f"The video {where} is {st.st_size} bytes, over the 10 GB limit")
+        try:
+            info = probe(path, int(inv.config.max_image_pixels))
+            if info.duration_ms > MAX_VIDEO_MS:
+                raise VideoTooLargeException(
+                    f"The video {where} lasts {info.duration_ms / 3600000:.2f} hours, over the 6 hour limit")
+        except VideoError:
+            pass  # not a video, or damaged: the job runs and FAILS with a StatusMessage that says what is wrong
+        digest = hashlib.sha256()
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return dict(s3), {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
+        if changed(file_identity(st), os.fstat(fd)):
+            raise InvalidS3ObjectException(f"The video {where} changed while it was read; start the job again")
+    return dict(s3), {**file_identity(st), "sha256": digest.hexdigest()}
 
 
 def _over_limit(inv: Invocation) -> LimitExceededException:
@@ -90,7 +94,7 @@ def _start(inv: Invocation, req: dict[str, Any], api: str, collection_id: str | 
     job = VideoJob(job_id=job_id, api=api, status="QUEUED", principal=ctx.who(), request=request, video=s3,
                    created_at=now, updated_at=now, collection_id=collection_id, video_sha256=file["sha256"],
                    job_tag=req.get("JobTag"),
-                   progress={"file": {"size": file["size"], "mtime_ns": file["mtime_ns"]}})
+                   progress={"file": {k: v for k, v in file.items() if k != "sha256"}})
     inv.store.create_video_job(job)
     # counted again inside the write (which holds the store's write lock until the call commits): two Starts at
     # once both saw room above, while this call hashed its video; the later one is refused and rolled back
