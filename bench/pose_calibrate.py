@@ -6,7 +6,7 @@ frontal photo without a 3-D model, so LFW's own turned faces are used: every lfw
 service's pipeline (``default_engine(face_model=M).analyze``, largest face) and its face put in a band by
 ``vision.face_quality.band`` with the face's yaw (TURNED: inside the calibrated range, |yaw| >= POSE_YAW from
 the five landmarks). Every impostor pair (LFW's label errors dropped, as the main table does) is put in its pair
-band (``measured_band``: two turned faces are "turned-both"; one turned face counts as frontal) and, for each, this
+band (``pair_band``: two turned faces are "turned-both"; one turned face counts as frontal) and, for each, this
 prints the FMR at Similarity 80, 90 and 99 of the model's main table with its ratio to nominal and the 95%
 Clopper-Pearson interval, and the TAR of the mated pairs.
 
@@ -38,7 +38,7 @@ from calibrate_similarity import clopper_pearson, list_images, person_of  # noqa
 from degradation import band_table  # noqa: E402
 
 from faceledger.evaluation.label_errors import excluded_index_pairs  # noqa: E402
-from faceledger.vision.face_quality import CALIBRATED, TURNED, TURNED_BOTH, band, pair_band  # noqa: E402
+from faceledger.vision.face_quality import CALIBRATED, TURNED_BOTH, band, pair_band  # noqa: E402
 
 DEFAULT_DATA = (ROOT / ".." / "shared" / "data" / "lfw_dev").resolve()
 LEVELS = (80, 90, 99)
@@ -102,7 +102,7 @@ class Pairs:
         self.impostor[found] = False
         kinds = {b: k for k, b in enumerate(sorted(set(bands)))}
         codes = np.array([kinds[b] for b in bands])
-        pb = {(x, y): measured_band(x or CALIBRATED, y or CALIBRATED) for x in kinds for y in kinds}
+        pb = {(x, y): pair_band(x or CALIBRATED, y or CALIBRATED) for x in kinds for y in kinds}
         names = sorted(set(pb.values()))
         lookup = np.zeros((len(kinds), len(kinds)), np.int16)
         for (x, y), name in pb.items():
@@ -113,16 +113,6 @@ class Pairs:
     def of(self, band_name: str) -> np.ndarray:
         return self.band == self.band_names.index(band_name) if band_name in self.band_names else \
             np.zeros(self.d.size, bool)
-
-
-def measured_band(x: str, y: str) -> str:
-    """The category a pair is measured in here: TURNED_BOTH for two turned faces; one turned face counts as
-    frontal. (pair_band scores a turned face with any other no more leniently than turned-both: a rule against
-    photos sent to look frontal or degraded, not a measurement; the turned-both table is built on both-turned
-    pairs only.)"""
-    if x == y == TURNED:
-        return TURNED_BOTH
-    return pair_band(*(CALIBRATED if v == TURNED else v for v in (x, y)))
 
 
 def rates(scale, d: np.ndarray, impostor: np.ndarray, mated: np.ndarray) -> list[dict]:

@@ -94,11 +94,11 @@ def test_pair_bands():
     assert pair_band("covered", "covered") == "covered-both"
     assert pair_band("covered", "degraded") == pair_band("degraded", "covered") == "degraded-both"
     assert pair_band("covered", "calibrated") == pair_band("calibrated", "covered") == "covered-one"
-    # turned faces (|yaw| >= POSE_YAW, inside the range otherwise): a pair with one is never scored more leniently
-    # than the turned-both table (the other face's band cannot vouch that it is not turned too): turned-both with
-    # a turned or frontal face, and with a face outside the range that band's table capped by turned-both's
+    # turned faces (|yaw| >= POSE_YAW, inside the range otherwise): two of them have a table of their own; one
+    # counts as frontal with a frontal face; with a face outside the range (whose pose cannot vouch that it is
+    # not turned too), that band's table capped by turned-both's
     assert pair_band("turned", "turned") == "turned-both"
-    assert pair_band("turned", "calibrated") == pair_band("calibrated", "turned") == "turned-both"
+    assert pair_band("turned", "calibrated") == pair_band("calibrated", "turned") == "calibrated"
     assert pair_band("turned", "degraded") == pair_band("degraded", "turned") == "degraded-one+turned-both"
     assert pair_band("covered", "turned") == pair_band("turned", "covered") == "covered-one+turned-both"
 

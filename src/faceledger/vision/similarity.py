@@ -179,8 +179,7 @@ class SimilarityScale:
 
 @functools.lru_cache(maxsize=None)
 def _load_strictest(model: str, band: str) -> SimilarityScale:
-    return SimilarityScale.strictest([_load_packaged(model, None if part == "calibrated" else part)
-                                      for part in band.split("+")], {"band": band})
+    return SimilarityScale.strictest([_load_packaged(model, part) for part in band.split("+")], {"band": band})
 
 
 @functools.lru_cache(maxsize=None)

@@ -24,7 +24,7 @@ from ..errors import (
 from ..images import load_image
 from ._common import MAX_FACES_PER_IMAGE, require_collection
 from ..risk import ambiguous, margin_of, reach, search_threshold
-from ...vision.face_quality import CALIBRATED, DEGRADED, TURNED, pair_band
+from ...vision.face_quality import CALIBRATED, DEGRADED, pair_band
 from ..quality import face_band
 from .search import largest_face
 
@@ -167,9 +167,7 @@ def user_matches(
     vectors = list(vectors)
     bands = [b or CALIBRATED for b in (probe_bands or [None] * len(vectors))]
     # the widest reach: no pair of these probes scores higher than on this scale
-    # (a turned probe: the main table's reach, the widest; its pairs are scored on turned-both or stricter)
-    scale = inv.band_scale(pair_band(CALIBRATED if CALIBRATED in bands or TURNED in bands or not bands else DEGRADED,
-                                     CALIBRATED))
+    scale = inv.band_scale(pair_band(CALIBRATED if CALIBRATED in bands or not bands else DEGRADED, CALIBRATED))
     face_count = inv.store.get_collection(cid).face_count
     # every face of the collection is compared (a user's own faces too: they are not excluded from the search)
     threshold = search_threshold(inv, float(req.get("UserMatchThreshold", DEFAULT_SEARCH_THRESHOLD)), face_count,
