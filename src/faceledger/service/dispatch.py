@@ -143,8 +143,7 @@ class Invocation:
         scale = self.service.band_scale_for(self.face_model or self.service.model_version, band)
         previous = str(self.meta.get("QualityBand", CALIBRATED)).split(" ")[0]
         if PAIR_BANDS.index(band) >= PAIR_BANDS.index(previous):
-            calibrated = scale is not None and not scale.meta.get("uncalibrated")
-            self.meta["QualityBand"] = band if calibrated else f"{band} (uncalibrated)"
+            self.meta["QualityBand"] = band if scale is not None else f"{band} (uncalibrated)"
         return self.scale if scale is None else scale
 
     def for_model(self, face_model: str) -> "Invocation":
@@ -256,13 +255,6 @@ class Service:
         has none, the table of the band's fallback (vision.face_quality.FALLBACK: covered-both -> degraded-both),
         or None (then its main table is all there is, and the band is reported uncalibrated)."""
         key = f"{face_model}.{band}"
-        if key not in self._scales and "+" in band:  # a pair in two bands (TURNED_CAPPED): the stricter table
-            parts = [self.band_scale_for(face_model, part) for part in band.split("+")]
-            found = [sc for sc in parts if sc is not None]
-            missing = len(found) < len(parts)
-            self._scales[key] = SimilarityScale.strictest(  # type: ignore[assignment]
-                found + ([self.scale_for(face_model)] if missing else []),
-                {"band": band, "uncalibrated": True} if missing else {"band": band}) if found else None
         if key not in self._scales:
             try:
                 self._scales[key] = SimilarityScale.load(face_model, band)

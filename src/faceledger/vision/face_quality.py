@@ -365,15 +365,8 @@ BANDS = (CALIBRATED, "degraded-one", "degraded-both", "covered-one", "covered-bo
 FALLBACK = {"covered-one": "degraded-one", "covered-both": "degraded-both"}
 #: The pair band of two turned faces (both inside the range otherwise): bench/pose_calibrate.py builds its table.
 TURNED_BOTH = "turned-both"
-#: A turned face with one outside the range: the pair band of the latter ("degraded-one", "covered-one") and
-#: never more lenient than "turned-both" (scored with the strictest of the two tables at each distance). The other
-#: face's pose cannot vouch that it is not turned too: noise or low contrast, which anyone can add to a photo, move
-#: a turned face out of the range (and its landmarks' yaw with it, 29 to 15 degrees), and there its band's table
-#: was more lenient than turned-both (Joe_Finley_0001 with Gaussian noise of sd 12 against Hugh_Grant_0005: 81.3
-#: on degraded-one, 79.6 on turned-both; tests/test_api_pose.py).
-TURNED_CAPPED = tuple(f"{b}+{TURNED_BOTH}" for b in ("degraded-one", "covered-one"))
 #: Every pair band, from the main table to the furthest from it (the order a call reports its worst pair in).
-PAIR_BANDS = (CALIBRATED, TURNED_BOTH, BANDS[1], TURNED_CAPPED[0], BANDS[2], BANDS[3], TURNED_CAPPED[1], BANDS[4])
+PAIR_BANDS = (CALIBRATED, TURNED_BOTH, *BANDS[1:])
 
 
 def band(m: QualityMeasures | None, yaw: float | None = None) -> str:
@@ -391,15 +384,12 @@ def band(m: QualityMeasures | None, yaw: float | None = None) -> str:
 def pair_band(a: str, b: str) -> str:
     """The band of a comparison between faces of bands ``a`` and ``b`` (one of PAIR_BANDS; a band that is not
     CALIBRATED, such as a stored face's older DEGRADED, counts as outside the range). Two TURNED faces are
-    TURNED_BOTH; one TURNED face counts as CALIBRATED (one turned face and one frontal: 1.25x nominal at 80), but
-    with a face outside the range its pair is also capped by TURNED_BOTH's table (TURNED_CAPPED)."""
+    TURNED_BOTH; one TURNED face counts as CALIBRATED (one turned face and one frontal: 1.25x nominal at 80)."""
     if a == b == TURNED:
         return TURNED_BOTH
-    turned = TURNED in (a, b)
     a, b = (CALIBRATED if x == TURNED else x for x in (a, b))
     if a == b == COVERED:
         return "covered-both"
     if {a, b} == {COVERED, CALIBRATED}:
-        return f"covered-one+{TURNED_BOTH}" if turned else "covered-one"
-    one = BANDS[(a != CALIBRATED) + (b != CALIBRATED)]
-    return f"{one}+{TURNED_BOTH}" if turned and one == "degraded-one" else one
+        return "covered-one"
+    return BANDS[(a != CALIBRATED) + (b != CALIBRATED)]

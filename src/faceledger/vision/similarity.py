@@ -104,23 +104,7 @@ class SimilarityScale:
         ``bench/degradation.py calibrate``; "turned-both" (two turned faces) by ``bench/pose_calibrate.py
         calibrate``. ValueError when the model has no such table.
         """
-        if band is not None and "+" in band:  # a pair in two bands (face_quality.TURNED_CAPPED): the stricter
-            return _load_strictest(model, band)
         return _load_packaged(model, None if band in (None, "calibrated") else band)
-
-    @classmethod
-    def strictest(cls, scales: "list[SimilarityScale]", meta: dict | None = None) -> "SimilarityScale":
-        """The table that gives each distance the lowest Similarity of ``scales`` (one model's tables): a pair
-        that belongs to several bands is scored as the strictest of them would score it. On the union of
-        their distances, log10(FMR) is the highest of theirs (between two points the interpolation is at
-        or above that maximum, so never more lenient than any of them)."""
-        if len(scales) == 1:
-            return scales[0]
-        d = np.concatenate([sc._d for sc in scales])
-        d = np.unique(np.concatenate([d, np.linspace(d.min(), d.max(), 4097)]))  # fine enough where they cross
-        L = np.max([np.interp(d, sc._d, sc._L, left=sc._L[0], right=0.0) for sc in scales], axis=0)
-        keep = np.concatenate([[True], np.diff(np.maximum.accumulate(L)) > 0])  # strictly increasing, as required
-        return cls(scales[0].model, d[keep], L[keep], meta)
 
     @classmethod
     def has_band(cls, model: str, band: str | None) -> bool:
@@ -175,11 +159,6 @@ class SimilarityScale:
     def __repr__(self) -> str:
         return (f"SimilarityScale(model={self.model!r}, points={self._d.size}, "
                 f"d80={self.max_distance(80):.4f}, d99={self.max_distance(99):.4f})")
-
-
-@functools.lru_cache(maxsize=None)
-def _load_strictest(model: str, band: str) -> SimilarityScale:
-    return SimilarityScale.strictest([_load_packaged(model, part) for part in band.split("+")], {"band": band})
 
 
 @functools.lru_cache(maxsize=None)
