@@ -26,6 +26,7 @@ Off-angle pose cannot be made from a frontal photo without a 3-D model, so it is
     python bench/degradation.py all        [--face-model M]
     python bench/degradation.py checkset   [--face-model M] [--images 100]  # COVERED: clean vs covered photos
     python bench/degradation.py tails      [--face-model M]   # the covered tables' tails compared
+    python bench/degradation.py turned     [--face-model M]   # turned faces in degraded-one pairs
 
 ``--out DIR`` also writes the printed report and its JSON there.
 """
@@ -727,9 +728,55 @@ def cmd_checkset(data: Path, model: str, images: int, out_dir: Path | None = Non
         (out_dir / f"checkset-{model}.txt").write_text("\n".join(lines) + "\n")
 
 
+def cmd_turned(model: str) -> None:
+    """Turned faces in the one-photo-degraded band: the impostor pairs of every condition with one photo degraded
+    (out of the range, not covered) and one sharp inside it, scored on the degraded-one table, split by the pose
+    of the sharp photo and of the degraded photo's sharp original (|yaw| >= POSE_YAW: turned). Prints, pooled
+    and per condition, how many match at 80 (and 90) against nominal, with the 95% Clopper-Pearson interval of
+    the pooled ratio: whether a turned face, or two, in such a pair needs a stricter table than degraded-one."""
+    from calibrate_similarity import clopper_pearson
+
+    from faceledger.vision.face_quality import POSE_YAW
+    from faceledger.vision.similarity import SimilarityScale
+
+    rels, runs = load_all(model)
+    bands = {c: face_bands(F) for c, (V, F) in runs.items()}
+    pairs = build_pairs(rels, runs)
+    turned = np.abs(runs["sharp"][1][:, 9]) >= POSE_YAW
+    scale = SimilarityScale.load(model, "degraded-one")
+    d80, d90 = scale.max_distance(80), scale.max_distance(90)
+    groups = ("all", "sharp photo turned", "both photos turned", "sharp photo frontal")
+    pooled = {g: [0, 0, 0] for g in groups}
+    print(f"{model}: {int(turned.sum())} of {len(turned)} sample photos turned (|yaw| >= {POSE_YAW:g}); impostor "
+          f"pairs in degraded-one (one photo degraded, one sharp), scored on degraded-one")
+    print(f"{'condition':14s} {'pairs, sharp turned':>20s} {'at 80':>14s} {'pairs, both turned':>19s} {'at 80':>14s}")
+    for cname, (_both, mixed) in pairs.items():
+        if cname == "sharp":
+            continue
+        sel = pair_bands(bands["sharp"][mixed.imp_i], bands[cname][mixed.imp_j]) == 1
+        d, i, j = mixed.imp_d[sel], mixed.imp_i[sel], mixed.imp_j[sel]
+        masks = dict(zip(groups, (np.ones(d.size, bool), turned[i], turned[i] & turned[j], ~turned[i])))
+        for g, m in masks.items():
+            pooled[g][0] += int(m.sum())
+            pooled[g][1] += int((d[m] <= d80).sum())
+            pooled[g][2] += int((d[m] <= d90).sum())
+        if sel.any():
+            row = []
+            for g in groups[1:3]:
+                n, k = int(masks[g].sum()), int((d[masks[g]] <= d80).sum())
+                row += [f"{n:>{20 if g == groups[1] else 19}d}", f"{k:5d} ({k / max(n, 1) / 1e-4:4.2f}x)"]
+            print(f"{cname:14s} " + " ".join(row))
+    print("pooled:")
+    for g, (n, k80, k90) in pooled.items():
+        lo, hi = clopper_pearson(k80, n)
+        print(f"  {g:22s} {n:9d} pairs; at 80: {k80:4d} = {k80 / n / 1e-4:4.2f}x nominal (95% CI "
+              f"{lo / 1e-4:4.2f}-{hi / 1e-4:4.2f}x); at 90: {k90:3d} = {k90 / n / 1e-5:4.2f}x")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=("embed", "remeasure", "calibrate", "report", "all", "checkset", "tails"))
+    ap.add_argument("step", choices=("embed", "remeasure", "calibrate", "report", "all", "checkset", "tails",
+                                     "turned"))
     ap.add_argument("--face-model", default=None, help="FaceModelVersion (default: the default engine's)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--people", type=int, default=600)
@@ -751,6 +798,8 @@ def main(argv=None):
                   args.conditions.split(",") if args.conditions else None)
     if args.step == "tails":
         cmd_tails(model)
+    if args.step == "turned":
+        cmd_turned(model)
     if args.step == "checkset":
         cmd_checkset(args.data, model, args.images, args.out)
     if args.step == "remeasure":

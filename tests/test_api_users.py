@@ -277,3 +277,42 @@ def test_client_request_token_makes_user_operations_idempotent(rekognition, serv
         "SELECT result, detail FROM ledger WHERE operation = 'CreateUser' AND collection_id = ? ORDER BY seq", (cid,))]
     assert [r for r, _ in rows] == ["OK", "OK", "ConflictException", "IdempotentParameterMismatchException"]
     assert rows[1][1].get("IdempotentReplay") is True and "IdempotentReplay" not in rows[0][1]
+
+
+def test_search_users_by_a_turned_face_reaches_as_far_as_the_main_table(tmp_path):
+    """A turned face's pairs with faces inside the range are scored on the main table, which reaches further than
+    the degraded-one table SearchUsers used to fetch with: a user whose face lies between the two tables'
+    distances at 80 was scored 80 or more but never fetched."""
+    from datetime import datetime, timezone
+
+    import numpy as np
+
+    from faceledger.client import Client
+    from faceledger.store import CollectionRecord, FaceRecord
+    from faceledger.vision.similarity import SimilarityScale
+
+    model = "faceledger-sface-v2"
+    main, degraded = SimilarityScale.load(model), SimilarityScale.load(model, "degraded-one")
+    d = (main.max_distance(80) + degraded.max_distance(80)) / 2
+    assert degraded.max_distance(80) < d < main.max_distance(80)
+    a = np.zeros(128, np.float32)
+    a[0] = 1
+    b = np.zeros(128, np.float32)
+    b[0], b[1] = 1 - d * d / 2, np.sqrt(1 - (1 - d * d / 2) ** 2)  # unit vectors d apart
+    client = Client(tmp_path / "data")
+    store, now = client._service.store, datetime(2026, 11, 30, tzinfo=timezone.utc)
+    store.create_collection(CollectionRecord("turned", "arn:aws:rekognition:us-east-1:000000000000:collection/turned",
+                                             model, now), {})
+    ids = [f"{i:08d}-0000-4000-8000-000000000000" for i in (1, 2)]
+    store.add_faces([FaceRecord(fid, "turned", f"img-{i}", None, (0.5, 0.5, 0.1, 0.1), 99.0, model, now,
+                                embedding=v, quality_band=band)
+                     for i, (fid, v, band) in enumerate(zip(ids, (a, b), ("turned", "calibrated")))])
+    client._service.call("CreateUser", {"CollectionId": "turned", "UserId": "bob"})
+    client._service.call("AssociateFaces", {"CollectionId": "turned", "UserId": "bob", "FaceIds": [ids[1]]})
+    # with the margin rule off, the fetch reaches exactly as far as the threshold (with it on, further: the
+    # runner-up a turned probe's match would be judged against was then cut off at the shorter distance)
+    from faceledger.service import RequestContext
+
+    found = client._service.call("SearchUsers", {"CollectionId": "turned", "FaceId": ids[0]},
+                                 RequestContext(min_margin=0))["UserMatches"]
+    assert [m["User"]["UserId"] for m in found] == ["bob"] and found[0]["Similarity"] >= 80

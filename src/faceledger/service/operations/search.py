@@ -60,6 +60,18 @@ def largest_face(inv: Invocation, image: InputImage, quality_filter: str, member
     return faces[0]
 
 
+def reach_distance(inv: Invocation, probe_band: str, similarity: float) -> float:
+    """How far to fetch stored faces for a probe of quality band ``probe_band`` so that every face that may
+    score ``similarity`` or more is found: the largest distance at that Similarity over the tables of the pairs
+    the probe can form (with a stored face inside the range, degraded, covered or turned): the stored faces'
+    bands differ, and the most lenient of them sets the reach."""
+    model = inv.face_model or inv.service.model_version
+    scales = [inv.band_scale(pair_band(probe_band, CALIBRATED))] + [
+        inv.service.band_scale_for(model, pair_band(probe_band, b))
+        for b in (DEGRADED, COVERED, TURNED) if pair_band(probe_band, b) != CALIBRATED]
+    return max(sc.max_distance(similarity) for sc in scales if sc is not None)
+
+
 def face_matches(inv: Invocation, collection_id: str, vector: np.ndarray, req: dict[str, Any], exclude=(),
                  face_count: int | None = None, probe_band: str | None = None) -> list:
     """Faces at or above the threshold used (see risk.search_threshold), most similar first, unless the margin
@@ -74,16 +86,11 @@ def face_matches(inv: Invocation, collection_id: str, vector: np.ndarray, req: d
                                  max(0, face_count - len(exclude)))
     margin = margin_of(inv)
     max_faces = req.get("MaxFaces", DEFAULT_MAX_FACES)
-    # the stored faces' bands differ: fetch as far as the most lenient of the probe's pair bands reaches
-    reach_distance = max([widest.max_distance(reach(threshold, margin))] + [
-        sc.max_distance(reach(threshold, margin)) for sc in (
-            inv.service.band_scale_for(inv.face_model or inv.service.model_version, pair_band(probe_band, b))
-            for b in (DEGRADED, COVERED, TURNED) if pair_band(probe_band, b) != CALIBRATED) if sc is not None])
     hits = inv.store.nearest(
         collection_id,
         vector,
         limit=max_faces + (RUNNER_UP_CANDIDATES if margin > 0 else 0),
-        max_distance=reach_distance,
+        max_distance=reach_distance(inv, probe_band, reach(threshold, margin)),
         exclude_face_ids=exclude,
     )
     matches = []

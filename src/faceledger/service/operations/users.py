@@ -24,9 +24,9 @@ from ..errors import (
 from ..images import load_image
 from ._common import MAX_FACES_PER_IMAGE, require_collection
 from ..risk import ambiguous, margin_of, reach, search_threshold
-from ...vision.face_quality import CALIBRATED, DEGRADED, pair_band
+from ...vision.face_quality import CALIBRATED, DEGRADED, TURNED, pair_band
 from ..quality import face_band
-from .search import largest_face
+from .search import largest_face, reach_distance
 
 MAX_FACES_PER_USER = 100
 DEFAULT_ASSOCIATE_THRESHOLD = 75.0
@@ -166,14 +166,17 @@ def user_matches(
     stored face's."""
     vectors = list(vectors)
     bands = [b or CALIBRATED for b in (probe_bands or [None] * len(vectors))]
-    # the widest reach: no pair of these probes scores higher than on this scale
-    scale = inv.band_scale(pair_band(CALIBRATED if CALIBRATED in bands or not bands else DEGRADED, CALIBRATED))
+    # the margin rule's scale: no pair of these probes scores higher than on this one
+    scale = inv.band_scale(pair_band(CALIBRATED if CALIBRATED in bands or TURNED in bands or not bands else DEGRADED,
+                                     CALIBRATED))
     face_count = inv.store.get_collection(cid).face_count
     # every face of the collection is compared (a user's own faces too: they are not excluded from the search)
     threshold = search_threshold(inv, float(req.get("UserMatchThreshold", DEFAULT_SEARCH_THRESHOLD)), face_count,
                                  probes=len(vectors))
     margin = margin_of(inv)
-    max_distance = scale.max_distance(reach(threshold, margin))
+    # fetched as far as the most lenient pair any probe can form reaches (search.reach_distance): a turned probe's
+    # pairs with faces inside the range are scored on the main table, which reaches further than degraded-one
+    max_distance = max([reach_distance(inv, b, reach(threshold, margin)) for b in bands] or [0.0])
     best: dict[str, float] = {}
     similar: dict[str, float] = {}
     for vector, probe_band in zip(vectors, bands):
