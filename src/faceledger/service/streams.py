@@ -55,9 +55,9 @@ LABEL_OPERATION = "StreamProcessorLabelDetected"
 COMPLETE_OPERATION = "StreamProcessorSessionComplete"
 #: Faces of one frame looked at, largest first (as DetectFaces).
 MAX_FACES_PER_FRAME = 100
-KINESIS_STREAM = re.compile(r"^arn:[a-z\d-]+:kinesis:[a-z\d-]+:\d{12}:stream/([a-zA-Z0-9_.\-]{1,128})$")
+KINESIS_STREAM = re.compile(r"^arn:[a-z\d-]+:kinesis:[a-z\d-]+:\d{12}:stream/([a-zA-Z0-9_.\-]{1,128})\Z")
 KINESIS_VIDEO_STREAM = re.compile(r"^arn:[a-z\d-]+:kinesisvideo:[a-z\d-]+:\d{12}:stream/([a-zA-Z0-9_.\-]{1,256})"
-                                  r"(/[0-9]{1,20})?$")
+                                  r"(/[0-9]{1,20})?\Z")
 
 
 def kinesis_stream_name(arn: str) -> str | None:

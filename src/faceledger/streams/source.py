@@ -43,7 +43,7 @@ MAX_URL_CHARS = 2048
 MAX_SOURCE_PIXELS = 36_000_000
 
 _NETWORK_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https"}
-_DEVICE = re.compile(r"^/dev/video[0-9]{1,3}$")
+_DEVICE = re.compile(r"^/dev/video[0-9]{1,3}\Z")
 
 
 #: The password of a URL's user part (``scheme://user:password@host``) wherever it appears in a text.

@@ -58,7 +58,7 @@ from ...streams.source import check_source_url, redact
 MIN_LIVE_THRESHOLD = 80.0
 DEFAULT_LIST_SIZE = 1000
 MAX_TAGS = 50
-_NAME = re.compile(r"^[a-zA-Z0-9_.\-]{1,128}$")
+_NAME = re.compile(r"^[a-zA-Z0-9_.\-]{1,128}\Z")
 ARN_PART = ":streamprocessor/"
 
 
