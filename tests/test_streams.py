@@ -41,12 +41,13 @@ def data_arn(stream: str) -> str:
     return f"arn:aws:kinesis:us-east-1:000000000000:stream/{stream}"
 
 
-def post(server: Server, operation: str, body: bytes) -> httpx.Response:
-    """``body`` to faceledger's own operation (Faceledger.<Op>), signed as boto3 signs."""
+def post(server: Server, operation: str, body: bytes, key: tuple[str, str] | None = None) -> httpx.Response:
+    """``body`` to faceledger's own operation (Faceledger.<Op>), signed as boto3 signs (with ``key``, else the
+    server's admin key)."""
     request = AWSRequest(method="POST", url=server.url + "/", data=body,
                          headers={"X-Amz-Target": f"Faceledger.{operation}",
                                   "Content-Type": "application/x-amz-json-1.1"})
-    SigV4Auth(Credentials(server.key_id, server.secret), "rekognition", "us-east-1").add_auth(request)
+    SigV4Auth(Credentials(*(key or (server.key_id, server.secret))), "rekognition", "us-east-1").add_auth(request)
     return httpx.post(server.url + "/", content=request.body, headers=dict(request.headers.items()), timeout=30)
 
 
@@ -427,15 +428,24 @@ def test_processor_operations_are_authorized_on_the_collection_the_processor_sea
     arn = create(rekognition, "p-auth", "authclip", cid)["StreamProcessorArn"]
     actions = [f"rekognition:{a}" for a in ("StartStreamProcessor", "StopStreamProcessor", "DescribeStreamProcessor",
                                             "DeleteStreamProcessor", "UpdateStreamProcessor", "TagResource")]
+    actions.append("faceledger:GetStreamProcessorStatus")
+    keys = {}
 
     def key(collection: str):
         policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions,
                   "Resource": f"arn:aws:rekognition:us-east-1:000000000000:collection/{collection}"}]}
-        client = live.client(create_key(live.data_dir, f"k-{collection}", policy))
+        keys[collection] = create_key(live.data_dir, f"k-{collection}", policy)
+        client = live.client(keys[collection])
         add_purpose_headers(client, "test: live search", "CASE-12")
         return client
 
     other, same = key("some-other-collection"), key(cid)
+    # faceledger's status operation names a processor too: authorized on its collection, as Describe is
+    status = json.dumps({"Name": "p-auth"}).encode()
+    assert post(live, "GetStreamProcessorStatus", status, keys[cid]).json()["Status"] == "STOPPED"
+    denied = post(live, "GetStreamProcessorStatus", status, keys["some-other-collection"])
+    assert denied.status_code == 400 and denied.json()["__type"].endswith("AccessDeniedException"), denied.text
+    assert f"collection/{cid}" in denied.json()["message"]
     for call, kwargs in ((other.start_stream_processor, {"Name": "p-auth"}),
                          (other.describe_stream_processor, {"Name": "p-auth"}),
                          (other.delete_stream_processor, {"Name": "p-auth"}),

@@ -93,9 +93,10 @@ def _lookup_key(value: Any) -> bool:
 
 
 #: Stream processor operations that name a processor (``Name``): authorized on the ARN of the collection it
-#: searches, as CreateStreamProcessor is (resource_of).
+#: searches, as CreateStreamProcessor is (resource_of); faceledger's GetStreamProcessorStatus too, so that a key
+#: limited to one collection reads its own processors' counters and no other's.
 PROCESSOR_OPERATIONS = frozenset({"StartStreamProcessor", "StopStreamProcessor", "DescribeStreamProcessor",
-                                  "UpdateStreamProcessor", "DeleteStreamProcessor"})
+                                  "UpdateStreamProcessor", "DeleteStreamProcessor", "GetStreamProcessorStatus"})
 
 
 @dataclass(frozen=True)
