@@ -697,3 +697,18 @@ def test_tracklets_are_merged_on_their_quality_bands_tables():
     a, b = pair("calibrated")
     b.first_ms = 400
     assert [len(g) for g in merge_tracklets([a, b], similarity)] == [1, 1]
+
+
+def test_a_face_whose_box_jumps_in_size_starts_a_new_tracklet():
+    """Box overlap alone let a face take over another's tracklet where their boxes overlap (the crowd clip: a head
+    seen from behind, then the boy in front of it): a box more than MAX_SIZE_CHANGE times wider or narrower than
+    its tracklet's last one starts a new tracklet; a face growing as it walks closer keeps its own."""
+    from faceledger.video import track
+
+    tracker = track.FaceTracker(5.0)
+    a = tracker.update([(100, 100, 126, 126)], [0.9], 0)
+    b = tracker.update([(100, 100, 128, 128)], [0.9], 200)  # grows a little: the same face
+    c = tracker.update([(95, 95, 139, 139)], [0.9], 400)  # overlaps well (IoU 0.4) but 1.57x wider: another face
+    assert a == b and c != b
+    d = tracker.update([(94, 94, 140, 140)], [0.9], 600)  # and that one goes on as itself
+    assert d == c
