@@ -92,9 +92,23 @@ class FaceTracker:
 
     def update(self, boxes: Sequence[tuple[float, float, float, float]], scores: Sequence[float],
                timestamp_ms: int) -> list[int]:
-        """The tracklet id of each box (left, top, right, bottom in pixels) of one sampled frame."""
+        """The tracklet id of each box (left, top, right, bottom in pixels) of one sampled frame; a box with a
+        coordinate that is not finite, or no width or height, is not tracked: a tracklet of its own."""
         import supervision as sv
 
+        raw_boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        valid = np.isfinite(raw_boxes).all(1) & (raw_boxes[:, 2] > raw_boxes[:, 0]) & (raw_boxes[:, 3] > raw_boxes[:, 1])
+        if not valid.all():
+            kept = iter(self.update([tuple(b) for b in raw_boxes[valid]],
+                                    [sc for sc, v in zip(scores, valid) if v], timestamp_ms))
+            out_ids = []
+            for v in valid:
+                if v:
+                    out_ids.append(next(kept))
+                else:
+                    out_ids.append(self.next_id)
+                    self.next_id += 1
+            return out_ids
         if len(boxes) == 0:
             detections = sv.Detections.empty()
         else:
@@ -125,6 +139,9 @@ class FaceTracker:
                 self.next_id += 1
             self._widths[key] = width
             ids.append(self._ids[key][0])
+        live = {id(t) for t in self._sort.tracks}  # forget tracklets SORT dropped: memory stays per live face
+        self._ids = {k: v for k, v in self._ids.items() if k in live}
+        self._widths = {k: v for k, v in self._widths.items() if k in live}
         return ids
 
 
@@ -158,40 +175,63 @@ def merge_tracklets(tracklets: Sequence[Tracklet], similarity: Callable[[np.ndar
     if min_similarity is None:
         min_similarity = merge_threshold(tracklets)
     ordered = sorted(tracklets, key=lambda t: (t.first_ms, t.track))
-    # the best Similarity between two tracklets' faces, each pair on its band's table: computed once
-    best_pair: dict[tuple[int, int], float] = {}
-    for i, a in enumerate(ordered):
-        for j in range(i + 1, len(ordered)):
-            b = ordered[j]
-            if not a.faces or not b.faces or a.overlaps(b):
-                continue
-            va = np.stack([v for _, v, _band in a.faces]).astype(np.float64)
-            vb = np.stack([v for _, v, _band in b.faces]).astype(np.float64)
-            d = np.sqrt(np.maximum(0.0, (va * va).sum(1)[:, None] + (vb * vb).sum(1)[None, :] - 2 * va @ vb.T))
-            bands = np.array([[pair_band(fa[2], fb[2]) for fb in b.faces] for fa in a.faces])
-            best = -1.0
+    first = np.array([t.first_ms for t in ordered], dtype=np.int64)
+    last = np.array([t.last_ms for t in ordered], dtype=np.int64)
+    # every face in one matrix, tracklet by tracklet; pair bands looked up by band code (a few bands)
+    withfaces = [i for i, t in enumerate(ordered) if t.faces]
+    edges: list[tuple[float, int, int]] = []  # (Similarity, i, j) of pairs reaching the threshold: sparse
+    if len(withfaces) > 1:
+        vectors = np.stack([v for i in withfaces for _, v, _band in ordered[i].faces]).astype(np.float64)
+        names = sorted({str(b) for i in withfaces for _, _v, b in ordered[i].faces})
+        code = {b: c for c, b in enumerate(names)}
+        codes = np.array([code[str(b)] for i in withfaces for _, _v, b in ordered[i].faces])
+        pair_names = [[pair_band(a, b) for b in names] for a in names]
+        pair_list = sorted({p for row in pair_names for p in row})
+        pair_code = np.array([[pair_list.index(p) for p in row] for row in pair_names])
+        owner = np.repeat(np.arange(len(withfaces)), [len(ordered[i].faces) for i in withfaces])
+        starts = np.concatenate([[0], np.cumsum([len(ordered[i].faces) for i in withfaces])])
+        norms = (vectors * vectors).sum(1)
+        tracks = np.array(withfaces)
+        for a in range(len(withfaces) - 1):
+            i = withfaces[a]
+            rows, rest = slice(starts[a], starts[a + 1]), slice(starts[a + 1], len(vectors))
+            d = np.sqrt(np.maximum(0.0, norms[rows][:, None] + norms[rest][None, :]
+                                   - 2 * vectors[rows] @ vectors[rest].T))
+            bands = pair_code[codes[rows][:, None], codes[rest][None, :]]
+            s = np.full(d.shape, -1.0)
             for pb in np.unique(bands):
-                best = max(best, float(np.max(np.asarray(similarity(d[bands == pb], str(pb))))))
-            best_pair[(i, j)] = best_pair[(j, i)] = best
-    groups: list[list[int]] = [[i] for i in range(len(ordered))]
+                mask = bands == pb
+                s[mask] = np.asarray(similarity(d[mask], pair_list[pb]), dtype=np.float64)
+            col = s.max(0)
+            per = np.maximum.reduceat(col, starts[a + 1:-1] - starts[a + 1])  # best pair per later tracklet
+            later = tracks[a + 1:]
+            keep = (per >= min_similarity) & ~((first[later] <= last[i]) & (first[i] <= last[later]))
+            edges.extend((float(per[b]), i, int(later[b])) for b in np.flatnonzero(keep))
+    # greedy, most similar first: two groups' score is their best pair's (an edge), and a group pair that
+    # overlaps in time stays overlapping as groups grow, so the edges in order of Similarity decide it all
+    edges.sort(key=lambda e: (-e[0], e[1], e[2]))
+    root = list(range(len(ordered)))
+    members: dict[int, list[int]] = {i: [i] for i in range(len(ordered))}
+    refused: set[tuple[int, int]] = set()
 
-    def score(a: list[int], b: list[int]) -> float:
-        if any(ordered[x].overlaps(ordered[y]) for x in a for y in b):
-            return -1.0
-        return max((best_pair.get((x, y), -1.0) for x in a for y in b), default=-1.0)
+    def find(x: int) -> int:
+        while root[x] != x:
+            root[x] = root[root[x]]
+            x = root[x]
+        return x
 
-    while len(groups) > 1:
-        best, pair = min_similarity, None
-        for i in range(len(groups)):
-            for j in range(i + 1, len(groups)):
-                s = score(groups[i], groups[j])
-                if s >= best:
-                    best, pair = s, (i, j)
-        if pair is None:
-            break
-        i, j = pair
-        groups[i] = sorted(groups[i] + groups[j], key=lambda k: ordered[k].first_ms)
-        del groups[j]
-    persons = [[ordered[k] for k in g] for g in groups]
+    for _s, x, y in edges:
+        rx, ry = find(x), find(y)
+        if rx == ry or (min(rx, ry), max(rx, ry)) in refused:
+            continue
+        mx, my = np.array(members[rx]), np.array(members[ry])
+        if np.any((first[mx][:, None] <= last[my][None, :]) & (first[my][None, :] <= last[mx][:, None])):
+            refused.add((min(rx, ry), max(rx, ry)))
+            continue
+        keep_root, gone = min(rx, ry), max(rx, ry)
+        root[gone] = keep_root
+        members[keep_root] = members[keep_root] + members.pop(gone)
+        refused = {(min(find(p), find(q)), max(find(p), find(q))) for p, q in refused}
+    persons = [sorted((ordered[k] for k in g), key=lambda t: t.first_ms) for g in members.values()]
     persons.sort(key=lambda g: (g[0].first_ms, g[0].track))
     return persons
