@@ -67,9 +67,9 @@ def reach_distance(inv: Invocation, probe_band: str, similarity: float) -> float
     bands differ, and the most lenient of them sets the reach."""
     model = inv.face_model or inv.service.model_version
     scales = [inv.band_scale(pair_band(probe_band, CALIBRATED))] + [
-        inv.service.band_scale_for(model, pair_band(probe_band, b))
+        inv.service.band_scale_for(model, pair_band(probe_band, b)) or inv.scale  # no table: scored on the main one
         for b in (DEGRADED, COVERED, TURNED) if pair_band(probe_band, b) != CALIBRATED]
-    return max(sc.max_distance(similarity) for sc in scales if sc is not None)
+    return max(sc.max_distance(similarity) for sc in scales)
 
 
 def face_matches(inv: Invocation, collection_id: str, vector: np.ndarray, req: dict[str, Any], exclude=(),
@@ -86,20 +86,23 @@ def face_matches(inv: Invocation, collection_id: str, vector: np.ndarray, req: d
                                  max(0, face_count - len(exclude)))
     margin = margin_of(inv)
     max_faces = req.get("MaxFaces", DEFAULT_MAX_FACES)
+    # every face within reach is scored: pairs are read on their bands' tables, so a nearer face may score lower
+    # than a further one (a turned pair on turned-both's table), and the nearest max_faces are not the best
     hits = inv.store.nearest(
         collection_id,
         vector,
-        limit=max_faces + (RUNNER_UP_CANDIDATES if margin > 0 else 0),
+        limit=max(face_count, max_faces + (RUNNER_UP_CANDIDATES if margin > 0 else 0)),
         max_distance=reach_distance(inv, probe_band, reach(threshold, margin)),
         exclude_face_ids=exclude,
     )
-    matches = []
-    for hit in hits[:max_faces]:
+    scored = []
+    for hit in hits:
         scale = inv.band_scale(pair_band(probe_band, hit.face.quality_band or CALIBRATED))
         similarity = float(scale.similarity(hit.distance))
         if similarity >= threshold:
-            matches.append({"Similarity": similarity, "Face": shapes.stored_face(hit.face)})
-    matches.sort(key=lambda m: -m["Similarity"])
+            scored.append((similarity, hit))
+    scored.sort(key=lambda sh: (-sh[0], sh[1].distance))
+    matches = [{"Similarity": sim, "Face": shapes.stored_face(hit.face)} for sim, hit in scored[:max_faces]]
     if margin > 0 and matches:
         runner_up = _runner_up(inv, collection_id, hits)
         if ambiguous(inv, hits[0].distance, None if runner_up is None else runner_up.distance, margin, widest):

@@ -1,7 +1,7 @@
 """CreateUser, DeleteUser, ListUsers, AssociateFaces, DisassociateFaces, SearchUsers, SearchUsersByImage.
 
 How a user's faces are aggregated: a user's Similarity to a query face is the
-highest Similarity of any of the user's faces to it (nearest face); searching by
+highest Similarity of any of the user's faces to it (each pair on its quality band's table); searching by
 UserId takes the highest over every pair of the two users' faces. A user is
 returned when that Similarity reaches UserMatchThreshold.
 """
@@ -160,7 +160,7 @@ def user_matches(
     inv: Invocation, cid: str, vectors: Iterable[np.ndarray], req: dict[str, Any], exclude_user: str | None = None,
     probe_bands: Iterable[str | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Users ranked by their nearest face to any of ``vectors`` (see the module's docstring); none when the
+    """Users ranked by their best-scored face to any of ``vectors`` (see the module's docstring); none when the
     margin rule finds the best user too close to the runner-up (risk.ambiguous). Each pair is scored with the
     table of its quality band (search.face_matches): ``probe_bands``, one a vector (None: calibrated), with the
     stored face's."""
@@ -187,14 +187,11 @@ def user_matches(
             best[uid] = min(best.get(uid, np.inf), hit.distance)
             pair = inv.band_scale(pair_band(probe_band, hit.face.quality_band or CALIBRATED))
             similar[uid] = max(similar.get(uid, 0.0), float(pair.similarity(hit.distance)))
-    ordered = sorted(best.items(), key=lambda item: (item[1], item[0]))
-    ranked = ordered[: req.get("MaxUsers", DEFAULT_MAX_USERS)]
-    matches = []
-    for uid, distance in ranked:
-        similarity = similar[uid]
-        if similarity >= threshold:
-            matches.append({"Similarity": similarity, "User": {"UserId": uid, "UserStatus": "ACTIVE"}})
-    matches.sort(key=lambda m: -m["Similarity"])
+    ordered = sorted(best.items(), key=lambda item: (item[1], item[0]))  # by distance: the margin rule's order
+    # ranked by Similarity, not distance: each pair is read on its band's table, so the nearest user may score less
+    ranked = sorted((uid for uid in best if similar[uid] >= threshold), key=lambda u: (-similar[u], best[u], u))
+    matches = [{"Similarity": similar[uid], "User": {"UserId": uid, "UserStatus": "ACTIVE"}}
+               for uid in ranked[: req.get("MaxUsers", DEFAULT_MAX_USERS)]]
     if margin > 0 and matches and ambiguous(inv, ordered[0][1], ordered[1][1] if len(ordered) > 1 else None, margin,
                                             scale):
         return []
