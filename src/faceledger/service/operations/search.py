@@ -86,12 +86,13 @@ def face_matches(inv: Invocation, collection_id: str, vector: np.ndarray, req: d
                                  max(0, face_count - len(exclude)))
     margin = margin_of(inv)
     max_faces = req.get("MaxFaces", DEFAULT_MAX_FACES)
-    # every face within reach is scored: pairs are read on their bands' tables, so a nearer face may score lower
-    # than a further one (a turned pair on turned-both's table), and the nearest max_faces are not the best
+    # pairs are read on their bands' tables, so a nearer face may score lower than a further one (a turned pair on
+    # turned-both's table): RUNNER_UP_CANDIDATES more than max_faces are fetched and scored, and the best max_faces
+    # by Similarity kept (a bounded fetch: every face within reach could be millions at scale)
     hits = inv.store.nearest(
         collection_id,
         vector,
-        limit=max(face_count, max_faces + (RUNNER_UP_CANDIDATES if margin > 0 else 0)),
+        limit=max_faces + RUNNER_UP_CANDIDATES,
         max_distance=reach_distance(inv, probe_band, reach(threshold, margin)),
         exclude_face_ids=exclude,
     )
