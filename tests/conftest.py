@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -273,3 +274,18 @@ def lfw() -> Path:
 
 def image_bytes(path: Path) -> bytes:
     return Path(path).read_bytes()
+
+
+@contextmanager
+def small_tmpfs(mount: Path, size: str):
+    """A tmpfs of ``size`` (mount's syntax: "64k", "3m") mounted on the new folder ``mount`` for the block, mode 0700;
+    the test is skipped where it cannot be mounted (not root)."""
+    mount.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mount)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a {size} tmpfs here (needs root): {r.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)

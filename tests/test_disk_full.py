@@ -19,21 +19,13 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import Server, image_bytes, shared_data
+from conftest import Server, image_bytes, shared_data, small_tmpfs
 
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path):
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mount)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a 3 MB tmpfs here (needs root): {r.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "tiny", "3m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def _fill(folder: Path) -> Path:

@@ -511,6 +511,17 @@ def test_a_blurred_face_on_camera_is_scored_with_its_quality_band(live, rekognit
     extension(live, "RemoveStreamSource", Name="blurcam")
 
 
+def miranda_collection(live: Server, rekognition, prefix: str) -> str:
+    """A new collection (``prefix``-<random>) holding Lin-Manuel Miranda's reference photo, live search allowed."""
+    cid = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    rekognition.create_collection(CollectionId=cid)
+    photo = shared_data("video", "hamilton_reference_faces") / "lin-manuel-miranda.png"
+    rekognition.index_faces(CollectionId=cid, Image={"Bytes": photo.read_bytes()},
+                            ExternalImageId="lin-manuel-miranda", MaxFaces=1)
+    extension(live, "PutCollectionPolicy", CollectionId=cid, Policy={"AllowLiveSearch": True})
+    return cid
+
+
 @pytest.mark.slow
 def test_hls_and_http_sources_find_miranda(live, rekognition, tmp_path):
     """An HLS playlist (the hamilton clip cut into 2-second MPEG-TS segments by PyAV's hls muxer, no re-encoding)
@@ -543,12 +554,7 @@ def test_hls_and_http_sources_find_miranda(live, rekognition, tmp_path):
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    refs = shared_data("video", "hamilton_reference_faces")
-    cid = f"http-{uuid.uuid4().hex[:8]}"
-    rekognition.create_collection(CollectionId=cid)
-    rekognition.index_faces(CollectionId=cid, Image={"Bytes": (refs / "lin-manuel-miranda.png").read_bytes()},
-                            ExternalImageId="lin-manuel-miranda", MaxFaces=1)
-    extension(live, "PutCollectionPolicy", CollectionId=cid, Policy={"AllowLiveSearch": True})
+    cid = miranda_collection(live, rekognition, "http")
     base = f"http://127.0.0.1:{server.server_address[1]}"
     urls = {"hls": f"{base}/index.m3u8", "httpmp4": f"{base}/clip.mp4"}
     try:
@@ -588,12 +594,7 @@ def test_rtmp_source_finds_miranda(live, rekognition):
     try:
         line = camera.stdout.readline()
         assert line.strip() == "ready", f"RTMP camera did not start: {line}{camera.stderr.read()}"
-        refs = shared_data("video", "hamilton_reference_faces")
-        cid = f"rtmp-{uuid.uuid4().hex[:8]}"
-        rekognition.create_collection(CollectionId=cid)
-        rekognition.index_faces(CollectionId=cid, Image={"Bytes": (refs / "lin-manuel-miranda.png").read_bytes()},
-                                ExternalImageId="lin-manuel-miranda", MaxFaces=1)
-        extension(live, "PutCollectionPolicy", CollectionId=cid, Policy={"AllowLiveSearch": True})
+        cid = miranda_collection(live, rekognition, "rtmp")
         assert extension(live, "AddStreamSource", Name="rtmpcam",
                          Url=f"rtmp://127.0.0.1:{port}/live/cam")["Kind"] == "rtmp"
         create(rekognition, "rtmp-watch", "rtmpcam", cid)
