@@ -33,7 +33,6 @@ from ..store.video_jobs import VideoJob
 from ..video import BlackFrames, FacePass, ShotDetector, Tracklet, VideoError, frames, merge_tracklets, probe, smpte
 from ..video.decode import changed, first_frame_pts
 from ..vision.face_quality import CALIBRATED
-from . import shapes
 from .context import RequestContext
 from .errors import RekognitionError
 from .ledger import build_entry

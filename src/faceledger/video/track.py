@@ -188,7 +188,6 @@ def merge_tracklets(tracklets: Sequence[Tracklet], similarity: Callable[[np.ndar
         pair_names = [[pair_band(a, b) for b in names] for a in names]
         pair_list = sorted({p for row in pair_names for p in row})
         pair_code = np.array([[pair_list.index(p) for p in row] for row in pair_names])
-        owner = np.repeat(np.arange(len(withfaces)), [len(ordered[i].faces) for i in withfaces])
         starts = np.concatenate([[0], np.cumsum([len(ordered[i].faces) for i in withfaces])])
         norms = (vectors * vectors).sum(1)
         tracks = np.array(withfaces)
